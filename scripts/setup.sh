@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian packages align-batch needs, builds it, then does one thing:
+#   scripts/setup.sh example   align the shipped example corpus (the README's first command)
+#   scripts/setup.sh test      run the whole test suite (the README's second command; .ci/run)
+#   scripts/setup.sh build     only install and build
+#   scripts/setup.sh bench     also install the benchmarks' peers (GNU parallel, python3-torch)
+# Idempotent: apt-get skips what is installed, cmake and ccache rebuild only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-build}
+
+# Build and test dependencies. Why each one is here is in the README's "Dependencies" table.
+packages=(
+  build-essential cmake ccache pkg-config
+  libboost-dev libboost-filesystem-dev     # Boost.Process (needs filesystem), Boost.Interprocess
+  libtorch-dev                             # LibTorch: the worker's engine only
+  libsndfile1-dev libsamplerate0-dev       # audio decoding, streaming resampling
+  libcli11-dev libsqlite3-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
+  espeak-ng sox libsox-fmt-all             # test and example audio is synthesised, never downloaded
+)
+[ "$mode" = bench ] && packages+=(parallel python3-torch)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: missing Debian packages: ${missing[*]}; run as root (or with sudo) to install them" >&2
+    exit 2
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${packages[@]}"
+fi
+
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
+
+case "$mode" in
+  build|bench) ;;
+  example) ./build/orchestrator/align-batch doctor ;;
+  test) cd build && ctest --output-on-failure -j "$jobs" ;;
+  *) echo "setup.sh: unknown mode '$mode'; use example, test, build or bench" >&2; exit 2 ;;
+esac
