@@ -5,12 +5,17 @@
 // processes, files or the clock; time arrives as `now_ms` inside events, so the same code runs the
 // real loop (orchestrator/run_loop), the tests (no processes at all) and `align-batch replay`
 // (simulated time).
+//
+// Every operation costs O(log n) in the number of queued jobs (plus O(k) in the k running jobs a
+// sample lists), so replay can push a million jobs through it in seconds.
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 namespace ab {
@@ -19,16 +24,24 @@ using JobId = std::uint64_t;
 
 /// Fixed settings of one run. Budgets are bytes of PSS (and VRAM) summed over all workers.
 struct SchedulerConfig {
-  std::uint64_t budget_bytes = 0;       ///< effective memory budget (memguard::effective_budget)
+  std::uint64_t budget_bytes = 0;       ///< effective memory budget (memguard::effective_budget); 0: none
   std::uint64_t vram_budget_bytes = 0;  ///< 0: no GPU budget, VRAM is not considered
   std::uint32_t max_workers = 0;        ///< upper bound on concurrent jobs; 0: memory alone decides
   double high_water = 0.90;             ///< preempt when measured total > high_water * budget
   std::uint64_t reserve_bytes = 0;      ///< preempt when the machine's MemAvailable falls below this
   double psi_full_avg10_limit = 20.0;   ///< preempt when PSI memory "full" avg10 (percent) exceeds this
   std::int64_t pause_after_kill_ms = 2000;  ///< no admissions for this long after a guard kill
-  std::uint32_t max_attempts = 3;       ///< a job is started at most this many times
+  std::uint32_t max_attempts = 3;       ///< a job may die (crash) this many times before it fails
   std::uint32_t cold_start_jobs = 1;    ///< at most this many jobs without a prediction run at once
   double raise_factor = 1.25;           ///< a requeued job's estimate: raise_factor * peak seen
+  /// An unpredicted job is admitted as if it needed max(largest peak observed so far, this).
+  std::uint64_t cold_start_floor_bytes = 0;
+  /// Smaller jobs that may start past the largest queued job while it does not fit; after that,
+  /// admissions hold until it fits, so it never starves.
+  std::uint32_t max_overtakes = 32;
+  /// Guard kills and suspected OOM deaths a job may suffer before it fails (they do not count
+  /// against max_attempts, since they are not the job's fault; this bounds pathological loops).
+  std::uint32_t max_guard_kills = 8;
 };
 
 /// A job as the scheduler sees it: an id, a size for ordering, and (when history has one) a
@@ -79,8 +92,12 @@ struct Decision {
 
 /// Counters for the summary and for replay.
 struct SchedulerStats {
-  std::uint32_t started = 0, finished_ok = 0, failed = 0, retried = 0, guard_kills = 0,
-                oom_deaths = 0;
+  std::uint32_t started = 0,      ///< starts, retries included
+      finished_ok = 0,            ///< jobs that ended kOk
+      failed = 0,                 ///< jobs failed for good (kFailed, or a kFail decision)
+      retried = 0,                ///< requeues after a crash, a guard kill or an OOM death
+      guard_kills = 0,            ///< jobs that ended kGuardKilled
+      oom_deaths = 0;             ///< jobs that ended kDied with oom_suspected
   std::uint64_t peak_total_pss_bytes = 0;  ///< highest measured total seen in any sample
   std::uint32_t peak_running = 0;
 };
@@ -89,38 +106,111 @@ class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& config);
 
-  /// A job joins the queue.
+  /// A job joins the queue. Its id must not be queued or running already.
   void add_job(const JobSpec& job);
   /// History learned more (a job of the same key finished): a queued job's prediction changes.
+  /// For a running job it replaces the cold-start reservation. Never lowers an estimate raised
+  /// after a kill. Unknown or finished jobs are ignored.
   void set_prediction(JobId job, std::uint64_t predicted_peak_bytes);
   /// A memory reading. May queue Kill decisions for the next poll().
   void on_sample(const MemorySample& sample);
   /// A started job ended (reported by the loop, whatever the cause).
   void on_job_ended(JobId job, const JobOutcome& outcome, std::int64_t now_ms);
   /// Re-checks a pending kill against a fresh reading taken right before acting (STYLE.md 12):
-  /// true if the kill should still go ahead.
+  /// true if the kill should still go ahead. False cancels the kill and the pause it started.
   bool confirm_kill(JobId job, const MemorySample& fresh);
 
   /// The decisions to carry out now: kills first, then failures, then starts. Started jobs are
   /// counted as running from now_ms.
   std::vector<Decision> poll(std::int64_t now_ms);
 
-  /// Every job has finished or failed for good.
+  /// Every job has finished or failed for good, and every decision has been polled.
   bool done() const;
   std::size_t queued() const;
   std::size_t running() const;
   /// Sum over running jobs of max(predicted, observed) plus idle workers: what admission uses.
   std::uint64_t committed_bytes() const;
+  /// The same for VRAM (0 when no job declares or shows any).
+  std::uint64_t committed_vram_bytes() const { return committed_vram_; }
+  /// How many unpredicted jobs may run at once now (slow start: grows as they succeed).
+  std::uint32_t cold_start_limit() const;
+  /// Admissions are held (after a guard kill) until this time; 0 when never paused.
+  std::int64_t paused_until_ms() const { return paused_until_ms_; }
+  /// The estimate admission uses for a queued or running job (prediction, raised estimate or
+  /// cold-start reservation); none for unknown jobs or queued unpredicted ones.
+  std::optional<std::uint64_t> estimate_bytes(JobId job) const;
   const SchedulerStats& stats() const { return stats_; }
   const SchedulerConfig& config() const { return config_; }
 
  private:
+  enum class Where { kQueued, kRunning };
+  struct Job {
+    JobSpec spec;
+    Where where = Where::kQueued;
+    std::uint64_t floor_bytes = 0;       ///< estimate raised after a kill: never predicted below
+    std::uint64_t floor_vram_bytes = 0;
+    std::uint32_t deaths = 0;            ///< crashes (count against max_attempts)
+    std::uint32_t guard_kills = 0;       ///< guard kills and OOM deaths
+    std::string last_error;
+    // While running:
+    std::int64_t start_ms = 0;
+    std::uint64_t start_seq = 0;
+    bool cold = false;                   ///< admitted without a prediction
+    std::uint64_t reserved_bytes = 0;    ///< what admission counted for it
+    std::uint64_t observed_peak_bytes = 0;
+    std::uint64_t observed_vram_bytes = 0;
+    std::uint64_t observed_pss_now_bytes = 0;
+  };
+  /// Queue order for predicted jobs: estimate descending, then size descending, then id.
+  using PredictedKey = std::tuple<std::uint64_t, std::uint64_t, JobId>;
+  struct PredictedOrder {
+    bool operator()(const PredictedKey& a, const PredictedKey& b) const;
+  };
+  /// Queue order for unpredicted jobs: size descending, then id.
+  using ColdKey = std::pair<std::uint64_t, JobId>;
+  struct ColdOrder {
+    bool operator()(const ColdKey& a, const ColdKey& b) const;
+  };
+
+  std::uint64_t estimate_of(const Job& job) const;
+  std::uint64_t vram_estimate_of(const Job& job) const;
+  std::uint64_t charge_of(const Job& job) const;
+  std::uint64_t vram_charge_of(const Job& job) const;
+  std::uint64_t cold_need_bytes() const;
+  void enqueue(Job& job);
+  void dequeue(const Job& job);
+  bool check_fits_alone(Job& job);
+  void fail(JobId id, std::string reason);
+  void requeue_or_fail(Job& job, std::uint64_t peak_seen_bytes, std::uint64_t peak_vram_seen_bytes,
+                       bool raise);
+  void start(Job& job, bool cold, std::int64_t now_ms, std::vector<Decision>& out);
+  void admit(std::int64_t now_ms, std::vector<Decision>& out);
+  void observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_bytes);
+  std::optional<std::string> pressure_reason(const MemorySample& sample, bool lone_job) const;
+  bool vram_fits(const Job& job) const;
+
   SchedulerConfig config_;
   SchedulerStats stats_;
-  // State is the implementer's (see orchestrator/scheduler.cpp).
-  struct State;
-  struct StateDeleter { void operator()(State*) const; };
-  std::unique_ptr<State, StateDeleter> state_;
+  std::unordered_map<JobId, Job> jobs_;  ///< queued and running jobs
+  std::set<PredictedKey, PredictedOrder> predicted_queue_;
+  std::set<ColdKey, ColdOrder> cold_queue_;
+  /// Running jobs by (start_ms, start order, id): the youngest is last.
+  std::set<std::tuple<std::int64_t, std::uint64_t, JobId>> running_by_start_;
+  std::uint64_t next_start_seq_ = 0;
+  std::uint64_t committed_jobs_ = 0;     ///< sum of charge_of over running jobs
+  std::uint64_t committed_vram_ = 0;
+  std::uint64_t idle_pss_bytes_ = 0;
+  std::uint64_t largest_peak_seen_bytes_ = 0;
+  std::uint32_t cold_running_ = 0;
+  std::uint32_t cold_succeeded_ = 0;
+  std::int64_t paused_until_ms_ = 0;
+  std::int64_t pause_before_kill_ms_ = 0;  ///< restored if confirm_kill cancels the kill
+  std::optional<JobId> kill_in_flight_;
+  JobId overtaken_head_ = 0;
+  bool head_known_ = false;
+  std::uint32_t overtakes_ = 0;
+  std::vector<Decision> pending_kills_;
+  std::vector<Decision> pending_fails_;
 };
 
 }  // namespace ab

@@ -1,0 +1,437 @@
+// Scheduler: admission against the memory budget, preemption of the youngest job, bounded retries.
+#include "orchestrator/scheduler.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+
+namespace ab {
+namespace {
+
+constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
+// With a VRAM budget, first-fit looks at most this many memory-fitting candidates for one whose
+// VRAM fits too, so admission stays O(log n) when a few VRAM-heavy jobs block the front.
+constexpr int kVramFitScan = 64;
+
+std::string human_bytes(std::uint64_t bytes) {
+  constexpr double kKiB = 1024.0, kMiB = kKiB * 1024, kGiB = kMiB * 1024;
+  const double b = static_cast<double>(bytes);
+  if (b >= kGiB) return fmt::format("{:.1f} GiB", b / kGiB);
+  if (b >= kMiB) return fmt::format("{:.0f} MiB", b / kMiB);
+  if (b >= kKiB) return fmt::format("{:.0f} KiB", b / kKiB);
+  return fmt::format("{} B", bytes);
+}
+
+std::uint64_t scaled(std::uint64_t bytes, double factor) {
+  const double v = static_cast<double>(bytes) * factor;
+  return v >= 1.8e19 ? kUnlimited : static_cast<std::uint64_t>(v);
+}
+
+}  // namespace
+
+bool Scheduler::PredictedOrder::operator()(const PredictedKey& a, const PredictedKey& b) const {
+  if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
+  if (std::get<1>(a) != std::get<1>(b)) return std::get<1>(a) > std::get<1>(b);
+  return std::get<2>(a) < std::get<2>(b);
+}
+
+bool Scheduler::ColdOrder::operator()(const ColdKey& a, const ColdKey& b) const {
+  if (a.first != b.first) return a.first > b.first;
+  return a.second < b.second;
+}
+
+Scheduler::Scheduler(const SchedulerConfig& config) : config_(config) {}
+
+std::uint64_t Scheduler::estimate_of(const Job& job) const {
+  return std::max(job.spec.predicted_peak_bytes.value_or(0), job.floor_bytes);
+}
+
+std::uint64_t Scheduler::vram_estimate_of(const Job& job) const {
+  return std::max(job.spec.predicted_vram_bytes, job.floor_vram_bytes);
+}
+
+std::uint64_t Scheduler::charge_of(const Job& job) const {
+  return std::max(job.reserved_bytes, job.observed_peak_bytes);
+}
+
+std::uint64_t Scheduler::vram_charge_of(const Job& job) const {
+  return std::max(vram_estimate_of(job), job.observed_vram_bytes);
+}
+
+std::uint64_t Scheduler::cold_need_bytes() const {
+  return std::max(largest_peak_seen_bytes_, config_.cold_start_floor_bytes);
+}
+
+std::uint32_t Scheduler::cold_start_limit() const {
+  const std::uint64_t limit =
+      std::uint64_t{std::max<std::uint32_t>(1, config_.cold_start_jobs)} + cold_succeeded_;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(limit, 0xffffffffu));
+}
+
+// A job with a prediction or a raised floor is ordered by its estimate; one with neither by size.
+static bool has_estimate(const JobSpec& spec, std::uint64_t floor_bytes) {
+  return spec.predicted_peak_bytes.has_value() || floor_bytes > 0;
+}
+
+void Scheduler::enqueue(Job& job) {
+  job.where = Where::kQueued;
+  if (has_estimate(job.spec, job.floor_bytes)) {
+    predicted_queue_.insert({estimate_of(job), job.spec.size_bytes, job.spec.id});
+  } else {
+    cold_queue_.insert({job.spec.size_bytes, job.spec.id});
+  }
+}
+
+void Scheduler::dequeue(const Job& job) {
+  if (has_estimate(job.spec, job.floor_bytes)) {
+    predicted_queue_.erase({estimate_of(job), job.spec.size_bytes, job.spec.id});
+  } else {
+    cold_queue_.erase({job.spec.size_bytes, job.spec.id});
+  }
+}
+
+void Scheduler::fail(JobId id, std::string reason) {
+  pending_fails_.push_back({Decision::Kind::kFail, id, std::move(reason)});
+  ++stats_.failed;
+  jobs_.erase(id);
+}
+
+// False (and the job failed, erased) when the job's estimate exceeds a whole budget on its own.
+bool Scheduler::check_fits_alone(Job& job) {
+  const std::uint64_t need = estimate_of(job);
+  if (config_.budget_bytes > 0 && need > config_.budget_bytes) {
+    fail(job.spec.id, fmt::format("needs ~{} at peak but the budget is {}; raise --mem-budget or "
+                                  "split the file",
+                                  human_bytes(need), human_bytes(config_.budget_bytes)));
+    return false;
+  }
+  const std::uint64_t vram = vram_estimate_of(job);
+  if (config_.vram_budget_bytes > 0 && vram > config_.vram_budget_bytes) {
+    fail(job.spec.id, fmt::format("needs ~{} of GPU memory at peak but the VRAM budget is {}; raise "
+                                  "--vram-budget or split the file",
+                                  human_bytes(vram), human_bytes(config_.vram_budget_bytes)));
+    return false;
+  }
+  return true;
+}
+
+void Scheduler::add_job(const JobSpec& spec) {
+  assert(jobs_.count(spec.id) == 0 && "job id added twice");
+  Job& job = jobs_[spec.id];
+  job.spec = spec;
+  if (!check_fits_alone(job)) return;
+  enqueue(job);
+}
+
+void Scheduler::set_prediction(JobId id, std::uint64_t predicted_peak_bytes) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  Job& job = it->second;
+  if (job.where == Where::kQueued) {
+    dequeue(job);
+    job.spec.predicted_peak_bytes = predicted_peak_bytes;
+    if (!check_fits_alone(job)) return;
+    enqueue(job);
+    return;
+  }
+  // Running: the reservation becomes the estimate; a cold job stops counting against slow start.
+  job.spec.predicted_peak_bytes = predicted_peak_bytes;
+  committed_jobs_ -= charge_of(job);
+  job.reserved_bytes = estimate_of(job);
+  committed_jobs_ += charge_of(job);
+  if (job.cold) {
+    job.cold = false;
+    --cold_running_;
+  }
+}
+
+void Scheduler::observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_bytes) {
+  job.observed_pss_now_bytes = pss_bytes;
+  if (pss_bytes > job.observed_peak_bytes) {
+    committed_jobs_ -= charge_of(job);
+    job.observed_peak_bytes = pss_bytes;
+    committed_jobs_ += charge_of(job);
+  }
+  if (vram_bytes > job.observed_vram_bytes) {
+    committed_vram_ -= vram_charge_of(job);
+    job.observed_vram_bytes = vram_bytes;
+    committed_vram_ += vram_charge_of(job);
+  }
+  largest_peak_seen_bytes_ = std::max(largest_peak_seen_bytes_, pss_bytes);
+}
+
+std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample,
+                                                      bool lone_job) const {
+  std::uint64_t total = sample.idle_pss_bytes, total_vram = 0;
+  for (const auto& j : sample.jobs) {
+    total += j.pss_bytes;
+    total_vram += j.vram_bytes;
+  }
+  // A lone job is stopped only on a real overrun: running it alone is the best any plan can do,
+  // and stopping it at the high-water mark would throw away a job that fits.
+  if (config_.budget_bytes > 0) {
+    const double line = lone_job ? static_cast<double>(config_.budget_bytes)
+                                 : config_.high_water * static_cast<double>(config_.budget_bytes);
+    if (static_cast<double>(total) > line) {
+      return fmt::format("memory in use {} is above {} ({:.0f}% of the {} budget)",
+                         human_bytes(total), human_bytes(static_cast<std::uint64_t>(line)),
+                         lone_job ? 100.0 : config_.high_water * 100, human_bytes(config_.budget_bytes));
+    }
+  }
+  if (config_.vram_budget_bytes > 0) {
+    const double line = lone_job ? static_cast<double>(config_.vram_budget_bytes)
+                                 : config_.high_water * static_cast<double>(config_.vram_budget_bytes);
+    if (static_cast<double>(total_vram) > line) {
+      return fmt::format("GPU memory in use {} is above {} ({:.0f}% of the {} VRAM budget)",
+                         human_bytes(total_vram), human_bytes(static_cast<std::uint64_t>(line)),
+                         lone_job ? 100.0 : config_.high_water * 100,
+                         human_bytes(config_.vram_budget_bytes));
+    }
+  }
+  if (config_.reserve_bytes > 0 && sample.mem_available_bytes &&
+      *sample.mem_available_bytes < config_.reserve_bytes) {
+    return fmt::format("available memory {} is below the reserve {}",
+                       human_bytes(*sample.mem_available_bytes), human_bytes(config_.reserve_bytes));
+  }
+  if (sample.psi_full_avg10 && *sample.psi_full_avg10 > config_.psi_full_avg10_limit) {
+    return fmt::format("memory pressure (PSI full avg10) {:.1f}% is above {:.1f}%",
+                       *sample.psi_full_avg10, config_.psi_full_avg10_limit);
+  }
+  return std::nullopt;
+}
+
+void Scheduler::on_sample(const MemorySample& sample) {
+  std::uint64_t total = sample.idle_pss_bytes;
+  for (const auto& s : sample.jobs) {
+    total += s.pss_bytes;
+    auto it = jobs_.find(s.id);
+    if (it != jobs_.end() && it->second.where == Where::kRunning) {
+      observe(it->second, s.pss_bytes, s.vram_bytes);
+    }
+  }
+  idle_pss_bytes_ = sample.idle_pss_bytes;
+  stats_.peak_total_pss_bytes = std::max(stats_.peak_total_pss_bytes, total);
+
+  // One kill at a time: the next waits until the first has ended, so one spike does not empty
+  // the machine.
+  if (kill_in_flight_ || running_by_start_.empty()) return;
+  auto reason = pressure_reason(sample, running_by_start_.size() == 1);
+  if (!reason) return;
+  // The youngest loses the least work.
+  const JobId victim = std::get<2>(*running_by_start_.rbegin());
+  const Job& job = jobs_.at(victim);
+  pending_kills_.push_back(
+      {Decision::Kind::kKill, victim,
+       fmt::format("{}; stopping the youngest job (running {:.1f} s, using {}) to requeue it",
+                   *reason, static_cast<double>(sample.now_ms - job.start_ms) / 1000.0,
+                   human_bytes(job.observed_pss_now_bytes))});
+  kill_in_flight_ = victim;
+  pause_before_kill_ms_ = paused_until_ms_;
+  paused_until_ms_ = std::max(paused_until_ms_, sample.now_ms + config_.pause_after_kill_ms);
+}
+
+bool Scheduler::confirm_kill(JobId id, const MemorySample& fresh) {
+  if (!kill_in_flight_ || *kill_in_flight_ != id) return false;
+  for (const auto& s : fresh.jobs) {
+    auto it = jobs_.find(s.id);
+    if (it != jobs_.end() && it->second.where == Where::kRunning) {
+      observe(it->second, s.pss_bytes, s.vram_bytes);
+    }
+  }
+  idle_pss_bytes_ = fresh.idle_pss_bytes;
+  auto it = jobs_.find(id);
+  const bool still_running = it != jobs_.end() && it->second.where == Where::kRunning;
+  if (still_running && pressure_reason(fresh, running_by_start_.size() == 1)) return true;
+  kill_in_flight_.reset();
+  paused_until_ms_ = pause_before_kill_ms_;
+  return false;
+}
+
+void Scheduler::requeue_or_fail(Job& job, std::uint64_t peak_seen_bytes,
+                                std::uint64_t peak_vram_seen_bytes, bool raise) {
+  if (raise) {
+    job.floor_bytes = std::max(job.floor_bytes, scaled(peak_seen_bytes, config_.raise_factor));
+    if (peak_vram_seen_bytes > 0) {
+      job.floor_vram_bytes =
+          std::max(job.floor_vram_bytes, scaled(peak_vram_seen_bytes, config_.raise_factor));
+    }
+    // Never requeue with an estimate below what the job was admitted with.
+    job.floor_bytes = std::max(job.floor_bytes, job.reserved_bytes);
+  }
+  job.cold = false;
+  job.reserved_bytes = 0;
+  job.observed_peak_bytes = job.observed_vram_bytes = job.observed_pss_now_bytes = 0;
+  if (!check_fits_alone(job)) return;
+  ++stats_.retried;
+  enqueue(job);
+}
+
+void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /*now_ms*/) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.where != Where::kRunning) return;
+  Job& job = it->second;
+  observe(job, outcome.peak_pss_bytes, outcome.peak_vram_bytes);
+  const std::uint64_t peak_seen = job.observed_peak_bytes;
+  const std::uint64_t peak_vram_seen = job.observed_vram_bytes;
+
+  committed_jobs_ -= charge_of(job);
+  committed_vram_ -= vram_charge_of(job);
+  running_by_start_.erase({job.start_ms, job.start_seq, id});
+  if (job.cold) --cold_running_;
+  if (kill_in_flight_ == id) kill_in_flight_.reset();
+
+  switch (outcome.kind) {
+    case JobOutcome::Kind::kOk:
+      ++stats_.finished_ok;
+      if (job.cold) ++cold_succeeded_;
+      jobs_.erase(it);
+      return;
+    case JobOutcome::Kind::kFailed:
+      ++stats_.failed;
+      jobs_.erase(it);
+      return;
+    case JobOutcome::Kind::kDied:
+      if (!outcome.oom_suspected) {
+        job.last_error = outcome.error;
+        if (++job.deaths >= std::max<std::uint32_t>(1, config_.max_attempts)) {
+          fail(id, fmt::format("failed {} times; last error: {}", job.deaths,
+                               job.last_error.empty() ? "the worker died" : job.last_error));
+          return;
+        }
+        requeue_or_fail(job, peak_seen, peak_vram_seen, /*raise=*/false);
+        return;
+      }
+      ++stats_.oom_deaths;
+      break;
+    case JobOutcome::Kind::kGuardKilled:
+      ++stats_.guard_kills;
+      break;
+  }
+  // Guard kill or OOM death: not the job's fault, so it comes back with the estimate it showed.
+  if (++job.guard_kills > config_.max_guard_kills) {
+    fail(id, fmt::format("stopped {} times to keep memory inside the budget (peak seen {}); "
+                         "lower the number of workers or raise --mem-budget",
+                         job.guard_kills, human_bytes(peak_seen)));
+    return;
+  }
+  requeue_or_fail(job, peak_seen, peak_vram_seen, /*raise=*/true);
+}
+
+void Scheduler::start(Job& job, bool cold, std::int64_t now_ms, std::vector<Decision>& out) {
+  dequeue(job);
+  job.where = Where::kRunning;
+  job.start_ms = now_ms;
+  job.start_seq = next_start_seq_++;
+  job.cold = cold;
+  job.reserved_bytes = cold ? cold_need_bytes() : estimate_of(job);
+  job.observed_peak_bytes = job.observed_vram_bytes = job.observed_pss_now_bytes = 0;
+  committed_jobs_ += charge_of(job);
+  committed_vram_ += vram_charge_of(job);
+  running_by_start_.insert({job.start_ms, job.start_seq, job.spec.id});
+  if (cold) ++cold_running_;
+  ++stats_.started;
+  stats_.peak_running =
+      std::max<std::uint32_t>(stats_.peak_running, static_cast<std::uint32_t>(running_by_start_.size()));
+  out.push_back({Decision::Kind::kStart, job.spec.id, {}});
+}
+
+bool Scheduler::vram_fits(const Job& job) const {
+  return config_.vram_budget_bytes == 0 ||
+         committed_vram_ + vram_estimate_of(job) <= config_.vram_budget_bytes;
+}
+
+void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
+  if (now_ms < paused_until_ms_) return;
+  for (;;) {
+    if (config_.max_workers > 0 && running_by_start_.size() >= config_.max_workers) return;
+    const bool nothing_running = running_by_start_.empty();
+    // With nothing running the whole budget is there: idle workers can be recycled to make room.
+    std::uint64_t headroom = kUnlimited;
+    if (config_.budget_bytes > 0) {
+      const std::uint64_t used = nothing_running ? 0 : committed_bytes();
+      headroom = used >= config_.budget_bytes ? 0 : config_.budget_bytes - used;
+    }
+
+    // The largest predicted job: start it if it fits; if smaller jobs have overtaken it too
+    // often, hold everything until it fits.
+    Job* head = nullptr;
+    bool head_fits = false;
+    if (!predicted_queue_.empty()) {
+      const auto& key = *predicted_queue_.begin();
+      head = &jobs_.at(std::get<2>(key));
+      if (!head_known_ || overtaken_head_ != head->spec.id) {
+        head_known_ = true;
+        overtaken_head_ = head->spec.id;
+        overtakes_ = 0;
+      }
+      head_fits = std::get<0>(key) <= headroom && vram_fits(*head);
+      if (!head_fits && overtakes_ >= config_.max_overtakes) return;
+    }
+
+    // Slow start: unpredicted jobs (largest first), a few at a time, each counted as the largest
+    // peak seen so far.
+    if (!cold_queue_.empty() && cold_running_ < cold_start_limit()) {
+      Job& cold = jobs_.at(cold_queue_.begin()->second);
+      if ((cold_need_bytes() <= headroom || nothing_running) && vram_fits(cold)) {
+        if (head && !head_fits) ++overtakes_;
+        start(cold, /*cold=*/true, now_ms, out);
+        continue;
+      }
+    }
+
+    if (!head) return;
+    if (head_fits) {
+      start(*head, /*cold=*/false, now_ms, out);
+      continue;
+    }
+    // First fit decreasing: the largest job whose estimate fits the headroom.
+    Job* pick = nullptr;
+    auto it = predicted_queue_.lower_bound({headroom, kUnlimited, 0});
+    for (int n = 0; it != predicted_queue_.end() && n < kVramFitScan; ++it, ++n) {
+      Job& candidate = jobs_.at(std::get<2>(*it));
+      if (vram_fits(candidate)) {
+        pick = &candidate;
+        break;
+      }
+    }
+    if (!pick) return;
+    ++overtakes_;
+    start(*pick, /*cold=*/false, now_ms, out);
+  }
+}
+
+std::vector<Decision> Scheduler::poll(std::int64_t now_ms) {
+  std::vector<Decision> out;
+  for (auto& kill : pending_kills_) {
+    auto it = jobs_.find(kill.job);
+    if (it != jobs_.end() && it->second.where == Where::kRunning) out.push_back(std::move(kill));
+  }
+  pending_kills_.clear();
+  for (auto& f : pending_fails_) out.push_back(std::move(f));
+  pending_fails_.clear();
+  admit(now_ms, out);
+  return out;
+}
+
+bool Scheduler::done() const {
+  return jobs_.empty() && pending_kills_.empty() && pending_fails_.empty();
+}
+
+std::size_t Scheduler::queued() const { return predicted_queue_.size() + cold_queue_.size(); }
+
+std::size_t Scheduler::running() const { return running_by_start_.size(); }
+
+std::uint64_t Scheduler::committed_bytes() const { return committed_jobs_ + idle_pss_bytes_; }
+
+std::optional<std::uint64_t> Scheduler::estimate_bytes(JobId id) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  const Job& job = it->second;
+  if (job.where == Where::kRunning) return job.reserved_bytes;
+  if (!has_estimate(job.spec, job.floor_bytes)) return std::nullopt;
+  return estimate_of(job);
+}
+
+}  // namespace ab
