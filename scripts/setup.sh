@@ -16,6 +16,7 @@ packages=(
   libtorch-dev                             # LibTorch: the worker's engine only
   libsndfile1-dev libsamplerate0-dev       # audio decoding, streaming resampling
   libcli11-dev libsqlite3-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
+  libxxhash-dev                            # job keys: XXH3-128 of model files
   espeak-ng sox libsox-fmt-all             # test and example audio is synthesised, never downloaded
 )
 [ "$mode" = bench ] && packages+=(parallel python3-torch)

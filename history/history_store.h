@@ -1,0 +1,194 @@
+// HistoryStore: the SQLite file holding every run, every job's measured peaks and its timeline.
+//
+// One file per output directory by default (default_history_path), shared safely by concurrent
+// align-batch processes: WAL mode, a busy timeout, one IMMEDIATE transaction per write, foreign
+// keys on, schema versioned with PRAGMA user_version and marked with PRAGMA application_id.
+// Expected failures (corrupt file, newer schema, unwritable place, lock held past the timeout,
+// full disk) come back as values whose message names the file and says what to do.
+#pragma once
+
+#include "history/timeline.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+struct sqlite3;
+
+namespace ab {
+
+/// A value or a user-facing error (naming the database file and what to do).
+template <class T>
+class StoreResult {
+ public:
+  StoreResult(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  static StoreResult failure(std::string error) {
+    StoreResult r;
+    r.error_ = std::move(error);
+    return r;
+  }
+  bool ok() const { return value_.has_value(); }
+  explicit operator bool() const { return ok(); }
+  T& value() { return *value_; }
+  const T& value() const { return *value_; }
+  T& operator*() { return *value_; }
+  const T& operator*() const { return *value_; }
+  T* operator->() { return &*value_; }
+  const T* operator->() const { return &*value_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  StoreResult() = default;
+  std::optional<T> value_;
+  std::string error_;
+};
+
+/// For operations that return nothing but can fail.
+struct Done {};
+
+/// One align-batch run, as begin_run records it.
+struct RunInfo {
+  std::int64_t started_at_ms = 0;  ///< Unix ms; 0: now
+  std::string host;
+  std::uint32_t cores = 0;
+  std::uint64_t mem_total_bytes = 0;  ///< /proc/meminfo MemTotal
+  std::uint64_t budget_bytes = 0;     ///< the effective budget the scheduler used
+  std::string version = AB_VERSION;
+  nlohmann::json flags = nlohmann::json::object();  ///< the command line's settings
+};
+
+/// A recorded run, as read back.
+struct RunRow {
+  std::int64_t id = 0;
+  RunInfo info;
+  std::optional<std::int64_t> ended_at_ms;  ///< none: still running, or the process died
+  std::optional<int> exit_code;
+  std::uint32_t job_count = 0;  ///< jobs recorded under this run
+  std::uint32_t ok_count = 0;
+};
+
+/// How a job ended. Only kOk jobs feed estimates and resume (a killed job's peak is a lower
+/// bound, not its peak).
+enum class JobStatus { kOk, kFailed, kKilled, kDied };
+/// "ok", "failed", "killed", "died".
+const char* to_string(JobStatus status);
+std::optional<JobStatus> parse_job_status(const std::string& text);
+
+/// One finished job (or one ended attempt, if the caller records attempts separately).
+struct JobRecord {
+  std::int64_t run_id = 0;
+  std::string input_path;
+  std::uint64_t input_size_bytes = 0;
+  std::int64_t input_mtime_ns = 0;
+  std::optional<double> audio_duration_s;
+  std::string job_key;  ///< see history/job_key.h
+  JobStatus status = JobStatus::kOk;
+  std::uint32_t attempts = 1;
+  std::uint64_t peak_rss_bytes = 0;
+  std::uint64_t peak_pss_bytes = 0;
+  std::uint64_t peak_uss_bytes = 0;
+  std::uint64_t peak_vram_bytes = 0;
+  double wall_s = 0;
+  double cpu_s = 0;
+  std::optional<int> exit_status;  ///< the worker's exit status, when it exited
+  std::optional<int> term_signal;  ///< the signal that ended it, when one did
+  std::string error;
+  std::int64_t finished_at_ms = 0;  ///< Unix ms; 0: now
+};
+
+/// A recorded job, as read back.
+struct JobRow : JobRecord {
+  std::int64_t id = 0;
+};
+
+/// One row of keys(): what history knows per job key.
+struct KeyRow {
+  std::string job_key;
+  std::uint32_t job_count = 0;  ///< all statuses
+  std::uint32_t ok_count = 0;
+  std::int64_t last_finished_at_ms = 0;
+};
+
+/// `<out_dir>/.align-batch/history.sqlite`: the history sits beside the outputs it describes, so
+/// resuming a corpus into the same directory finds it. `--history PATH` overrides it.
+std::filesystem::path default_history_path(const std::filesystem::path& out_dir);
+
+/// The schema version this build writes; files with a higher PRAGMA user_version are refused.
+constexpr int kHistorySchemaVersion = 1;
+/// PRAGMA application_id of align-batch history files ("ABH1"), so that another program's SQLite
+/// file is never mistaken for ours.
+constexpr std::int32_t kHistoryApplicationId = 0x41424831;
+/// 10 s: a write transaction takes well under 10 ms (history_store_test's two-process test), so a
+/// lock held longer means something is wrong, and a user should hear about it.
+constexpr std::chrono::milliseconds kDefaultBusyTimeout{10000};
+
+class HistoryStore {
+ public:
+  /// Whether open() may create a missing file (and its directory).
+  enum class Create { kIfMissing, kNever };
+
+  /// Opens the history at `path`, creating it (and missing parent directories) when allowed,
+  /// migrating an older schema forward. Never recreates or rewrites a file it cannot read.
+  static StoreResult<std::unique_ptr<HistoryStore>> open(
+      const std::filesystem::path& path, Create create = Create::kIfMissing,
+      std::chrono::milliseconds busy_timeout = kDefaultBusyTimeout);
+
+  ~HistoryStore();
+  HistoryStore(const HistoryStore&) = delete;
+  HistoryStore& operator=(const HistoryStore&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+
+  /// Records a run's start; returns its id.
+  StoreResult<std::int64_t> begin_run(const RunInfo& run);
+  /// Records a run's end (ended_at_ms 0: now).
+  StoreResult<Done> end_run(std::int64_t run_id, int exit_code, std::int64_t ended_at_ms = 0);
+
+  /// Records one job and its timeline (down-sampled to `max_points`, keeping the peak) in one
+  /// transaction, committed before returning; returns the job's id.
+  StoreResult<std::int64_t> record_job(const JobRecord& job,
+                                       const std::vector<TimelinePoint>& timeline = {},
+                                       std::size_t max_points = kDefaultTimelinePoints);
+
+  /// Resume: true if an ok job exists for this input path, size, mtime and key.
+  StoreResult<bool> find_done(const std::string& input_path, std::uint64_t size_bytes,
+                              std::int64_t mtime_ns, const std::string& job_key);
+
+  /// The key's most recent jobs (newest first), at most `limit`.
+  StoreResult<std::vector<JobRow>> jobs_for_key(const std::string& job_key,
+                                                std::size_t limit = 1000);
+  /// One run's jobs in the order they finished.
+  StoreResult<std::vector<JobRow>> jobs_for_run(std::int64_t run_id);
+  /// A job's stored (down-sampled) timeline, in time order.
+  StoreResult<std::vector<TimelinePoint>> timeline(std::int64_t job_id);
+  /// Every run, newest first, at most `limit`.
+  StoreResult<std::vector<RunRow>> runs(std::size_t limit = 1000);
+  /// One run; std::nullopt inside the result if there is no such run.
+  StoreResult<std::optional<RunRow>> run(std::int64_t run_id);
+  /// Per key: job counts and last use, most recently used first.
+  StoreResult<std::vector<KeyRow>> keys();
+  /// Deletes a key's jobs, their timelines and its tuned settings; returns the jobs deleted.
+  StoreResult<std::uint32_t> forget_key(const std::string& job_key);
+
+  /// Tuned settings for a key (written by `replay --apply`), or null JSON when none.
+  StoreResult<nlohmann::json> tuned_settings(const std::string& job_key);
+  StoreResult<Done> store_tuned_settings(const std::string& job_key,
+                                         const nlohmann::json& settings);
+
+ private:
+  HistoryStore(std::filesystem::path path, sqlite3* db, std::chrono::milliseconds busy_timeout);
+  std::string failure(const std::string& what) const;
+
+  std::filesystem::path path_;
+  sqlite3* db_ = nullptr;
+  std::chrono::milliseconds busy_timeout_;
+};
+
+}  // namespace ab

@@ -1,0 +1,275 @@
+// HistoryStore tests on real SQLite files: schema, round trips, resume, keys, forget, settings.
+#include "history/history_store.h"
+
+#include "tests/testutil/temp_dir.h"
+
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+
+using ab::HistoryStore;
+using ab::JobRecord;
+using ab::JobStatus;
+
+namespace {
+
+// Reads one integer with a separate raw connection: checks what is on disk, not what the store
+// believes.
+std::int64_t raw_int(const std::filesystem::path& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  const auto v = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  sqlite3_close(h);
+  return v;
+}
+
+std::unique_ptr<HistoryStore> open_ok(const std::filesystem::path& p) {
+  auto r = HistoryStore::open(p);
+  INFO(r.error());
+  REQUIRE(r.ok());
+  return std::move(r.value());
+}
+
+JobRecord make_job(std::int64_t run, const std::string& path, const std::string& key,
+                   JobStatus status = JobStatus::kOk) {
+  JobRecord j;
+  j.run_id = run;
+  j.input_path = path;
+  j.input_size_bytes = 123456;
+  j.input_mtime_ns = 1700000000123456789;
+  j.job_key = key;
+  j.status = status;
+  j.peak_rss_bytes = 2'000'000'000;
+  j.peak_pss_bytes = 1'500'000'000;
+  j.finished_at_ms = 1700000000000;
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("default path sits beside the outputs") {
+  CHECK(ab::default_history_path("/data/out") == "/data/out/.align-batch/history.sqlite");
+}
+
+TEST_CASE("open creates the directory and a WAL database stamped with our id and version") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "out" / ".align-batch" / "history.sqlite";
+  { auto store = open_ok(db); }
+  CHECK(std::filesystem::exists(db));
+  CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
+  CHECK(raw_int(db, "PRAGMA application_id") == ab::kHistoryApplicationId);
+  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 4);
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &s, nullptr);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(s, 0))) == "wal");
+  sqlite3_finalize(s);
+  sqlite3_close(h);
+  // Reopening an existing history works and migrates nothing.
+  auto again = open_ok(db);
+  CHECK(again->keys()->empty());
+}
+
+TEST_CASE("Create::kNever refuses a missing file and creates nothing") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "sub" / "history.sqlite";
+  auto r = HistoryStore::open(db, HistoryStore::Create::kNever);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().find(db.string()) != std::string::npos);
+  CHECK(r.error().find("no history database") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "sub"));
+}
+
+TEST_CASE("runs and jobs round-trip every field") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  ab::RunInfo info;
+  info.started_at_ms = 1700000000000;
+  info.host = "node7";
+  info.cores = 2;
+  info.mem_total_bytes = 25'000'000'000;
+  info.budget_bytes = 20'000'000'000;
+  info.flags = {{"mem_budget", "20G"}, {"workers", nullptr}};
+  const auto run = store->begin_run(info);
+  REQUIRE(run.ok());
+
+  JobRecord a = make_job(*run, "/c/a.wav", "ctc:aa");
+  a.audio_duration_s = 12.5;
+  a.attempts = 2;
+  a.peak_uss_bytes = 1'000'000'000;
+  a.peak_vram_bytes = 3'000'000'000;
+  a.wall_s = 1.25;
+  a.cpu_s = 2.5;
+  a.exit_status = 0;
+  JobRecord b = make_job(*run, "/c/b.wav", "ctc:aa", JobStatus::kDied);
+  b.term_signal = 9;
+  b.error = "worker killed by SIGKILL (the kernel's OOM killer?)";
+  b.finished_at_ms = a.finished_at_ms + 10;
+  REQUIRE(store->record_job(a).ok());
+  REQUIRE(store->record_job(b).ok());
+  REQUIRE(store->end_run(*run, 0, 1700000009000).ok());
+
+  const auto jobs = store->jobs_for_run(*run);
+  REQUIRE(jobs.ok());
+  REQUIRE(jobs->size() == 2);
+  const auto& ja = (*jobs)[0];
+  CHECK(ja.input_path == "/c/a.wav");
+  CHECK(ja.input_size_bytes == 123456);
+  CHECK(ja.input_mtime_ns == 1700000000123456789);
+  CHECK(ja.audio_duration_s == 12.5);
+  CHECK(ja.status == JobStatus::kOk);
+  CHECK(ja.attempts == 2);
+  CHECK(ja.peak_rss_bytes == 2'000'000'000);
+  CHECK(ja.peak_pss_bytes == 1'500'000'000);
+  CHECK(ja.peak_uss_bytes == 1'000'000'000);
+  CHECK(ja.peak_vram_bytes == 3'000'000'000);
+  CHECK(ja.wall_s == 1.25);
+  CHECK(ja.cpu_s == 2.5);
+  CHECK(ja.exit_status == 0);
+  CHECK_FALSE(ja.term_signal);
+  const auto& jb = (*jobs)[1];
+  CHECK(jb.status == JobStatus::kDied);
+  CHECK_FALSE(jb.audio_duration_s);
+  CHECK_FALSE(jb.exit_status);
+  CHECK(jb.term_signal == 9);
+  CHECK(jb.error == b.error);
+
+  const auto r = store->run(*run);
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  const auto& row = **r;
+  CHECK(row.info.host == "node7");
+  CHECK(row.info.cores == 2);
+  CHECK(row.info.mem_total_bytes == 25'000'000'000);
+  CHECK(row.info.budget_bytes == 20'000'000'000);
+  CHECK(row.info.version == AB_VERSION);
+  CHECK(row.info.flags["mem_budget"] == "20G");
+  CHECK(row.ended_at_ms == 1700000009000);
+  CHECK(row.exit_code == 0);
+  CHECK(row.job_count == 2);
+  CHECK(row.ok_count == 1);
+  CHECK_FALSE(store->run(*run + 100)->has_value());
+  CHECK_FALSE(store->end_run(*run + 100, 0).ok());
+}
+
+TEST_CASE("a job must belong to a recorded run (foreign keys are on)") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  const auto r = store->record_job(make_job(42, "/c/a.wav", "ctc:aa"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().find("/c/a.wav") != std::string::npos);
+  CHECK(r.error().find("FOREIGN KEY") != std::string::npos);
+}
+
+TEST_CASE("find_done: an ok job with the same path, size, mtime and key") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  const auto run = *store->begin_run({});
+  const auto job = make_job(run, "/c/a.wav", "ctc:aa");
+  REQUIRE(store->record_job(job).ok());
+  REQUIRE(store->record_job(make_job(run, "/c/b.wav", "ctc:aa", JobStatus::kFailed)).ok());
+  CHECK(*store->find_done("/c/a.wav", job.input_size_bytes, job.input_mtime_ns, "ctc:aa"));
+  CHECK_FALSE(*store->find_done("/c/a.wav", job.input_size_bytes + 1, job.input_mtime_ns, "ctc:aa"));
+  CHECK_FALSE(*store->find_done("/c/a.wav", job.input_size_bytes, job.input_mtime_ns + 1, "ctc:aa"));
+  CHECK_FALSE(*store->find_done("/c/a.wav", job.input_size_bytes, job.input_mtime_ns, "ctc:bb"));
+  CHECK_FALSE(*store->find_done("/c/b.wav", job.input_size_bytes, job.input_mtime_ns, "ctc:aa"));
+}
+
+TEST_CASE("timelines are stored down-sampled, in order, with the true peak") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  const auto run = *store->begin_run({});
+  std::vector<ab::TimelinePoint> points;
+  for (int i = 0; i < 5000; ++i)
+    points.push_back({i * 20, 100'000'000u + static_cast<std::uint64_t>(i),
+                      90'000'000u + static_cast<std::uint64_t>(i % 100), 0});
+  points[3333].pss_bytes = 4'000'000'000;
+  const auto id = store->record_job(make_job(run, "/c/a.wav", "ctc:aa"), points);
+  REQUIRE(id.ok());
+  const auto stored = store->timeline(*id);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->size() == ab::kDefaultTimelinePoints);
+  std::uint64_t max_pss = 0;
+  for (std::size_t i = 0; i < stored->size(); ++i) {
+    max_pss = std::max(max_pss, (*stored)[i].pss_bytes);
+    if (i) CHECK((*stored)[i - 1].t_ms < (*stored)[i].t_ms);
+  }
+  CHECK(max_pss == 4'000'000'000);
+  // A custom bound is honoured too.
+  const auto id2 = store->record_job(make_job(run, "/c/b.wav", "ctc:aa"), points, 8);
+  CHECK(store->timeline(*id2)->size() == 8);
+}
+
+TEST_CASE("keys, jobs_for_key (newest first, limited), forget_key") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "h.sqlite";
+  auto store = open_ok(db);
+  const auto run = *store->begin_run({});
+  for (int i = 0; i < 30; ++i) {
+    auto j = make_job(run, "/c/" + std::to_string(i) + ".wav", i % 3 ? "ctc:aa" : "cmd:tool {in}");
+    j.finished_at_ms = 1000 + i;
+    j.status = i == 4 ? JobStatus::kKilled : JobStatus::kOk;
+    REQUIRE(store->record_job(j, {{0, 1, 1, 0}, {10, 2, 2, 0}}).ok());
+  }
+  REQUIRE(store->store_tuned_settings("ctc:aa", {{"high_water", 0.85}}).ok());
+  const auto keys = store->keys();
+  REQUIRE(keys.ok());
+  REQUIRE(keys->size() == 2);
+  // Most recently used first: job 29 is "ctc:aa" (29 % 3 != 0).
+  CHECK((*keys)[0].job_key == "ctc:aa");
+  CHECK((*keys)[0].job_count == 20);
+  CHECK((*keys)[0].ok_count == 19);
+  CHECK((*keys)[0].last_finished_at_ms == 1029);
+  CHECK((*keys)[1].job_count == 10);
+
+  const auto recent = store->jobs_for_key("ctc:aa", 5);
+  REQUIRE(recent->size() == 5);
+  CHECK((*recent)[0].finished_at_ms == 1029);
+  CHECK((*recent)[4].finished_at_ms == 1023);  // 29, 28, 26, 25, 23: multiples of 3 are the other key
+
+  const auto forgotten = store->forget_key("ctc:aa");
+  REQUIRE(forgotten.ok());
+  CHECK(*forgotten == 20);
+  CHECK(*store->forget_key("ctc:never") == 0);
+  CHECK(store->keys()->size() == 1);
+  CHECK(store->tuned_settings("ctc:aa")->is_null());
+  // Timelines went with their jobs: 10 jobs left, 2 points each.
+  CHECK(raw_int(db, "SELECT COUNT(*) FROM job_timelines") == 20);
+}
+
+TEST_CASE("tuned settings: absent is null, stored JSON comes back, a second store replaces it") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  CHECK(store->tuned_settings("ctc:aa")->is_null());
+  REQUIRE(store->store_tuned_settings("ctc:aa", {{"margin", 0.1}, {"max_workers", 3}}).ok());
+  CHECK((*store->tuned_settings("ctc:aa"))["max_workers"] == 3);
+  REQUIRE(store->store_tuned_settings("ctc:aa", {{"margin", 0.2}}).ok());
+  const auto s = store->tuned_settings("ctc:aa");
+  CHECK((*s)["margin"] == 0.2);
+  CHECK_FALSE(s->contains("max_workers"));
+}
+
+TEST_CASE("runs lists newest first with job counts") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  const auto r1 = *store->begin_run({});
+  const auto r2 = *store->begin_run({});
+  REQUIRE(store->record_job(make_job(r1, "/c/a.wav", "k")).ok());
+  REQUIRE(store->record_job(make_job(r2, "/c/a.wav", "k", JobStatus::kFailed)).ok());
+  REQUIRE(store->record_job(make_job(r2, "/c/b.wav", "k")).ok());
+  const auto runs = store->runs();
+  REQUIRE(runs->size() == 2);
+  CHECK((*runs)[0].id == r2);
+  CHECK((*runs)[0].job_count == 2);
+  CHECK((*runs)[0].ok_count == 1);
+  CHECK_FALSE((*runs)[0].ended_at_ms);
+  CHECK((*runs)[1].id == r1);
+  CHECK(store->runs(1)->size() == 1);
+}
