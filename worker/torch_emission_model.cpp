@@ -1,0 +1,102 @@
+// TorchEmissionModel: the worker's only LibTorch translation unit (besides the test-model tool).
+#include "worker/torch_emission_model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+#include <torch/version.h>
+
+namespace ab {
+
+namespace {
+
+/// True when a LibTorch error is an allocation failure (CPU: "DefaultCPUAllocator: can't allocate
+/// memory", CUDA: "CUDA out of memory").
+bool is_out_of_memory(const std::string& what) {
+  return what.find("out of memory") != std::string::npos || what.find("can't allocate memory") != std::string::npos;
+}
+
+/// First line of a LibTorch message (they append long C++ stack traces).
+std::string first_line(const std::string& what) {
+  const auto nl = what.find('\n');
+  return nl == std::string::npos ? what : what.substr(0, nl);
+}
+
+}  // namespace
+
+void set_torch_threads(int threads) {
+  at::set_num_threads(std::max(1, threads));
+  at::set_num_interop_threads(1);
+}
+
+struct TorchEmissionModel::Impl {
+  torch::jit::Module module;
+};
+
+TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, ModelInfo info)
+    : impl_(std::make_unique<Impl>()), info_(std::move(info)), model_path_(model_path) {
+  try {
+    impl_->module = torch::jit::load(model_path.string(), torch::kCPU);
+    impl_->module.eval();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(model_path.string() + ": LibTorch " + std::to_string(TORCH_VERSION_MAJOR) + "." +
+                             std::to_string(TORCH_VERSION_MINOR) +
+                             " cannot load this model as TorchScript (" + first_line(e.what()) +
+                             "); export it with torch.jit.script or torch.jit.trace and torch.jit.save from a "
+                             "PyTorch whose TorchScript LibTorch 1.13 can read (PyTorch <= 1.13), see "
+                             "docs/worker-protocol.md");
+  }
+  if (!impl_->module.find_method("forward")) {
+    throw std::runtime_error(model_path.string() + ": the TorchScript module has no forward(); it must follow the "
+                             "wav2vec2 contract forward(waveforms, lengths) -> (emissions, lengths)");
+  }
+}
+
+TorchEmissionModel::~TorchEmissionModel() = default;
+
+EmissionChunk TorchEmissionModel::compute(const float* samples, std::size_t count) {
+  const auto n = static_cast<std::int64_t>(count);
+  try {
+    c10::InferenceMode inference;
+    // from_blob does not copy; the model only reads its input.
+    torch::Tensor wav = torch::from_blob(const_cast<float*>(samples), {1, n}, torch::kFloat32);
+    torch::Tensor lengths = torch::full({1}, n, torch::kInt64);
+    torch::IValue out = impl_->module.forward({wav, lengths});
+    torch::Tensor em;
+    if (out.isTuple()) {
+      const auto& elems = out.toTupleRef().elements();
+      if (elems.empty() || !elems[0].isTensor()) {
+        throw std::runtime_error("forward() returned a tuple whose first element is not a tensor");
+      }
+      em = elems[0].toTensor();
+    } else if (out.isTensor()) {
+      em = out.toTensor();
+    } else {
+      throw std::runtime_error("forward() must return (emissions [1, T, C], lengths)");
+    }
+    if (em.dim() == 3 && em.size(0) == 1) em = em.squeeze(0);
+    if (em.dim() != 2 || em.size(1) != static_cast<std::int64_t>(info_.labels.size())) {
+      throw std::runtime_error("forward() returned emissions of shape " + c10::str(em.sizes()) + ", expected [1, T, " +
+                               std::to_string(info_.labels.size()) + "] (one column per sidecar label)");
+    }
+    em = em.to(torch::kFloat32);
+    if (info_.outputs == ModelInfo::Outputs::kLogits) em = torch::log_softmax(em, -1);
+    em = em.contiguous();
+    EmissionChunk chunk;
+    chunk.frames = em.size(0);
+    chunk.labels = em.size(1);
+    chunk.log_probs.resize(static_cast<std::size_t>(chunk.frames * chunk.labels));
+    std::memcpy(chunk.log_probs.data(), em.data_ptr<float>(), chunk.log_probs.size() * sizeof(float));
+    return chunk;
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what();
+    if (is_out_of_memory(msg)) throw EngineOutOfMemory("LibTorch: " + first_line(msg));
+    throw std::runtime_error(model_path_.filename().string() + ": the model failed on a window of " +
+                             std::to_string(n) + " samples: " + first_line(msg));
+  }
+}
+
+}  // namespace ab
