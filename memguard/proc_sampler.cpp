@@ -1,0 +1,238 @@
+// The sampler thread: per-tree RSS every tick, PSS/USS/swap/VRAM every few ticks, the machine every tick.
+#include "memguard/proc_sampler.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "memguard/nvml.h"
+#include "memguard/process_memory.h"
+
+namespace ab {
+namespace {
+
+using VramByPid = std::unordered_map<pid_t, std::uint64_t>;
+
+// Sums the tree members' memory. Members that exited since the table was read are skipped.
+TreeMemory sum_tree(const std::vector<pid_t>& pids, const std::filesystem::path& proc_root, bool with_smaps,
+                    const VramByPid* vram) {
+  TreeMemory t;
+  t.pss_measured = with_smaps;
+  for (pid_t pid : pids) {
+    auto statm = read_statm(proc_root, pid);
+    if (!statm) continue;  // gone: normal for a tree
+    ++t.processes;
+    t.rss_bytes += statm->resident_bytes;
+    if (vram) {
+      if (auto it = vram->find(pid); it != vram->end()) t.vram_bytes += it->second;
+    }
+    if (!with_smaps) continue;
+    ReadError err = ReadError::kNone;
+    if (auto rollup = read_smaps_rollup(proc_root, pid, &err)) {
+      t.pss_bytes += rollup->pss_bytes;
+      t.uss_bytes += rollup->uss_bytes;
+      t.smaps_rss_bytes += rollup->rss_bytes;
+      t.swap_bytes += rollup->swap_bytes;
+    } else {
+      // Denied (another user namespace) or exited between the two reads: count its RSS whole,
+      // which over- rather than under-states what it holds.
+      t.pss_bytes += statm->resident_bytes;
+      t.uss_bytes += statm->resident_bytes;
+      t.smaps_rss_bytes += statm->resident_bytes;
+      t.pss_measured = false;
+    }
+  }
+  if (t.processes == 0) t.pss_measured = false;
+  return t;
+}
+
+VramByPid vram_by_pid(Nvml* nvml) {
+  VramByPid out;
+  if (!nvml) return out;
+  for (const auto& p : nvml->processes()) out[p.pid] += p.used_bytes;
+  return out;
+}
+
+std::uint64_t plus_delta(std::uint64_t base, std::uint64_t now, std::uint64_t then) {
+  if (now >= then) return base + (now - then);
+  std::uint64_t drop = then - now;
+  return base > drop ? base - drop : 0;
+}
+
+}  // namespace
+
+TreeMemory read_tree_memory(pid_t root_pid, const std::filesystem::path& proc_root, ProcessTable* table) {
+  ProcessTable local(proc_root);
+  if (!table) table = &local;
+  table->refresh(/*full=*/true);
+  return sum_tree(table->tree(root_pid), proc_root, /*with_smaps=*/true, nullptr);
+}
+
+ProcSampler::ProcSampler(SamplerConfig config)
+    : config_(std::move(config)),
+      proc_root_(config_.root / "proc"),
+      machine_(config_.root),
+      table_(proc_root_) {
+  config_.smaps_every_ticks = std::max<std::uint32_t>(1, config_.smaps_every_ticks);
+  config_.full_scan_every_ticks = std::max<std::uint32_t>(1, config_.full_scan_every_ticks);
+  config_.interval_ms = std::max<std::int64_t>(1, config_.interval_ms);
+  if (config_.read_vram) {
+    nvml_ = Nvml::open(&nvml_reason_);
+  } else {
+    nvml_reason_ = "VRAM reading is turned off";
+  }
+}
+
+ProcSampler::~ProcSampler() { stop(); }
+
+void ProcSampler::start() {
+  std::lock_guard<std::mutex> lock(stop_mutex_);
+  if (thread_.joinable()) return;
+  stopping_ = false;
+  thread_ = std::thread([this] { run(); });
+}
+
+void ProcSampler::stop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mutex_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ProcSampler::run() {
+  thread_tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
+  const auto interval = std::chrono::milliseconds(config_.interval_ms);
+  auto next = std::chrono::steady_clock::now();
+  for (;;) {
+    tick();
+    next += interval;
+    auto now = std::chrono::steady_clock::now();
+    if (next < now) next = now + interval;  // fell behind (a stalled machine): skip, do not burst
+    std::unique_lock<std::mutex> lock(stop_mutex_);
+    if (stop_cv_.wait_until(lock, next, [this] { return stopping_; })) return;
+  }
+}
+
+void ProcSampler::watch(std::uint64_t key, pid_t root_pid) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Watch w;
+  w.root_pid = root_pid;
+  w.generation = next_generation_++;
+  w.reading.key = key;
+  w.reading.root_pid = root_pid;
+  watches_[key] = w;
+}
+
+void ProcSampler::unwatch(std::uint64_t key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  watches_.erase(key);
+}
+
+void ProcSampler::reset_peaks(std::uint64_t key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = watches_.find(key);
+  if (it == watches_.end()) return;
+  auto& r = it->second.reading;
+  r.peak_rss_bytes = r.rss_bytes;
+  r.peak_pss_bytes = r.pss_bytes;
+  r.peak_uss_bytes = r.uss_bytes;
+  r.peak_vram_bytes = r.vram_bytes;
+  it->second.generation = next_generation_++;
+}
+
+SamplerSnapshot ProcSampler::snapshot() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return snapshot_;
+}
+
+TreeMemory ProcSampler::read_tree_now(pid_t root_pid) const {
+  ProcessTable table(proc_root_);
+  table.refresh(/*full=*/true);
+  VramByPid vram = vram_by_pid(nvml_.get());
+  return sum_tree(table.tree(root_pid), proc_root_, /*with_smaps=*/true, nvml_ ? &vram : nullptr);
+}
+
+void ProcSampler::tick() {
+  std::lock_guard<std::mutex> tick_lock(tick_mutex_);
+  const std::uint64_t n = tick_count_++;
+  const bool dear = n % config_.smaps_every_ticks == 0;
+  const bool full_scan = n % config_.full_scan_every_ticks == 0;
+
+  struct Job {
+    std::uint64_t key;
+    pid_t root_pid;
+    std::uint64_t generation;
+    bool with_smaps;
+    TreeMemory memory;
+  };
+  std::vector<Job> jobs;
+  MachineReading machine;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    jobs.reserve(watches_.size());
+    for (const auto& [key, w] : watches_) jobs.push_back({key, w.root_pid, w.generation, dear || !w.have_smaps, {}});
+    machine = snapshot_.machine;
+  }
+
+  // The I/O, outside the lock so snapshot() and watch() never wait on /proc.
+  if (!jobs.empty()) table_.refresh(full_scan);
+  bool any_smaps = std::any_of(jobs.begin(), jobs.end(), [](const Job& j) { return j.with_smaps; });
+  VramByPid vram = any_smaps ? vram_by_pid(nvml_.get()) : VramByPid{};
+  for (auto& j : jobs)
+    j.memory = sum_tree(table_.tree(j.root_pid), proc_root_, j.with_smaps, j.with_smaps && nvml_ ? &vram : nullptr);
+  machine_.read(&machine, full_scan);
+  const auto now = std::chrono::steady_clock::now();
+
+  SamplerSnapshot snap;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& j : jobs) {
+      auto it = watches_.find(j.key);
+      if (it == watches_.end() || it->second.generation != j.generation) continue;  // unwatched or reset meanwhile
+      Watch& w = it->second;
+      WatchReading& r = w.reading;
+      const TreeMemory& m = j.memory;
+      r.processes = m.processes;
+      r.rss_bytes = m.rss_bytes;
+      r.sampled_at = now;
+      if (j.with_smaps) {
+        r.pss_bytes = m.pss_bytes;
+        r.uss_bytes = m.uss_bytes;
+        r.swap_bytes = m.swap_bytes;
+        r.vram_bytes = m.vram_bytes;
+        r.pss_measured = m.pss_measured;
+        if (m.processes > 0) {
+          w.have_smaps = true;
+          // The rollup's own RSS, not statm's: a tree growing between the two reads would
+          // otherwise have that growth counted twice in every estimate until the next rollup.
+          w.rss_at_smaps_bytes = m.smaps_rss_bytes;
+          w.pss_at_smaps_bytes = m.pss_bytes;
+          w.uss_at_smaps_bytes = m.uss_bytes;
+        }
+      } else {
+        // Between smaps reads a tree's PSS moves with its RSS: new private pages count fully.
+        r.pss_bytes = m.processes ? plus_delta(w.pss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
+        r.uss_bytes = m.processes ? plus_delta(w.uss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
+        r.pss_measured = false;
+        if (!m.processes) r.swap_bytes = r.vram_bytes = 0;
+      }
+      r.peak_rss_bytes = std::max(r.peak_rss_bytes, r.rss_bytes);
+      r.peak_pss_bytes = std::max(r.peak_pss_bytes, r.pss_bytes);
+      r.peak_uss_bytes = std::max(r.peak_uss_bytes, r.uss_bytes);
+      r.peak_vram_bytes = std::max(r.peak_vram_bytes, r.vram_bytes);
+    }
+    snapshot_.tick = n + 1;
+    snapshot_.sampled_at = now;
+    snapshot_.machine = std::move(machine);
+    snapshot_.watches.clear();
+    for (const auto& [key, w] : watches_) snapshot_.watches.push_back(w.reading);
+    if (config_.on_tick) snap = snapshot_;
+  }
+  if (config_.on_tick) config_.on_tick(snap);
+}
+
+}  // namespace ab
