@@ -1,0 +1,256 @@
+// The worker's protocol loop (see worker_loop.h and docs/worker-protocol.md).
+#include "worker/worker_loop.h"
+
+#include <malloc.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <istream>
+#include <new>
+#include <ostream>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "worker/alignment_writer.h"
+#include "worker/audio_source.h"
+#include "worker/ctc_aligner.h"
+#include "worker/ctc_decoder.h"
+
+namespace ab {
+
+namespace {
+
+using nlohmann::json;
+
+/// Serialises one protocol line; invalid UTF-8 in a message (a file name, say) is replaced, not thrown.
+std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void write_line(std::ostream& out, const json& j) { out << dump_line(j) << '\n' << std::flush; }
+
+json error_result(const json& id, std::string message) {
+  return json{{"id", id}, {"ok", false}, {"error", std::move(message)}};
+}
+
+/// Fractions of a job's progress given to each phase (emissions dominate the time).
+constexpr double kEmissionsShare = 0.9;
+constexpr double kAlignedAt = 0.95;
+
+}  // namespace
+
+LabelSet label_set_of(const ModelInfo& info) {
+  LabelSet l;
+  l.labels = info.labels;
+  l.blank = info.blank;
+  l.star = info.star;
+  l.word_separator = info.word_separator;
+  return l;
+}
+
+std::uint64_t current_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long long size_pages = 0, resident_pages = 0;
+  const int n = std::fscanf(f, "%llu %llu", &size_pages, &resident_pages);
+  std::fclose(f);
+  if (n != 2) return 0;
+  return resident_pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+std::uint64_t malloc_in_use_bytes() {
+  const struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+json ready_message(const ModelInfo& info) {
+  return json{{"ready", true},
+              {"pid", static_cast<long long>(getpid())},
+              {"sample_rate", info.sample_rate_hz},
+              {"labels", info.labels.size()},
+              {"rss_bytes", current_rss_bytes()}};
+}
+
+WorkerLoop::WorkerLoop(EmissionModel& model, WorkerConfig config, WorkerStatus& status)
+    : model_(model), config_(config), status_(status), labels_(label_set_of(model.info())) {}
+
+int WorkerLoop::run(std::istream& in, std::ostream& out) {
+  status_.set_phase(WorkerPhase::kIdle);
+  status_.beat();
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json result = handle_line(line, out);
+    write_line(out, result);
+  }
+  status_.set_phase(WorkerPhase::kExited);
+  status_.beat();
+  return 0;
+}
+
+json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
+  json result;
+  {
+    json job = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (job.is_discarded() || !job.is_object()) {
+      result = error_result(nullptr, "stdin: not a JSON job object: " + line.substr(0, 200) +
+                                         " (the parent must send one JSON object per line, see docs/worker-protocol.md)");
+    } else {
+      result = run_job(job, out);
+    }
+  }
+  // Every buffer of the job is gone by now; hand the freed heap back to the system, then measure.
+  malloc_trim(0);
+  result["idle_rss_bytes"] = current_rss_bytes();
+  status_.heap_bytes.store(malloc_in_use_bytes(), std::memory_order_relaxed);
+  status_.clear_job();
+  status_.set_phase(WorkerPhase::kIdle);
+  status_.beat();
+  return result;
+}
+
+json WorkerLoop::run_job(const json& job, std::ostream& out) {
+  const json id = job.contains("id") ? job["id"] : json(nullptr);
+  if (!id.is_number_integer()) return error_result(id, "job without an integer \"id\": " + dump_line(job));
+  const auto audio = job.find("audio");
+  if (audio == job.end() || !audio->is_string() || audio->get<std::string>().empty()) {
+    return error_result(id, "job " + dump_line(id) + ": \"audio\" must be the audio file's path");
+  }
+  const std::string audio_path = audio->get<std::string>();
+  status_.set_job(id.get<std::int64_t>(), audio_path);
+  status_.set_phase(WorkerPhase::kDecoding);
+  status_.beat();
+
+  WindowConfig windows = config_.windows;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return run_job_once(job, windows, out);
+    } catch (const EngineOutOfMemory& e) {
+      if (attempt == 1) {
+        return error_result(id, audio_path + ": out of memory in the engine even with " + std::to_string(windows.window_s) +
+                                    " s windows (" + e.what() + "); lower --window-s, run fewer workers or give them more memory");
+      }
+      spdlog::warn("job {}: {}: engine out of memory ({}); retrying with {} s windows", dump_line(id), audio_path, e.what(),
+                   windows.window_s / 2);
+    } catch (const std::bad_alloc& e) {
+      if (attempt == 1) {
+        return error_result(id, audio_path + ": out of memory even with " + std::to_string(windows.window_s) +
+                                    " s windows (" + e.what() + "); lower --window-s, run fewer workers or give them more memory");
+      }
+      spdlog::warn("job {}: {}: out of memory ({}); retrying with {} s windows", dump_line(id), audio_path, e.what(),
+                   windows.window_s / 2);
+    } catch (const std::exception& e) {
+      // LibTorch (c10::Error), Boost and anything else thrown inside the engine end here, as a result.
+      return error_result(id, audio_path + ": the engine failed: " + e.what());
+    } catch (...) {
+      return error_result(id, audio_path + ": the engine failed with an unknown exception");
+    }
+    windows.window_s /= 2;
+  }
+}
+
+json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std::ostream& out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const json id = job["id"];
+  const std::string audio_path = job["audio"].get<std::string>();
+  const ModelInfo& info = model_.info();
+
+  std::string transcript_path;
+  if (const auto t = job.find("transcript"); t != job.end() && !t->is_null()) {
+    if (!t->is_string()) return error_result(id, audio_path + ": job's \"transcript\" must be a path or null");
+    transcript_path = t->get<std::string>();
+  }
+  std::string task = job.value("task", std::string("auto"));
+  if (task == "auto") task = transcript_path.empty() ? "transcribe" : "align";
+  if (task != "align" && task != "transcribe") {
+    return error_result(id, audio_path + ": unknown task \"" + task + "\"; use \"align\" or \"transcribe\"");
+  }
+  if (task == "align" && transcript_path.empty()) {
+    return error_result(id, audio_path + ": task \"align\" needs a \"transcript\" file");
+  }
+  const auto out_it = job.find("out");
+  if (out_it == job.end() || !out_it->is_string() || out_it->get<std::string>().empty()) {
+    return error_result(id, audio_path + ": job has no \"out\" path (output path without extension)");
+  }
+  const std::string out_base = out_it->get<std::string>();
+
+  // Transcript first: it is cheap, and a bad one should not cost a pass of the model.
+  std::optional<Transcript> transcript;
+  if (task == "align") {
+    Result<Transcript> t = read_transcript(transcript_path, labels_);
+    if (!t) return error_result(id, t.error());
+    transcript = std::move(t).value();
+  }
+  Result<AudioSource> opened = AudioSource::open(audio_path, info.sample_rate_hz);
+  if (!opened) return error_result(id, opened.error());
+  AudioSource source = std::move(opened).value();
+  const std::int64_t expected = std::max<std::int64_t>(1, source.expected_output_samples());
+
+  status_.set_phase(WorkerPhase::kEmissions);
+  status_.beat();
+  WindowStats stats;
+  Emissions em = compute_windowed_emissions(
+      model_, [&](float* buf, std::size_t max) { return source.read(buf, max); }, windows, expected,
+      [&](std::int64_t samples_done) {
+        const double f = kEmissionsShare * std::min(1.0, double(samples_done) / double(expected));
+        status_.set_fraction(f);
+        status_.heap_bytes.store(malloc_in_use_bytes(), std::memory_order_relaxed);
+        status_.beat();
+        write_line(out, json{{"id", id}, {"progress", std::round(f * 1000) / 1000}});
+      },
+      &stats);
+  if (!source.error().empty()) return error_result(id, source.error());
+  const double audio_s = double(stats.samples) / info.sample_rate_hz;
+  if (em.frames == 0) {
+    return error_result(id, audio_path + ": the audio is " + std::to_string(std::lround(audio_s * 1000)) +
+                                " ms long, shorter than one model frame (" +
+                                std::to_string(std::lround(info.frame_s() * 1000)) + " ms); nothing to " + task);
+  }
+
+  status_.set_phase(WorkerPhase::kAligning);
+  status_.beat();
+  const FrameClock clock{info.samples_per_frame, info.sample_rate_hz};
+  const std::string utterance = std::filesystem::path(audio_path).stem().string();
+  TimedAlignment timed;
+  json extra;
+  if (task == "align") {
+    AlignerConfig ac;
+    ac.blank = info.blank;
+    ac.max_trellis_bytes = config_.max_trellis_bytes;
+    ac.source_name = audio_path;
+    Result<Alignment> a = align_ctc(em.view(), transcript->tokens, ac);
+    if (!a) return error_result(id, a.error());
+    timed = timed_from_alignment(a.value(), *transcript, labels_, clock, audio_s, utterance);
+    extra = {{"log_prob", a->log_prob}, {"exact", a->exact}, {"aligner_bytes", a->work_bytes}};
+  } else {
+    Decoding d = decode_greedy(em.view(), labels_);
+    timed = timed_from_decoding(d, labels_, clock, audio_s, utterance);
+    extra = {{"text", d.text()}};
+  }
+  status_.set_fraction(kAlignedAt);
+  status_.set_phase(WorkerPhase::kWriting);
+  status_.beat();
+  Result<std::vector<std::string>> written = write_alignment_outputs(timed, out_base);
+  if (!written) return error_result(id, written.error());
+  status_.set_fraction(1.0);
+
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json r{{"id", id},
+         {"ok", true},
+         {"outputs", written.value()},
+         {"task", task},
+         {"audio_s", audio_s},
+         {"wall_s", wall_s},
+         {"frames", em.frames},
+         {"windows", stats.windows},
+         {"emissions_bytes", em.bytes()},
+         {"peak_window_samples", stats.peak_window_samples},
+         {"window_s", windows.window_s}};
+  r.update(extra);
+  spdlog::info("job {}: {} {} ({:.1f} s audio, {} frames, {} windows) in {:.2f} s", dump_line(id), task, audio_path,
+               audio_s, em.frames, stats.windows, wall_s);
+  return r;
+}
+
+}  // namespace ab

@@ -1,0 +1,59 @@
+// The worker's protocol loop: one JSON job per stdin line in, progress and one result line out (torch-free).
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/emission_model.h"
+#include "worker/status_block.h"
+#include "worker/transcript.h"
+#include "worker/windowed_emissions.h"
+
+namespace ab {
+
+/// Settings from the worker's command line.
+struct WorkerConfig {
+  WindowConfig windows;                          ///< --window-s, --context-s
+  std::uint64_t max_trellis_bytes = 256ull << 20;  ///< --max-trellis-mib
+};
+
+/// The model's labels as the transcript and decoder code wants them.
+LabelSet label_set_of(const ModelInfo& info);
+
+/// This process's resident set size from /proc/self/statm, in bytes (0 if unreadable).
+std::uint64_t current_rss_bytes();
+
+/// Bytes malloc has handed out and not taken back (glibc mallinfo2: arena + mmapped in use).
+std::uint64_t malloc_in_use_bytes();
+
+/// The `{"ready": true, ...}` line's object (pid, sample rate, labels, RSS now).
+nlohmann::json ready_message(const ModelInfo& info);
+
+/// Reads jobs, runs them on `model`, answers per docs/worker-protocol.md. A bad job (bad JSON, bad
+/// audio, bad transcript, engine error, out of memory twice) is an error result, never the end of
+/// the loop. Between jobs buffers are dropped and malloc_trim(0) returns the heap to the system.
+class WorkerLoop {
+ public:
+  WorkerLoop(EmissionModel& model, WorkerConfig config, WorkerStatus& status);
+
+  /// Handles lines from `in` until EOF; each answer is written to `out` as it happens and flushed.
+  /// Returns the process exit status (0).
+  int run(std::istream& in, std::ostream& out);
+
+  /// Handles one job line; writes progress lines and returns the result object (not yet written).
+  nlohmann::json handle_line(const std::string& line, std::ostream& out);
+
+ private:
+  nlohmann::json run_job(const nlohmann::json& job, std::ostream& out);
+  nlohmann::json run_job_once(const nlohmann::json& job, const WindowConfig& windows, std::ostream& out);
+
+  EmissionModel& model_;
+  WorkerConfig config_;
+  WorkerStatus& status_;
+  LabelSet labels_;
+};
+
+}  // namespace ab

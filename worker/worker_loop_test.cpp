@@ -1,0 +1,245 @@
+// Tests for the protocol loop with a plain C++ EmissionModel (the LibTorch seam) over real audio files.
+#include "worker/worker_loop.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <doctest/doctest.h>
+
+#include "tests/testutil/audio_gen.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace ab {
+
+namespace {
+
+using nlohmann::json;
+
+/// Emits "a" on frames louder than 0.1 RMS, blank elsewhere; can be told to fail like an engine.
+class LoudnessModel : public EmissionModel {
+ public:
+  LoudnessModel() {
+    info_.labels = {"<blk>", "|", "a"};
+    info_.word_separator = "|";
+    info_.sample_rate_hz = 16000;
+    info_.samples_per_frame = 320;
+  }
+  const ModelInfo& info() const override { return info_; }
+  EmissionChunk compute(const float* x, std::size_t count) override {
+    windows_seen.push_back(count);
+    if (count > oom_above_samples) {
+      if (use_bad_alloc) throw std::bad_alloc();
+      throw EngineOutOfMemory("fake allocator: cannot allocate " + std::to_string(count * 4000) + " bytes");
+    }
+    if (fail_with_error) throw std::runtime_error("fake engine: shape mismatch");
+    EmissionChunk c;
+    c.frames = static_cast<std::int64_t>(count) / 320;
+    c.labels = 3;
+    for (std::int64_t f = 0; f < c.frames; ++f) {
+      double e = 0;
+      for (int s = 0; s < 320; ++s) e += double(x[f * 320 + s]) * x[f * 320 + s];
+      const bool loud = std::sqrt(e / 320) > 0.1;
+      c.log_probs.push_back(std::log(loud ? 0.01f : 0.98f));
+      c.log_probs.push_back(std::log(0.01f));
+      c.log_probs.push_back(std::log(loud ? 0.98f : 0.01f));
+    }
+    return c;
+  }
+  std::size_t oom_above_samples = SIZE_MAX;
+  bool use_bad_alloc = false;
+  bool fail_with_error = false;
+  std::vector<std::size_t> windows_seen;
+
+ private:
+  ModelInfo info_;
+};
+
+/// Runs `jobs` (one JSON object per line) through a WorkerLoop; returns every stdout line parsed.
+std::vector<json> run_loop(EmissionModel& model, const std::vector<std::string>& jobs, WorkerStatus& status,
+                           WorkerConfig config = {}) {
+  std::string input;
+  for (const auto& j : jobs) input += j + "\n";
+  std::istringstream in(input);
+  std::ostringstream out;
+  WorkerLoop loop(model, config, status);
+  CHECK(loop.run(in, out) == 0);
+  std::vector<json> lines;
+  std::istringstream text(out.str());
+  std::string line;
+  while (std::getline(text, line)) lines.push_back(json::parse(line));
+  return lines;
+}
+
+std::vector<json> results(const std::vector<json>& lines) {
+  std::vector<json> r;
+  for (const auto& l : lines) {
+    if (l.contains("ok")) r.push_back(l);
+  }
+  return r;
+}
+
+/// 0.3 s of 440 Hz, 0.2 s silence, 0.3 s of 440 Hz, 0.2 s silence: "a", "a".
+std::string write_two_beeps(const test::TempDir& dir, const std::string& name) {
+  const auto path = (dir.path() / name).string();
+  const test::AudioFormat wav = test::audio_formats().front();
+  REQUIRE(wav.name == "wav");
+  const std::string err = test::write_tones(path, wav, 16000, 1, {{440, 0.3}, {0, 0.2}, {440, 0.3}, {0, 0.2}});
+  REQUIRE_MESSAGE(err.empty(), err);
+  return path;
+}
+
+std::string job(int id, const std::string& audio, const std::string& out, const std::string& task,
+                const std::string& transcript = "") {
+  json j{{"id", id}, {"audio", audio}, {"out", out}, {"task", task}};
+  if (!transcript.empty()) j["transcript"] = transcript;
+  return j.dump();
+}
+
+json read_json(const std::string& path) {
+  std::ifstream f(path);
+  return json::parse(f);
+}
+
+}  // namespace
+
+TEST_CASE("worker_loop: align and transcribe answer with outputs, figures and progress, in order") {
+  test::TempDir dir;
+  const std::string audio = write_two_beeps(dir, "beeps.wav");
+  const auto transcript = dir.write("beeps.txt", "aa\n").string();
+  LoudnessModel model;
+  auto block = StatusBlock::local();
+  WorkerConfig config;
+  config.windows = {0.25, 0.05};  // several windows even for one second of audio
+  const auto lines = run_loop(model,
+                              {job(1, audio, (dir.path() / "aligned").string(), "align", transcript),
+                               job(2, audio, (dir.path() / "heard").string(), "auto")},
+                              block->status(), config);
+  const auto res = results(lines);
+  REQUIRE(res.size() == 2);
+  // Progress lines come before their result and only rise.
+  int progress_lines = 0;
+  double last = -1;
+  for (const auto& l : lines) {
+    if (l.contains("ok")) break;
+    REQUIRE(l.contains("progress"));
+    CHECK(l["id"] == 1);
+    CHECK(l["progress"].get<double>() >= last);
+    last = l["progress"].get<double>();
+    ++progress_lines;
+  }
+  CHECK(progress_lines == res[0]["windows"].get<int>());
+  CHECK(res[0]["windows"].get<int>() == 4);
+
+  const json& a = res[0];
+  CHECK_MESSAGE(a["ok"] == true, a.dump());
+  CHECK(a["id"] == 1);
+  CHECK(a["task"] == "align");
+  CHECK(a["audio_s"].get<double>() == doctest::Approx(1.0).epsilon(0.01));
+  CHECK(a["frames"] == 50);
+  CHECK(a["emissions_bytes"] == 50 * 3 * 4);
+  CHECK(a["idle_rss_bytes"].get<std::uint64_t>() > 1'000'000u);
+  REQUIRE(a["outputs"].size() == 3);
+  const json aligned = read_json((dir.path() / "aligned.json").string());
+  REQUIRE(aligned["tokens"].size() == 2);
+  // Beeps at 0.0-0.3 s and 0.5-0.8 s; the fake model sees them to the frame (20 ms).
+  CHECK(std::fabs(aligned["tokens"][0]["start_s"].get<double>() - 0.0) <= 0.021);
+  CHECK(std::fabs(aligned["tokens"][0]["end_s"].get<double>() - 0.3) <= 0.021);
+  CHECK(std::fabs(aligned["tokens"][1]["start_s"].get<double>() - 0.5) <= 0.021);
+  CHECK(std::fabs(aligned["tokens"][1]["end_s"].get<double>() - 0.8) <= 0.021);
+
+  const json& t = res[1];
+  CHECK_MESSAGE(t["ok"] == true, t.dump());
+  CHECK(t["task"] == "transcribe");
+  CHECK(t["text"] == "aa");
+  CHECK(std::filesystem::exists(dir.path() / "heard.TextGrid"));
+  CHECK(std::filesystem::exists(dir.path() / "heard.ctm"));
+
+  const StatusSnapshot s = block->read();
+  CHECK(s.phase == WorkerPhase::kExited);
+  CHECK(s.jobs_done == 2u);
+  CHECK(!s.job_id);
+}
+
+TEST_CASE("worker_loop: malformed jobs are error results and the loop goes on") {
+  test::TempDir dir;
+  const std::string audio = write_two_beeps(dir, "ok.wav");
+  LoudnessModel model;
+  auto block = StatusBlock::local();
+  const std::string out = (dir.path() / "o").string();
+  const auto res = results(run_loop(model,
+                                    {"this is not json", R"({"audio": "x.wav", "out": "o"})",
+                                     R"({"id": 3, "out": "o"})", job(4, audio, out, "dance"),
+                                     job(5, audio, out, "align"), R"({"id": 6, "audio": ")" + audio + R"("})",
+                                     job(7, audio, out, "transcribe")},
+                                    block->status()));
+  REQUIRE(res.size() == 7);
+  CHECK(res[0]["id"].is_null());
+  CHECK(res[0]["error"].get<std::string>().find("not a JSON job") != std::string::npos);
+  CHECK(res[1]["error"].get<std::string>().find("integer \"id\"") != std::string::npos);
+  CHECK(res[2]["error"].get<std::string>().find("\"audio\"") != std::string::npos);
+  CHECK(res[3]["error"].get<std::string>().find("unknown task \"dance\"") != std::string::npos);
+  CHECK(res[4]["error"].get<std::string>().find("needs a \"transcript\"") != std::string::npos);
+  CHECK(res[5]["error"].get<std::string>().find("no \"out\" path") != std::string::npos);
+  for (int i = 0; i < 6; ++i) {
+    CHECK(res[i]["ok"] == false);
+    CHECK(res[i].contains("idle_rss_bytes"));
+  }
+  CHECK_MESSAGE(res[6]["ok"] == true, res[6].dump());
+  CHECK(res[6]["text"] == "aa");
+}
+
+TEST_CASE("worker_loop: an engine out of memory retries once with half-size windows") {
+  test::TempDir dir;
+  const std::string audio = write_two_beeps(dir, "b.wav");
+  auto block = StatusBlock::local();
+  WorkerConfig config;
+  config.windows = {0.5, 0.0};  // 8000-sample windows
+
+  for (bool bad_alloc : {false, true}) {
+    CAPTURE(bad_alloc);
+    LoudnessModel model;
+    model.use_bad_alloc = bad_alloc;
+    model.oom_above_samples = 6000;  // 0.5 s windows fail, 0.25 s windows fit
+    auto res = results(run_loop(model, {job(1, audio, (dir.path() / "o").string(), "transcribe")}, block->status(), config));
+    REQUIRE(res.size() == 1);
+    CHECK_MESSAGE(res[0]["ok"] == true, res[0].dump());
+    CHECK(res[0]["window_s"].get<double>() == doctest::Approx(0.25));
+    CHECK(res[0]["text"] == "aa");
+    CHECK(model.windows_seen.front() == 8000u);
+    CHECK(model.windows_seen.back() <= 4000u);
+
+    LoudnessModel hopeless;
+    hopeless.use_bad_alloc = bad_alloc;
+    hopeless.oom_above_samples = 100;  // not even half-size windows fit
+    res = results(run_loop(hopeless, {job(2, audio, (dir.path() / "o").string(), "transcribe")}, block->status(), config));
+    REQUIRE(res.size() == 1);
+    CHECK(res[0]["ok"] == false);
+    const std::string err = res[0]["error"];
+    CHECK(err.find(audio) == 0);
+    CHECK(err.find("out of memory") != std::string::npos);
+    CHECK(err.find("--window-s") != std::string::npos);
+    CHECK(hopeless.windows_seen.size() == 2u);  // one try at 0.5 s, one at 0.25 s, then give up
+  }
+}
+
+TEST_CASE("worker_loop: an engine exception becomes the job's error and the next job runs") {
+  test::TempDir dir;
+  const std::string audio = write_two_beeps(dir, "b.wav");
+  auto block = StatusBlock::local();
+  LoudnessModel model;
+  model.fail_with_error = true;
+  std::string input = job(1, audio, (dir.path() / "o").string(), "transcribe") + "\n";
+  std::istringstream in(input);
+  std::ostringstream out;
+  WorkerLoop loop(model, {}, block->status());
+  CHECK(loop.run(in, out) == 0);
+  const json r = json::parse(out.str());
+  CHECK(r["ok"] == false);
+  CHECK(r["error"] == audio + ": the engine failed: fake engine: shape mismatch");
+  model.fail_with_error = false;
+  const json again = loop.handle_line(job(2, audio, (dir.path() / "o").string(), "transcribe"), out);
+  CHECK_MESSAGE(again["ok"] == true, again.dump());
+}
+
+}  // namespace ab
