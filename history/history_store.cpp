@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+#include <thread>
 
 namespace ab {
 namespace {
@@ -70,6 +71,10 @@ CREATE TABLE tuned_settings (
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kHistorySchemaVersion,
               "one migration per schema version");
+
+// Between attempts to switch to WAL while another process holds the lock: short next to the
+// ~1 ms the other side needs to create the schema.
+constexpr std::chrono::milliseconds kWalRetry{5};
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -354,14 +359,27 @@ StoreResult<std::unique_ptr<HistoryStore>> HistoryStore::open(const std::filesys
                                   advice(SQLITE_READONLY, path, busy)));
 
   {
-    Stmt wal(raw, "PRAGMA journal_mode=WAL");
-    rc = wal.step();
-    if (rc != SQLITE_ROW) return fail("switching the history to WAL mode", rc);
-    if (wal.text(0) != "wal")
+    // Switching to WAL needs an exclusive lock, and SQLite reports a conflict at once instead of
+    // calling the busy handler (two runs creating one history at the same moment hit this, see
+    // history_safety_test), so retry here until the busy timeout.
+    std::string mode;
+    const auto deadline = std::chrono::steady_clock::now() + busy;
+    for (;;) {
+      Stmt wal(raw, "PRAGMA journal_mode=WAL");
+      rc = wal.step();
+      if (rc == SQLITE_ROW) {
+        mode = wal.text(0);
+        break;
+      }
+      if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= deadline)
+        return fail("switching the history to WAL mode", rc);
+      std::this_thread::sleep_for(kWalRetry);
+    }
+    if (mode != "wal")
       return R::failure(fmt::format(
           "{}: SQLite could not use WAL mode (got journal mode '{}'), which concurrent runs "
           "need; WAL does not work on network file systems: pass --history on a local disk",
-          name, wal.text(0)));
+          name, mode));
   }
   // NORMAL in WAL mode survives any process crash (SIGKILL included); only a power loss can
   // roll back the last commits, which resume then simply redoes. FULL would fsync every job.
