@@ -34,6 +34,23 @@ bool looks_like_audio(const unsigned char* head, std::size_t n) {
   return n >= 2 && head[0] == 0xFF && (head[1] & 0xE0) == 0xE0;  // MPEG audio frame sync
 }
 
+/// The log line where libsndfile noted that a WAV/AIFF data chunk is shorter than its header says.
+std::string truncated_chunk_note(SNDFILE* file) {
+  std::vector<char> log(16384, '\0');
+  sf_command(file, SFC_GET_LOG_INFO, log.data(), int(log.size() - 1));
+  const std::string text(log.data());
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    if ((line.rfind("data", 0) == 0 || line.rfind("SSND", 0) == 0) && line.find("(should be") != std::string::npos)
+      return line;
+    start = end + 1;
+  }
+  return "";
+}
+
 }  // namespace
 
 struct AudioSource::Impl {
@@ -127,6 +144,11 @@ Result<AudioSource> AudioSource::open(const std::string& path, int target_rate_h
                       "); convert it to WAV or FLAC");
   }
   const SF_INFO& info = impl->info;
+  // libsndfile opens a WAV/AIFF whose data chunk is cut short and only notes it in its log
+  // ("data : 32000 (should be 16000)"); a cut file is a failed copy or a crashed recorder.
+  if (const std::string cut = truncated_chunk_note(impl->file); !cut.empty())
+    return R::failure(path + ": truncated audio file (header and size disagree: " + cut +
+                      "); re-export or re-copy the file");
   if (info.frames <= 0)
     return R::failure(path + ": zero-length audio (a valid header holding no samples)");
   if (info.channels <= 0 || info.samplerate <= 0)

@@ -1,0 +1,242 @@
+// Tests for AudioSource on real files: every format, rate and channel count, tone energy after
+// resampling, streaming in small blocks, and each kind of bad input.
+#include "worker/audio_source.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <doctest/doctest.h>
+#include <filesystem>
+#include <fstream>
+
+#include "tests/testutil/audio_gen.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace {
+
+using ab::AudioSource;
+using ab::test::AudioFormat;
+using ab::test::Tone;
+
+constexpr int kModelRate = 16000;
+
+/// Reads the whole stream in blocks of `block` samples.
+std::vector<float> read_all(AudioSource& src, std::size_t block) {
+  std::vector<float> out;
+  std::vector<float> buf(block);
+  while (true) {
+    const std::size_t n = src.read(buf.data(), buf.size());
+    if (n == 0) break;
+    out.insert(out.end(), buf.begin(), buf.begin() + std::ptrdiff_t(n));
+  }
+  return out;
+}
+
+AudioFormat wav() { return ab::test::audio_formats().front(); }
+
+std::string open_error(const std::string& path) {
+  auto r = AudioSource::open(path, kModelRate);
+  return r.ok() ? std::string("(opened)") : r.error();
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("every format, rate and channel count: duration, length and a 440 Hz tone survive resampling to 16 kHz") {
+  ab::test::TempDir dir("ab-audio");
+  const double amplitude = 0.5;
+  const double expected_power = amplitude * amplitude / 4;  // Goertzel power of a sine of this amplitude
+  int checked = 0;
+  for (const AudioFormat& format : ab::test::audio_formats()) {
+    for (int rate : {8000, 22050, 44100, 48000}) {
+      for (int channels : {1, 2}) {
+        CAPTURE(format.name);
+        CAPTURE(rate);
+        CAPTURE(channels);
+        if (!ab::test::can_write(format, rate, channels)) {
+          MESSAGE("skipping " << format.name << " at " << rate << " Hz: this libsndfile cannot write it");
+          continue;
+        }
+        const std::string path =
+            (dir.path() / (format.name + "_" + std::to_string(rate) + "_" + std::to_string(channels) + format.extension))
+                .string();
+        REQUIRE(ab::test::write_tones(path, format, rate, channels, {{440.0, 1.0, amplitude}}) == "");
+        auto src = AudioSource::open(path, kModelRate);
+        INFO((src.ok() ? src->format_name() : src.error()));
+        REQUIRE(src.ok());
+        CHECK(src->channels() == channels);
+        CHECK(src->input_rate_hz() == rate);
+        // Lossless containers hold exactly one second; lossy codecs may pad by a codec frame.
+        CHECK(src->duration_s() == doctest::Approx(1.0).epsilon(format.lossy ? 0.08 : 1e-9));
+        const std::vector<float> out = read_all(*src, 1000);
+        CHECK(src->error() == "");
+        CHECK(src->at_end());
+        const double n = double(out.size());
+        CHECK(n == doctest::Approx(double(src->expected_output_samples())).epsilon(0.002));
+        // Tone energy in the middle half second (away from codec and resampler edges).
+        REQUIRE(out.size() > 12000);
+        const float* mid = out.data() + 4000;
+        const double p440 = ab::test::goertzel_power(mid, 8000, 440.0, kModelRate);
+        const double p1000 = ab::test::goertzel_power(mid, 8000, 1000.0, kModelRate);
+        CHECK(p440 == doctest::Approx(expected_power).epsilon(0.15));
+        CHECK(p1000 < 0.01 * p440);
+        ++checked;
+      }
+    }
+  }
+  MESSAGE("checked " << checked << " format/rate/channel combinations");
+  CHECK(checked >= 30);
+}
+
+TEST_CASE("stereo is averaged to mono: a tone on each channel arrives at half amplitude") {
+  ab::test::TempDir dir("ab-audio");
+  const int rate = 44100;
+  const auto left = ab::test::tone_samples({{440.0, 1.0, 0.6}}, rate);
+  const auto right = ab::test::tone_samples({{1000.0, 1.0, 0.6}}, rate);
+  std::vector<float> inter;
+  for (std::size_t i = 0; i < left.size(); ++i) inter.push_back(left[i]), inter.push_back(right[i]);
+  const std::string path = (dir.path() / "lr.wav").string();
+  REQUIRE(ab::test::write_audio(path, wav(), rate, 2, inter) == "");
+  auto src = AudioSource::open(path, kModelRate);
+  REQUIRE(src.ok());
+  const auto out = read_all(*src, 4096);
+  const double expect = 0.3 * 0.3 / 4;
+  CHECK(ab::test::goertzel_power(out.data() + 4000, 8000, 440.0, kModelRate) == doctest::Approx(expect).epsilon(0.1));
+  CHECK(ab::test::goertzel_power(out.data() + 4000, 8000, 1000.0, kModelRate) == doctest::Approx(expect).epsilon(0.1));
+}
+
+TEST_CASE("reading in tiny blocks gives the same samples as reading in large ones") {
+  ab::test::TempDir dir("ab-audio");
+  const std::string path = (dir.path() / "seq.flac").string();
+  REQUIRE(ab::test::write_tones(path, ab::test::audio_formats()[1], 22050, 2,
+                                {{300.0, 0.7, 0.4}, {0.0, 0.3, 0.0}, {1200.0, 1.1, 0.3}}) == "");
+  auto a = AudioSource::open(path, kModelRate);
+  auto b = AudioSource::open(path, kModelRate);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  const auto big = read_all(*a, 100000);
+  const auto small = read_all(*b, 7);
+  REQUIRE(big.size() == small.size());
+  CHECK(big.size() == std::size_t(a->expected_output_samples()));
+  CHECK(std::equal(big.begin(), big.end(), small.begin()));
+  // The silent gap in the middle is silent after resampling.
+  double gap = 0;
+  for (std::size_t i = 11500; i < 15500; ++i) gap += std::fabs(big[i]);
+  CHECK(gap / 4000 < 1e-3);
+}
+
+TEST_CASE("same rate: samples pass through unchanged") {
+  ab::test::TempDir dir("ab-audio");
+  const std::string path = (dir.path() / "16k.wav").string();
+  AudioFormat f = wav();
+  f.sf_format = (f.sf_format & ~0xFFFF) | 0x0006;  // SF_FORMAT_FLOAT: bit-exact round trip
+  const auto samples = ab::test::tone_samples({{500.0, 0.5, 0.5}}, kModelRate);
+  REQUIRE(ab::test::write_audio(path, f, kModelRate, 1, samples) == "");
+  auto src = AudioSource::open(path, kModelRate);
+  REQUIRE(src.ok());
+  const auto out = read_all(*src, 333);
+  REQUIRE(out.size() == samples.size());
+  CHECK(std::equal(out.begin(), out.end(), samples.begin()));
+}
+
+TEST_CASE("bad input: each case is a clear error naming the file") {
+  ab::test::TempDir dir("ab-audio");
+  const std::string good = (dir.path() / "good.wav").string();
+  REQUIRE(ab::test::write_tones(good, wav(), 16000, 1, {{440.0, 1.0, 0.5}}) == "");
+  std::ifstream in(good, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(bytes.size() == 44 + 32000);
+
+  SUBCASE("missing") {
+    const std::string e = open_error((dir.path() / "gone.wav").string());
+    CHECK(contains(e, "gone.wav"));
+    CHECK(contains(e, "does not exist"));
+  }
+  SUBCASE("empty file") {
+    const std::string e = open_error(dir.write("empty.wav", "").string());
+    CHECK(contains(e, "empty.wav"));
+    CHECK(contains(e, "empty file"));
+  }
+  SUBCASE("text renamed .wav") {
+    const std::string e = open_error(dir.write("notes.wav", "These are my notes, not audio.\n").string());
+    CHECK(contains(e, "notes.wav"));
+    CHECK(contains(e, "not a sound file"));
+  }
+  SUBCASE("truncated inside the header") {
+    const std::string e = open_error(dir.write("cut.wav", bytes.substr(0, 30)).string());
+    CHECK(contains(e, "cut.wav"));
+    CHECK(contains(e, "truncated"));
+  }
+  SUBCASE("truncated inside the data") {
+    const std::string path = dir.write("half.wav", bytes.substr(0, 44 + 16000)).string();
+    auto src = AudioSource::open(path, kModelRate);
+    std::string e;
+    if (!src.ok()) {
+      e = src.error();
+    } else {
+      read_all(*src, 4096);
+      e = src->error();
+    }
+    MESSAGE("truncated data: " << e);
+    CHECK(contains(e, "half.wav"));
+    CHECK(contains(e, "truncated"));
+  }
+  SUBCASE("FLAC cut short: the reader reports the missing frames") {
+    const std::string path = (dir.path() / "full.flac").string();
+    REQUIRE(ab::test::write_tones(path, ab::test::audio_formats()[1], 16000, 1, {{440.0, 2.0, 0.5}}) == "");
+    std::ifstream f(path, std::ios::binary);
+    const std::string flac((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::string cut = dir.write("cut.flac", flac.substr(0, flac.size() / 2)).string();
+    auto src = AudioSource::open(cut, kModelRate);
+    std::string e;
+    if (!src.ok()) {
+      e = src.error();
+    } else {
+      read_all(*src, 4096);
+      e = src->error();
+    }
+    MESSAGE("truncated flac: " << e);
+    CHECK(contains(e, "cut.flac"));
+    CHECK((contains(e, "truncated") || contains(e, "corrupt")));
+  }
+  SUBCASE("zero-length audio") {
+    const std::string path = (dir.path() / "zero.wav").string();
+    REQUIRE(ab::test::write_audio(path, wav(), 16000, 1, {}) == "");
+    const std::string e = open_error(path);
+    CHECK(contains(e, "zero.wav"));
+    CHECK(contains(e, "zero-length"));
+  }
+  SUBCASE("a directory") {
+    std::filesystem::create_directory(dir.path() / "folder.wav");
+    CHECK(contains(open_error((dir.path() / "folder.wav").string()), "not a regular file"));
+  }
+  SUBCASE("unreadable (permission denied), checked as an unprivileged child") {
+    const std::string path = dir.write("secret.wav", bytes).string();
+    std::filesystem::permissions(path, std::filesystem::perms::owner_write);
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(2);
+      const std::string e = open_error(path);
+      const ssize_t w = ::write(fds[1], e.data(), e.size());
+      ::_exit(w == ssize_t(e.size()) ? 0 : 1);
+    }
+    ::close(fds[1]);
+    std::string e;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) e.append(buf, std::size_t(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    CHECK(contains(e, "secret.wav"));
+    CHECK(contains(e, "permission denied"));
+  }
+}
