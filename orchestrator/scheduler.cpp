@@ -77,10 +77,11 @@ static bool has_estimate(const JobSpec& spec, std::uint64_t floor_bytes) {
 
 void Scheduler::enqueue(Job& job) {
   job.where = Where::kQueued;
+  // The hint makes adding jobs already in queue order O(1) each (replay adds a million so).
   if (has_estimate(job.spec, job.floor_bytes)) {
-    predicted_queue_.insert({estimate_of(job), job.spec.size_bytes, job.spec.id});
+    predicted_queue_.insert(predicted_queue_.end(), {estimate_of(job), job.spec.size_bytes, job.spec.id});
   } else {
-    cold_queue_.insert({job.spec.size_bytes, job.spec.id});
+    cold_queue_.insert(cold_queue_.end(), {job.spec.size_bytes, job.spec.id});
   }
 }
 
@@ -165,30 +166,40 @@ void Scheduler::observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_by
 std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample,
                                                       bool lone_job) const {
   std::uint64_t total = sample.idle_pss_bytes, total_vram = 0;
+  // Whether some running job shows more than admission reserved for it: the plan is wrong.
+  bool over_plan = false, over_vram_plan = false;
   for (const auto& j : sample.jobs) {
     total += j.pss_bytes;
     total_vram += j.vram_bytes;
+    auto it = jobs_.find(j.id);
+    if (it != jobs_.end() && it->second.where == Where::kRunning) {
+      over_plan = over_plan || j.pss_bytes > it->second.reserved_bytes;
+      over_vram_plan = over_vram_plan || j.vram_bytes > vram_estimate_of(it->second);
+    }
   }
+  // Above the high-water mark, a job is stopped when the plan is wrong (some job exceeds its
+  // reservation, so the total can keep growing past the budget) or the budget is already
+  // overrun. Jobs that all stay within their predictions cannot overrun a budget admission
+  // filled, so they are left alone even when they peak together above the mark.
   // A lone job is stopped only on a real overrun: running it alone is the best any plan can do,
   // and stopping it at the high-water mark would throw away a job that fits.
-  if (config_.budget_bytes > 0) {
-    const double line = lone_job ? static_cast<double>(config_.budget_bytes)
-                                 : config_.high_water * static_cast<double>(config_.budget_bytes);
-    if (static_cast<double>(total) > line) {
-      return fmt::format("memory in use {} is above {} ({:.0f}% of the {} budget)",
-                         human_bytes(total), human_bytes(static_cast<std::uint64_t>(line)),
-                         lone_job ? 100.0 : config_.high_water * 100, human_bytes(config_.budget_bytes));
-    }
+  auto crossed = [&](std::uint64_t used, std::uint64_t budget, bool wrong_plan) -> std::optional<double> {
+    if (budget == 0) return std::nullopt;
+    const double line = lone_job ? static_cast<double>(budget) : config_.high_water * static_cast<double>(budget);
+    if (static_cast<double>(used) <= line) return std::nullopt;
+    if (!lone_job && !wrong_plan && used <= budget) return std::nullopt;
+    return line;
+  };
+  if (auto line = crossed(total, config_.budget_bytes, over_plan)) {
+    return fmt::format("memory in use {} is above {} ({:.0f}% of the {} budget)", human_bytes(total),
+                       human_bytes(static_cast<std::uint64_t>(*line)),
+                       lone_job ? 100.0 : config_.high_water * 100, human_bytes(config_.budget_bytes));
   }
-  if (config_.vram_budget_bytes > 0) {
-    const double line = lone_job ? static_cast<double>(config_.vram_budget_bytes)
-                                 : config_.high_water * static_cast<double>(config_.vram_budget_bytes);
-    if (static_cast<double>(total_vram) > line) {
-      return fmt::format("GPU memory in use {} is above {} ({:.0f}% of the {} VRAM budget)",
-                         human_bytes(total_vram), human_bytes(static_cast<std::uint64_t>(line)),
-                         lone_job ? 100.0 : config_.high_water * 100,
-                         human_bytes(config_.vram_budget_bytes));
-    }
+  if (auto line = crossed(total_vram, config_.vram_budget_bytes, over_vram_plan)) {
+    return fmt::format("GPU memory in use {} is above {} ({:.0f}% of the {} VRAM budget)",
+                       human_bytes(total_vram), human_bytes(static_cast<std::uint64_t>(*line)),
+                       lone_job ? 100.0 : config_.high_water * 100,
+                       human_bytes(config_.vram_budget_bytes));
   }
   if (config_.reserve_bytes > 0 && sample.mem_available_bytes &&
       *sample.mem_available_bytes < config_.reserve_bytes) {

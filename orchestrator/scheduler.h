@@ -27,7 +27,9 @@ struct SchedulerConfig {
   std::uint64_t budget_bytes = 0;       ///< effective memory budget (memguard::effective_budget); 0: none
   std::uint64_t vram_budget_bytes = 0;  ///< 0: no GPU budget, VRAM is not considered
   std::uint32_t max_workers = 0;        ///< upper bound on concurrent jobs; 0: memory alone decides
-  double high_water = 0.90;             ///< preempt when measured total > high_water * budget
+  /// Preempt when the measured total exceeds high_water * budget and either some running job
+  /// shows more than admission reserved for it or the total exceeds the budget itself.
+  double high_water = 0.90;
   std::uint64_t reserve_bytes = 0;      ///< preempt when the machine's MemAvailable falls below this
   double psi_full_avg10_limit = 20.0;   ///< preempt when PSI memory "full" avg10 (percent) exceeds this
   std::int64_t pause_after_kill_ms = 2000;  ///< no admissions for this long after a guard kill
@@ -127,6 +129,8 @@ class Scheduler {
   /// Every job has finished or failed for good, and every decision has been polled.
   bool done() const;
   std::size_t queued() const;
+  /// Queued jobs with neither a prediction nor a raised estimate (waiting on slow start).
+  std::size_t queued_unpredicted() const { return cold_queue_.size(); }
   std::size_t running() const;
   /// Sum over running jobs of max(predicted, observed) plus idle workers: what admission uses.
   std::uint64_t committed_bytes() const;

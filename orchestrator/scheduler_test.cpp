@@ -239,6 +239,28 @@ TEST_CASE("preemption: crossing the high-water mark kills the youngest job, once
   CHECK(kills(s.poll(600)) == std::vector<JobId>{2});
 }
 
+TEST_CASE("preemption: jobs within their predictions are left alone above the high-water mark") {
+  Scheduler s(budget_of(10 * kGiB));
+  s.add_job(predicted(1, 5 * kGiB));
+  s.add_job(predicted(2, 5 * kGiB));
+  CHECK(starts(s.poll(0)) == std::vector<JobId>{1, 2});
+  // 9.8 GiB is above the 9 GiB mark, but each job is within the 5 GiB admission counted for it:
+  // together they cannot pass the budget, so nobody is killed.
+  s.on_sample(sample(100, {{1, 5 * kGiB}, {2, 4 * kGiB + 800 * kMiB}}));
+  CHECK(kills(s.poll(100)).empty());
+  // Job 1 goes past its prediction: now the plan is wrong and the youngest goes.
+  s.on_sample(sample(200, {{1, 5 * kGiB + 100 * kMiB}, {2, 4 * kGiB + 800 * kMiB}}));
+  CHECK(kills(s.poll(200)) == std::vector<JobId>{2});
+  s.on_job_ended(2, ended(JobOutcome::Kind::kGuardKilled, 4 * kGiB + 800 * kMiB), 250);
+  // Idle workers pushing the total past the budget itself also count, plan or not.
+  Scheduler t(budget_of(10 * kGiB));
+  t.add_job(predicted(1, 4 * kGiB));
+  t.add_job(predicted(2, 4 * kGiB));
+  CHECK(starts(t.poll(0)).size() == 2);
+  t.on_sample(sample(100, {{1, 4 * kGiB}, {2, 4 * kGiB}}, 2 * kGiB + kMiB));
+  CHECK(kills(t.poll(100)) == std::vector<JobId>{2});
+}
+
 TEST_CASE("preemption: the killed job is requeued with its estimate raised to what it showed") {
   SchedulerConfig c = budget_of(10 * kGiB);
   c.raise_factor = 1.25;

@@ -1,0 +1,100 @@
+// Replay: recorded jobs pushed through the real Scheduler in simulated time, to tune caps and margins.
+//
+// A discrete-event simulation. Each simulated job follows a recorded job's memory timeline and
+// duration; the Scheduler (the same class the real loop drives) sees samples every
+// sample_interval_ms of virtual time and decides starts, kills and failures exactly as it would in
+// a real run. Pure: no files, no clock; orchestrator/replay_command reads history and prints.
+//
+// CPU model (stated, simple): a job's recorded wall time is its work at full speed, and it keeps
+// cpu_s / duration_s cores busy on average. When the running jobs ask for more cores than the
+// machine has, every running job slows by the same factor (processor sharing). Memory follows the
+// job's progress through its work, so a slowed job holds its memory longer.
+#pragma once
+
+#include "orchestrator/scheduler.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ab {
+
+/// One point of a recorded memory timeline: `t_ms` after the job started.
+struct ReplayPoint {
+  std::int64_t t_ms = 0;
+  std::uint64_t pss_bytes = 0;
+};
+
+/// A finished job as replay needs it (history's JobRow and timeline, reduced).
+struct RecordedJob {
+  std::string key;
+  std::uint64_t size_bytes = 0;
+  double duration_s = 0;                ///< wall seconds the job ran
+  double cpu_s = 0;                     ///< CPU seconds it used; 0: unknown (one core assumed)
+  std::uint64_t peak_pss_bytes = 0;     ///< measured peak
+  std::vector<ReplayPoint> timeline;    ///< in time order; empty: the peak for the whole run
+  /// What history predicts for this job (estimator with margin); none: no history, slow start.
+  std::optional<std::uint64_t> predicted_peak_bytes;
+};
+
+/// The simulated machine and settings.
+struct ReplaySettings {
+  SchedulerConfig scheduler;            ///< budget, max_workers (cap), high_water, ...
+  std::uint32_t cores = 0;              ///< 0: CPU never limits
+  double prediction_scale = 1.0;        ///< margin: predictions are multiplied by this
+  bool use_predictions = true;          ///< false: replay as a first run without history
+  /// 500 ms: the real loop's memguard tick (orchestrator samples at this rate; see run_loop).
+  std::int64_t sample_interval_ms = 500;
+};
+
+/// What the simulated run did.
+struct ReplayResult {
+  double makespan_s = 0;                ///< virtual time until the last job ended
+  std::uint64_t peak_total_bytes = 0;   ///< highest sampled sum of the running jobs' PSS
+  double average_concurrency = 0;       ///< time-averaged number of running jobs
+  double idle_budget_fraction = 0;      ///< share of budget x makespan left unused (sampled)
+  double lost_work_s = 0;               ///< work thrown away by guard kills
+  std::uint32_t jobs = 0, ok = 0, failed = 0;
+  SchedulerStats stats;                 ///< guard kills, retries, peak running, ...
+  std::vector<std::string> fail_reasons;  ///< first few kFail reasons, for the report
+};
+
+/// Replays jobs `picks[i]` (indices into `recorded`; the same record may be picked many times).
+ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<std::uint32_t>& picks,
+                    const ReplaySettings& settings);
+
+/// Every recorded job once, in order.
+std::vector<std::uint32_t> pick_all(std::size_t recorded_count);
+/// round(scale x recorded_count) jobs drawn uniformly with replacement from the recorded ones
+/// (so from their distribution of sizes, peaks and durations), reproducibly from `seed`.
+std::vector<std::uint32_t> pick_scaled(std::size_t recorded_count, double scale, std::uint64_t seed);
+
+/// One row of a sweep: the settings tried and what they gave.
+struct SweepRow {
+  std::uint32_t max_workers = 0;  ///< 0: memory alone decides
+  double high_water = 0;
+  double prediction_scale = 0;
+  ReplayResult result;
+};
+
+/// The grid a sweep tries.
+struct SweepGrid {
+  std::vector<std::uint32_t> max_workers;
+  std::vector<double> high_water;
+  std::vector<double> prediction_scale;
+};
+
+/// Caps {0, cores, 2 x cores, 4 x cores}, high-water {0.85, 0.90, 0.95}, margins {1.0, 1.15, 1.3}.
+SweepGrid default_sweep_grid(std::uint32_t cores);
+
+/// Replays every combination of the grid over `base`.
+std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
+                            const std::vector<std::uint32_t>& picks, const ReplaySettings& base,
+                            const SweepGrid& grid);
+
+/// The recommended row: fewest failures, then no guard kill (else fewest), then the shortest
+/// makespan, then the lowest peak. rows.size() when rows is empty.
+std::size_t recommend(const std::vector<SweepRow>& rows);
+
+}  // namespace ab
