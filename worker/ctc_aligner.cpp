@@ -90,17 +90,17 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
   }
   // Everything but the back-pointers and score rows: state bounds, band bounds per frame, the
   // result's spans and score sums, and 64 KiB for the allocator's rounding.
-  const std::uint64_t fixed_bytes = std::uint64_t(S) * 2 * sizeof(std::int64_t) +
+  const std::uint64_t fixed_bytes = std::uint64_t(S) * (2 * sizeof(std::int64_t) + sizeof(int) + 1) +
                                     std::uint64_t(T) * 2 * sizeof(std::int64_t) +
                                     tokens.size() * (sizeof(TokenSpan) + sizeof(double)) + (64u << 10);
-  auto rows_bytes = [](std::int64_t width) { return std::uint64_t(width + 2) * 2 * sizeof(float); };
+  auto rows_bytes = [](std::int64_t width) { return std::uint64_t(width + 4) * 2 * sizeof(float); };
 
   std::int64_t band = max_valid_width;
   bool exact = true;
   if (fixed_bytes + exact_bp_bytes + rows_bytes(max_valid_width) > config.max_trellis_bytes) {
     exact = false;
     const std::uint64_t per_frame_state_bytes_x4 = std::uint64_t(T);  // band/4 bytes per frame
-    const std::uint64_t room = config.max_trellis_bytes > fixed_bytes + T ? config.max_trellis_bytes - fixed_bytes - T : 0;
+    const std::uint64_t room = config.max_trellis_bytes > fixed_bytes + T + 64 ? config.max_trellis_bytes - fixed_bytes - T - 64 : 0;
     band = std::int64_t(room * 4 / (per_frame_state_bytes_x4 + 32));
     band = std::min(band, max_valid_width);
     if (band < config.min_band_states) {
@@ -121,7 +121,12 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
   }
   std::vector<std::uint8_t> bp(bp_bytes, 0);
   // Score rows with two -inf cells in front, so s-1 and s-2 need no bounds checks.
-  std::vector<float> prev_row(static_cast<std::size_t>(band + 2), kNegInf), cur_row(prev_row);
+  // Score rows: two -inf cells in front and two behind the band, so s-1, s-2 and s = ph+2 read -inf.
+  std::vector<float> prev_row(static_cast<std::size_t>(band + 4), kNegInf), cur_row(prev_row);
+  // Per-state label and whether the state may be entered from s-2, read in the inner loop.
+  std::vector<int> label(static_cast<std::size_t>(S));
+  std::vector<std::uint8_t> skip(static_cast<std::size_t>(S));
+  for (std::int64_t x = 0; x < S; ++x) label[std::size_t(x)] = g.label(x), skip[std::size_t(x)] = g.skip_into(x);
 
   std::uint64_t off = 0;  // byte offset of the current frame's back-pointers
   std::int64_t a = 0, b = 0;
@@ -147,30 +152,37 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
     best_state = l;
     if (t == 0) {
       for (std::int64_t s = l; s <= h; ++s) {
-        const float v = row[g.label(s)];
+        const float v = row[label[std::size_t(s)]];
         cur_row[std::size_t(s - l + 2)] = v;
         if (v > best_score) best_score = v, best_state = s;
       }
     } else {
-      const std::int64_t pl = lo[t - 1], ph = hi[t - 1];
+      // prev_row holds state x at index x - pl + 2. Every index outside [2, ph - pl + 2] is -inf
+      // (two cells in front, and the row is reset after each frame), so no bounds checks are needed:
+      // s - 2 >= pl - 2 because the band never moves backwards, and s <= ph + 2 < row size.
+      const std::int64_t pl = lo[t - 1];
+      const float* prev = prev_row.data();
+      float* cur = cur_row.data();
       std::uint8_t* bits = bp.data() + off;
+      std::uint8_t byte = 0;
       for (std::int64_t s = l; s <= h; ++s) {
-        // prev_row index for state x is x - pl + 2; states outside [pl, ph] are -inf.
         const std::int64_t k = s - pl + 2;
-        float v = (s <= ph) ? prev_row[std::size_t(k)] : kNegInf;
+        float v = prev[k];
         std::uint8_t code = kStay;
-        const float v1 = (s - 1 <= ph && s - 1 >= pl) ? prev_row[std::size_t(k - 1)] : kNegInf;
+        const float v1 = prev[k - 1];
         if (v1 > v) v = v1, code = kAdvance;
-        if (g.skip_into(s) && s - 2 >= pl && s - 2 <= ph) {
-          const float v2 = prev_row[std::size_t(k - 2)];
+        if (skip[std::size_t(s)]) {
+          const float v2 = prev[k - 2];
           if (v2 > v) v = v2, code = kSkip;
         }
-        v += row[g.label(s)];
-        cur_row[std::size_t(s - l + 2)] = v;
+        v += row[label[std::size_t(s)]];
+        cur[s - l + 2] = v;
         const std::int64_t i = s - l;
-        bits[i >> 2] = std::uint8_t(bits[i >> 2] | (code << ((i & 3) * 2)));
+        byte = std::uint8_t(byte | (code << ((i & 3) * 2)));
+        if ((i & 3) == 3) *bits++ = byte, byte = 0;
         if (v > best_score) best_score = v, best_state = s;
       }
+      if (((h - l) & 3) != 3) *bits = byte;
       off += exact ? std::uint64_t((b - a + 1 + 3) / 4) : std::uint64_t((band + 3) / 4);
     }
     std::swap(prev_row, cur_row);
@@ -199,7 +211,8 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
   out.states = S;
   out.exact = exact;
   out.work_bytes = earliest.capacity() * sizeof(std::int64_t) * 2 + lo.capacity() * sizeof(std::int64_t) * 2 +
-                   bp.capacity() + prev_row.capacity() * sizeof(float) * 2 +
+                   bp.capacity() + prev_row.capacity() * sizeof(float) * 2 + label.capacity() * sizeof(int) +
+                   skip.capacity() +
                    out.tokens.capacity() * sizeof(TokenSpan) + tokens.size() * sizeof(double);
   std::vector<double> sums(tokens.size(), 0.0);
   for (auto& span : out.tokens) span.end_frame = -1;
