@@ -1,7 +1,10 @@
 // Tests for the outputs: TextGrid structure and times parsed back, JSON, CTM, atomic writes.
 #include "worker/alignment_writer.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <doctest/doctest.h>
 #include <filesystem>
@@ -200,4 +203,40 @@ TEST_CASE("atomic write: running out of space mid-write keeps the old file intac
   std::size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(mnt)) (void)e, ++files;
   CHECK(files == 1);
+}
+
+TEST_CASE("atomic write: a writer killed mid-write never leaves a partial file under the final name") {
+  ab::test::TempDir dir("ab-atomic-kill");
+  const std::string path = (dir.path() / "big.json").string();
+  const std::size_t size = 256u << 20;  // large enough that the kill usually lands mid-write
+  int landed_mid_write = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::filesystem::remove(path);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const std::string content(size, 'x');
+      ::_exit(ab::write_file_atomically(path, content).ok() ? 0 : 1);
+    }
+    // Kill as soon as the temporary file has some data in it.
+    bool temp_seen = false;
+    for (int i = 0; i < 20000 && !temp_seen; ++i) {
+      for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+        std::error_code ec;
+        if (e.path().filename().string().rfind("big.json.tmp.", 0) == 0 && e.file_size(ec) > 0 && !ec) temp_seen = true;
+      }
+      if (!temp_seen) ::usleep(500);
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    // The invariant: the final name is absent or complete, never partial.
+    if (std::filesystem::exists(path)) {
+      CHECK(std::filesystem::file_size(path) == size);
+    } else {
+      ++landed_mid_write;
+    }
+    for (const auto& e : std::filesystem::directory_iterator(dir.path())) std::filesystem::remove(e.path());
+  }
+  MESSAGE("kills that landed mid-write: " << landed_mid_write << " of 3");
 }
