@@ -164,12 +164,17 @@ Estimator::Estimator(const std::vector<Observation>& observations, const Estimat
   median_peak_bytes_ = to_bytes(weighted_quantile(peaks, 0.5));
   quantile_peak_bytes_ =
       to_bytes(weighted_quantile(std::move(peaks), tolerance_level(config_, effective_n(sw))));
-  if (sx.size() >= config_.min_fit_jobs) {
+  // A line needs inputs of at least two sizes: with one (a file re-run, or every clip the same
+  // length) the slope is unknowable, and the peaks' quantile is the honest answer.
+  auto varies = [](const std::vector<double>& x) {
+    return std::any_of(x.begin(), x.end(), [&](double v) { return v != x.front(); });
+  };
+  if (sx.size() >= config_.min_fit_jobs && varies(sx)) {
     LinearFit fit = theil_sen(sx, sy, sw, config_.max_pairs);
     add_margin(fit, sx, sy, sw, tolerance_level(config_, effective_n(sw)));
     size_fit_ = fit;
   }
-  if (dx.size() >= config_.min_fit_jobs) {
+  if (dx.size() >= config_.min_fit_jobs && varies(dx)) {
     LinearFit fit = theil_sen(dx, dy, dw, config_.max_pairs);
     add_margin(fit, dx, dy, dw, tolerance_level(config_, effective_n(dw)));
     duration_fit_ = fit;

@@ -67,9 +67,11 @@ class Estimator {
   std::size_t observation_count() const { return n_; }
   /// Recency-weighted median of the peaks (0 without history).
   std::uint64_t median_peak_bytes() const { return median_peak_bytes_; }
-  /// The line on input bytes, when there were at least min_fit_jobs observations.
+  /// The line on input bytes, when there were at least min_fit_jobs observations of at least
+  /// two different sizes.
   const std::optional<LinearFit>& size_fit() const { return size_fit_; }
-  /// The line on audio seconds, when at least min_fit_jobs observations had a duration.
+  /// The line on audio seconds, when at least min_fit_jobs observations had a duration (not all
+  /// the same).
   const std::optional<LinearFit>& duration_fit() const { return duration_fit_; }
 
  private:

@@ -264,3 +264,17 @@ TEST_CASE("observations_from_jobs keeps ok jobs, prefers PSS, and ranks runs new
   CHECK(obs[1].runs_ago == 0);
   CHECK(obs[2].runs_ago == 1);
 }
+
+TEST_CASE("inputs all of one size: no line (the slope is unknowable), the peaks' quantile instead") {
+  std::vector<Observation> obs;
+  for (int i = 0; i < 20; ++i)
+    obs.push_back({5'000'000, 3.0, static_cast<std::uint64_t>(1e9 + i * 1e6), 0});
+  const Estimator est(obs);
+  CHECK_FALSE(est.size_fit());
+  CHECK_FALSE(est.duration_fit());
+  const auto e = est.predict(5'000'000, 3.0);
+  REQUIRE(e);
+  CHECK(e->basis == EstimateBasis::kPeakQuantile);
+  CHECK(e->central_bytes == static_cast<std::uint64_t>(1e9 + 9e6));  // weighted median of 20
+  CHECK(e->peak_bytes == static_cast<std::uint64_t>(1e9 + 19e6));    // n = 20: level > 1, the max
+}
