@@ -286,7 +286,10 @@ HistoryStore::HistoryStore(std::filesystem::path path, sqlite3* db,
                            std::chrono::milliseconds busy_timeout)
     : path_(std::move(path)), db_(db), busy_timeout_(busy_timeout) {}
 
-HistoryStore::~HistoryStore() { sqlite3_close_v2(db_); }
+HistoryStore::~HistoryStore() {
+  sqlite3_finalize(find_done_stmt_);
+  sqlite3_close_v2(db_);
+}
 
 std::string HistoryStore::failure(const std::string& what) const {
   const int rc = sqlite3_extended_errcode(db_);
@@ -493,14 +496,25 @@ StoreResult<std::int64_t> HistoryStore::record_job(const JobRecord& job,
 
 StoreResult<bool> HistoryStore::find_done(const std::string& input_path, std::uint64_t size_bytes,
                                           std::int64_t mtime_ns, const std::string& job_key) {
-  Stmt s(db_,
-         "SELECT 1 FROM jobs WHERE input_path = ? AND job_key = ? AND input_size_bytes = ? AND "
-         "input_mtime_ns = ? AND status = 'ok' LIMIT 1");
-  s.bind(1, input_path).bind(2, job_key).bind(3, size_bytes).bind(4, mtime_ns);
-  const int rc = s.step();
-  if (rc == SQLITE_ROW) return StoreResult<bool>(true);
-  if (rc == SQLITE_DONE) return StoreResult<bool>(false);
-  return StoreResult<bool>::failure(failure("looking up " + input_path));
+  using R = StoreResult<bool>;
+  const std::string what = "looking up " + input_path;
+  if (!find_done_stmt_ &&
+      sqlite3_prepare_v3(db_,
+                         "SELECT 1 FROM jobs WHERE input_path = ? AND job_key = ? AND "
+                         "input_size_bytes = ? AND input_mtime_ns = ? AND status = 'ok' LIMIT 1",
+                         -1, SQLITE_PREPARE_PERSISTENT, &find_done_stmt_, nullptr) != SQLITE_OK)
+    return R::failure(failure(what));
+  sqlite3_stmt* s = find_done_stmt_;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, input_path.data(), static_cast<int>(input_path.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_text(s, 2, job_key.data(), static_cast<int>(job_key.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_int64(s, 3, static_cast<std::int64_t>(size_bytes));
+  sqlite3_bind_int64(s, 4, mtime_ns);
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);  // ends the read, so this connection does not pin an old WAL snapshot
+  if (rc == SQLITE_ROW) return R(true);
+  if (rc == SQLITE_DONE) return R(false);
+  return R::failure(failure(what));
 }
 
 StoreResult<std::vector<JobRow>> HistoryStore::jobs_for_key(const std::string& job_key,

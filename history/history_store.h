@@ -21,6 +21,7 @@
 #include <vector>
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace ab {
 
@@ -189,6 +190,8 @@ class HistoryStore {
   std::filesystem::path path_;
   sqlite3* db_ = nullptr;
   std::chrono::milliseconds busy_timeout_;
+  // find_done runs once per corpus file at startup: prepared once (measured 52 -> 4-15 us per lookup on a loaded 2-core box).
+  sqlite3_stmt* find_done_stmt_ = nullptr;
 };
 
 }  // namespace ab
