@@ -331,3 +331,33 @@ TEST_CASE("an unwritable directory or a read-only history: clear errors, nothing
   }
   chmod(locked.c_str(), 0755);
 }
+
+TEST_CASE("a lock held past the busy timeout: the write fails with a message saying so") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "history.sqlite";
+  auto store = HistoryStore::open(db, HistoryStore::Create::kIfMissing, std::chrono::milliseconds(200));
+  REQUIRE(store.ok());
+  const auto run = (*store)->begin_run({});
+  REQUIRE(run.ok());
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  const auto r = (*store)->record_job(job(*run, 1));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().find(db.string()) != std::string::npos);
+  CHECK(r.error().find("held the database lock for more than 200 ms") != std::string::npos);
+  // Reads still work under WAL while another process writes.
+  CHECK((*store)->runs()->size() == 1);
+  REQUIRE(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  CHECK((*store)->record_job(job(*run, 1)).ok());  // and writing resumes once it is released
+}
+
+TEST_CASE("an empty (0-byte) file at the path holds no data: it becomes the history") {
+  ab::test::TempDir dir;
+  const auto db = dir.write("history.sqlite", "");
+  auto store = HistoryStore::open(db, HistoryStore::Create::kNever);
+  INFO(store.error());
+  REQUIRE(store.ok());
+  CHECK((*store)->begin_run({}).ok());
+}
