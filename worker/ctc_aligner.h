@@ -22,13 +22,21 @@ struct EmissionView {
 /// Settings of one alignment.
 struct AlignerConfig {
   int blank = 0;
-  /// Upper bound on the aligner's working memory (back-pointers, band bounds, score rows).
-  /// The full trellis is used when it fits; otherwise a band of states that follows the best
-  /// path, as wide as the cap allows. A request that cannot fit even a minimal band fails with a
-  /// clear error instead of exhausting memory. 256 MiB: the worker's --max-trellis-mib default.
+  /// Upper bound on the aligner's working memory (back-pointers, band bounds, score rows, the
+  /// result). A request that cannot fit even a minimal band fails with a clear error instead of
+  /// exhausting memory. 256 MiB: the worker's --max-trellis-mib default.
   std::uint64_t max_trellis_bytes = 256ull << 20;
+  /// The whole trellis (every reachable frame x state, 2 bits each) is searched when it needs at
+  /// most this much (and fits the cap): exact. 16 MiB: about 10 minutes of speech at 20 ms frames.
+  std::uint64_t max_exact_bytes = 16ull << 20;
+  /// Otherwise a band of this many states follows the best partial path (2 bits per state and
+  /// frame: 128 bytes per frame, 23 MiB for an hour at 20 ms). If the path found runs within
+  /// band/8 states of an edge the band imposed (a better path may lie outside), the search is
+  /// repeated with a band 4 times wider, as long as the cap allows.
+  /// 512 states = 256 tokens of slack around the best partial path.
+  std::int64_t band_states = 512;
   /// Narrowest band (in CTC states) worth trying; below this the request is refused.
-  /// 64 states = 32 tokens of slack around the best path.
+  /// 64 states = 32 tokens of slack.
   std::int64_t min_band_states = 64;
   /// Name used in error messages (the audio file).
   std::string source_name;
@@ -56,14 +64,19 @@ struct Alignment {
   std::int64_t band_states = 0;   ///< width of the state band searched (== states when exact)
   std::int64_t states = 0;        ///< 2 * tokens + 1
   bool exact = false;             ///< true when the whole trellis was searched
-  std::uint64_t work_bytes = 0;   ///< bytes the aligner allocated for its search (peak)
+  int passes = 0;                 ///< searches run (a band the path ran up against is widened and rerun)
+  /// The path ran along an edge of the widest band the cap allows: it may not be the best path.
+  bool band_limited = false;
+  std::uint64_t work_bytes = 0;   ///< bytes the aligner held at its peak (one pass plus the result)
 };
 
 /// Aligns `tokens` (label ids, none equal to the blank) to `emissions` with the standard CTC
 /// topology: optional blanks between tokens, a repeated token needs a blank between its copies.
+/// Exact (full trellis) when that fits config.max_exact_bytes, otherwise a band of states that
+/// follows the best partial path: memory O(frames * band + tokens), never above the cap.
 /// Errors (naming config.source_name): no tokens, a token out of range or equal to blank,
 /// infeasible (frames < tokens + repeats), the cap too small for this many frames, the band
-/// losing the path (raise the cap).
+/// losing the path even at the widest the cap allows (raise the cap), no finite-score path.
 Result<Alignment> align_ctc(const EmissionView& emissions, const std::vector<int>& tokens, const AlignerConfig& config);
 
 /// Minimum number of frames that can carry `tokens`: tokens + adjacent repeats.

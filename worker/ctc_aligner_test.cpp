@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <doctest/doctest.h>
 #include <functional>
+#include <limits>
 #include <new>
 #include <random>
 
@@ -240,6 +241,7 @@ TEST_CASE("banded search under a small cap agrees with the exact search") {
   CHECK(exact->exact);
   AlignerConfig banded_cfg = config();
   banded_cfg.max_trellis_bytes = 1 << 20;  // far below the ~9 MiB full search
+  banded_cfg.max_exact_bytes = 0;
   const auto banded = ab::align_ctc(view, tokens, banded_cfg);
   INFO((banded.ok() ? std::string() : banded.error()));
   REQUIRE(banded.ok());
@@ -256,6 +258,56 @@ TEST_CASE("banded search under a small cap agrees with the exact search") {
   }
   CHECK(banded_differs == 0);
   CHECK(exact_misplaced == 0);
+}
+
+TEST_CASE("random emissions: a narrow band widens until its path is the exact one") {
+  // Flat random emissions are the hard case for a band: many paths score alike and the best
+  // partial path wanders. Start at 16 states; a path running along a band edge forces a rerun.
+  std::mt19937 rng(61);
+  std::normal_distribution<float> nd(0.0f, 1.5f);
+  int widened = 0, ended_narrower = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    const int C = 6;
+    const std::int64_t T = 600;
+    std::vector<int> tokens;
+    for (int k = 0; k < 150; ++k) tokens.push_back(1 + int(rng() % 5));
+    std::vector<float> em(std::size_t(T * C));
+    for (std::size_t t = 0; t < std::size_t(T); ++t) {
+      // Proper log-softmax rows.
+      float mx = -1e30f;
+      for (int c = 0; c < C; ++c) em[t * C + std::size_t(c)] = nd(rng), mx = std::max(mx, em[t * C + std::size_t(c)]);
+      double z = 0;
+      for (int c = 0; c < C; ++c) z += std::exp(em[t * C + std::size_t(c)] - mx);
+      for (int c = 0; c < C; ++c) em[t * C + std::size_t(c)] -= mx + float(std::log(z));
+    }
+    const EmissionView view{em.data(), T, C};
+    const auto exact = ab::align_ctc(view, tokens, config());
+    REQUIRE(exact.ok());
+    REQUIRE(exact->exact);
+    AlignerConfig narrow = config();
+    narrow.max_exact_bytes = 0;
+    narrow.band_states = 16;
+    narrow.min_band_states = 8;
+    const auto banded = ab::align_ctc(view, tokens, narrow);
+    REQUIRE(banded.ok());
+    CHECK(banded->log_prob == doctest::Approx(exact->log_prob).epsilon(1e-6));
+    CHECK_FALSE(banded->band_limited);
+    if (banded->passes > 1) ++widened;
+    if (!banded->exact) ++ended_narrower;
+  }
+  MESSAGE(widened << " of 30 random cases needed a wider band than 16 states; " << ended_narrower
+                  << " found the exact path with a band narrower than the whole trellis");
+  CHECK(widened > 0);  // the widening really happened, so the agreement above is not by luck
+}
+
+TEST_CASE("emissions with no finite path are an error") {
+  std::vector<float> em(3 * 3, -1.0f);
+  for (int t = 0; t < 3; ++t) em[std::size_t(t * 3 + 2)] = -std::numeric_limits<float>::infinity();
+  const auto r = ab::align_ctc(EmissionView{em.data(), 3, 3}, {1, 2}, config());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().find("no alignment has a finite score") != std::string::npos);
+  std::fill(em.begin(), em.end(), std::nanf(""));
+  CHECK_FALSE(ab::align_ctc(EmissionView{em.data(), 3, 3}, {1, 2}, config()).ok());
 }
 
 TEST_CASE("a cap too small for the frames is a clear error, not an allocation") {
@@ -281,24 +333,49 @@ TEST_CASE("200k frames x 40 labels with 40k tokens stays under a 64 MiB cap and 
   const std::int64_t T = 200000;
   const auto path = random_path(40000, C, T, 41, tokens, starts);
   const auto em = plant(path, C, 42);
-  AlignerConfig cfg = config();
-  cfg.max_trellis_bytes = 64ull << 20;
-  const std::int64_t before = g_live_bytes.load();
-  g_peak_bytes.store(before);
-  const auto r = ab::align_ctc(EmissionView{em.data(), T, C}, tokens, cfg);
-  const std::int64_t peak_extra = g_peak_bytes.load() - before;
-  REQUIRE(r.ok());
-  MESSAGE("band " << r->band_states << " of " << r->states << " states, aligner work " << r->work_bytes
-                  << " bytes, measured heap peak " << peak_extra << " bytes (full trellis would be "
-                  << (std::uint64_t(T) * std::uint64_t(r->states) / 4) << " bytes)");
-  CHECK_FALSE(r->exact);
-  CHECK(r->work_bytes <= cfg.max_trellis_bytes);
-  // Measured: everything align_ctc allocated, its result (40k spans) included, stays under the cap.
-  CHECK(peak_extra <= std::int64_t(cfg.max_trellis_bytes));
-  std::size_t wrong = 0;
-  for (std::size_t k = 0; k < tokens.size(); ++k)
-    if (r->tokens[k].start_frame != starts[k]) ++wrong;
-  CHECK(wrong == 0);
+  // Default band, and a band as wide as the cap allows: both stay under the measured cap.
+  for (const std::int64_t band : {std::int64_t(512), std::int64_t(1) << 30}) {
+    CAPTURE(band);
+    AlignerConfig cfg = config();
+    cfg.max_trellis_bytes = 64ull << 20;
+    cfg.band_states = band;
+    const std::int64_t before = g_live_bytes.load();
+    g_peak_bytes.store(before);
+    const auto r = ab::align_ctc(EmissionView{em.data(), T, C}, tokens, cfg);
+    const std::int64_t peak_extra = g_peak_bytes.load() - before;
+    REQUIRE(r.ok());
+    MESSAGE("band " << r->band_states << " of " << r->states << " states, " << r->passes << " pass(es), aligner work "
+                    << r->work_bytes << " bytes, measured heap peak " << peak_extra << " bytes (full 2-bit trellis: "
+                    << (std::uint64_t(T) * std::uint64_t(r->states) / 4) << " bytes)");
+    CHECK_FALSE(r->exact);
+    CHECK(r->work_bytes <= cfg.max_trellis_bytes);
+    // Measured: everything align_ctc allocated, its result (40k spans) included, stays under the cap.
+    CHECK(peak_extra <= std::int64_t(cfg.max_trellis_bytes));
+    std::size_t wrong = 0;
+    for (std::size_t k = 0; k < tokens.size(); ++k)
+      if (r->tokens[k].start_frame != starts[k]) ++wrong;
+    CHECK(wrong == 0);
+  }
+}
+
+TEST_CASE("memory grows linearly with the frames at a fixed band") {
+  // Same token density, twice the frames and tokens: the work bytes double (within 5%).
+  std::uint64_t work[2];
+  for (int i = 0; i < 2; ++i) {
+    std::vector<int> tokens;
+    std::vector<std::int64_t> starts;
+    const std::int64_t T = 40000 * (i + 1);
+    const auto path = random_path(std::size_t(6000 * (i + 1)), 30, T, 71, tokens, starts);
+    const auto em = plant(path, 30, 72);
+    AlignerConfig cfg = config();
+    cfg.max_exact_bytes = 0;
+    const auto r = ab::align_ctc(EmissionView{em.data(), T, 30}, tokens, cfg);
+    REQUIRE(r.ok());
+    CHECK(r->band_states == cfg.band_states);
+    work[i] = r->work_bytes;
+  }
+  MESSAGE("work bytes: " << work[0] << " for 40k frames, " << work[1] << " for 80k frames");
+  CHECK(double(work[1]) / double(work[0]) == doctest::Approx(2.0).epsilon(0.05));
 }
 
 TEST_CASE("word spans run from a word's first token to its last") {
