@@ -17,7 +17,11 @@ namespace ab {
 /// Settings from the worker's command line.
 struct WorkerConfig {
   WindowConfig windows;                          ///< --window-s, --context-s
-  std::uint64_t max_trellis_bytes = 256ull << 20;  ///< --max-trellis-mib
+  /// --max-trellis-mib. 32 MiB: the cap bounds what a long alignment adds to the worker's peak.
+  /// bench/worker_memory.sh, 60-minute tone-model file: the same best path under 8 and 256 MiB;
+  /// an aligner version that filled its cap cost +260 MiB of peak RSS over a 1-minute file at
+  /// 256 MiB and +36 MiB at 32 MiB.
+  std::uint64_t max_trellis_bytes = 32ull << 20;
 };
 
 /// The model's labels as the transcript and decoder code wants them.
