@@ -41,7 +41,8 @@ class AudioSource {
   int input_rate_hz() const;
   int channels() const;
   int target_rate_hz() const;
-  /// Expected number of output samples: round(input_frames * target / input rate).
+  /// Expected number of output samples: round(input_frames * target / input rate); the stream may
+  /// end up to 2 samples short of it (libsamplerate rounding).
   std::int64_t expected_output_samples() const;
   /// libsndfile's name of the container and encoding, e.g. "FLAC (Free Lossless Audio Codec)".
   std::string format_name() const;

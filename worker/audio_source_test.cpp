@@ -119,7 +119,8 @@ TEST_CASE("reading in tiny blocks gives the same samples as reading in large one
   const auto big = read_all(*a, 100000);
   const auto small = read_all(*b, 7);
   REQUIRE(big.size() == small.size());
-  CHECK(big.size() == std::size_t(a->expected_output_samples()));
+  // libsamplerate may end a sample or two short of the exact ratio.
+  CHECK(std::llabs(std::int64_t(big.size()) - a->expected_output_samples()) <= 2);
   CHECK(std::equal(big.begin(), big.end(), small.begin()));
   // The silent gap in the middle is silent after resampling.
   double gap = 0;
