@@ -124,7 +124,8 @@ std::string format_json(const TimedAlignment& timed) {
                       {"duration_s", timed.duration_s},
                       {"words", items(timed.words)},
                       {"tokens", items(timed.tokens)}};
-  return j.dump(1) + "\n";
+  // Texts come from validated UTF-8, but a bad label in a sidecar must not throw here.
+  return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::string format_ctm(const TimedAlignment& timed) {
