@@ -68,11 +68,12 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
     if (pa.value_or(0) != pb.value_or(0)) return pa.value_or(0) > pb.value_or(0);
     return recorded[a].size_bytes > recorded[b].size_bytes;
   });
+  const bool learning = settings.predictions_after_ok > 0;
   for (std::uint32_t id = 0; id < order.size(); ++id) {
     JobSpec spec;
     spec.id = id;
     spec.size_bytes = recorded[order[id]].size_bytes;
-    spec.predicted_peak_bytes = predicted_of(order[id]);
+    if (!learning) spec.predicted_peak_bytes = predicted_of(order[id]);
     scheduler.add_job(spec);
   }
   const std::vector<std::uint32_t>& sim_picks = order;  // job id -> recorded index
@@ -87,6 +88,7 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
   }
   std::uint32_t loud_running = 0;
   std::vector<Run> runs(sim_picks.size());
+  std::vector<bool> finished(sim_picks.size(), false);
   std::vector<JobId> running;  // ids of running jobs, unordered (slot = index)
   // End events on the work clock: (work end ms, id, generation), earliest first.
   using EndEvent = std::tuple<double, JobId, std::uint32_t>;
@@ -206,8 +208,15 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
       o.kind = JobOutcome::Kind::kOk;
       o.peak_pss_bytes = std::max(r.peak_bytes, rec.peak_pss_bytes);
       scheduler.on_job_ended(id, o, t);
+      finished[id] = true;
       ++result.ok;
       last_end_ms = now_ms;
+      if (learning && result.ok == settings.predictions_after_ok) {
+        for (JobId q = 0; q < sim_picks.size(); ++q) {
+          const auto p = predicted_of(sim_picks[q]);
+          if (!finished[q] && runs[q].slot < 0 && p) scheduler.set_prediction(q, *p);
+        }
+      }
     } else {
       work_ms += rate * dt;
       if (next == next_sample_ms) {
@@ -267,7 +276,7 @@ SweepGrid default_sweep_grid(std::uint32_t cores) {
   const std::uint32_t c = std::max<std::uint32_t>(1, cores);
   g.max_workers = {0, c, 2 * c, 4 * c};
   g.high_water = {0.85, 0.90, 0.95};
-  g.prediction_scale = {1.0, 1.15, 1.3};
+  g.prediction_scale = {0.9, 1.0, 1.15, 1.3};
   return g;
 }
 

@@ -43,7 +43,11 @@ struct ReplaySettings {
   SchedulerConfig scheduler;            ///< budget, max_workers (cap), high_water, ...
   std::uint32_t cores = 0;              ///< 0: CPU never limits
   double prediction_scale = 1.0;        ///< margin: predictions are multiplied by this
-  bool use_predictions = true;          ///< false: replay as a first run without history
+  bool use_predictions = true;          ///< false: no job ever has a prediction
+  /// 0: jobs start with their predictions (history existed). k > 0: a first run, as the real
+  /// loop does it: no predictions until k jobs have finished, then every queued job gets its
+  /// prediction (the loop refits history after each job; replay switches the final fit on).
+  std::uint32_t predictions_after_ok = 0;
   /// 500 ms: the real loop's memguard tick (orchestrator samples at this rate; see run_loop).
   std::int64_t sample_interval_ms = 500;
 };
@@ -85,7 +89,8 @@ struct SweepGrid {
   std::vector<double> prediction_scale;
 };
 
-/// Caps {0, cores, 2 x cores, 4 x cores}, high-water {0.85, 0.90, 0.95}, margins {1.0, 1.15, 1.3}.
+/// Caps {0, cores, 2 x cores, 4 x cores}, high-water {0.85, 0.90, 0.95}, margins
+/// {0.9, 1.0, 1.15, 1.3} (history's predictions already carry a p95 margin; 0.9 tests it).
 SweepGrid default_sweep_grid(std::uint32_t cores);
 
 /// Replays every combination of the grid over `base`.

@@ -111,6 +111,18 @@ TEST_CASE("replay: without history the scheduler's slow start is replayed") {
   CHECK(r.stats.peak_running == 3);
 }
 
+TEST_CASE("replay: a first run learns: predictions switch on after the first jobs finish") {
+  std::vector<RecordedJob> rec(8, flat_job(2 * kGiB, 10.0));
+  ReplaySettings s = settings_with(100 * kGiB);
+  s.scheduler.cold_start_jobs = 1;
+  s.predictions_after_ok = 1;
+  ReplayResult r = replay(rec, pick_all(8), s);
+  // One job alone for 10 s; then all seven others fit together.
+  CHECK(r.ok == 8);
+  CHECK(r.makespan_s == doctest::Approx(20.0));
+  CHECK(r.stats.peak_running == 7);
+}
+
 TEST_CASE("replay: a job larger than the budget fails with the scheduler's reason") {
   std::vector<RecordedJob> rec{flat_job(6 * kGiB, 5.0), flat_job(kGiB, 5.0)};
   ReplayResult r = replay(rec, pick_all(2), settings_with(4 * kGiB));
@@ -169,7 +181,101 @@ TEST_CASE("default sweep grid scales the caps with the cores") {
   SweepGrid g = default_sweep_grid(16);
   CHECK(g.max_workers == std::vector<std::uint32_t>{0, 16, 32, 64});
   CHECK(g.high_water.size() == 3);
-  CHECK(g.prediction_scale.front() == 1.0);
+  CHECK(g.prediction_scale == std::vector<double>{0.9, 1.0, 1.15, 1.3});
+}
+
+}  // namespace ab
+
+// load_replay_source against a real SQLite history file written through HistoryStore.
+#include "history/history_store.h"
+#include "orchestrator/replay_command.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace ab {
+
+TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines and predictions") {
+  test::TempDir dir("ab-replay");
+  auto opened = HistoryStore::open(dir.path() / "history.sqlite");
+  REQUIRE(opened.ok());
+  HistoryStore& store = *opened.value();
+  RunInfo info;
+  info.cores = 8;
+  info.budget_bytes = 6 * kGiB;
+  info.mem_total_bytes = 16 * kGiB;
+  info.flags = {{"workers", "3"}};
+  auto run = store.begin_run(info);
+  REQUIRE(run.ok());
+  // Ten ok jobs whose peak grows with size (100 MiB + 2 x size), each ramping up over 1 s.
+  for (int i = 1; i <= 10; ++i) {
+    JobRecord rec;
+    rec.run_id = *run;
+    rec.input_path = "corpus/" + std::to_string(i) + ".wav";
+    rec.input_size_bytes = static_cast<std::uint64_t>(i) * 50 * kMiB;
+    rec.job_key = "cmd:test";
+    rec.peak_pss_bytes = 100 * kMiB + 2 * rec.input_size_bytes;
+    rec.peak_rss_bytes = rec.peak_pss_bytes + 10 * kMiB;
+    rec.wall_s = 2.0 + i;
+    rec.cpu_s = 1.0 + i;
+    std::vector<TimelinePoint> tl = {{500, 0, rec.peak_pss_bytes / 2, 0},
+                                     {1000, 0, rec.peak_pss_bytes, 0},
+                                     {static_cast<std::int64_t>(rec.wall_s * 1000), 0, rec.peak_pss_bytes, 0}};
+    REQUIRE(store.record_job(rec, tl).ok());
+  }
+  JobRecord killed;
+  killed.run_id = *run;
+  killed.input_path = "corpus/killed.wav";
+  killed.input_size_bytes = 10 * kMiB;
+  killed.job_key = "cmd:test";
+  killed.status = JobStatus::kKilled;
+  killed.peak_pss_bytes = 50 * kMiB;
+  REQUIRE(store.record_job(killed).ok());
+
+  auto loaded = load_replay_source(store, *run, "");
+  REQUIRE(loaded.ok());
+  const ReplaySource& src = *loaded;
+  CHECK(src.jobs.size() == 10);
+  CHECK(src.skipped == 1);
+  CHECK(src.keys == std::vector<std::string>{"cmd:test"});
+  REQUIRE(src.run.has_value());
+  CHECK(src.run->info.cores == 8);
+  CHECK(src.run->info.budget_bytes == 6 * kGiB);
+  std::uint64_t total_peak = 0;
+  for (const RecordedJob& j : src.jobs) {
+    CHECK(j.key == "cmd:test");
+    CHECK(j.duration_s > 2.0);
+    CHECK(j.peak_pss_bytes == 100 * kMiB + 2 * j.size_bytes);
+    REQUIRE(j.timeline.size() == 3);
+    CHECK(j.timeline[1].t_ms == 1000);
+    CHECK(j.timeline[1].pss_bytes == j.peak_pss_bytes);
+    // History's prediction covers the job (a fitted line with an upper margin), within 50%.
+    REQUIRE(j.predicted_peak_bytes.has_value());
+    CHECK(*j.predicted_peak_bytes >= j.peak_pss_bytes * 95 / 100);
+    CHECK(*j.predicted_peak_bytes <= j.peak_pss_bytes * 3 / 2);
+    total_peak += j.peak_pss_bytes;
+  }
+  CHECK(total_peak > 6 * kGiB);  // more than the budget at once: replay has to pack them
+
+  // The same jobs by key, and as the newest run.
+  auto by_key = load_replay_source(store, std::nullopt, "cmd:test");
+  REQUIRE(by_key.ok());
+  CHECK(by_key->jobs.size() == 10);
+  CHECK(by_key->run->id == *run);
+  auto newest = load_replay_source(store, std::nullopt, "");
+  REQUIRE(newest.ok());
+  CHECK(newest->jobs.size() == 10);
+  auto missing = load_replay_source(store, 99, "");
+  CHECK_FALSE(missing.ok());
+  CHECK(missing.error().find("no run 99") != std::string::npos);
+
+  // Replayed under the recorded budget and cores: never above the budget, all done.
+  ReplaySettings s;
+  s.scheduler.budget_bytes = src.run->info.budget_bytes;
+  s.cores = src.run->info.cores;
+  s.sample_interval_ms = 50;
+  ReplayResult r = replay(src.jobs, pick_all(src.jobs.size()), s);
+  CHECK(r.ok == 10);
+  CHECK(r.peak_total_bytes <= 6 * kGiB);
+  CHECK(r.stats.peak_running >= 2);
 }
 
 }  // namespace ab

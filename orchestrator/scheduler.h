@@ -27,8 +27,10 @@ struct SchedulerConfig {
   std::uint64_t budget_bytes = 0;       ///< effective memory budget (memguard::effective_budget); 0: none
   std::uint64_t vram_budget_bytes = 0;  ///< 0: no GPU budget, VRAM is not considered
   std::uint32_t max_workers = 0;        ///< upper bound on concurrent jobs; 0: memory alone decides
-  /// Preempt when the measured total exceeds high_water * budget and either some running job
-  /// shows more than admission reserved for it or the total exceeds the budget itself.
+  /// Preempt when the measured total exceeds high_water * budget and either some job clearly
+  /// outgrew its reservation (by 2% + 8 MiB) or the plan corrected by what is seen (each job at
+  /// max(reservation, current use), plus idle workers) exceeds the budget: jobs within a plan
+  /// that fits are never killed.
   double high_water = 0.90;
   std::uint64_t reserve_bytes = 0;      ///< preempt when the machine's MemAvailable falls below this
   double psi_full_avg10_limit = 20.0;   ///< preempt when PSI memory "full" avg10 (percent) exceeds this

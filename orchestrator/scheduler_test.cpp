@@ -261,6 +261,20 @@ TEST_CASE("preemption: jobs within their predictions are left alone above the hi
   CHECK(kills(t.poll(100)) == std::vector<JobId>{2});
 }
 
+TEST_CASE("preemption: a job a few MiB over its prediction, with room left, is not killed") {
+  Scheduler s(budget_of(10 * kGiB));
+  s.add_job(predicted(1, 4 * kGiB));
+  s.add_job(predicted(2, 4 * kGiB));
+  CHECK(starts(s.poll(0)).size() == 2);
+  // 9.05 GiB with idle workers is above the 9 GiB mark; job 1 is 50 MiB over its 4 GiB, within
+  // the slack (2% + 8 MiB = 90 MiB), and the corrected plan (9.05 GiB) fits: no kill.
+  s.on_sample(sample(100, {{1, 4 * kGiB + 50 * kMiB}, {2, 4 * kGiB}}, kGiB));
+  CHECK(kills(s.poll(100)).empty());
+  // 200 MiB over: it clearly outgrew its prediction and may keep growing.
+  s.on_sample(sample(200, {{1, 4 * kGiB + 200 * kMiB}, {2, 4 * kGiB}}, kGiB));
+  CHECK(kills(s.poll(200)) == std::vector<JobId>{2});
+}
+
 TEST_CASE("preemption: the killed job is requeued with its estimate raised to what it showed") {
   SchedulerConfig c = budget_of(10 * kGiB);
   c.raise_factor = 1.25;

@@ -1,0 +1,366 @@
+// `align-batch replay`: reads history, replays it (or sweeps settings), prints, stores tuned settings.
+#include "orchestrator/replay_command.h"
+
+#include "history/estimator.h"
+#include "memguard/size.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <set>
+
+namespace ab {
+namespace {
+
+struct ReplayOptions {
+  std::string history;
+  std::string out = "aligned";  // the main command's --out default (orchestrator/run_command.h)
+  std::string key;
+  std::int64_t run_id = 0;
+  std::string mem_budget;
+  std::uint32_t cores = 0;
+  std::string workers;
+  double high_water = 0.90;     // the main command's default (orchestrator/run_command.h)
+  double margin = 1.0;
+  bool cold = false;
+  double scale = 1.0;
+  std::uint64_t seed = 1;
+  /// 50 ms: the main command's default --sample-ms, so replay sees what the real loop sees.
+  std::int64_t sample_ms = 50;
+  bool sweep = false;
+  bool apply = false;
+  bool json = false;
+};
+
+std::string percent(double fraction) { return fmt::format("{:.0f}%", fraction * 100); }
+
+std::string workers_text(std::uint32_t cap) { return cap == 0 ? "auto" : std::to_string(cap); }
+
+// --workers as the main command takes it: "auto" or a positive number.
+std::optional<std::uint32_t> parse_workers(const std::string& text) {
+  if (text.empty() || text == "auto") return 0u;
+  try {
+    std::size_t used = 0;
+    const unsigned long n = std::stoul(text, &used);
+    if (used == text.size() && n > 0 && n < 100000) return static_cast<std::uint32_t>(n);
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+void print_result(const ReplayResult& r, const ReplaySettings& s) {
+  const auto budget = s.scheduler.budget_bytes;
+  fmt::print("  makespan      {:.1f} s\n", r.makespan_s);
+  fmt::print("  peak memory   {}{}\n", format_bytes(r.peak_total_bytes),
+             budget ? fmt::format(" ({} of the budget)",
+                                  percent(static_cast<double>(r.peak_total_bytes) / static_cast<double>(budget)))
+                    : "");
+  fmt::print("  guard kills   {} (work lost {:.1f} s)\n", r.stats.guard_kills, r.lost_work_s);
+  fmt::print("  jobs          {} done, {} failed\n", r.ok, r.failed);
+  fmt::print("  concurrency   {:.2f} on average, {} at most\n", r.average_concurrency, r.stats.peak_running);
+  if (budget) fmt::print("  idle budget   {}\n", percent(r.idle_budget_fraction));
+  for (const auto& reason : r.fail_reasons) fmt::print("  failed: {}\n", reason);
+}
+
+nlohmann::json result_json(const ReplayResult& r) {
+  return {{"makespan_s", r.makespan_s},
+          {"peak_total_bytes", r.peak_total_bytes},
+          {"guard_kills", r.stats.guard_kills},
+          {"oom_deaths", r.stats.oom_deaths},
+          {"lost_work_s", r.lost_work_s},
+          {"jobs", r.jobs},
+          {"ok", r.ok},
+          {"failed", r.failed},
+          {"average_concurrency", r.average_concurrency},
+          {"peak_running", r.stats.peak_running},
+          {"idle_budget_fraction", r.idle_budget_fraction},
+          {"fail_reasons", r.fail_reasons}};
+}
+
+void print_sweep(const std::vector<SweepRow>& rows, std::size_t best, std::uint64_t budget_bytes) {
+  fmt::print("  {:<8} {:>10} {:>7} {:>12} {:>10} {:>6} {:>6} {:>9} {:>6}\n", "workers", "high-water",
+             "margin", "makespan s", "peak", "kills", "failed", "avg conc", "idle");
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const SweepRow& row = rows[i];
+    const ReplayResult& r = row.result;
+    fmt::print("{} {:<8} {:>10} {:>7.2f} {:>12.1f} {:>10} {:>6} {:>6} {:>9.2f} {:>6}\n",
+               i == best ? "*" : " ", workers_text(row.max_workers), percent(row.high_water),
+               row.prediction_scale, r.makespan_s, format_bytes(r.peak_total_bytes),
+               r.stats.guard_kills, r.failed, r.average_concurrency,
+               budget_bytes ? percent(r.idle_budget_fraction) : "-");
+  }
+}
+
+int run_replay(const ReplayOptions& o) {
+  const std::filesystem::path path =
+      o.history.empty() ? default_history_path(o.out) : std::filesystem::path(o.history);
+  auto opened = HistoryStore::open(path, HistoryStore::Create::kNever);
+  if (!opened) {
+    fmt::print(stderr, "align-batch replay: {}\n", opened.error());
+    return 1;
+  }
+  HistoryStore& store = *opened.value();
+  auto loaded = load_replay_source(store, o.run_id > 0 ? std::optional<std::int64_t>(o.run_id) : std::nullopt, o.key);
+  if (!loaded) {
+    fmt::print(stderr, "align-batch replay: {}\n", loaded.error());
+    return 1;
+  }
+  ReplaySource& src = *loaded;
+  if (src.jobs.empty()) {
+    fmt::print(stderr,
+               "align-batch replay: {}: no finished jobs to replay{}; run a corpus first, or see "
+               "`align-batch history`\n",
+               path.string(), src.skipped ? fmt::format(" ({} ended without finishing)", src.skipped) : "");
+    return 1;
+  }
+
+  ReplaySettings settings;
+  // The machine: what the recorded run had, unless told otherwise.
+  const RunInfo* info = src.run ? &src.run->info : nullptr;
+  settings.cores = o.cores ? o.cores
+                   : info && info->cores ? info->cores
+                                         : static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  if (!o.mem_budget.empty()) {
+    auto spec = parse_budget_spec(o.mem_budget, "--mem-budget");
+    if (!spec.spec) {
+      fmt::print(stderr, "align-batch replay: {}\n", spec.error);
+      return 2;
+    }
+    const std::uint64_t limit = info ? info->mem_total_bytes : 0;
+    if (spec.spec->is_percent && limit == 0) {
+      fmt::print(stderr,
+                 "align-batch replay: --mem-budget {}: the recorded run has no memory total to take "
+                 "a percentage of; give a size such as 16G\n",
+                 o.mem_budget);
+      return 2;
+    }
+    settings.scheduler.budget_bytes = resolve_budget_spec(*spec.spec, limit);
+  } else if (info && info->budget_bytes) {
+    settings.scheduler.budget_bytes = info->budget_bytes;
+  } else {
+    fmt::print(stderr, "align-batch replay: the recorded run has no budget; pass --mem-budget SIZE\n");
+    return 2;
+  }
+  // Workers: the flag, else what the recorded run was given.
+  std::string workers = o.workers;
+  if (workers.empty() && info && info->flags.contains("workers") && info->flags["workers"].is_string()) {
+    workers = info->flags["workers"].get<std::string>();
+  }
+  const auto cap = parse_workers(workers);
+  if (!cap) {
+    fmt::print(stderr, "align-batch replay: --workers '{}': use auto or a positive number\n", workers);
+    return 2;
+  }
+  settings.scheduler.max_workers = *cap;
+  settings.scheduler.high_water = o.high_water;
+  if (info && info->flags.contains("retries") && info->flags["retries"].is_number_unsigned()) {
+    settings.scheduler.max_attempts = info->flags["retries"].get<std::uint32_t>() + 1;
+  }
+  settings.prediction_scale = o.margin;
+  settings.predictions_after_ok = o.cold ? 1 : 0;
+  settings.sample_interval_ms = o.sample_ms;
+
+  const auto picks = o.scale == 1.0 ? pick_all(src.jobs.size()) : pick_scaled(src.jobs.size(), o.scale, o.seed);
+  std::string keys;
+  for (const auto& k : src.keys) keys += (keys.empty() ? "" : ", ") + k;
+  nlohmann::json out = {{"jobs", picks.size()},
+                        {"recorded_jobs", src.jobs.size()},
+                        {"skipped_jobs", src.skipped},
+                        {"run", src.run ? nlohmann::json(src.run->id) : nlohmann::json(nullptr)},
+                        {"keys", src.keys},
+                        {"cores", settings.cores},
+                        {"budget_bytes", settings.scheduler.budget_bytes},
+                        {"sample_ms", o.sample_ms},
+                        {"cold", o.cold},
+                        {"scale", o.scale},
+                        {"seed", o.seed}};
+  if (!o.json) fmt::print("replay of {} jobs ({} recorded{}{}; key {}) on {} cores, budget {}\n", picks.size(),
+             src.jobs.size(), src.run ? fmt::format(", run {}", src.run->id) : "",
+             o.scale != 1.0 ? fmt::format(", scaled x{} with seed {}", o.scale, o.seed) : "", keys,
+             settings.cores, format_bytes(settings.scheduler.budget_bytes));
+  if (src.skipped && !o.json) fmt::print("  ({} jobs that did not finish are left out)\n", src.skipped);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!o.sweep) {
+    ReplayResult r = replay(src.jobs, picks, settings);
+    out["workers"] = workers_text(*cap);
+    out["high_water"] = o.high_water;
+    out["margin"] = o.margin;
+    out["result"] = result_json(r);
+    if (!o.json) {
+      fmt::print("settings: workers {}, high water {}, margin {:.2f}, {}, samples every {} ms\n",
+                 workers_text(*cap), percent(o.high_water), o.margin,
+                 o.cold ? "first run (no history)" : "with history", o.sample_ms);
+      print_result(r, settings);
+    }
+  } else {
+    const SweepGrid grid = default_sweep_grid(settings.cores);
+    auto rows = sweep(src.jobs, picks, settings, grid);
+    const std::size_t best = recommend(rows);
+    out["rows"] = nlohmann::json::array();
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      out["rows"].push_back({{"workers", workers_text(rows[i].max_workers)},
+                             {"high_water", rows[i].high_water},
+                             {"margin", rows[i].prediction_scale},
+                             {"recommended", i == best},
+                             {"result", result_json(rows[i].result)}});
+    }
+    const SweepRow& b = rows[best];
+    if (!o.json) {
+      fmt::print("sweep ({}, samples every {} ms; * recommended: fewest failures, no guard kill, "
+                 "shortest makespan):\n",
+                 o.cold ? "first run (no history)" : "with history", o.sample_ms);
+      print_sweep(rows, best, settings.scheduler.budget_bytes);
+      fmt::print("recommended: --workers {} --high-water {:.2f} (prediction margin x{:.2f}): {:.1f} s, "
+                 "{} guard kills\n",
+                 workers_text(b.max_workers), b.high_water, b.prediction_scale, b.result.makespan_s,
+                 b.result.stats.guard_kills);
+    }
+    if (o.apply) {
+      nlohmann::json tuned = {{"workers", workers_text(b.max_workers)},
+                              {"high_water", b.high_water},
+                              {"prediction_scale", b.prediction_scale},
+                              {"budget_bytes", settings.scheduler.budget_bytes},
+                              {"cores", settings.cores},
+                              {"replayed_jobs", picks.size()},
+                              {"replayed_makespan_s", b.result.makespan_s},
+                              {"source", "align-batch replay --sweep"}};
+      for (const auto& key : src.keys) {
+        auto stored = store.store_tuned_settings(key, tuned);
+        if (!stored) {
+          fmt::print(stderr, "align-batch replay: {}\n", stored.error());
+          return 1;
+        }
+        if (!o.json) fmt::print("applied: runs of key {} start from these settings\n", key);
+      }
+    }
+  }
+  const double elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (o.json) {
+    out["simulated_in_s"] = elapsed_s;
+    fmt::print("{}\n", out.dump());
+  } else {
+    fmt::print("(simulated in {:.2f} s)\n", elapsed_s);
+  }
+  return 0;
+}
+
+}  // namespace
+
+StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
+                                             const std::string& key) {
+  using R = StoreResult<ReplaySource>;
+  ReplaySource src;
+  std::vector<JobRow> rows;
+  if (run_id) {
+    auto run = store.run(*run_id);
+    if (!run) return R::failure(run.error());
+    if (!*run) {
+      return R::failure(fmt::format("{}: no run {}; `align-batch history runs` lists them",
+                                    store.path().string(), *run_id));
+    }
+    src.run = **run;
+    auto jobs = store.jobs_for_run(*run_id);
+    if (!jobs) return R::failure(jobs.error());
+    rows = std::move(*jobs);
+  } else if (!key.empty()) {
+    auto jobs = store.jobs_for_key(key, 100'000'000);
+    if (!jobs) return R::failure(jobs.error());
+    rows = std::move(*jobs);
+    if (rows.empty()) {
+      return R::failure(fmt::format("{}: no jobs with key '{}'; `align-batch history` lists the keys",
+                                    store.path().string(), key));
+    }
+    // The machine of the newest run holding them (jobs_for_key returns newest first).
+    auto run = store.run(rows.front().run_id);
+    if (run && *run) src.run = **run;
+  } else {
+    auto runs = store.runs(1);
+    if (!runs) return R::failure(runs.error());
+    if (runs->empty()) {
+      return R::failure(fmt::format("{}: no runs recorded yet; run a corpus first",
+                                    store.path().string()));
+    }
+    src.run = runs->front();
+    auto jobs = store.jobs_for_run(src.run->id);
+    if (!jobs) return R::failure(jobs.error());
+    rows = std::move(*jobs);
+  }
+
+  // Predictions: the key's whole history, as a later run of that key would see it.
+  std::map<std::string, std::unique_ptr<Estimator>> estimators;
+  for (const JobRow& row : rows) {
+    if (row.status != JobStatus::kOk) {
+      ++src.skipped;
+      continue;
+    }
+    auto& est = estimators[row.job_key];
+    if (!est) {
+      auto key_jobs = store.jobs_for_key(row.job_key, 100'000'000);
+      if (!key_jobs) return R::failure(key_jobs.error());
+      est = std::make_unique<Estimator>(observations_from_jobs(*key_jobs));
+      src.keys.push_back(row.job_key);
+    }
+    RecordedJob job;
+    job.key = row.job_key;
+    job.size_bytes = row.input_size_bytes;
+    job.duration_s = row.wall_s;
+    job.cpu_s = row.cpu_s;
+    job.peak_pss_bytes = row.peak_pss_bytes ? row.peak_pss_bytes : row.peak_rss_bytes;
+    auto timeline = store.timeline(row.id);
+    if (!timeline) return R::failure(timeline.error());
+    job.timeline.reserve(timeline->size());
+    for (const TimelinePoint& p : *timeline) {
+      job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes});
+    }
+    // The real loop predicts from the input size alone (run_loop); so does replay.
+    if (auto e = est->predict(row.input_size_bytes)) job.predicted_peak_bytes = e->peak_bytes;
+    src.jobs.push_back(std::move(job));
+  }
+  return src;
+}
+
+void add_replay_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<ReplayOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "replay", "replay recorded jobs through the scheduler in simulated time: makespan, peak "
+                "memory, guard kills for a budget, cap and margins; --sweep to tune them");
+  cmd->add_option("--history", o->history, "history database (default OUT/.align-batch/history.sqlite)");
+  cmd->add_option("--out", o->out, "the output directory whose history to read")->capture_default_str();
+  auto* key = cmd->add_option("--key", o->key, "replay every recorded job of this key (see `history`)");
+  auto* run = cmd->add_option("--run", o->run_id, "replay this run's jobs (default: the newest run)");
+  key->excludes(run);
+  cmd->add_option("--mem-budget", o->mem_budget, "budget to replay under: SIZE or PCT of the recorded "
+                                                 "machine's memory (default: the recorded run's)");
+  cmd->add_option("--cores", o->cores, "cores of the simulated machine (default: the recorded run's)");
+  cmd->add_option("--workers", o->workers, "auto or N: the cap (default: the recorded run's)");
+  cmd->add_option("--high-water", o->high_water, "preemption mark as a share of the budget")
+      ->check(CLI::Range(0.1, 1.0))
+      ->capture_default_str();
+  cmd->add_option("--margin", o->margin, "multiply history's predictions by this")
+      ->check(CLI::Range(0.1, 10.0))
+      ->capture_default_str();
+  cmd->add_flag("--cold", o->cold, "replay as a first run: no predictions until the first job ends");
+  cmd->add_option("--scale", o->scale, "replay K times as many jobs, drawn from the recorded ones")
+      ->check(CLI::Range(0.001, 1e6))
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed for --scale's draw")->capture_default_str();
+  cmd->add_option("--sample-ms", o->sample_ms, "simulated memory sampling interval")
+      ->check(CLI::Range(5, 60000))
+      ->capture_default_str();
+  cmd->add_flag("--sweep", o->sweep, "try a grid of caps, high-water marks and margins; mark the best");
+  auto* apply = cmd->add_flag("--apply", o->apply, "with --sweep: store the recommended settings for the key(s)");
+  apply->needs(cmd->get_option("--sweep"));
+  cmd->add_flag("--json", o->json, "one JSON object on stdout, for scripts");
+  cmd->final_callback([o, &exit_code] { exit_code = run_replay(*o); });
+}
+
+}  // namespace ab

@@ -1,0 +1,37 @@
+// `align-batch replay`: recorded jobs from history through the real scheduler in simulated time.
+#pragma once
+
+#include "history/history_store.h"
+#include "orchestrator/replay.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace ab {
+
+/// What replay reads from history.
+struct ReplaySource {
+  std::vector<RecordedJob> jobs;      ///< ok jobs, with timelines and hindsight predictions
+  std::uint32_t skipped = 0;          ///< jobs left out: not ok (a killed job's peak is a lower bound)
+  std::vector<std::string> keys;      ///< distinct job keys among `jobs`
+  std::optional<RunRow> run;          ///< the run replayed, or the newest run of the key's jobs
+};
+
+/// Loads the jobs of run `run_id`, or of `key` (all runs), or, with neither, of the newest run.
+/// Each job's prediction is what history, fitted on all of its key's ok jobs, predicts for it.
+StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
+                                             const std::string& key);
+
+/// Registers `align-batch replay [--history PATH | --out DIR] [--key KEY | --run ID]
+///   [--mem-budget SIZE] [--cores N] [--workers auto|N] [--high-water F] [--margin F] [--cold]
+///   [--scale K] [--seed N] [--sample-ms N] [--sweep [--apply]]`.
+/// Sets `exit_code` when it runs: 0 done; 1 no history / no jobs / the database failed; 2 bad usage.
+void add_replay_command(CLI::App& app, int& exit_code);
+
+}  // namespace ab
