@@ -5,6 +5,7 @@
 
 #include "orchestrator/doctor_command.h"
 #include "orchestrator/history_command.h"
+#include "orchestrator/replay_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"align-batch: align or transcribe a speech corpus with as many workers as memory allows"};
@@ -13,6 +14,7 @@ int main(int argc, char** argv) {
   // Each command registers itself here: add_X_command(app, exit_code).
   ab::add_history_command(app, exit_code);
   ab::add_doctor_command(app, exit_code);
+  ab::add_replay_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
