@@ -6,15 +6,30 @@
 #include "orchestrator/doctor_command.h"
 #include "orchestrator/history_command.h"
 #include "orchestrator/replay_command.h"
+#include "orchestrator/run_command.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"align-batch: align or transcribe a speech corpus with as many workers as memory allows"};
+  CLI::App app{"align-batch: align or transcribe a speech corpus with as many workers as memory allows\n"
+               "usage: align-batch [OPTIONS] CORPUS... [-- COMMAND ARGS...]   (external command: {in} {out} {stem} {dir})\n"
+               "exit status: 0 all done, 1 some files failed (listed), 2 bad usage, 130 interrupted"};
   app.set_version_flag("--version", AB_VERSION);
   int exit_code = 0;
+  // Everything after the first "--" is the external command, never an option of ours.
+  const ab::SplitArgs split = ab::split_at_dashdash(argc, argv);
+  ab::RunOptions run;
+  ab::add_run_options(app, run);
   // Each command registers itself here: add_X_command(app, exit_code).
-  ab::add_history_command(app, exit_code);
   ab::add_doctor_command(app, exit_code);
+  ab::add_history_command(app, exit_code);
   ab::add_replay_command(app, exit_code);
-  CLI11_PARSE(app, argc, argv);
+  std::vector<const char*> cli_argv;
+  for (const auto& a : split.cli) cli_argv.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(cli_argv.size()), cli_argv.data());
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (app.get_subcommands().empty()) exit_code = ab::run_batch(run, split.command, split.dashdash);
   return exit_code;
 }

@@ -1,0 +1,205 @@
+// Corpus scan: directories, files and list files into CorpusFile records with mirrored outputs.
+#include "orchestrator/corpus.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <system_error>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace ab {
+namespace {
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::optional<fs::path> find_transcript(const fs::path& audio) {
+  for (const char* ext : {".txt", ".lab", ".TXT", ".LAB"}) {
+    fs::path t = audio;
+    t.replace_extension(ext);
+    std::error_code ec;
+    if (fs::is_regular_file(t, ec)) return t;
+  }
+  return std::nullopt;
+}
+
+fs::path absolute_normal(const fs::path& p) {
+  std::error_code ec;
+  fs::path abs = fs::absolute(p, ec);
+  if (ec) abs = p;
+  return abs.lexically_normal();
+}
+
+class Scanner {
+ public:
+  Scanner(const fs::path& out_dir, Corpus& corpus) : out_dir_(absolute_normal(out_dir)), corpus_(corpus) {}
+
+  void add_input(const std::string& input, const fs::path& base, int depth) {
+    if (!input.empty() && input[0] == '@') {
+      add_list(fs::path(input.substr(1)), base, depth);
+      return;
+    }
+    fs::path p = fs::path(input);
+    if (p.is_relative() && !base.empty()) p = base / p;
+    p = absolute_normal(p);
+    std::error_code ec;
+    auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) {
+      problem(p, "does not exist; check the path (directories, audio files or @LIST files are accepted)");
+      return;
+    }
+    if (fs::is_directory(st)) {
+      add_directory(p);
+    } else if (is_audio_path(p)) {
+      add_file(p, p.parent_path());
+    } else {
+      problem(p, "is not an audio file (" + extension_list() + ") nor a directory; to pass a list of files, write @" +
+                     p.string());
+    }
+  }
+
+ private:
+  static std::string extension_list() {
+    std::string s;
+    for (const auto& e : audio_extensions()) s += (s.empty() ? "" : " ") + e.substr(1);
+    return s;
+  }
+
+  void problem(const fs::path& p, std::string msg) { corpus_.problems.push_back({p, std::move(msg)}); }
+
+  void add_list(const fs::path& list, const fs::path& base, int depth) {
+    fs::path p = list.is_relative() && !base.empty() ? base / list : list;
+    p = absolute_normal(p);
+    if (depth > 8) {
+      problem(p, "list files nest more than 8 deep; flatten the lists");
+      return;
+    }
+    std::ifstream in(p, std::ios::binary);
+    if (!in) {
+      problem(p, "list file cannot be read; check that it exists and is readable");
+      return;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    for (const auto& entry : parse_list_file(ss.str())) add_input(entry, p.parent_path(), depth + 1);
+  }
+
+  void add_directory(const fs::path& root) {
+    std::vector<fs::path> found;
+    std::error_code ec;
+    fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+    if (ec) {
+      problem(root, "directory cannot be read (" + ec.message() + "); check its permissions");
+      return;
+    }
+    for (; it != end; it.increment(ec)) {
+      if (ec) {
+        problem(root, "error while scanning (" + ec.message() + "); some files may be missing");
+        break;
+      }
+      std::error_code fec;
+      if (it->is_regular_file(fec) && is_audio_path(it->path())) found.push_back(it->path().lexically_normal());
+    }
+    std::sort(found.begin(), found.end());
+    if (found.empty()) problem(root, "holds no audio files (" + extension_list() + ")");
+    for (const auto& f : found) add_file(f, root);
+  }
+
+  void add_file(const fs::path& audio, const fs::path& root) {
+    if (!seen_audio_.insert(audio.string()).second) return;  // the same file given twice
+    CorpusFile f;
+    f.audio = audio;
+    f.relative = audio.lexically_relative(root);
+    if (f.relative.empty() || *f.relative.begin() == "..") f.relative = audio.filename();
+    std::string error;
+    if (!refresh_corpus_file(f, error)) {
+      problem(audio, error);
+      return;
+    }
+    f.transcript = find_transcript(audio);
+    fs::path rel_noext = f.relative;
+    rel_noext.replace_extension();
+    f.out_base = out_dir_ / rel_noext;
+    auto [it, inserted] = out_owner_.emplace(f.out_base.string(), audio);
+    if (!inserted) {
+      problem(audio, "its outputs would overwrite those of " + it->second.string() + " (" + f.out_base.string() +
+                         ".*); rename one of them or run them with different --out");
+      return;
+    }
+    corpus_.files.push_back(std::move(f));
+  }
+
+  fs::path out_dir_;
+  Corpus& corpus_;
+  std::set<std::string> seen_audio_;
+  std::map<std::string, fs::path> out_owner_;
+};
+
+}  // namespace
+
+const std::vector<std::string>& audio_extensions() {
+  static const std::vector<std::string> kExtensions = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"};
+  return kExtensions;
+}
+
+bool is_audio_path(const fs::path& path) {
+  const std::string ext = lower(path.extension().string());
+  const auto& all = audio_extensions();
+  return std::find(all.begin(), all.end(), ext) != all.end();
+}
+
+std::vector<std::string> parse_list_file(std::string_view text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string_view line = text.substr(pos, nl - pos);
+    pos = nl + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+    if (line.empty() || line.front() == '#') continue;
+    out.emplace_back(line);
+  }
+  return out;
+}
+
+bool refresh_corpus_file(CorpusFile& file, std::string& error) {
+  struct stat st {};
+  if (::stat(file.audio.c_str(), &st) != 0) {
+    error = "vanished or cannot be read (" + std::string(std::strerror(errno)) + "); check the file";
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = "is no longer a regular file; check the corpus";
+    return false;
+  }
+  if (::access(file.audio.c_str(), R_OK) != 0) {
+    error = "is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions";
+    return false;
+  }
+  file.size_bytes = static_cast<std::uint64_t>(st.st_size);
+  file.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  return true;
+}
+
+Corpus scan_corpus(const std::vector<std::string>& inputs, const fs::path& out_dir) {
+  Corpus corpus;
+  Scanner scanner(out_dir, corpus);
+  for (const auto& input : inputs) scanner.add_input(input, fs::path(), 0);
+  return corpus;
+}
+
+}  // namespace ab

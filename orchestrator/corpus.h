@@ -1,0 +1,52 @@
+// Corpus: turns the command line's CORPUS arguments into the list of audio files to process.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ab {
+
+/// One audio file to process, with where its transcript and outputs are.
+struct CorpusFile {
+  std::filesystem::path audio;                     ///< absolute, lexically normal
+  std::optional<std::filesystem::path> transcript; ///< `<stem>.txt` or `<stem>.lab` beside it
+  std::filesystem::path relative;                  ///< path under its corpus root (mirrored under --out)
+  std::filesystem::path out_base;                  ///< output path without extension
+  std::uint64_t size_bytes = 0;
+  std::int64_t mtime_ns = 0;                       ///< modification time, ns since the epoch
+};
+
+/// An input that could not be used; reported in the summary, never fatal on its own.
+struct CorpusProblem {
+  std::filesystem::path path;
+  std::string message;  ///< says what failed and what to do
+};
+
+struct Corpus {
+  std::vector<CorpusFile> files;  ///< in scan order (sorted within each directory), no duplicates
+  std::vector<CorpusProblem> problems;
+};
+
+/// Audio extensions the corpus scan accepts (lower case, with the dot).
+const std::vector<std::string>& audio_extensions();
+/// True if `path` ends in an audio extension (case-insensitive).
+bool is_audio_path(const std::filesystem::path& path);
+
+/// Pure: the entries of a list file, one path per line; blank lines and lines starting with '#'
+/// are skipped, surrounding spaces and a trailing '\r' are trimmed.
+std::vector<std::string> parse_list_file(std::string_view text);
+
+/// Scans `inputs`: directories recursively, audio files, and list files (`@FILE`). Paths in a list
+/// file are relative to the list file's directory. Outputs mirror each file's path under its root
+/// (the directory given, or the file's own directory) into `out_dir`. A missing or unreadable input
+/// becomes a problem; two inputs whose outputs would collide make the second one a problem.
+Corpus scan_corpus(const std::vector<std::string>& inputs, const std::filesystem::path& out_dir);
+
+/// Stats `file.audio` again: false (and `error` says why) if it vanished or cannot be read now.
+bool refresh_corpus_file(CorpusFile& file, std::string& error);
+
+}  // namespace ab

@@ -1,0 +1,49 @@
+// MemoryProbe: the run loop's memory readings per running job, idle workers, machine and cgroup.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "orchestrator/scheduler.h"
+#include "orchestrator/worker_runner.h"
+
+namespace ab {
+
+/// One reading: the scheduler's sample plus what the loop keeps for timelines and OOM detection.
+struct ProbeReading {
+  MemorySample sample;
+  std::map<JobId, std::uint64_t> rss_bytes;    ///< per running job, its whole tree
+  std::optional<std::uint64_t> oom_kill_count; ///< the parent's memory cgroup's counter
+  std::optional<std::uint64_t> cgroup_limit_bytes;
+};
+
+/// Reads memory for the loop. The real one reads /proc and the parent's cgroup; tests use a fake
+/// driven by their fake runner.
+class MemoryProbe {
+ public:
+  virtual ~MemoryProbe() = default;
+  /// Reads every running job's worker tree and the idle workers now.
+  virtual ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms) = 0;
+};
+
+/// The real probe: per-tree RSS (statm) and PSS (smaps_rollup) under `proc_root`, MemAvailable,
+/// the cgroup's headroom and oom_kill counter, PSI (memguard/machine_memory.h). `proc_root`'s
+/// parent is the root the machine readings use ("/" live).
+class ProcMemoryProbe : public MemoryProbe {
+ public:
+  explicit ProcMemoryProbe(std::filesystem::path proc_root = "/proc");
+  ~ProcMemoryProbe() override;
+  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ab

@@ -1,0 +1,74 @@
+// ProcessRunner: the real WorkerRunner — fork/exec, one process group per worker, pipes, reaping.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "orchestrator/worker_runner.h"
+
+namespace ab {
+
+struct ProcessRunnerConfig {
+  std::filesystem::path log_dir;  ///< per-job (external) and per-worker (built-in) stderr logs
+  /// Written to each worker's /proc/PID/oom_score_adj, so the kernel picks a worker, never the
+  /// parent (which keeps 0). 500: half-way to "always first", above any ordinary process.
+  int oom_score_adj = 500;
+  /// Built-in engine: the persistent worker's argv (`align-batch-worker --model M --threads N`).
+  /// Empty: external-command mode, one process per job from RunnerJob::argv.
+  std::vector<std::string> worker_argv;
+  /// A persistent worker whose idle RSS has grown by more than this since its first job is
+  /// replaced (it is told to exit by closing its stdin). 0: never recycle.
+  std::uint64_t recycle_growth_bytes = 256ull << 20;
+};
+
+/// Counters for the summary.
+struct ProcessRunnerStats {
+  std::uint32_t workers_started = 0;
+  std::uint32_t workers_recycled = 0;
+};
+
+class ProcessRunner : public WorkerRunner {
+ public:
+  explicit ProcessRunner(ProcessRunnerConfig config);
+  ~ProcessRunner() override;
+  ProcessRunner(const ProcessRunner&) = delete;
+  ProcessRunner& operator=(const ProcessRunner&) = delete;
+
+  bool start(const RunnerJob& job, std::string& error) override;
+  std::vector<JobEnd> wait(int timeout_ms) override;
+  void kill(JobId id, int grace_ms) override;
+  std::vector<LiveJob> live() const override;
+  std::vector<pid_t> idle_pids() const override;
+  std::vector<JobEnd> shutdown(int grace_ms) override;
+
+  const ProcessRunnerStats& stats() const { return stats_; }
+
+ private:
+  struct Proc;
+  std::shared_ptr<Proc> spawn(const std::vector<std::string>& argv, bool persistent, const std::string& log_name,
+                              std::string& error);
+  void read_output(Proc& p, std::vector<JobEnd>& ended);
+  void reap(std::vector<JobEnd>& ended);
+  void escalate_kills();
+
+  ProcessRunnerConfig config_;
+  ProcessRunnerStats stats_;
+  std::vector<std::shared_ptr<Proc>> procs_;
+  std::string broken_;  ///< a worker could not load its model: every later start fails with this
+  std::uint32_t next_worker_ = 0;
+};
+
+/// Resolves `program` like execvp would (a name without '/' is searched in $PATH). Empty if not found.
+std::string resolve_program(const std::string& program);
+
+/// The last `max_bytes` of a log file, trimmed to whole lines (for error messages).
+std::string log_tail(const std::filesystem::path& log, std::size_t max_bytes = 600);
+
+/// Current monotonic time in milliseconds.
+std::int64_t monotonic_ms();
+
+}  // namespace ab

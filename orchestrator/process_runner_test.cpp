@@ -1,0 +1,171 @@
+// Tests of ProcessRunner with real processes: exit codes, signals, process groups, oom_score_adj,
+// kill escalation, reaping, and a persistent protocol worker.
+#include "orchestrator/process_runner.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <map>
+
+#include "tests/testutil/temp_dir.h"
+
+using ab::JobEnd;
+using ab::ProcessRunner;
+using ab::ProcessRunnerConfig;
+using ab::RunnerJob;
+
+namespace {
+
+std::map<ab::JobId, JobEnd> wait_all(ProcessRunner& runner, std::size_t count, int limit_ms = 20000) {
+  std::map<ab::JobId, JobEnd> ends;
+  const auto deadline = ab::monotonic_ms() + limit_ms;
+  while (ends.size() < count && ab::monotonic_ms() < deadline)
+    for (auto& e : runner.wait(50)) ends[e.id] = e;
+  return ends;
+}
+
+RunnerJob sh_job(ab::JobId id, const std::string& script) { return {id, "job" + std::to_string(id), {"/bin/sh", "-c", script}, ""}; }
+
+ProcessRunnerConfig config_for(const ab::test::TempDir& t) {
+  ProcessRunnerConfig config;
+  config.log_dir = t.path() / "logs";
+  return config;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("exit status, signals and the log's tail come back per job") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  REQUIRE(runner.start(sh_job(1, "exit 0"), error));
+  REQUIRE(runner.start(sh_job(2, "echo 'bad input here' >&2; exit 3"), error));
+  REQUIRE(runner.start(sh_job(3, "kill -SEGV $$"), error));
+  auto ends = wait_all(runner, 3);
+  REQUIRE(ends.size() == 3);
+  CHECK(ends[1].ok);
+  CHECK(ends[1].exit_code == 0);
+  CHECK_FALSE(ends[2].ok);
+  CHECK(ends[2].exit_code == 3);
+  CHECK(ends[2].error.find("exited with status 3") != std::string::npos);
+  CHECK(ends[2].error.find("bad input here") != std::string::npos);
+  CHECK(ends[3].term_signal == SIGSEGV);
+  CHECK_FALSE(ends[3].killed_by_us);
+  CHECK(runner.live().empty());
+}
+
+TEST_CASE("a missing program fails at start with a message naming it") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  CHECK_FALSE(runner.start({1, "x", {"/nonexistent/tool", "a"}, ""}, error));
+  CHECK(error.find("/nonexistent/tool") != std::string::npos);
+}
+
+TEST_CASE("each job runs in its own process group with a raised oom_score_adj") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  const std::string out = (t.path() / "ids").string();
+  REQUIRE(runner.start(sh_job(1, "echo $(ps -o pgid= -p $$) $$ $(cat /proc/self/oom_score_adj) > '" + out + "'"), error));
+  auto ends = wait_all(runner, 1);
+  REQUIRE(ends[1].ok);
+  std::istringstream in(read_file(out));
+  long pgid = 0, pid = 0, adj = 0;
+  in >> pgid >> pid >> adj;
+  CHECK(pgid == pid);
+  CHECK(pgid != ::getpgrp());
+  CHECK(adj == 500);
+}
+
+TEST_CASE("kill sends SIGTERM, then SIGKILL after the grace period, to the whole group") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  const std::string pidfile = (t.path() / "grandchild").string();
+  // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
+  REQUIRE(runner.start(sh_job(1, "trap '' TERM; sleep 30 & echo $! > '" + pidfile + "'; wait; wait"), error));
+  REQUIRE(runner.start(sh_job(2, "sleep 30"), error));
+  while (read_file(pidfile).empty()) usleep(10000);
+  const pid_t grandchild = static_cast<pid_t>(std::stol(read_file(pidfile)));
+  runner.kill(1, 300);
+  runner.kill(2, 300);
+  auto ends = wait_all(runner, 2);
+  REQUIRE(ends.size() == 2);
+  CHECK(ends[1].killed_by_us);
+  CHECK(ends[1].term_signal == SIGKILL);  // escalated
+  CHECK(ends[2].term_signal == SIGTERM);  // stopped cleanly
+  usleep(200000);
+  // Nothing of the group outlived it (a zombie awaiting its new parent's reaping is dead too).
+  const std::string stat = read_file("/proc/" + std::to_string(grandchild) + "/stat");
+  CHECK((stat.empty() || stat.find(") Z ") != std::string::npos));
+}
+
+TEST_CASE("shutdown stops and reaps everything") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  REQUIRE(runner.start(sh_job(1, "sleep 30"), error));
+  REQUIRE(runner.start(sh_job(2, "trap '' TERM; sleep 30"), error));
+  const auto live = runner.live();
+  REQUIRE(live.size() == 2);
+  auto ends = runner.shutdown(300);
+  CHECK(ends.size() == 2);
+  CHECK(runner.live().empty());
+  for (const auto& l : live) {
+    int status = 0;
+    CHECK(::waitpid(l.pid, &status, WNOHANG) == -1);  // reaped already: no zombie left
+  }
+}
+
+TEST_CASE("a persistent worker answers protocol lines and is reused between jobs") {
+  ab::test::TempDir t;
+  // A protocol-speaking worker in Python (the real one needs a model): ready line, then one
+  // result per job; a job whose audio contains "bad" fails, one containing "crash" kills it.
+  const auto script = t.write("worker.py", R"(import json, os, sys
+print(json.dumps({"ready": True, "pid": os.getpid(), "sample_rate": 16000, "labels": 3, "rss_bytes": 1}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    if "crash" in job["audio"]:
+        os.kill(os.getpid(), 9)
+    ok = "bad" not in job["audio"]
+    res = {"id": job["id"], "ok": ok, "idle_rss_bytes": 1000}
+    if not ok: res["error"] = job["audio"] + ": not a sound file"
+    print(json.dumps(res), flush=True)
+)");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  ProcessRunner runner(config);
+  std::string error;
+  auto job = [](ab::JobId id, const std::string& audio) {
+    return RunnerJob{id, audio, {}, "{\"id\": " + std::to_string(id) + ", \"audio\": \"" + audio + "\"}"};
+  };
+  REQUIRE(runner.start(job(1, "/a.wav"), error));
+  auto ends = wait_all(runner, 1);
+  REQUIRE(ends[1].ok);
+  CHECK(ends[1].idle_rss_bytes.value_or(0) == 1000);
+  REQUIRE(runner.idle_pids().size() == 1);
+  const pid_t worker = runner.idle_pids()[0];
+  REQUIRE(runner.start(job(2, "/bad.wav"), error));
+  ends = wait_all(runner, 1);
+  CHECK_FALSE(ends[2].ok);
+  CHECK(ends[2].job_error);
+  CHECK(ends[2].error == "/bad.wav: not a sound file");
+  REQUIRE(runner.start(job(3, "/crash.wav"), error));
+  CHECK(runner.live().at(0).pid == worker);  // the same worker took all three jobs
+  ends = wait_all(runner, 1);
+  CHECK_FALSE(ends[3].ok);
+  CHECK_FALSE(ends[3].job_error);
+  CHECK(ends[3].term_signal == SIGKILL);
+  CHECK(runner.stats().workers_started == 1);
+  runner.shutdown(1000);
+}

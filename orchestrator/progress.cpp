@@ -1,0 +1,151 @@
+// Progress: live line on a terminal, log lines otherwise, JSON events for programs; the summary.
+#include "orchestrator/progress.h"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "memguard/size.h"
+
+namespace ab {
+
+int RunSummary::exit_code() const {
+  if (interrupted) return 130;
+  return failed.empty() ? 0 : 1;
+}
+
+nlohmann::json RunSummary::to_json() const {
+  nlohmann::json failures = nlohmann::json::array();
+  for (const auto& f : failed) failures.push_back({{"path", f.path}, {"reason", f.reason}});
+  return {{"total", total},
+          {"done", done},
+          {"skipped", skipped},
+          {"failed", failures},
+          {"retried", retried},
+          {"guard_killed", guard_killed},
+          {"oom_deaths", oom_deaths},
+          {"peak_pss_bytes", peak_pss_bytes},
+          {"budget_bytes", budget_bytes},
+          {"wall_s", wall_s},
+          {"files_per_hour", wall_s > 0 ? static_cast<double>(done) * 3600.0 / wall_s : 0.0},
+          {"interrupted", interrupted},
+          {"exit_code", exit_code()}};
+}
+
+Progress::Progress(Mode mode, std::FILE* log, std::FILE* events) : mode_(mode), log_(log), events_(events) {}
+
+bool Progress::parse_mode(const std::string& text, std::FILE* log, Mode& mode) {
+  if (text == "auto") {
+    mode = ::isatty(::fileno(log)) ? Mode::kTty : Mode::kPlain;
+  } else if (text == "plain") {
+    mode = Mode::kPlain;
+  } else if (text == "json") {
+    mode = Mode::kJson;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void Progress::emit(nlohmann::json event) {
+  std::fputs((event.dump() + "\n").c_str(), events_);
+  std::fflush(events_);
+}
+
+void Progress::clear_line() {
+  if (line_shown_) {
+    std::fputs("\r\033[K", log_);
+    line_shown_ = false;
+  }
+}
+
+std::string Progress::live_line(const ProgressState& s) const {
+  const std::size_t finished = s.done + s.failed;
+  std::string eta = "-";
+  if (s.done > 0 && s.elapsed_s > 0 && finished < s.total) {
+    const double per_file_s = s.elapsed_s / static_cast<double>(finished);
+    const double left_s = per_file_s * static_cast<double>(s.total - finished);
+    eta = left_s >= 3600 ? fmt::format("{:.1f}h", left_s / 3600) : left_s >= 60 ? fmt::format("{:.0f}m", left_s / 60)
+                                                                                 : fmt::format("{:.0f}s", left_s);
+  }
+  const double per_hour = s.elapsed_s > 0 ? static_cast<double>(s.done) * 3600.0 / s.elapsed_s : 0;
+  return fmt::format("{}/{} done{} | running {}{} | memory {} of {} | {:.0f} files/h | ETA {}", s.done, s.total,
+                     s.failed ? fmt::format(", {} failed", s.failed) : std::string(), s.running,
+                     s.cap ? fmt::format("/{}", s.cap) : std::string(), format_bytes(s.in_use_bytes),
+                     s.budget_bytes ? format_bytes(s.budget_bytes) : std::string("unlimited"), per_hour, eta);
+}
+
+void Progress::job_started(const std::string& name, std::uint32_t attempt, std::uint64_t estimate_bytes,
+                           const ProgressState& state) {
+  if (mode_ == Mode::kJson) {
+    emit({{"event", "start"}, {"file", name}, {"attempt", attempt}, {"estimate_bytes", estimate_bytes},
+          {"running", state.running}});
+  } else if (mode_ == Mode::kPlain) {
+    std::fprintf(log_, "start  %s%s (estimate %s)\n", name.c_str(),
+                 attempt > 1 ? fmt::format(" [attempt {}]", attempt).c_str() : "",
+                 estimate_bytes ? format_bytes(estimate_bytes).c_str() : "unknown");
+    std::fflush(log_);
+  }
+}
+
+void Progress::job_ended(const std::string& name, const std::string& status, const std::string& detail,
+                         std::uint64_t peak_bytes, double wall_s, const ProgressState& state) {
+  if (mode_ == Mode::kJson) {
+    emit({{"event", "end"}, {"file", name}, {"status", status}, {"detail", detail}, {"peak_pss_bytes", peak_bytes},
+          {"wall_s", wall_s}, {"done", state.done}, {"failed", state.failed}, {"total", state.total}});
+    return;
+  }
+  if (mode_ == Mode::kQuiet) return;
+  // On a terminal only what needs attention gets a line of its own; the live line shows the rest.
+  if (mode_ == Mode::kTty && status == "done") return;
+  clear_line();
+  std::fprintf(log_, "%-6s %s (peak %s, %.1f s)%s%s\n", status.c_str(), name.c_str(), format_bytes(peak_bytes).c_str(),
+               wall_s, detail.empty() ? "" : ": ", detail.c_str());
+  std::fflush(log_);
+}
+
+void Progress::message(const std::string& text) {
+  if (mode_ == Mode::kQuiet) return;
+  if (mode_ == Mode::kJson) {
+    emit({{"event", "message"}, {"text", text}});
+    return;
+  }
+  clear_line();
+  std::fprintf(log_, "align-batch: %s\n", text.c_str());
+  std::fflush(log_);
+}
+
+void Progress::tick(const ProgressState& state) {
+  if (mode_ != Mode::kTty) return;
+  if (last_draw_s_ >= 0 && state.elapsed_s - last_draw_s_ < 0.25) return;
+  last_draw_s_ = state.elapsed_s;
+  std::fprintf(log_, "\r\033[K%s", live_line(state).c_str());
+  std::fflush(log_);
+  line_shown_ = true;
+}
+
+void Progress::summary(const RunSummary& s, std::FILE* out) {
+  clear_line();
+  if (mode_ == Mode::kJson) {
+    auto event = s.to_json();
+    event["event"] = "summary";
+    emit(event);
+    return;
+  }
+  const double per_hour = s.wall_s > 0 ? static_cast<double>(s.done) * 3600.0 / s.wall_s : 0;
+  std::fprintf(out, "%s: %zu done, %zu skipped (already done), %zu failed, %u retried, %u stopped by the memory guard",
+               s.interrupted ? "interrupted" : "finished", s.done, s.skipped, s.failed.size(), s.retried,
+               s.guard_killed);
+  if (s.oom_deaths) std::fprintf(out, ", %u killed by the kernel (OOM)", s.oom_deaths);
+  std::fprintf(out, "\npeak memory %s of budget %s; wall time %.1f s; %.0f files/hour\n",
+               format_bytes(s.peak_pss_bytes).c_str(),
+               s.budget_bytes ? format_bytes(s.budget_bytes).c_str() : "unlimited", s.wall_s, per_hour);
+  if (!s.failed.empty()) {
+    std::fprintf(out, "failed files:\n");
+    for (const auto& f : s.failed) std::fprintf(out, "  %s: %s\n", f.path.c_str(), f.reason.c_str());
+  }
+  if (s.interrupted) std::fprintf(out, "run again with the same command to finish the remaining files\n");
+  std::fflush(out);
+}
+
+}  // namespace ab

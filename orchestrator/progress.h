@@ -1,0 +1,83 @@
+// Progress: what the user sees while a batch runs (live line, log lines or JSON events) and after.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ab {
+
+/// Where the batch stands, for the live line and the JSON events.
+struct ProgressState {
+  std::size_t total = 0;    ///< files to process in this run (skipped ones excluded)
+  std::size_t done = 0;
+  std::size_t failed = 0;
+  std::size_t running = 0;
+  std::uint32_t cap = 0;    ///< --workers upper bound; 0: memory alone decides
+  std::uint64_t in_use_bytes = 0;  ///< measured PSS of all workers now
+  std::uint64_t budget_bytes = 0;
+  double elapsed_s = 0;
+};
+
+/// One failed file, for the summary.
+struct FailedFile {
+  std::string path;
+  std::string reason;
+};
+
+/// The end-of-run summary.
+struct RunSummary {
+  std::size_t total = 0;    ///< files found
+  std::size_t done = 0;
+  std::size_t skipped = 0;  ///< already done in history (resume)
+  std::vector<FailedFile> failed;  ///< each with its reason (corpus problems included)
+  std::uint32_t retried = 0;
+  std::uint32_t guard_killed = 0;
+  std::uint32_t oom_deaths = 0;    ///< deaths the kernel's OOM killer is suspected of
+  std::uint64_t peak_pss_bytes = 0;
+  std::uint64_t budget_bytes = 0;
+  double wall_s = 0;
+  bool interrupted = false;
+  /// 0 all done, 1 some failed, 130 interrupted.
+  int exit_code() const;
+  nlohmann::json to_json() const;
+};
+
+class Progress {
+ public:
+  enum class Mode { kTty, kPlain, kJson, kQuiet };
+  /// Live line and log lines go to `log` (stderr); JSON events to `events` (stdout).
+  Progress(Mode mode, std::FILE* log, std::FILE* events);
+
+  /// Picks kTty when `log` is a terminal, else kPlain; "json" gives kJson. False on an unknown mode.
+  static bool parse_mode(const std::string& text, std::FILE* log, Mode& mode);
+
+  void job_started(const std::string& name, std::uint32_t attempt, std::uint64_t estimate_bytes,
+                   const ProgressState& state);
+  /// `status`: "done", "failed", "retry", "killed" (guard), "interrupted".
+  void job_ended(const std::string& name, const std::string& status, const std::string& detail,
+                 std::uint64_t peak_bytes, double wall_s, const ProgressState& state);
+  /// A plain message (warnings, interrupt notices).
+  void message(const std::string& text);
+  /// Called every loop tick; redraws the live line at most every 250 ms.
+  void tick(const ProgressState& state);
+  /// Clears the live line and, except in JSON mode, prints the summary to `out`; in JSON mode
+  /// emits a "summary" event.
+  void summary(const RunSummary& summary, std::FILE* out);
+
+ private:
+  void emit(nlohmann::json event);
+  void clear_line();
+  std::string live_line(const ProgressState& state) const;
+
+  Mode mode_;
+  std::FILE* log_;
+  std::FILE* events_;
+  double last_draw_s_ = -1;
+  bool line_shown_ = false;
+};
+
+}  // namespace ab

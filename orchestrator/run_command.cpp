@@ -1,0 +1,296 @@
+// The main command: validates options, computes the budget, opens history, runs the loop.
+#include "orchestrator/run_command.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "history/history_store.h"
+#include "history/job_key.h"
+#include "memguard/budget.h"
+#include "memguard/machine_memory.h"
+#include "memguard/size.h"
+#include "orchestrator/command_template.h"
+#include "orchestrator/corpus.h"
+#include "orchestrator/memory_probe.h"
+#include "orchestrator/process_runner.h"
+#include "orchestrator/progress.h"
+#include "orchestrator/run_loop.h"
+#include "orchestrator/signals.h"
+
+namespace fs = std::filesystem;
+
+namespace ab {
+namespace {
+
+constexpr int kExitUsage = 2;
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "align-batch: %s\n", message.c_str());
+  return kExitUsage;
+}
+
+fs::path self_dir() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path() : exe.parent_path();
+}
+
+/// The worker binary: $AB_WORKER, beside align-batch, the build tree's worker/, or $PATH.
+std::string find_worker() {
+  if (const char* env = std::getenv("AB_WORKER"); env && *env) return env;
+  const fs::path dir = self_dir();
+  for (const fs::path& candidate : {dir / "align-batch-worker", dir.parent_path() / "worker" / "align-batch-worker"}) {
+    std::error_code ec;
+    if (fs::is_regular_file(candidate, ec)) return candidate.string();
+  }
+  return resolve_program("align-batch-worker");
+}
+
+/// The default model: $AB_MODEL, else the example model of the source tree this was built from.
+std::string default_model() {
+  if (const char* env = std::getenv("AB_MODEL"); env && *env) return env;
+#ifdef AB_DEFAULT_MODEL
+  return AB_DEFAULT_MODEL;
+#else
+  return {};
+#endif
+}
+
+}  // namespace
+
+std::optional<std::int64_t> parse_duration_ms(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (...) {
+    return std::nullopt;
+  }
+  const std::string unit = text.substr(used);
+  double ms_per_unit = 0;
+  if (unit.empty() || unit == "s") ms_per_unit = 1000;
+  else if (unit == "ms") ms_per_unit = 1;
+  else if (unit == "m" || unit == "min") ms_per_unit = 60000;
+  else if (unit == "h") ms_per_unit = 3600000;
+  else return std::nullopt;
+  if (!std::isfinite(value) || value <= 0 || text.find_first_of("eExX") < used) return std::nullopt;
+  const double ms = value * ms_per_unit;
+  if (ms < 1 || ms > 1e15) return std::nullopt;
+  return static_cast<std::int64_t>(ms);
+}
+
+std::optional<std::uint32_t> parse_workers(const std::string& text) {
+  if (text == "auto") return 0u;
+  if (text.empty() || text.size() > 6 || text.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  const long n = std::strtol(text.c_str(), nullptr, 10);
+  if (n < 1) return std::nullopt;
+  return static_cast<std::uint32_t>(n);
+}
+
+SplitArgs split_at_dashdash(int argc, const char* const* argv) {
+  SplitArgs s;
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0 && !s.dashdash && std::string(argv[i]) == "--") {
+      s.dashdash = true;
+      continue;
+    }
+    (s.dashdash ? s.command : s.cli).push_back(argv[i]);
+  }
+  return s;
+}
+
+void add_run_options(CLI::App& app, RunOptions& o) {
+  app.set_config("--config", "", "read options from a TOML/INI file (CLI11 format: `mem-budget = \"8G\"`)");
+  app.add_option("corpus", o.corpus,
+                 "audio files, directories (searched recursively) or @LIST files (one path per line)");
+  app.add_option("--workers", o.workers, "auto (memory decides) or N: an upper bound, still subject to the budget")
+      ->capture_default_str();
+  app.add_option("--mem-budget", o.mem_budget,
+                 "memory for all workers together: 12G, 800M, 1.5T or 75% (of the cgroup limit or MemTotal)");
+  app.add_option("--reserve", o.reserve, "memory kept free below the hard limit (default: 5%, 256M..2G)");
+  app.add_option("--out", o.out, "output directory; outputs mirror the corpus tree")->capture_default_str();
+  app.add_option("--history", o.history, "history database (default OUT/.align-batch/history.sqlite)");
+  app.add_flag("--no-history", o.no_history, "neither read nor write history (no resume, no predictions)");
+  app.add_option("--model", o.model,
+                 "TorchScript model for the built-in engine (default: $AB_MODEL, else examples/models/en_char_ctc.pt)");
+  app.add_option("--task", o.task, "built-in engine: align, transcribe, or auto (align where a transcript exists)")
+      ->check(CLI::IsMember({"align", "transcribe", "auto"}))
+      ->capture_default_str();
+  app.add_option("--retries", o.retries, "times a job that crashed is retried")->capture_default_str();
+  app.add_option("--timeout", o.timeout, "per job, e.g. 90s, 10m, 2h; a job running longer fails");
+  app.add_flag("--force", o.force, "redo files history says are done");
+  app.add_flag("--dry-run", o.dry_run, "print the plan (files, predicted peaks, the budget) and exit");
+  app.add_option("--progress", o.progress, "auto (live line on a terminal), plain, or json (events on stdout)")
+      ->check(CLI::IsMember({"auto", "plain", "json"}))
+      ->capture_default_str();
+  app.add_option("--sample-ms", o.sample_ms, "memory sampling interval")->check(CLI::Range(5, 5000))->capture_default_str();
+  app.add_option("--high-water", o.high_water, "stop the youngest job when measured memory exceeds this share of the budget")
+      ->check(CLI::Range(0.1, 1.0))
+      ->capture_default_str();
+}
+
+int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool dashdash) {
+  if (o.corpus.empty())
+    return usage_error("no corpus given; usage: align-batch [OPTIONS] CORPUS... [-- COMMAND {in} {out}] (see --help)");
+  auto workers = parse_workers(o.workers);
+  if (!workers) return usage_error("--workers '" + o.workers + "': use auto or a whole number >= 1, e.g. --workers 4");
+  std::optional<std::int64_t> timeout_ms;
+  if (!o.timeout.empty()) {
+    timeout_ms = parse_duration_ms(o.timeout);
+    if (!timeout_ms) return usage_error("--timeout '" + o.timeout + "': not a duration; use e.g. 90s, 10m or 2h");
+  }
+  BudgetInputs inputs;
+  if (!o.mem_budget.empty()) {
+    auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
+    if (!r.spec) return usage_error(r.error);
+    inputs.mem_budget = r.spec;
+  }
+  if (!o.reserve.empty()) {
+    auto r = parse_budget_spec(o.reserve, "--reserve");
+    if (!r.spec) return usage_error(r.error);
+    inputs.reserve = r.spec;
+  }
+  Progress::Mode mode;
+  if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");
+
+  // The engine and the job key history files its measurements under.
+  RunLoopConfig config;
+  std::vector<std::string> worker_argv;
+  const unsigned cores = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  if (dashdash) {
+    std::string error;
+    auto tmpl = CommandTemplate::parse(command, error);
+    if (!tmpl) return usage_error(error);
+    if (resolve_program(command[0]).empty())
+      return usage_error("command '" + command[0] + "' not found or not executable; check the program after '--' and $PATH");
+    config.command = *tmpl;
+    config.job_key = job_key_for_command(command);
+  } else {
+    const std::string model = o.model.empty() ? default_model() : o.model;
+    std::error_code ec;
+    if (model.empty() || !fs::is_regular_file(model, ec))
+      return usage_error("model '" + model + "' not found; pass --model MODEL.pt (with MODEL.json beside it), set $AB_MODEL, "
+                         "or give an external command after '--'");
+    auto key = job_key_for_model(model);
+    if (!key.ok()) return usage_error(key.error);
+    config.job_key = key.key;
+    const std::string worker = find_worker();
+    if (worker.empty())
+      return usage_error("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
+    // Each worker gets max(1, cores / workers) LibTorch threads, so N workers never oversubscribe.
+    const unsigned expected = *workers ? std::min(*workers, cores) : cores;
+    worker_argv = {worker, "--model", fs::absolute(model).string(), "--threads",
+                   std::to_string(std::max(1u, cores / std::max(1u, expected)))};
+  }
+
+  // The budget: min(--mem-budget, min(cgroup limit, MemTotal) - reserve).
+  MachineMemory machine;
+  MachineReading reading = machine.read();
+  inputs.mem_total_bytes = reading.meminfo && reading.meminfo->mem_total_bytes ? *reading.meminfo->mem_total_bytes : 0;
+  if (reading.cgroup && !reading.cgroup->unlimited) inputs.cgroup_limit_bytes = reading.cgroup->limit_bytes;
+  Budget budget = effective_budget(inputs);
+  if (!budget.ok()) return usage_error(budget.error);
+
+  config.scheduler.budget_bytes = budget.effective_bytes;
+  config.scheduler.reserve_bytes = std::min<std::uint64_t>(budget.reserve_bytes, 256ull << 20);
+  config.scheduler.max_workers = *workers;
+  config.scheduler.max_attempts = o.retries + 1;
+  config.scheduler.high_water = o.high_water;
+  config.out_dir = fs::absolute(o.out).lexically_normal();
+  config.task = o.task;
+  config.force = o.force;
+  config.timeout_ms = timeout_ms.value_or(0);
+  config.tick_ms = o.sample_ms;
+  config.flags = {{"workers", o.workers}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
+                  {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
+                  {"timeout", o.timeout}, {"force", o.force}, {"command", command}};
+
+  Corpus corpus = scan_corpus(o.corpus, config.out_dir);
+  if (corpus.files.empty()) {
+    for (const auto& p : corpus.problems) std::fprintf(stderr, "align-batch: %s: %s\n", p.path.c_str(), p.message.c_str());
+    return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
+  }
+
+  std::unique_ptr<HistoryStore> history;
+  if (!o.no_history) {
+    const fs::path path = o.history.empty() ? default_history_path(config.out_dir) : fs::path(o.history);
+    auto opened = HistoryStore::open(path, o.dry_run ? HistoryStore::Create::kNever : HistoryStore::Create::kIfMissing);
+    if (!opened) {
+      if (!o.dry_run) return usage_error(opened.error());
+    } else {
+      history = std::move(opened.value());
+    }
+  }
+
+  Progress progress(mode, stderr, stdout);
+  ProcessRunnerConfig runner_config;
+  runner_config.log_dir = config.out_dir / ".align-batch" / "logs";
+  runner_config.worker_argv = worker_argv;
+  std::error_code ec;
+  if (!o.dry_run) {
+    fs::create_directories(runner_config.log_dir, ec);
+    if (ec) return usage_error("cannot create " + runner_config.log_dir.string() + ": " + ec.message() + "; check --out");
+  }
+
+  if (o.dry_run) {
+    ProcMemoryProbe probe;
+    ProcessRunner* no_runner = nullptr;
+    (void)no_runner;
+    std::vector<FailedFile> errors;
+    // plan() needs no runner or probe; a RunLoop is built only to share its logic.
+    struct NullRunner : WorkerRunner {
+      bool start(const RunnerJob&, std::string&) override { return false; }
+      std::vector<JobEnd> wait(int) override { return {}; }
+      void kill(JobId, int) override {}
+      std::vector<LiveJob> live() const override { return {}; }
+      std::vector<pid_t> idle_pids() const override { return {}; }
+      std::vector<JobEnd> shutdown(int) override { return {}; }
+    } null_runner;
+    RunLoop loop(config, null_runner, probe, history.get(), progress, nullptr);
+    auto plan = loop.plan(corpus, errors);
+    std::size_t to_run = 0;
+    std::uint64_t largest = 0;
+    for (const auto& p : plan) {
+      std::printf("%s\t%s\t%s\t%s\n", p.skip ? "skip" : "run", p.file->audio.c_str(), format_bytes(p.file->size_bytes).c_str(),
+                  p.predicted_peak_bytes ? ("peak ~" + format_bytes(*p.predicted_peak_bytes)).c_str() : "peak unknown (no history)");
+      if (!p.skip) {
+        ++to_run;
+        largest = std::max(largest, p.predicted_peak_bytes.value_or(0));
+      }
+    }
+    for (const auto& e : errors) std::printf("error\t%s\t%s\n", e.path.c_str(), e.reason.c_str());
+    for (const auto& e : corpus.problems) std::printf("error\t%s\t%s\n", e.path.c_str(), e.message.c_str());
+    std::printf("plan: %zu to run, %zu skipped (done), %zu with errors; budget %s (%s, reserve %s); workers %s",
+                to_run, plan.size() - to_run, errors.size() + corpus.problems.size(),
+                format_bytes(budget.effective_bytes).c_str(), budget.ceiling_source.c_str(),
+                format_bytes(budget.reserve_bytes).c_str(), o.workers.c_str());
+    if (largest > 0)
+      std::printf("; at least %llu at once by the largest prediction",
+                  static_cast<unsigned long long>(std::max<std::uint64_t>(1, budget.effective_bytes / largest)));
+    std::printf("\n");
+    return 0;
+  }
+
+  SignalWatcher signals;
+  ProcMemoryProbe probe;
+  ProcessRunner runner(runner_config);
+  progress.message(fmt::format("{} files; budget {} ({}); workers {}; history {}", corpus.files.size(),
+                               format_bytes(budget.effective_bytes), budget.ceiling_source, o.workers,
+                               history ? history->path().string() : std::string("off")));
+  RunLoop loop(config, runner, probe, history.get(), progress, &SignalWatcher::interrupts);
+  RunSummary summary = loop.run(corpus);
+  progress.summary(summary, stdout);
+  return summary.exit_code();
+}
+
+}  // namespace ab

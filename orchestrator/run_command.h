@@ -1,0 +1,58 @@
+// The main command: `align-batch [OPTIONS] CORPUS... [-- COMMAND ARGS...]` — options and driver.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace ab {
+
+/// The main command's options as CLI11 fills them.
+struct RunOptions {
+  std::vector<std::string> corpus;
+  std::string workers = "auto";
+  std::string mem_budget;
+  std::string reserve;
+  std::string out = "aligned";
+  std::string history;
+  bool no_history = false;
+  std::string model;
+  std::string task = "auto";
+  std::uint32_t retries = 2;
+  std::string timeout;
+  bool force = false;
+  bool dry_run = false;
+  std::string progress = "auto";
+  int sample_ms = 50;
+  double high_water = 0.90;
+};
+
+/// Adds the main command's options and CORPUS positionals to `app` (the top level, so that
+/// `align-batch corpus/` needs no subcommand name), and `--config FILE`.
+void add_run_options(CLI::App& app, RunOptions& options);
+
+/// Runs the batch: `command` is everything after `--` (empty: the built-in engine), `dashdash`
+/// whether `--` was given. Returns the exit status (0, 1, 2, 130) after printing the summary.
+int run_batch(const RunOptions& options, const std::vector<std::string>& command, bool dashdash);
+
+/// Pure: "90" (seconds), "90s", "1.5m", "2h", "500ms" → milliseconds; nullopt for anything else,
+/// zero or negatives.
+std::optional<std::int64_t> parse_duration_ms(const std::string& text);
+
+/// Pure: "auto" → 0 (memory alone decides), "N" ≥ 1 → N; nullopt otherwise.
+std::optional<std::uint32_t> parse_workers(const std::string& text);
+
+/// Splits argv at the first "--": the part before (with argv[0]) for CLI11, the command after.
+struct SplitArgs {
+  std::vector<std::string> cli;
+  std::vector<std::string> command;
+  bool dashdash = false;
+};
+SplitArgs split_at_dashdash(int argc, const char* const* argv);
+
+}  // namespace ab

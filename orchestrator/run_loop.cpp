@@ -1,0 +1,427 @@
+// RunLoop: the orchestrator's event loop — admit, sample, guard, record, retry, resume.
+#include "orchestrator/run_loop.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "history/estimator.h"
+#include "history/history_store.h"
+#include "history/timeline.h"
+#include "memguard/size.h"
+#include "orchestrator/process_runner.h"
+
+namespace fs = std::filesystem;
+
+namespace ab {
+namespace {
+
+// Points kept per running job before it is thinned (bounded memory for hour-long jobs).
+constexpr std::size_t kTimelineThinAt = 4096;
+
+}  // namespace
+
+struct RunLoop::Job {
+  JobId id = 0;
+  const CorpusFile* file = nullptr;
+  std::uint32_t attempts = 0;
+  bool running = false;
+  bool finished = false;
+  std::int64_t started_ms = 0;
+  bool guard_kill = false;
+  bool timed_out = false;
+  std::uint64_t peak_pss_bytes = 0;
+  std::uint64_t peak_rss_bytes = 0;
+  std::vector<TimelinePoint> timeline;
+  std::optional<std::uint64_t> oom_kills_at_start;
+  fs::path staging;  ///< external engine: this attempt's {out} directory
+};
+
+std::size_t clean_stale_staging(const fs::path& out_dir) {
+  std::size_t removed = 0;
+  std::error_code ec;
+  const fs::path root = out_dir / ".align-batch" / "staging";
+  if (!fs::is_directory(root, ec)) return 0;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str(), &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // its run is alive
+    std::error_code rec;
+    fs::remove_all(entry.path(), rec);
+    if (!rec) ++removed;
+  }
+  return removed;
+}
+
+RunLoop::RunLoop(RunLoopConfig config, WorkerRunner& runner, MemoryProbe& probe, HistoryStore* history,
+                 Progress& progress, std::function<int()> interrupts)
+    : config_(std::move(config)),
+      runner_(runner),
+      probe_(probe),
+      history_(history),
+      progress_(progress),
+      interrupts_(std::move(interrupts)) {
+  staging_dir_ = config_.out_dir / ".align-batch" / "staging" / std::to_string(::getpid());
+}
+
+std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedFile>& errors) {
+  std::vector<JobRow> rows;
+  if (history_) {
+    auto r = history_->jobs_for_key(config_.job_key);
+    if (r) rows = r.value();
+    else progress_.message("history: " + r.error() + " (continuing without predictions)");
+  }
+  Estimator estimator(observations_from_jobs(rows));
+  std::vector<PlannedFile> out;
+  for (const auto& f : corpus.files) {
+    PlannedFile p;
+    p.file = &f;
+    if (!config_.command && config_.task == "align" && !f.transcript) {
+      fs::path stem = f.audio;
+      stem.replace_extension();
+      errors.push_back({f.audio.string(), "no transcript beside it (" + stem.filename().string() + ".txt or .lab); add one or use --task transcribe"});
+      continue;
+    }
+    if (history_ && !config_.force) {
+      auto done = history_->find_done(f.audio.string(), f.size_bytes, f.mtime_ns, config_.job_key);
+      if (done && done.value()) p.skip = true;
+    }
+    if (auto e = estimator.predict(f.size_bytes)) p.predicted_peak_bytes = e->peak_bytes;
+    out.push_back(p);
+  }
+  return out;
+}
+
+RunnerJob RunLoop::make_runner_job(Job& job) {
+  const CorpusFile& f = *job.file;
+  RunnerJob rj;
+  rj.id = job.id;
+  rj.name = f.relative.string();
+  if (config_.command) {
+    job.staging = staging_dir_ / fmt::format("{}-{}", job.id, job.attempts);
+    std::error_code ec;
+    fs::remove_all(job.staging, ec);
+    fs::create_directories(job.staging, ec);
+    CommandPlaceholders values{f.audio, job.staging / f.out_base.filename(), f.audio.stem().string(),
+                               f.audio.parent_path()};
+    rj.argv = config_.command->expand(values);
+  } else {
+    std::error_code ec;
+    fs::create_directories(f.out_base.parent_path(), ec);
+    const std::string task = config_.task == "auto" ? (f.transcript ? "align" : "transcribe") : config_.task;
+    nlohmann::json req = {{"id", job.id}, {"audio", f.audio.string()}, {"out", f.out_base.string()}, {"task", task}};
+    req["transcript"] = f.transcript ? nlohmann::json(f.transcript->string()) : nlohmann::json(nullptr);
+    rj.request_json = req.dump();
+  }
+  return rj;
+}
+
+bool RunLoop::finish_outputs(Job& job, std::string& error) {
+  if (!config_.command) return true;  // the worker writes its outputs atomically itself
+  std::error_code ec;
+  const fs::path dest_dir = job.file->out_base.parent_path();
+  fs::create_directories(dest_dir, ec);
+  if (ec) {
+    error = "cannot create output directory " + dest_dir.string() + ": " + ec.message() + "; check --out";
+    return false;
+  }
+  // Each output appears under --out by one rename, so no reader ever sees half a file, and a run
+  // killed at any moment leaves only whole outputs there (stale staging is removed next run).
+  for (const auto& entry : fs::directory_iterator(job.staging, ec)) {
+    std::error_code rec;
+    fs::rename(entry.path(), dest_dir / entry.path().filename(), rec);
+    if (rec) {
+      error = "cannot move output " + entry.path().string() + " to " + dest_dir.string() + ": " + rec.message();
+      return false;
+    }
+  }
+  fs::remove_all(job.staging, ec);
+  return true;
+}
+
+RunSummary RunLoop::run(const Corpus& corpus) {
+  const std::int64_t t0_ms = monotonic_ms();
+  RunSummary summary;
+  summary.total = corpus.files.size() + corpus.problems.size();
+  summary.budget_bytes = config_.scheduler.budget_bytes;
+  for (const auto& p : corpus.problems) summary.failed.push_back({p.path.string(), p.message});
+
+  if (history_) {
+    RunInfo info;
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    info.host = host;
+    info.cores = static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+    info.budget_bytes = config_.scheduler.budget_bytes;
+    info.flags = config_.flags;
+    auto r = history_->begin_run(info);
+    if (r) run_id_ = r.value();
+    else progress_.message("history: " + r.error() + " (this run is not recorded)");
+  }
+  if (config_.command) clean_stale_staging(config_.out_dir);
+
+  // Predictions: the key's recorded jobs, refitted whenever one of ours finishes.
+  std::vector<JobRow> key_rows;
+  if (history_) {
+    auto r = history_->jobs_for_key(config_.job_key);
+    if (r) key_rows = r.value();
+  }
+  auto estimator = std::make_unique<Estimator>(observations_from_jobs(key_rows));
+
+  Scheduler scheduler(config_.scheduler);
+  std::map<JobId, Job> jobs;
+  std::vector<FailedFile> plan_errors;
+  const auto planned = plan(corpus, plan_errors);
+  for (auto& e : plan_errors) summary.failed.push_back(e);
+  std::size_t to_run = 0;
+  JobId next_id = 1;
+  for (const auto& p : planned) {
+    if (p.skip) {
+      ++summary.skipped;
+      continue;
+    }
+    Job job;
+    job.id = next_id++;
+    job.file = p.file;
+    scheduler.add_job({job.id, p.file->size_bytes, p.predicted_peak_bytes, 0});
+    jobs.emplace(job.id, std::move(job));
+    ++to_run;
+  }
+
+  ProgressState state;
+  state.total = to_run;
+  state.cap = config_.scheduler.max_workers;
+  state.budget_bytes = config_.scheduler.budget_bytes;
+  std::optional<std::uint64_t> oom_kills_now;
+  std::uint64_t in_use_bytes = 0;
+
+  auto fail_file = [&](Job& job, const std::string& reason) {
+    job.finished = true;
+    summary.failed.push_back({job.file->audio.string(), reason});
+    ++state.failed;
+  };
+  auto record = [&](Job& job, JobStatus status, const JobEnd* end, const std::string& error) {
+    if (!history_ || run_id_ == 0) return;
+    JobRecord rec;
+    rec.run_id = run_id_;
+    rec.input_path = job.file->audio.string();
+    rec.input_size_bytes = job.file->size_bytes;
+    rec.input_mtime_ns = job.file->mtime_ns;
+    rec.job_key = config_.job_key;
+    rec.status = status;
+    rec.attempts = job.attempts;
+    rec.peak_rss_bytes = job.peak_rss_bytes;
+    rec.peak_pss_bytes = job.peak_pss_bytes;
+    if (end) {
+      rec.wall_s = end->wall_s;
+      rec.cpu_s = end->cpu_s;
+      if (end->exit_code >= 0) rec.exit_status = end->exit_code;
+      if (end->term_signal) rec.term_signal = end->term_signal;
+    }
+    rec.error = error;
+    auto r = history_->record_job(rec, job.timeline, config_.timeline_points);
+    if (!r) progress_.message("history: " + r.error());
+  };
+  auto refit = [&](Job& job) {
+    JobRow row;
+    row.run_id = run_id_;
+    row.input_size_bytes = job.file->size_bytes;
+    row.peak_pss_bytes = job.peak_pss_bytes;
+    row.peak_rss_bytes = job.peak_rss_bytes;
+    row.status = JobStatus::kOk;
+    row.job_key = config_.job_key;
+    key_rows.push_back(row);
+    estimator = std::make_unique<Estimator>(observations_from_jobs(key_rows));
+    for (auto& [id, other] : jobs)
+      if (!other.finished && !other.running)
+        if (auto e = estimator->predict(other.file->size_bytes)) scheduler.set_prediction(id, e->peak_bytes);
+  };
+
+  auto handle_end = [&](const JobEnd& end, bool stopping) {
+    auto it = jobs.find(end.id);
+    if (it == jobs.end()) return;
+    Job& job = it->second;
+    job.running = false;
+    const std::string name = job.file->relative.string();
+    std::error_code ec;
+    if (stopping && !end.ok) {
+      // Interrupted: not the job's fault and not finished; the next run does it again.
+      record(job, JobStatus::kKilled, &end, "interrupted");
+      if (!job.staging.empty()) fs::remove_all(job.staging, ec);
+      progress_.job_ended(name, "interrupted", "", job.peak_pss_bytes, end.wall_s, state);
+      return;
+    }
+    JobOutcome outcome;
+    outcome.peak_pss_bytes = job.peak_pss_bytes;
+    outcome.error = end.error;
+    std::string error = end.error;
+    bool oom_rose = false;
+    if (!end.ok && job.oom_kills_at_start) {
+      // Read the counter now: the kernel bumps it before the victim's exit reaches us.
+      auto fresh = probe_.read({}, {}, monotonic_ms() - t0_ms);
+      if (fresh.oom_kill_count) oom_kills_now = fresh.oom_kill_count;
+      oom_rose = oom_kills_now && *oom_kills_now > *job.oom_kills_at_start;
+    }
+    if (end.ok) {
+      outcome.kind = JobOutcome::Kind::kOk;
+      if (!finish_outputs(job, error)) {
+        outcome.kind = JobOutcome::Kind::kFailed;
+        outcome.error = error;
+      }
+    } else if (end.job_error) {
+      outcome.kind = JobOutcome::Kind::kFailed;
+    } else if (job.timed_out) {
+      outcome.kind = JobOutcome::Kind::kFailed;
+      error = outcome.error = fmt::format("ran longer than --timeout ({:.0f} s) and was stopped; raise --timeout or check the file",
+                                          static_cast<double>(config_.timeout_ms) / 1000.0);
+    } else if (job.guard_kill && end.killed_by_us) {
+      outcome.kind = JobOutcome::Kind::kGuardKilled;
+    } else if (end.term_signal != 0 || oom_rose) {
+      outcome.kind = JobOutcome::Kind::kDied;
+      outcome.oom_suspected = oom_rose || (end.term_signal == SIGKILL && !end.killed_by_us);
+    } else {
+      outcome.kind = JobOutcome::Kind::kFailed;  // the command itself failed (non-zero exit)
+    }
+    if (outcome.kind != JobOutcome::Kind::kOk && !job.staging.empty()) fs::remove_all(job.staging, ec);
+    const JobStatus status = outcome.kind == JobOutcome::Kind::kOk       ? JobStatus::kOk
+                             : outcome.kind == JobOutcome::Kind::kFailed ? JobStatus::kFailed
+                             : outcome.kind == JobOutcome::Kind::kDied   ? JobStatus::kDied
+                                                                         : JobStatus::kKilled;
+    record(job, status, &end, outcome.kind == JobOutcome::Kind::kOk ? std::string() : error);
+    scheduler.on_job_ended(job.id, outcome, monotonic_ms() - t0_ms);
+    switch (outcome.kind) {
+      case JobOutcome::Kind::kOk:
+        job.finished = true;
+        ++summary.done;
+        ++state.done;
+        progress_.job_ended(name, "done", "", job.peak_pss_bytes, end.wall_s, state);
+        refit(job);
+        break;
+      case JobOutcome::Kind::kFailed:
+        fail_file(job, error);
+        progress_.job_ended(name, "failed", error, job.peak_pss_bytes, end.wall_s, state);
+        break;
+      case JobOutcome::Kind::kDied:
+        progress_.job_ended(name, "retry",
+                            (outcome.oom_suspected ? "killed by the kernel (out of memory): " : "") + error,
+                            job.peak_pss_bytes, end.wall_s, state);
+        break;
+      case JobOutcome::Kind::kGuardKilled:
+        progress_.job_ended(name, "killed", "stopped by the memory guard, will run again with a raised estimate",
+                            job.peak_pss_bytes, end.wall_s, state);
+        break;
+    }
+  };
+
+  bool stopping = false, hard_stop = false;
+  for (;;) {
+    const std::int64_t now_ms = monotonic_ms() - t0_ms;
+    const int interrupts = interrupts_ ? interrupts_() : 0;
+    if (interrupts >= 1 && !stopping) {
+      stopping = true;
+      summary.interrupted = true;
+      progress_.message("interrupted: stopping workers (Ctrl-C again to kill them at once)");
+      for (const auto& l : runner_.live()) runner_.kill(l.id, config_.stop_grace_ms);
+    }
+    if (interrupts >= 2 && !hard_stop) {
+      hard_stop = true;
+      for (const auto& l : runner_.live()) runner_.kill(l.id, 0);
+    }
+    if (stopping && runner_.live().empty()) break;
+
+    if (!stopping) {
+      for (const auto& d : scheduler.poll(now_ms)) {
+        Job& job = jobs.at(d.job);
+        if (d.kind == Decision::Kind::kKill) {
+          auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms);
+          if (scheduler.confirm_kill(d.job, fresh.sample)) {
+            job.guard_kill = true;
+            progress_.message(job.file->relative.string() + ": stopping it to stay inside the budget (" + d.reason + ")");
+            runner_.kill(d.job, config_.kill_grace_ms);
+          }
+        } else if (d.kind == Decision::Kind::kFail) {
+          const std::string name = job.file->relative.string();
+          fail_file(job, d.reason);
+          progress_.job_ended(name, "failed", d.reason, job.peak_pss_bytes, 0, state);
+        } else {
+          std::string error;
+          if (!refresh_corpus_file(const_cast<CorpusFile&>(*job.file), error)) {
+            scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
+            fail_file(job, error);
+            continue;
+          }
+          ++job.attempts;
+          job.guard_kill = job.timed_out = false;
+          job.peak_pss_bytes = job.peak_rss_bytes = 0;
+          job.timeline.clear();
+          job.oom_kills_at_start = oom_kills_now;
+          RunnerJob rj = make_runner_job(job);
+          if (!runner_.start(rj, error)) {
+            scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
+            fail_file(job, error);
+            progress_.job_ended(job.file->relative.string(), "failed", error, 0, 0, state);
+            continue;
+          }
+          job.running = true;
+          job.started_ms = now_ms;
+          progress_.job_started(job.file->relative.string(), job.attempts,
+                                scheduler.estimate_bytes(job.id).value_or(0), state);
+        }
+      }
+      if (scheduler.done() && runner_.live().empty()) break;
+    }
+
+    for (const auto& end : runner_.wait(config_.tick_ms)) handle_end(end, stopping);
+
+    const auto live = runner_.live();
+    const std::int64_t read_ms = monotonic_ms() - t0_ms;
+    ProbeReading reading = probe_.read(live, runner_.idle_pids(), read_ms);
+    if (reading.oom_kill_count) oom_kills_now = reading.oom_kill_count;
+    in_use_bytes = reading.sample.idle_pss_bytes;
+    for (const auto& s : reading.sample.jobs) {
+      in_use_bytes += s.pss_bytes;
+      auto it = jobs.find(s.id);
+      if (it == jobs.end() || !it->second.running) continue;
+      Job& job = it->second;
+      const std::uint64_t rss = reading.rss_bytes.count(s.id) ? reading.rss_bytes[s.id] : 0;
+      job.peak_pss_bytes = std::max(job.peak_pss_bytes, s.pss_bytes);
+      job.peak_rss_bytes = std::max(job.peak_rss_bytes, rss);
+      job.timeline.push_back({read_ms - job.started_ms, rss, s.pss_bytes, s.vram_bytes});
+      if (job.timeline.size() >= kTimelineThinAt)
+        job.timeline = downsample_timeline(job.timeline, kTimelineThinAt / 2);
+      if (config_.timeout_ms > 0 && !job.timed_out && read_ms - job.started_ms > config_.timeout_ms) {
+        job.timed_out = true;
+        runner_.kill(job.id, config_.kill_grace_ms);
+      }
+    }
+    if (!stopping) scheduler.on_sample(reading.sample);
+
+    state.running = live.size();
+    state.in_use_bytes = in_use_bytes;
+    state.elapsed_s = static_cast<double>(read_ms) / 1000.0;
+    progress_.tick(state);
+  }
+
+  for (const auto& end : runner_.shutdown(config_.stop_grace_ms)) handle_end(end, true);
+
+  const SchedulerStats& st = scheduler.stats();
+  summary.retried = st.retried;
+  summary.guard_killed = st.guard_kills;
+  summary.oom_deaths = st.oom_deaths;
+  summary.peak_pss_bytes = st.peak_total_pss_bytes;
+  summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+  if (history_ && run_id_ != 0) history_->end_run(run_id_, summary.exit_code());
+  std::error_code ec;
+  fs::remove(staging_dir_, ec);  // empty by now; left alone (and cleaned next run) otherwise
+  return summary;
+}
+
+}  // namespace ab

@@ -1,0 +1,82 @@
+// RunLoop: wires corpus → predictions → Scheduler → WorkerRunner, with memory guarding and history.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "orchestrator/command_template.h"
+#include "orchestrator/corpus.h"
+#include "orchestrator/memory_probe.h"
+#include "orchestrator/progress.h"
+#include "orchestrator/scheduler.h"
+#include "orchestrator/worker_runner.h"
+
+namespace ab {
+
+class HistoryStore;
+
+/// Settings of one run (from the command line).
+struct RunLoopConfig {
+  SchedulerConfig scheduler;
+  std::filesystem::path out_dir;
+  std::string job_key;                     ///< history/job_key.h: model or command key
+  std::optional<CommandTemplate> command;  ///< external-command engine; none: built-in worker
+  std::string task = "auto";               ///< built-in engine: align, transcribe or auto
+  bool force = false;                      ///< ignore history's "done" (redo everything)
+  std::int64_t timeout_ms = 0;             ///< per job; 0: none
+  /// 50 ms: a job allocating at 1 GiB/s grows ~50 MiB between two readings, well inside the
+  /// 10% high-water margin of any budget above 0.5 GiB.
+  int tick_ms = 50;
+  /// Guard kills and timeouts: SIGTERM, then SIGKILL after this. Short, because memory is short.
+  int kill_grace_ms = 1000;
+  /// First Ctrl-C: SIGTERM to every worker, SIGKILL after this (or at the second Ctrl-C).
+  int stop_grace_ms = 10000;
+  std::uint32_t timeline_points = 64;
+  nlohmann::json flags = nlohmann::json::object();  ///< recorded with the run in history
+};
+
+/// One file's plan for --dry-run.
+struct PlannedFile {
+  const CorpusFile* file = nullptr;
+  bool skip = false;                           ///< done in history already
+  std::optional<std::uint64_t> predicted_peak_bytes;
+};
+
+class RunLoop {
+ public:
+  /// `history` may be null (no history: no resume, no predictions). `interrupts` returns how
+  /// many SIGINT/SIGTERM have arrived (signals.h); the loop polls it every tick.
+  RunLoop(RunLoopConfig config, WorkerRunner& runner, MemoryProbe& probe, HistoryStore* history,
+          Progress& progress, std::function<int()> interrupts);
+
+  /// Predictions and resume decisions for every file, without running anything.
+  std::vector<PlannedFile> plan(const Corpus& corpus, std::vector<FailedFile>& errors);
+
+  /// Runs the batch to the end (or to an interrupt) and returns the summary. Every ended attempt
+  /// is recorded in history as it ends.
+  RunSummary run(const Corpus& corpus);
+
+ private:
+  struct Job;
+  RunnerJob make_runner_job(Job& job);
+  bool finish_outputs(Job& job, std::string& error);
+
+  RunLoopConfig config_;
+  WorkerRunner& runner_;
+  MemoryProbe& probe_;
+  HistoryStore* history_;
+  Progress& progress_;
+  std::function<int()> interrupts_;
+  std::int64_t run_id_ = 0;
+  std::filesystem::path staging_dir_;
+};
+
+/// Removes staging directories under `out_dir`/.align-batch/staging left by runs that died
+/// (their pid no longer exists). Returns how many were removed.
+std::size_t clean_stale_staging(const std::filesystem::path& out_dir);
+
+}  // namespace ab

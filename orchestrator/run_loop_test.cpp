@@ -1,0 +1,344 @@
+// Level-2 tests: the run loop with a fake worker runner and a fake memory probe (no processes),
+// a real corpus directory and a real SQLite history.
+#include "orchestrator/run_loop.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "history/history_store.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace fs = std::filesystem;
+using namespace ab;
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+
+/// Scripts each job from its file name "<kind>-<mib>-<ticks>.wav": it grows linearly to <mib>
+/// MiB over <ticks> wait() calls, then ends. Kinds: ok; fail (exit 1); crash (SIGSEGV half-way,
+/// first attempt only); oom (the "kernel" SIGKILLs it half-way, first attempt only); slow (never
+/// ends by itself).
+class FakeRunner : public WorkerRunner {
+ public:
+  struct Running {
+    std::string kind;
+    std::uint64_t mib = 0;
+    int ticks = 0;
+    int age = 0;
+    bool killed = false;
+    int kill_in = -1;
+  };
+
+  bool start(const RunnerJob& job, std::string&) override {
+    const std::string stem = fs::path(job.name).stem().string();
+    Running r;
+    auto d1 = stem.find('-'), d2 = stem.rfind('-');
+    r.kind = stem.substr(0, d1);
+    r.mib = std::stoull(stem.substr(d1 + 1, d2 - d1 - 1));
+    r.ticks = std::stoi(stem.substr(d2 + 1));
+    running_[job.id] = r;
+    ++launches_[stem];
+    max_concurrent_ = std::max(max_concurrent_, running_.size());
+    return true;
+  }
+
+  std::vector<JobEnd> wait(int) override {
+    ++now_tick_;
+    std::vector<JobEnd> ends;
+    for (auto it = running_.begin(); it != running_.end();) {
+      Running& r = it->second;
+      ++r.age;
+      JobEnd e;
+      e.id = it->first;
+      e.wall_s = r.age * 0.05;
+      bool ended = false;
+      const std::string stem = r.kind + "-" + std::to_string(r.mib) + "-" + std::to_string(r.ticks);
+      const bool first = launches_[stem] == 1;
+      if (r.killed && --r.kill_in <= 0) {
+        e.killed_by_us = true;
+        e.term_signal = SIGTERM;
+        ended = true;
+      } else if (r.kind == "crash" && first && r.age >= r.ticks / 2) {
+        e.term_signal = SIGSEGV;
+        e.error = "worker killed by signal 11";
+        ended = true;
+      } else if (r.kind == "oom" && first && r.age >= r.ticks / 2) {
+        e.term_signal = SIGKILL;
+        e.error = "worker killed by signal 9";
+        ended = true;
+      } else if (r.kind != "slow" && r.age >= r.ticks) {
+        e.ok = r.kind != "fail";
+        e.exit_code = e.ok ? 0 : 1;
+        if (!e.ok) e.error = "command exited with status 1";
+        ended = true;
+      }
+      if (ended) {
+        ends.push_back(e);
+        it = running_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return ends;
+  }
+  void kill(JobId id, int) override {
+    auto it = running_.find(id);
+    if (it != running_.end() && !it->second.killed) {
+      it->second.killed = true;
+      it->second.kill_in = 1;
+      ++kills_;
+    }
+  }
+  std::vector<LiveJob> live() const override {
+    std::vector<LiveJob> out;
+    for (auto& [id, r] : running_) out.push_back({id, static_cast<pid_t>(1000 + id)});
+    return out;
+  }
+  std::vector<pid_t> idle_pids() const override { return {}; }
+  std::vector<JobEnd> shutdown(int) override {
+    std::vector<JobEnd> ends;
+    for (auto& [id, r] : running_) {
+      JobEnd e;
+      e.id = id;
+      e.killed_by_us = true;
+      e.term_signal = SIGTERM;
+      ends.push_back(e);
+    }
+    running_.clear();
+    return ends;
+  }
+
+  std::uint64_t pss_bytes(JobId id) const {
+    const Running& r = running_.at(id);
+    const int t = std::min(r.age, std::max(1, r.ticks));
+    return r.mib * kMiB * static_cast<std::uint64_t>(t) / static_cast<std::uint64_t>(std::max(1, r.ticks));
+  }
+
+  std::map<JobId, Running> running_;
+  std::map<std::string, int> launches_;
+  std::size_t max_concurrent_ = 0;
+  int kills_ = 0;
+  int now_tick_ = 0;
+};
+
+/// Memory as the fake runner's scripts say; records the highest total it reported.
+class FakeProbe : public MemoryProbe {
+ public:
+  explicit FakeProbe(const FakeRunner& runner) : runner_(runner) {}
+  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>&, std::int64_t now_ms) override {
+    ProbeReading r;
+    r.sample.now_ms = now_ms;
+    std::uint64_t total = 0;
+    for (const auto& l : live) {
+      const std::uint64_t pss = runner_.pss_bytes(l.id);
+      r.sample.jobs.push_back({l.id, pss, 0});
+      r.rss_bytes[l.id] = pss;
+      total += pss;
+    }
+    max_total_bytes = std::max(max_total_bytes, total);
+    return r;
+  }
+  std::uint64_t max_total_bytes = 0;
+
+ private:
+  const FakeRunner& runner_;
+};
+
+struct World {
+  test::TempDir dir;
+  std::unique_ptr<HistoryStore> history;
+  RunLoopConfig config;
+
+  World() {
+    auto h = HistoryStore::open(dir.path() / "history.sqlite");
+    REQUIRE(h.ok());
+    history = std::move(h.value());
+    config.out_dir = dir.path() / "out";
+    config.job_key = "cmd:fake {in}";
+    std::string error;
+    config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}, error);
+    config.scheduler.budget_bytes = 300 * kMiB;
+    config.scheduler.pause_after_kill_ms = 0;
+    config.tick_ms = 0;
+    config.kill_grace_ms = 0;
+  }
+  Corpus corpus(const std::vector<std::string>& names) {
+    for (const auto& n : names) dir.write("corpus/" + n + ".wav", std::string(1000, 'x'));
+    return scan_corpus({(dir.path() / "corpus").string()}, config.out_dir);
+  }
+  RunSummary run(const Corpus& c, FakeRunner& runner, FakeProbe& probe, std::function<int()> interrupts = nullptr) {
+    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    RunLoop loop(config, runner, probe, history.get(), progress, std::move(interrupts));
+    return loop.run(c);
+  }
+  std::map<std::string, int> statuses() {
+    std::map<std::string, int> out;
+    auto runs = history->runs();
+    REQUIRE(runs.ok());
+    for (const auto& run : runs.value()) {
+      auto jobs = history->jobs_for_run(run.id);
+      REQUIRE(jobs.ok());
+      for (const auto& j : jobs.value())
+        ++out[fs::path(j.input_path).stem().string() + ":" + to_string(j.status)];
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("with history, admission keeps predicted peaks inside the budget and runs jobs side by side") {
+  World w;
+  std::vector<std::string> names;
+  for (int i = 0; i < 8; ++i) names.push_back("ok-100-" + std::to_string(10 + i));
+  auto corpus = w.corpus(names);
+  {
+    FakeRunner runner;
+    FakeProbe probe(runner);
+    auto s = w.run(corpus, runner, probe);  // cold start: learns 100 MiB per job
+    CHECK(s.done == 8);
+  }
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  w.config.force = true;
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.exit_code() == 0);
+  CHECK(s.done == 8);
+  CHECK(runner.max_concurrent_ >= 2);  // learned: 300 MiB holds more than one 100 MiB job
+  CHECK(runner.max_concurrent_ <= 3);  // and never more than fit
+  CHECK(probe.max_total_bytes <= 300 * kMiB);
+  CHECK(runner.kills_ == 0);
+}
+
+TEST_CASE("a job growing past the budget is stopped by the guard and fails clearly; the rest finish") {
+  World w;
+  auto corpus = w.corpus({"ok-100-4", "ok-150-4", "ok-800-20", "ok-50-4"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.exit_code() == 1);
+  CHECK(s.done == 3);
+  REQUIRE(s.failed.size() == 1);
+  CHECK(s.failed[0].path.find("ok-800-20.wav") != std::string::npos);
+  CHECK(s.failed[0].reason.find("budget is 300 MiB") != std::string::npos);
+  CHECK(s.guard_killed >= 1);
+  CHECK(probe.max_total_bytes <= 300 * kMiB + 60 * kMiB);  // one tick of growth past the mark, no more
+  auto st = w.statuses();
+  CHECK(st["ok-800-20:killed"] >= 1);
+  CHECK(st["ok-800-20:ok"] == 0);
+  CHECK(st["ok-100-4:ok"] == 1);
+}
+
+TEST_CASE("a crashed job is retried and finishes; a failing command is not retried") {
+  World w;
+  auto corpus = w.corpus({"crash-50-6", "fail-10-2", "ok-20-2"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.exit_code() == 1);
+  CHECK(s.done == 2);
+  CHECK(s.retried == 1);
+  REQUIRE(s.failed.size() == 1);
+  CHECK(s.failed[0].path.find("fail-10-2.wav") != std::string::npos);
+  CHECK(s.failed[0].reason.find("exited with status 1") != std::string::npos);
+  CHECK(runner.launches_["crash-50-6"] == 2);
+  CHECK(runner.launches_["fail-10-2"] == 1);
+  auto st = w.statuses();
+  CHECK(st["crash-50-6:died"] == 1);
+  CHECK(st["crash-50-6:ok"] == 1);
+  CHECK(st["fail-10-2:failed"] == 1);
+}
+
+TEST_CASE("a SIGKILL we did not send counts as an OOM death: requeued, then done") {
+  World w;
+  auto corpus = w.corpus({"oom-100-6", "ok-10-2"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.exit_code() == 0);
+  CHECK(s.done == 2);
+  CHECK(s.oom_deaths == 1);
+  CHECK(runner.launches_["oom-100-6"] == 2);
+}
+
+TEST_CASE("resume: a second run skips what history says is done; --force redoes it") {
+  World w;
+  auto corpus = w.corpus({"ok-10-2", "ok-20-2", "fail-10-2"});
+  {
+    FakeRunner runner;
+    FakeProbe probe(runner);
+    CHECK(w.run(corpus, runner, probe).done == 2);
+  }
+  {
+    FakeRunner runner;
+    FakeProbe probe(runner);
+    auto s = w.run(corpus, runner, probe);
+    CHECK(s.skipped == 2);
+    CHECK(s.done == 0);
+    CHECK(runner.launches_.size() == 1);  // only the failed file runs again
+    CHECK(runner.launches_["fail-10-2"] == 1);
+  }
+  // A changed file (new size) is not "done" any more.
+  w.dir.write("corpus/ok-10-2.wav", std::string(2000, 'y'));
+  auto changed = scan_corpus({(w.dir.path() / "corpus").string()}, w.config.out_dir);
+  {
+    FakeRunner runner;
+    FakeProbe probe(runner);
+    auto s = w.run(changed, runner, probe);
+    CHECK(s.skipped == 1);
+    CHECK(runner.launches_["ok-10-2"] == 1);
+  }
+  w.config.force = true;
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(changed, runner, probe);
+  CHECK(s.skipped == 0);
+  CHECK(runner.launches_.size() == 3);
+}
+
+TEST_CASE("an interrupt stops admissions and the running jobs; exit 130; nothing is marked done") {
+  World w;
+  auto corpus = w.corpus({"slow-10-1", "slow-20-1", "ok-5-1000", "ok-6-1000"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  int calls = 0;
+  auto s = w.run(corpus, runner, probe, [&] { return ++calls > 20 ? 1 : 0; });
+  CHECK(s.exit_code() == 130);
+  CHECK(s.interrupted);
+  CHECK(s.done == 0);
+  CHECK(runner.running_.empty());
+  auto st = w.statuses();
+  for (const auto& [k, n] : st) CHECK(k.find(":ok") == std::string::npos);
+}
+
+TEST_CASE("the timeout fails a job that runs too long") {
+  World w;
+  w.config.timeout_ms = 1;
+  w.config.tick_ms = 5;
+  auto corpus = w.corpus({"slow-10-1"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.exit_code() == 1);
+  REQUIRE(s.failed.size() == 1);
+  CHECK(s.failed[0].reason.find("--timeout") != std::string::npos);
+}
+
+TEST_CASE("a file that vanished after the scan fails with its name; the others finish") {
+  World w;
+  auto corpus = w.corpus({"ok-10-2", "ok-20-2"});
+  fs::remove(w.dir.path() / "corpus/ok-10-2.wav");
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.done == 1);
+  REQUIRE(s.failed.size() == 1);
+  CHECK(s.failed[0].reason.find("vanished") != std::string::npos);
+}

@@ -1,0 +1,63 @@
+// WorkerRunner: the one seam between the run loop and worker processes (ninja's CommandRunner).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "orchestrator/scheduler.h"
+
+namespace ab {
+
+/// What to run for one job. Exactly one of `argv` (external command: one process per job) or
+/// `request_json` (built-in engine: one protocol job line for a persistent align-batch-worker).
+struct RunnerJob {
+  JobId id = 0;
+  std::string name;               ///< the file's corpus-relative path: logs, and the fake's script
+  std::vector<std::string> argv;  ///< external command, already expanded
+  std::string request_json;       ///< built-in engine: the job line, without the trailing newline
+};
+
+/// How a started job ended, as the runner saw it.
+struct JobEnd {
+  JobId id = 0;
+  bool ok = false;             ///< exit status 0 (external) or `"ok": true` (built-in)
+  bool job_error = false;      ///< the job itself reported failure (`"ok": false`): never retried
+  int exit_code = -1;          ///< the process's exit status, if it exited
+  int term_signal = 0;         ///< the signal that killed it, if one did
+  bool killed_by_us = false;   ///< kill() had been called for this job
+  std::string error;           ///< what happened, for the summary (includes the log's tail)
+  double wall_s = 0;
+  double cpu_s = 0;            ///< user + system of the job's process (external) or 0
+  std::optional<std::uint64_t> idle_rss_bytes;  ///< built-in worker's RSS after the job
+};
+
+/// A running job's worker process (its process-group leader).
+struct LiveJob {
+  JobId id = 0;
+  pid_t pid = 0;
+};
+
+class WorkerRunner {
+ public:
+  virtual ~WorkerRunner() = default;
+  /// Starts `job` (on an idle worker or a new process). False with `error` if it could not start.
+  virtual bool start(const RunnerJob& job, std::string& error) = 0;
+  /// Waits up to `timeout_ms` (returns early on a signal or an ended job) and returns ended jobs.
+  virtual std::vector<JobEnd> wait(int timeout_ms) = 0;
+  /// Stops a job's worker: SIGTERM to its process group now, SIGKILL once `grace_ms` has passed
+  /// (escalated inside wait()); `grace_ms` 0 sends SIGKILL at once. The end arrives via wait().
+  virtual void kill(JobId id, int grace_ms) = 0;
+  /// Running jobs and their worker pids, for the memory sampler.
+  virtual std::vector<LiveJob> live() const = 0;
+  /// Persistent workers waiting for a job (their memory counts against the budget too).
+  virtual std::vector<pid_t> idle_pids() const = 0;
+  /// Stops every worker (idle ones by closing stdin), SIGTERM then SIGKILL after `grace_ms`, and
+  /// reaps them all: no orphan, no zombie. Jobs still running end as killed_by_us.
+  virtual std::vector<JobEnd> shutdown(int grace_ms) = 0;
+};
+
+}  // namespace ab
