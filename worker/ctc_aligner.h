@@ -27,7 +27,8 @@ struct AlignerConfig {
   /// exhausting memory. 256 MiB: the worker's --max-trellis-mib default.
   std::uint64_t max_trellis_bytes = 256ull << 20;
   /// The whole trellis (every reachable frame x state, 2 bits each) is searched when it needs at
-  /// most this much (and fits the cap): exact. 16 MiB: about 10 minutes of speech at 20 ms frames.
+  /// most this much (and fits the cap): exact. 16 MiB = 64M frame-states: about 3 minutes of
+  /// speech at 15 characters a second and 20 ms frames.
   std::uint64_t max_exact_bytes = 16ull << 20;
   /// Otherwise a band of this many states follows the best partial path (2 bits per state and
   /// frame: 128 bytes per frame, 23 MiB for an hour at 20 ms). If the path found runs within
