@@ -133,7 +133,10 @@ def compare(args):
         print(f"C++ {name:6s}: {cpp_info['wall_s']:.3f} s, work {cpp_info['work_bytes'] / 2**20:.1f} MiB "
               f"(band {cpp_info['band_states']} of {cpp_info['states']} states), log-prob {cpp_info['log_prob']:.4f}; "
               f"same path as python: {'yes' if same else 'NO'}; speed ratio python/C++ = {ratio:.1f}x")
-    print(f"python path equals the planted path: {'yes' if (py[:, 0] == planted).all() else 'no'}")
+    # The noise can make a neighbouring path score higher than the planted one in a few places;
+    # what matters is that both implementations agree, this only shows the emissions are sane.
+    same_start = int((py[:, 0] == planted).sum())
+    print(f"token starts equal to the planted ones: {same_start} of {len(planted)}")
     if not ok:
         sys.exit("align_speed: the C++ and Python paths differ")
 
