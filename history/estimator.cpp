@@ -213,14 +213,18 @@ std::optional<Estimate> Estimator::predict(std::uint64_t size_bytes,
 }
 
 std::vector<Observation> observations_from_jobs(const std::vector<JobRow>& jobs) {
+  // A job with no reading at all (the sampler never saw it) says nothing about its peak.
+  auto usable = [](const JobRow& j) {
+    return j.status == JobStatus::kOk && (j.peak_pss_bytes > 0 || j.peak_rss_bytes > 0);
+  };
   std::map<std::int64_t, std::uint32_t, std::greater<>> runs;  // run id, newest first
   for (const auto& j : jobs)
-    if (j.status == JobStatus::kOk) runs.emplace(j.run_id, 0);
+    if (usable(j)) runs.emplace(j.run_id, 0);
   std::uint32_t rank = 0;
   for (auto& r : runs) r.second = rank++;
   std::vector<Observation> out;
   for (const auto& j : jobs) {
-    if (j.status != JobStatus::kOk) continue;
+    if (!usable(j)) continue;
     Observation o;
     o.size_bytes = j.input_size_bytes;
     o.duration_s = j.audio_duration_s;

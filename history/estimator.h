@@ -95,8 +95,8 @@ LinearFit theil_sen(const std::vector<double>& x, const std::vector<double>& y,
 /// total. Empty input gives 0.
 double weighted_quantile(std::vector<std::pair<double, double>> value_weight, double q);
 
-/// Turns a key's jobs (any order) into observations: only `ok` jobs, peak = PSS (RSS where PSS
-/// is 0), runs_ago ranked over the distinct runs among these jobs (newest run = 0).
+/// Turns a key's jobs (any order) into observations: only `ok` jobs with a measured peak, peak =
+/// PSS (RSS where PSS is 0), runs_ago ranked over the distinct runs among these jobs (newest = 0).
 std::vector<Observation> observations_from_jobs(const std::vector<JobRow>& jobs);
 
 }  // namespace ab

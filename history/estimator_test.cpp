@@ -256,6 +256,7 @@ TEST_CASE("observations_from_jobs keeps ok jobs, prefers PSS, and ranks runs new
   const auto obs = ab::observations_from_jobs({job(3, ab::JobStatus::kOk, 100, 150),
                                                job(7, ab::JobStatus::kOk, 0, 250),
                                                job(7, ab::JobStatus::kKilled, 900, 900),
+                                               job(9, ab::JobStatus::kOk, 0, 0),  // never sampled
                                                job(5, ab::JobStatus::kOk, 300, 400)});
   REQUIRE(obs.size() == 3);
   CHECK(obs[0].peak_bytes == 100);

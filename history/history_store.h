@@ -130,6 +130,8 @@ constexpr std::int32_t kHistoryApplicationId = 0x41424831;
 /// lock held longer means something is wrong, and a user should hear about it.
 constexpr std::chrono::milliseconds kDefaultBusyTimeout{10000};
 
+/// One connection to the history file. Not for concurrent use from several threads: give each
+/// thread (or process) its own HistoryStore; SQLite's locking makes them safe together.
 class HistoryStore {
  public:
   /// Whether open() may create a missing file (and its directory).
