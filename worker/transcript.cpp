@@ -78,6 +78,10 @@ class CharClasses {
     if (have_utf8_ && c > 0x7F) return static_cast<char32_t>(facet().tolower(static_cast<wchar_t>(c)));
     return (c >= 'A' && c <= 'Z') ? c + 32 : c;
   }
+  char32_t upper(char32_t c) const {
+    if (have_utf8_ && c > 0x7F) return static_cast<char32_t>(facet().toupper(static_cast<wchar_t>(c)));
+    return (c >= 'a' && c <= 'z') ? c - 32 : c;
+  }
   bool space(char32_t c) const {
     if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0D);
     return c == 0x00A0 || (have_utf8_ && facet().is(std::ctype_base::space, static_cast<wchar_t>(c)));
@@ -158,6 +162,8 @@ Result<Transcript> normalize_transcript(std::string_view text, const LabelSet& l
     const std::string lowered = encode_utf8(classes.lower(cp));
     auto it = label_ids.find(lowered);
     if (it == label_ids.end()) it = label_ids.find(original);
+    // Some exported models (torchaudio's English bundles) use upper-case labels.
+    if (it == label_ids.end()) it = label_ids.find(encode_utf8(classes.upper(cp)));
     if (it != label_ids.end() && (!separator || it->second != *separator)) {
       word_tokens.push_back(it->second);
       continue;

@@ -39,7 +39,7 @@ struct Transcript {
 /// code points above U+10FFFF are invalid), or nullopt when it is all valid.
 std::optional<std::size_t> find_invalid_utf8(std::string_view text);
 
-/// Normalises `text` to `labels`: lower case, punctuation dropped, whitespace (and the separator
+/// Normalises `text` to `labels`: lower case (or upper case when only that is a label), punctuation dropped, whitespace (and the separator
 /// itself) splits words; a character the model cannot emit becomes the star token (runs of them
 /// collapse to one star) or, without a star, an error naming every such character.
 /// `source_name` is the file name used in error messages. Pure: no I/O.

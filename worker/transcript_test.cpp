@@ -111,3 +111,12 @@ TEST_CASE("read_transcript: files, BOM, non-UTF-8, missing, empty") {
   REQUIRE_FALSE(empty.ok());
   CHECK(empty.error().find("no words") != std::string::npos);
 }
+
+TEST_CASE("a model with upper-case labels gets upper-case tokens") {
+  ab::LabelSet set;
+  set.labels = {"-", "|", "E", "H", "L", "O", "'"};
+  set.blank = 0;
+  const auto r = ab::normalize_transcript("hello HOLE", set, "t.txt");
+  REQUIRE(r.ok());
+  CHECK(r->tokens == std::vector<int>{3, 2, 4, 4, 5, 1, 3, 5, 4, 2});
+}
