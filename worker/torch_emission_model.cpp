@@ -25,6 +25,16 @@ std::string first_line(const std::string& what) {
   return nl == std::string::npos ? what : what.substr(0, nl);
 }
 
+/// The line that says what went wrong: for an error raised inside the TorchScript interpreter
+/// (a two-part traceback ending in "RuntimeError: ..."), its last non-empty line; else the first.
+std::string summary(const std::string& what) {
+  if (what.find("TorchScript interpreter") == std::string::npos) return first_line(what);
+  auto end = what.find_last_not_of("\n \"");
+  if (end == std::string::npos) return first_line(what);
+  const auto start = what.rfind('\n', end);
+  return what.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
 }  // namespace
 
 void set_torch_threads(int threads) {
@@ -91,11 +101,17 @@ EmissionChunk TorchEmissionModel::compute(const float* samples, std::size_t coun
     chunk.log_probs.resize(static_cast<std::size_t>(chunk.frames * chunk.labels));
     std::memcpy(chunk.log_probs.data(), em.data_ptr<float>(), chunk.log_probs.size() * sizeof(float));
     return chunk;
-  } catch (const c10::Error& e) {
+  } catch (const EngineOutOfMemory&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    // c10::Error from LibTorch itself; errors raised inside the TorchScript interpreter (an
+    // allocation failure among them) arrive as other std::exception types with a traceback.
     const std::string msg = e.what();
-    if (is_out_of_memory(msg)) throw EngineOutOfMemory("LibTorch: " + first_line(msg));
+    if (is_out_of_memory(msg)) throw EngineOutOfMemory("LibTorch: " + summary(msg));
     throw std::runtime_error(model_path_.filename().string() + ": the model failed on a window of " +
-                             std::to_string(n) + " samples: " + first_line(msg));
+                             std::to_string(n) + " samples: " + summary(msg));
   }
 }
 

@@ -12,6 +12,7 @@
 #include <ostream>
 #include <utility>
 
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
 #include "worker/alignment_writer.h"
@@ -128,14 +129,14 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
       return run_job_once(job, windows, out);
     } catch (const EngineOutOfMemory& e) {
       if (attempt == 1) {
-        return error_result(id, audio_path + ": out of memory in the engine even with " + std::to_string(windows.window_s) +
+        return error_result(id, audio_path + ": out of memory in the engine even with " + fmt::format("{:g}", windows.window_s) +
                                     " s windows (" + e.what() + "); lower --window-s, run fewer workers or give them more memory");
       }
       spdlog::warn("job {}: {}: engine out of memory ({}); retrying with {} s windows", dump_line(id), audio_path, e.what(),
                    windows.window_s / 2);
     } catch (const std::bad_alloc& e) {
       if (attempt == 1) {
-        return error_result(id, audio_path + ": out of memory even with " + std::to_string(windows.window_s) +
+        return error_result(id, audio_path + ": out of memory even with " + fmt::format("{:g}", windows.window_s) +
                                     " s windows (" + e.what() + "); lower --window-s, run fewer workers or give them more memory");
       }
       spdlog::warn("job {}: {}: out of memory ({}); retrying with {} s windows", dump_line(id), audio_path, e.what(),
