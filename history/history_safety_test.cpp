@@ -329,6 +329,20 @@ TEST_CASE("an unwritable directory or a read-only history: clear errors, nothing
     CHECK(msg.find("read-only") != std::string::npos);
     CHECK(slurp(db) == before);
   }
+  SUBCASE("writable history in a directory where its -wal and -shm files cannot be made") {
+    const auto db = locked / "history.sqlite";
+    chmod(locked.c_str(), 0755);
+    { REQUIRE(HistoryStore::open(db).ok()); }
+    REQUIRE(chmod(db.c_str(), 0666) == 0);
+    REQUIRE(chmod(locked.c_str(), 0555) == 0);
+    const auto before = slurp(db);
+    const auto msg = open_as_unprivileged(db);
+    INFO(msg);
+    CHECK(msg != "OPENED");
+    CHECK(msg.find(db.string()) != std::string::npos);
+    CHECK(msg.find("writable") != std::string::npos);
+    CHECK(slurp(db) == before);
+  }
   chmod(locked.c_str(), 0755);
 }
 

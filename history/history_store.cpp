@@ -334,9 +334,9 @@ StoreResult<std::unique_ptr<HistoryStore>> HistoryStore::open(const std::filesys
   // The first read: a file that is not SQLite fails here with SQLITE_NOTADB, before any write.
   std::int64_t app_id = 0, version = 0;
   if ((rc = read_pragma(raw, "PRAGMA application_id", app_id)) != SQLITE_OK)
-    return fail("reading the history database", rc);
+    return fail("opening the history database", rc);
   if ((rc = read_pragma(raw, "PRAGMA user_version", version)) != SQLITE_OK)
-    return fail("reading the history database", rc);
+    return fail("opening the history database", rc);
   if (app_id != 0 && app_id != kHistoryApplicationId)
     return R::failure(fmt::format(
         "{}: this SQLite file belongs to another program (application_id {:#x}); it was left "
@@ -345,7 +345,7 @@ StoreResult<std::unique_ptr<HistoryStore>> HistoryStore::open(const std::filesys
   if (app_id == 0) {
     std::int64_t tables = 0;
     if ((rc = read_pragma(raw, "SELECT COUNT(*) FROM sqlite_master", tables)) != SQLITE_OK)
-      return fail("reading the history database", rc);
+      return fail("opening the history database", rc);
     if (tables > 0)
       return R::failure(fmt::format(
           "{}: this SQLite file has {} tables but is not an align-batch history; it was left "
@@ -395,7 +395,7 @@ StoreResult<std::unique_ptr<HistoryStore>> HistoryStore::open(const std::filesys
     if (tx.begin_rc() != SQLITE_OK) return fail("locking the history to set up its schema", tx.begin_rc());
     // Another process may have migrated while we waited for the lock: read again inside it.
     if ((rc = read_pragma(raw, "PRAGMA user_version", version)) != SQLITE_OK)
-      return fail("reading the history database", rc);
+      return fail("opening the history database", rc);
     if (version > kHistorySchemaVersion)
       return R::failure(fmt::format(
           "{}: written by a newer align-batch (history schema {}, this build knows up to {}); "
