@@ -210,3 +210,13 @@ TEST_CASE("errors: no database (none created), a corrupt one (untouched)") {
   CHECK(c.err.find("not a readable align-batch history") != std::string::npos);
   CHECK(slurp(corrupt) == std::string(8192, 'x'));
 }
+
+TEST_CASE("bad usage exits 2 (orchestrator/main.cpp maps CLI11's parse errors to 2)") {
+  ab::test::TempDir dir;
+  const auto both = run_cli({"history", "--json", "--csv"}, dir.path());
+  CHECK(both.exit_code == 2);
+  CHECK(both.err.find("excludes") != std::string::npos);
+  CHECK(run_cli({"history", "run"}, dir.path()).exit_code == 2);
+  CHECK(run_cli({"history", "run", "abc"}, dir.path()).exit_code == 2);
+  CHECK(run_cli({"history", "forget"}, dir.path()).exit_code == 2);
+}
