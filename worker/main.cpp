@@ -123,7 +123,9 @@ int main(int argc, char** argv) {
     status.set_phase(ab::WorkerPhase::kExited);
     return not_ready(e.what());
   }
-  std::cout << ab::ready_message(model->info()).dump() << std::endl;
+  nlohmann::json ready = ab::ready_message(model->info());
+  ready["threads"] = ab::torch_threads();
+  std::cout << ready.dump() << std::endl;
   spdlog::info("model {} loaded ({} labels, {} Hz, {} threads, {} s windows + {} s context)", model_path,
                model->info().labels.size(), model->info().sample_rate_hz, threads, config.windows.window_s,
                config.windows.context_s);

@@ -42,6 +42,8 @@ void set_torch_threads(int threads) {
   at::set_num_interop_threads(1);
 }
 
+int torch_threads() { return at::get_num_threads(); }
+
 struct TorchEmissionModel::Impl {
   torch::jit::Module module;
 };

@@ -11,6 +11,8 @@ namespace ab {
 
 /// Sets LibTorch's intra-op threads to `threads` and inter-op threads to 1. Call once, first.
 void set_torch_threads(int threads);
+/// LibTorch's intra-op thread count now (at::get_num_threads()).
+int torch_threads();
 
 /// A TorchScript model with the wav2vec2 contract, run on the CPU under c10::InferenceMode.
 class TorchEmissionModel final : public EmissionModel {

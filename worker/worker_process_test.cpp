@@ -208,12 +208,13 @@ TEST_CASE("worker process: ready line, exact alignment boundaries and transcript
   const auto transcript = dir.write("u.txt", "Bad cafe,\nHH!\n").string();
   for (const char* model : {"tone.pt", "tone_logits.pt"}) {
     CAPTURE(model);
-    WorkerProcess w({"--model", (models().path() / model).string(), "--threads", "1"}, (dir.path() / "w.log").string());
+    WorkerProcess w({"--model", (models().path() / model).string(), "--threads", "2"}, (dir.path() / "w.log").string());
     const json ready = json::parse(w.read_line().value());
     CHECK(ready["ready"] == true);
     CHECK(ready["pid"] == w.pid());
     CHECK(ready["sample_rate"] == 16000);
     CHECK(ready["labels"] == 10);
+    CHECK(ready["threads"] == 2);
     CHECK(ready["rss_bytes"].get<std::uint64_t>() > 10'000'000u);
 
     w.send(job(1, audio, (dir.path() / "al").string(), "align", transcript));
