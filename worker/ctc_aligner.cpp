@@ -299,6 +299,8 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
       out.band_limited = pass.near_edge;
       break;
     }
+    if (pass.lost && band >= exact.max_width)  // the band held every valid state: nothing to widen
+      return R::failure(name + ": no alignment has a finite score (the emissions are -inf or NaN on every path)");
     if (band >= widest)
       return R::failure(name + ": the alignment search lost the path at frame " + std::to_string(pass.lost_frame) +
                         " of " + std::to_string(T) + " even with a band of " + std::to_string(band) +

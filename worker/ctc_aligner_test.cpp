@@ -308,6 +308,11 @@ TEST_CASE("emissions with no finite path are an error") {
   CHECK(r.error().find("no alignment has a finite score") != std::string::npos);
   std::fill(em.begin(), em.end(), std::nanf(""));
   CHECK_FALSE(ab::align_ctc(EmissionView{em.data(), 3, 3}, {1, 2}, config()).ok());
+  AlignerConfig banded = config();  // the banded search says the same, not "raise the cap"
+  banded.max_exact_bytes = 0;
+  const auto rb = ab::align_ctc(EmissionView{em.data(), 3, 3}, {1, 2}, banded);
+  REQUIRE_FALSE(rb.ok());
+  CHECK(rb.error().find("no alignment has a finite score") != std::string::npos);
 }
 
 TEST_CASE("a cap too small for the frames is a clear error, not an allocation") {
