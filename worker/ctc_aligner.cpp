@@ -289,7 +289,7 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
     return out;
   }
   std::int64_t band = std::min(std::max(config.band_states, config.min_band_states), widest);
-  if (band < config.min_band_states) return too_big();
+  if (band < config.min_band_states && band < exact.max_width) return too_big();  // small inputs need no more
   std::uint64_t peak_pass_bytes = 0;
   while (true) {
     const PassOutcome pass = viterbi_pass(em, tokens, tab, false, band, 0, out);
