@@ -126,6 +126,28 @@ TEST_CASE("recovers a known law within 5%, and the p95 prediction covers >= 95% 
   CHECK(cov >= 0.95);
 }
 
+TEST_CASE("additive noise (constant 40 MiB sd, not proportional): still within 5%, still covered") {
+  std::mt19937_64 rng(99);
+  std::normal_distribution<double> noise(0, 40 * kMiB);
+  auto draw_additive = [&](std::size_t n) {
+    std::vector<Observation> v;
+    for (std::size_t i = 0; i < n; ++i) {
+      Observation o;
+      o.size_bytes = corpus_size(rng);
+      o.peak_bytes = static_cast<std::uint64_t>(kBaseline + kRatio * static_cast<double>(o.size_bytes) + noise(rng));
+      v.push_back(o);
+    }
+    return v;
+  };
+  const Estimator est(draw_additive(400));
+  REQUIRE(est.size_fit());
+  CHECK(rel_err(est.size_fit()->baseline_bytes, kBaseline) < 0.05);
+  CHECK(rel_err(est.size_fit()->ratio, kRatio) < 0.05);
+  const double cov = coverage(est, draw_additive(4000));
+  MESSAGE("additive noise: ratio " << est.size_fit()->ratio << ", held-out coverage " << cov);
+  CHECK(cov >= 0.95);
+}
+
 TEST_CASE("held-out coverage over 20 independent draws: >= 95% on average and in most draws") {
   const Law law;
   double sum = 0;

@@ -113,7 +113,7 @@ std::string advice(int rc, const std::filesystem::path& path, std::chrono::milli
 // Owns one prepared statement; binds by 1-based index.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
+  Stmt(sqlite3* db, const char* sql) {
     rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
   }
   ~Stmt() { sqlite3_finalize(stmt_); }
@@ -167,7 +167,6 @@ class Stmt {
     if (rc != SQLITE_OK && rc_ == SQLITE_OK) rc_ = rc;
     return *this;
   }
-  sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_ = SQLITE_OK;
 };
