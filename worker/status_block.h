@@ -5,12 +5,14 @@
 // round trip to the worker; the file name is guarded by a sequence counter (seqlock).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
