@@ -231,7 +231,9 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
         result.peak_total_bytes = std::max(result.peak_total_bytes, total);
         memory_integral += static_cast<double>(total) * interval_ms;
         if (matters) scheduler.on_sample(sample);
-        changed = changed || matters;
+        // With idle memory constant (0 here), a sample only raises charges: it can lead to kills
+        // but never to a start.
+        changed = changed || scheduler.pending_decisions() > 0;
         next_sample_ms += interval_ms;
       }
     }

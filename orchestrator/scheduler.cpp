@@ -180,9 +180,18 @@ std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample
     return static_cast<double>(used) >
            static_cast<double>(reserved) * (1 + kOverPlanSlackFraction) + kOverPlanSlackBytes;
   };
+  // Most samples are below every mark: sum first, and look jobs up only when a mark is crossed.
   for (const auto& j : sample.jobs) {
     total += j.pss_bytes;
     total_vram += j.vram_bytes;
+  }
+  const bool above_mark =
+      (config_.budget_bytes > 0 &&
+       static_cast<double>(total) > config_.high_water * static_cast<double>(config_.budget_bytes)) ||
+      (config_.vram_budget_bytes > 0 &&
+       static_cast<double>(total_vram) > config_.high_water * static_cast<double>(config_.vram_budget_bytes));
+  for (std::size_t i = 0; above_mark && i < sample.jobs.size(); ++i) {
+    const auto& j = sample.jobs[i];
     auto it = jobs_.find(j.id);
     if (it == jobs_.end() || it->second.where != Where::kRunning) {
       projected += j.pss_bytes;

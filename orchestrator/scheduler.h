@@ -128,6 +128,9 @@ class Scheduler {
   /// counted as running from now_ms.
   std::vector<Decision> poll(std::int64_t now_ms);
 
+  /// Kill and fail decisions waiting for poll(). (A sample makes room for a start only by
+  /// lowering idle workers' memory; otherwise, after on_sample only these make poll() worthwhile.)
+  std::size_t pending_decisions() const { return pending_kills_.size() + pending_fails_.size(); }
   /// Every job has finished or failed for good, and every decision has been polled.
   bool done() const;
   std::size_t queued() const;
