@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent_at_start) return 4;
 
-  // stdout carries the protocol only; the log goes to stderr.
+  // stdout carries the protocol only (flushed per line); the log goes to stderr.
+  std::ios::sync_with_stdio(false);
   spdlog::set_default_logger(spdlog::stderr_logger_mt("worker"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l [worker " + std::to_string(getpid()) + "] %v");
 
@@ -130,7 +131,6 @@ int main(int argc, char** argv) {
                model->info().labels.size(), model->info().sample_rate_hz, threads, config.windows.window_s,
                config.windows.context_s);
 
-  std::ios::sync_with_stdio(false);
   ab::WorkerLoop loop(*model, config, status);
   const int rc = loop.run(std::cin, std::cout);
   spdlog::info("stdin closed; exiting");

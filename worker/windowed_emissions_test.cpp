@@ -101,6 +101,46 @@ TEST_CASE("windowed_emissions: windows with enough context stitch to exactly the
   CHECK(st.peak_window_samples == (100 + 2 * 5) * 10u);
 }
 
+/// Like wav2vec2's feature encoder: frame t reads samples [hop*t, hop*t + kernel), so a window of
+/// N samples yields floor((N - kernel) / hop) + 1 frames, fewer than N / hop.
+class ConvLikeModel : public EmissionModel {
+ public:
+  ConvLikeModel() {
+    info_.labels = {"<blk>", "a"};
+    info_.sample_rate_hz = 16000;
+    info_.samples_per_frame = 320;
+  }
+  const ModelInfo& info() const override { return info_; }
+  EmissionChunk compute(const float* x, std::size_t count) override {
+    EmissionChunk c;
+    c.labels = 2;
+    c.frames = count < 400 ? 0 : static_cast<std::int64_t>((count - 400) / 320 + 1);
+    for (std::int64_t f = 0; f < c.frames; ++f) {
+      double sum = 0;
+      for (int s = 0; s < 400; ++s) sum += x[f * 320 + s];
+      c.log_probs.push_back(static_cast<float>(sum));
+      c.log_probs.push_back(static_cast<float>(-sum));
+    }
+    return c;
+  }
+
+ private:
+  ModelInfo info_;
+};
+
+TEST_CASE("windowed_emissions: a wav2vec2-like receptive field (400 samples, hop 320) stitches without gaps") {
+  ConvLikeModel model;
+  const std::int64_t samples = 16000 * 7 + 123;
+  NoiseStream a(samples), b(samples);
+  const Emissions whole = compute_windowed_emissions(model, std::ref(a), {100.0, 0.0}, samples);
+  WindowStats st;
+  const Emissions windowed = compute_windowed_emissions(model, std::ref(b), {1.0, 0.1}, samples, {}, &st);
+  CHECK(st.windows == 7);
+  CHECK(whole.frames == (samples - 400) / 320 + 1);
+  REQUIRE(windowed.frames == whole.frames);
+  CHECK(windowed.log_probs == whole.log_probs);
+}
+
 TEST_CASE("windowed_emissions: too little context changes frames at window edges (the test can fail)") {
   ReachModel model(/*reach_frames=*/3);
   const Emissions whole = run(model, 10'000, {1000.0, 0.0});
