@@ -202,6 +202,7 @@ int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool
   if (!budget.ok()) return usage_error(budget.error);
 
   config.scheduler.budget_bytes = budget.effective_bytes;
+  config.mem_total_bytes = inputs.mem_total_bytes;
   config.scheduler.reserve_bytes = std::min<std::uint64_t>(budget.reserve_bytes, 256ull << 20);
   config.scheduler.max_workers = *workers;
   config.scheduler.max_attempts = o.retries + 1;

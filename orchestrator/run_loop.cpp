@@ -161,6 +161,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     info.host = host;
     info.cores = static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
     info.budget_bytes = config_.scheduler.budget_bytes;
+    info.mem_total_bytes = config_.mem_total_bytes;
     info.flags = config_.flags;
     auto r = history_->begin_run(info);
     if (r) run_id_ = r.value();
@@ -203,8 +204,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   std::optional<std::uint64_t> oom_kills_now;
   std::uint64_t in_use_bytes = 0;
 
-  auto fail_file = [&](Job& job, const std::string& reason) {
+  auto fail_file = [&](Job& job, std::string reason) {
     job.finished = true;
+    // The summary names the file; a reason that starts with the same path (the worker's errors
+    // do) would say it twice.
+    const std::string prefix = job.file->audio.string() + ": ";
+    if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
     summary.failed.push_back({job.file->audio.string(), reason});
     ++state.failed;
   };

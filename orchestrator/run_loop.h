@@ -36,6 +36,7 @@ struct RunLoopConfig {
   /// First Ctrl-C: SIGTERM to every worker, SIGKILL after this (or at the second Ctrl-C).
   int stop_grace_ms = 10000;
   std::uint32_t timeline_points = 64;
+  std::uint64_t mem_total_bytes = 0;  ///< recorded with the run in history
   nlohmann::json flags = nlohmann::json::object();  ///< recorded with the run in history
 };
 

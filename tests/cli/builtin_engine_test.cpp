@@ -1,0 +1,83 @@
+// Black-box tests of `align-batch --model MODEL.pt CORPUS`: the built-in engine through real
+// persistent align-batch-worker processes, with the tone test model (worker/tools/make_tone_model).
+#include <doctest/doctest.h>
+
+#include <fstream>
+
+#include "history/history_store.h"
+#include "tests/cli/cli_process.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+/// Synthesises `pieces` ("1000:0.3" = 1000 Hz for 0.3 s) into a 16 kHz WAV with sox.
+void synth(const fs::path& path, const std::vector<std::string>& pieces, const fs::path& dir) {
+  fs::create_directories(path.parent_path());
+  std::vector<std::string> argv = {"/usr/bin/sox", "-n", "-r", "16000", "-c", "1", "-b", "16", path.string()};
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    if (i) argv.push_back(":");
+    const auto colon = pieces[i].find(':');
+    argv.insert(argv.end(), {"synth", pieces[i].substr(colon + 1), "sine", pieces[i].substr(0, colon)});
+  }
+  REQUIRE(ab::cli::run(argv, dir).exit_code == 0);
+}
+
+}  // namespace
+
+TEST_CASE("built-in engine: align where a transcript exists, transcribe elsewhere, a bad file fails alone") {
+  ab::test::TempDir t{"ab-cli-builtin"};
+  const fs::path model = t.path() / "tone.pt";
+  REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, model.string()}, t.path()).exit_code == 0);
+  // Tone labels: a = 1000 Hz, b = 1300 Hz (worker/tools/tone_spec.h).
+  synth(t.path() / "c/spk/a.wav", {"1000:0.3", "1300:0.3"}, t.path());
+  t.write("c/spk/a.txt", "ab\n");
+  synth(t.path() / "c/b.wav", {"1300:0.4", "1000:0.4"}, t.path());
+  t.write("c/bad.wav", "this is not audio");
+  const std::vector<std::string> argv = {AB_BIN, "--model", model.string(), "--progress", "plain",
+                                         "--out", (t.path() / "out").string(), (t.path() / "c").string()};
+  ab::cli::Result r = ab::cli::run(argv, t.path());
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("2 done") != std::string::npos);
+  CHECK(r.out.find((t.path() / "c/bad.wav").string() + ": not a sound file") != std::string::npos);
+  for (const char* ext : {".TextGrid", ".json", ".ctm"}) {
+    CHECK(fs::is_regular_file(t.path() / ("out/spk/a" + std::string(ext))));
+    CHECK(fs::is_regular_file(t.path() / ("out/b" + std::string(ext))));
+  }
+  CHECK_FALSE(fs::exists(t.path() / "out/bad.ctm"));
+  // The aligned words of a.wav: its transcript "ab" as one word.
+  CHECK(ab::cli::slurp(t.path() / "out/spk/a.ctm").find("ab") != std::string::npos);
+  // The worker's log went to a file under the output's own folder.
+  CHECK(fs::is_regular_file(t.path() / "out/.align-batch/logs/worker-1.log"));
+
+  // History holds the jobs under the model's key; a re-run skips the two done files.
+  {
+    auto h = ab::HistoryStore::open(t.path() / "out/.align-batch/history.sqlite", ab::HistoryStore::Create::kNever);
+    REQUIRE(h.ok());
+    auto keys = h.value()->keys();
+    REQUIRE(keys.ok());
+    REQUIRE(keys.value().size() == 1);
+    CHECK(keys.value()[0].job_key.rfind("ctc:", 0) == 0);
+    CHECK(keys.value()[0].ok_count == 2);
+  }
+  ab::cli::Result again = ab::cli::run(argv, t.path());
+  CHECK(again.exit_code == 1);
+  CHECK(again.out.find("0 done, 2 skipped") != std::string::npos);
+
+  // --task align with a file that has no transcript: that file fails, saying what to do.
+  std::vector<std::string> align = argv;
+  align.insert(align.begin() + 1, {"--task", "align", "--force"});
+  ab::cli::Result a = ab::cli::run(align, t.path());
+  CHECK(a.exit_code == 1);
+  CHECK(a.out.find("b.wav: no transcript beside it (b.txt or .lab)") != std::string::npos);
+}
+
+TEST_CASE("built-in engine: a missing model is a usage error naming it") {
+  ab::test::TempDir t{"ab-cli-builtin"};
+  t.write("c/a.wav", "x");
+  ab::cli::Result r = ab::cli::run({AB_BIN, "--model", (t.path() / "none.pt").string(), (t.path() / "c").string()}, t.path());
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("none.pt' not found") != std::string::npos);
+}
