@@ -32,7 +32,7 @@ class MemoryProbe {
   virtual ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms) = 0;
 };
 
-/// The real probe: per-tree RSS (statm) and PSS (smaps_rollup) under `proc_root`, MemAvailable,
+/// The real probe (memguard ProcSampler, ticked by the caller): per-tree RSS and PSS under `proc_root`, MemAvailable,
 /// the cgroup's headroom and oom_kill counter, PSI (memguard/machine_memory.h). `proc_root`'s
 /// parent is the root the machine readings use ("/" live).
 class ProcMemoryProbe : public MemoryProbe {
