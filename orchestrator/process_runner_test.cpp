@@ -169,3 +169,36 @@ for line in sys.stdin:
   CHECK(runner.stats().workers_started == 1);
   runner.shutdown(1000);
 }
+
+TEST_CASE("a persistent worker whose idle memory creeps up is replaced") {
+  ab::test::TempDir t;
+  // Reports 100 MiB more idle RSS after every job: the second report crosses the 150 MiB limit.
+  const auto script = t.write("worker.py", R"(import json, os, sys
+print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
+n = 0
+for line in sys.stdin:
+    n += 1
+    job = json.loads(line)
+    print(json.dumps({"id": job["id"], "ok": True, "idle_rss_bytes": n * 100 * 1024 * 1024}), flush=True)
+)");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  config.recycle_growth_bytes = 150ull << 20;
+  ProcessRunner runner(config);
+  std::string error;
+  std::vector<pid_t> pids;
+  for (ab::JobId id = 1; id <= 4; ++id) {
+    REQUIRE(runner.start({id, "j", {}, "{\"id\": " + std::to_string(id) + "}"}, error));
+    pids.push_back(runner.live().at(0).pid);
+    auto ends = wait_all(runner, 1);
+    REQUIRE(ends[id].ok);
+  }
+  // Jobs 1-2 on the first worker (100, 200 MiB: 200 > 100 + 150? no), job 3 reports 300 MiB
+  // (> 100 + 150): that worker is retired after job 3, and job 4 runs on a new one.
+  CHECK(pids[0] == pids[1]);
+  CHECK(pids[1] == pids[2]);
+  CHECK(pids[3] != pids[2]);
+  CHECK(runner.stats().workers_recycled == 1);
+  CHECK(runner.stats().workers_started == 2);
+  runner.shutdown(1000);
+}

@@ -308,3 +308,34 @@ TEST_CASE("real processes (a): inside a memory cgroup far below naive parallelis
   if (oom_before && oom_after) CHECK(*oom_after == *oom_before);
   CHECK(r.out.find("killed by the kernel") == std::string::npos);
 }
+
+TEST_CASE("a second Ctrl-C kills workers that ignore SIGTERM; exit 130, nothing left behind") {
+  Fixture f;
+  f.add("s0.wav", 1);
+  const std::string marker = (f.dir.path() / "started").string();
+  Process p(f.argv({"--progress", "plain"},
+                   {"/bin/sh", "-c", "trap '' TERM; touch \"$1\"; sleep 60 & wait; wait", "{in}", marker}),
+            f.dir.path());
+  REQUIRE(ab::cli::eventually([&] { return fs::exists(marker); }));
+  p.signal(SIGINT);
+  ::usleep(500000);
+  // SIGTERM was sent and ignored; the 10 s grace has not run out: the job still lives.
+  CHECK_FALSE(ab::cli::processes_with(f.corpus().string()).empty());
+  p.signal(SIGINT);
+  Result r = p.wait();
+  CHECK(r.exit_code == 130);
+  CHECK(ab::cli::eventually([&] { return ab::cli::processes_with(f.corpus().string()).empty(); }, 5000));
+}
+
+TEST_CASE("--config reads options from a file (CLI11 format)") {
+  Fixture f;
+  f.add("a.wav", 1);
+  f.dir.write("bad.toml", "mem-budget = \"12 parsecs\"\n");
+  Result bad = f.run({"--config", (f.dir.path() / "bad.toml").string()}, f.command(1, 0, 0));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--mem-budget") != std::string::npos);
+  f.dir.write("good.toml", "progress = \"json\"\nmem-budget = \"1G\"\n");
+  Result good = f.run({"--config", (f.dir.path() / "good.toml").string()}, f.command(1, 0, 0));
+  CHECK(good.exit_code == 0);
+  CHECK(good.out.find("\"event\":\"summary\"") != std::string::npos);
+}
