@@ -68,7 +68,7 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
     if (pa.value_or(0) != pb.value_or(0)) return pa.value_or(0) > pb.value_or(0);
     return recorded[a].size_bytes > recorded[b].size_bytes;
   });
-  const bool learning = settings.predictions_after_ok > 0;
+  const bool learning = settings.predictions_after_ok > 0 || settings.learn;
   for (std::uint32_t id = 0; id < order.size(); ++id) {
     JobSpec spec;
     spec.id = id;
@@ -89,6 +89,15 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
   std::uint32_t loud_running = 0;
   std::vector<Run> runs(sim_picks.size());
   std::vector<bool> finished(sim_picks.size(), false);
+  std::vector<std::uint32_t> finished_recorded;  // for learn: recorded index of each ok job
+  // Gives every queued job its prediction for its recorded job (none: unchanged).
+  auto predict_queued = [&](auto&& prediction_of_recorded) {
+    for (JobId q = 0; q < sim_picks.size(); ++q) {
+      if (finished[q] || runs[q].slot >= 0) continue;
+      const std::optional<std::uint64_t> p = prediction_of_recorded(sim_picks[q]);
+      if (p) scheduler.set_prediction(q, *p);
+    }
+  };
   std::vector<JobId> running;  // ids of running jobs, unordered (slot = index)
   // End events on the work clock: (work end ms, id, generation), earliest first.
   using EndEvent = std::tuple<double, JobId, std::uint32_t>;
@@ -211,11 +220,19 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
       finished[id] = true;
       ++result.ok;
       last_end_ms = now_ms;
-      if (learning && result.ok == settings.predictions_after_ok) {
-        for (JobId q = 0; q < sim_picks.size(); ++q) {
-          const auto p = predicted_of(sim_picks[q]);
-          if (!finished[q] && runs[q].slot < 0 && p) scheduler.set_prediction(q, *p);
+      if (settings.learn) {
+        finished_recorded.push_back(sim_picks[id]);
+        const std::uint32_t n = result.ok;
+        if (n <= 8 || (n & (n - 1)) == 0) {
+          const auto fitted = settings.learn(finished_recorded);
+          predict_queued([&](std::uint32_t rec_index) -> std::optional<std::uint64_t> {
+            if (rec_index >= fitted.size() || !fitted[rec_index]) return std::nullopt;
+            return static_cast<std::uint64_t>(static_cast<double>(*fitted[rec_index]) *
+                                              settings.prediction_scale);
+          });
         }
+      } else if (learning && result.ok == settings.predictions_after_ok) {
+        predict_queued(predicted_of);
       }
     } else {
       work_ms += rate * dt;
@@ -300,11 +317,14 @@ std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
   return rows;
 }
 
-std::size_t recommend(const std::vector<SweepRow>& rows) {
+std::size_t recommend(const std::vector<SweepRow>& rows, const ReplaySettings& base) {
   std::size_t best = rows.size();
-  auto key = [](const SweepRow& r) {
+  auto key = [&](const SweepRow& r) {
+    const bool is_base = r.max_workers == base.scheduler.max_workers &&
+                         r.high_water == base.scheduler.high_water &&
+                         r.prediction_scale == base.prediction_scale;
     return std::make_tuple(r.result.failed, r.result.stats.guard_kills + r.result.stats.oom_deaths,
-                           r.result.makespan_s, r.result.peak_total_bytes);
+                           r.result.makespan_s, !is_base, r.result.peak_total_bytes);
   };
   for (std::size_t i = 0; i < rows.size(); ++i) {
     if (best == rows.size() || key(rows[i]) < key(rows[best])) best = i;

@@ -14,6 +14,7 @@
 #include "orchestrator/scheduler.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,12 +45,20 @@ struct ReplaySettings {
   std::uint32_t cores = 0;              ///< 0: CPU never limits
   double prediction_scale = 1.0;        ///< margin: predictions are multiplied by this
   bool use_predictions = true;          ///< false: no job ever has a prediction
-  /// 0: jobs start with their predictions (history existed). k > 0: a first run, as the real
-  /// loop does it: no predictions until k jobs have finished, then every queued job gets its
-  /// prediction (the loop refits history after each job; replay switches the final fit on).
+  /// 0: jobs start with their predictions (history existed). k > 0: a first run, crudely: no
+  /// predictions until k jobs have finished, then every queued job gets its final prediction.
+  /// Ignored when `learn` is set.
   std::uint32_t predictions_after_ok = 0;
-  /// 500 ms: the real loop's memguard tick (orchestrator samples at this rate; see run_loop).
-  std::int64_t sample_interval_ms = 500;
+  /// A first run as the real loop runs it: jobs start without predictions; after jobs finish,
+  /// learn(finished) refits history on the recorded jobs finished so far (indices into
+  /// `recorded`, in finishing order) and returns a prediction per recorded job (size() ==
+  /// recorded.size()), which queued jobs then get (times prediction_scale). The real loop refits
+  /// after every job; replay does after each of the first 8, then at the 16th, 32nd, 64th, ...,
+  /// so a million-job replay refits 25 times rather than a million.
+  std::function<std::vector<std::optional<std::uint64_t>>(const std::vector<std::uint32_t>& finished)>
+      learn;
+  /// 50 ms: the real loop's default sampling tick (align-batch --sample-ms).
+  std::int64_t sample_interval_ms = 50;
 };
 
 /// What the simulated run did.
@@ -99,7 +108,8 @@ std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
                             const SweepGrid& grid);
 
 /// The recommended row: fewest failures, then no guard kill (else fewest), then the shortest
-/// makespan, then the lowest peak. rows.size() when rows is empty.
-std::size_t recommend(const std::vector<SweepRow>& rows);
+/// makespan; on a tie, the row with `base`'s own settings, then the lowest peak. rows.size()
+/// when rows is empty.
+std::size_t recommend(const std::vector<SweepRow>& rows, const ReplaySettings& base);
 
 }  // namespace ab

@@ -165,7 +165,29 @@ int run_replay(const ReplayOptions& o) {
     settings.scheduler.max_attempts = info->flags["retries"].get<std::uint32_t>() + 1;
   }
   settings.prediction_scale = o.margin;
-  settings.predictions_after_ok = o.cold ? 1 : 0;
+  if (o.cold) {
+    // A first run: the real loop refits history's estimator on the jobs finished so far and
+    // predicts every queued job from its size (run_loop); replay does the same, per key.
+    const std::vector<RecordedJob>& jobs = src.jobs;
+    settings.learn = [&jobs](const std::vector<std::uint32_t>& finished) {
+      std::map<std::string, std::vector<Observation>> by_key;
+      for (std::uint32_t i : finished) {
+        Observation ob;
+        ob.size_bytes = jobs[i].size_bytes;
+        ob.peak_bytes = jobs[i].peak_pss_bytes;
+        by_key[jobs[i].key].push_back(ob);
+      }
+      std::map<std::string, Estimator> estimators;
+      for (const auto& [key, obs] : by_key) estimators.emplace(key, Estimator(obs));
+      std::vector<std::optional<std::uint64_t>> predictions(jobs.size());
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        auto it = estimators.find(jobs[i].key);
+        if (it == estimators.end()) continue;
+        if (auto e = it->second.predict(jobs[i].size_bytes)) predictions[i] = e->peak_bytes;
+      }
+      return predictions;
+    };
+  }
   settings.sample_interval_ms = o.sample_ms;
 
   const auto picks = o.scale == 1.0 ? pick_all(src.jobs.size()) : pick_scaled(src.jobs.size(), o.scale, o.seed);
@@ -204,7 +226,7 @@ int run_replay(const ReplayOptions& o) {
   } else {
     const SweepGrid grid = default_sweep_grid(settings.cores);
     auto rows = sweep(src.jobs, picks, settings, grid);
-    const std::size_t best = recommend(rows);
+    const std::size_t best = recommend(rows, settings);
     out["rows"] = nlohmann::json::array();
     for (std::size_t i = 0; i < rows.size(); ++i) {
       out["rows"].push_back({{"workers", workers_text(rows[i].max_workers)},

@@ -123,6 +123,28 @@ TEST_CASE("replay: a first run learns: predictions switch on after the first job
   CHECK(r.stats.peak_running == 7);
 }
 
+TEST_CASE("replay: learn() refits predictions as jobs finish, like the real loop") {
+  // Jobs' peaks grow with size; the learner predicts the largest peak finished so far.
+  std::vector<RecordedJob> rec;
+  for (int i = 0; i < 6; ++i) rec.push_back(flat_job((6 - i) * kGiB, 10.0));
+  ReplaySettings s = settings_with(12 * kGiB);
+  s.scheduler.cold_start_jobs = 1;
+  std::vector<std::size_t> calls;
+  s.learn = [&](const std::vector<std::uint32_t>& finished) {
+    calls.push_back(finished.size());
+    std::uint64_t largest = 0;
+    for (auto i : finished) largest = std::max(largest, rec[i].peak_pss_bytes);
+    return std::vector<std::optional<std::uint64_t>>(rec.size(), largest);
+  };
+  ReplayResult r = replay(rec, pick_all(rec.size()), s);
+  CHECK(r.ok == 6);
+  CHECK(calls == std::vector<std::size_t>{1, 2, 3, 4, 5, 6});
+  // The 6 GiB job runs alone first; then every job is predicted at 6 GiB: two at a time in
+  // 12 GiB, so five jobs take three more rounds of 10 s.
+  CHECK(r.makespan_s == doctest::Approx(40.0));
+  CHECK(r.stats.peak_running == 2);
+}
+
 TEST_CASE("replay: a job larger than the budget fails with the scheduler's reason") {
   std::vector<RecordedJob> rec{flat_job(6 * kGiB, 5.0), flat_job(kGiB, 5.0)};
   ReplayResult r = replay(rec, pick_all(2), settings_with(4 * kGiB));
@@ -172,9 +194,16 @@ TEST_CASE("sweep: the recommended row is the fastest without guard kills") {
   // One worker at a time never kills, but is slower than packing.
   CHECK(rows[2].result.stats.guard_kills == 0);
   CHECK(rows[2].result.makespan_s > rows[1].result.makespan_s);
-  const std::size_t best = recommend(rows);
+  const std::size_t best = recommend(rows, base);
   CHECK(best == 1);
-  CHECK(recommend({}) == 0);
+  CHECK(recommend({}, base) == 0);
+  // On a tie, the settings already in use win.
+  std::vector<SweepRow> tie = {rows[1], rows[1]};
+  tie[0].high_water = 0.85;
+  tie[1].high_water = base.scheduler.high_water;
+  tie[1].prediction_scale = base.prediction_scale;
+  tie[1].max_workers = base.scheduler.max_workers;
+  CHECK(recommend(tie, base) == 1);
 }
 
 TEST_CASE("default sweep grid scales the caps with the cores") {
