@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <optional>
 
 #include "memguard/cgroup.h"
@@ -24,6 +26,7 @@ struct MachineReading {
 /// cgroup once, at construction.
 class MachineMemory {
  public:
+  ~MachineMemory();
   /// `pid` is whose cgroup to follow: "self" for this process.
   explicit MachineMemory(std::filesystem::path root = "/", const std::string& pid = "self");
 
@@ -42,6 +45,10 @@ class MachineMemory {
  private:
   std::filesystem::path root_;
   CgroupLookup cgroup_;
+  // The fast path's files, kept open: 58 us per reading by path here, about a third of that open.
+  struct Files;
+  mutable std::mutex files_mutex_;
+  std::unique_ptr<Files> files_;
 };
 
 }  // namespace ab

@@ -4,6 +4,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <unordered_map>
 
@@ -17,11 +19,11 @@ using VramByPid = std::unordered_map<pid_t, std::uint64_t>;
 
 // Sums the tree members' memory. Members that exited since the table was read are skipped.
 TreeMemory sum_tree(const std::vector<pid_t>& pids, const std::filesystem::path& proc_root, bool with_smaps,
-                    const VramByPid* vram) {
+                    const VramByPid* vram, StatmReader* statm_reader = nullptr) {
   TreeMemory t;
   t.pss_measured = with_smaps;
   for (pid_t pid : pids) {
-    auto statm = read_statm(proc_root, pid);
+    auto statm = statm_reader ? statm_reader->read(pid) : read_statm(proc_root, pid);
     if (!statm) continue;  // gone: normal for a tree
     ++t.processes;
     t.rss_bytes += statm->resident_bytes;
@@ -55,6 +57,12 @@ VramByPid vram_by_pid(Nvml* nvml) {
   return out;
 }
 
+std::int64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 std::uint64_t plus_delta(std::uint64_t base, std::uint64_t now, std::uint64_t then) {
   if (now >= then) return base + (now - then);
   std::uint64_t drop = then - now;
@@ -74,9 +82,12 @@ ProcSampler::ProcSampler(SamplerConfig config)
     : config_(std::move(config)),
       proc_root_(config_.root / "proc"),
       machine_(config_.root),
-      table_(proc_root_) {
+      table_(proc_root_),
+      statm_reader_(proc_root_) {
   config_.smaps_every_ticks = std::max<std::uint32_t>(1, config_.smaps_every_ticks);
   config_.full_scan_every_ticks = std::max<std::uint32_t>(1, config_.full_scan_every_ticks);
+  config_.scan_every_ticks = std::max<std::uint32_t>(1, config_.scan_every_ticks);
+  smaps_credit_ns_ = config_.smaps_credit_cap_ns;
   config_.interval_ms = std::max<std::int64_t>(1, config_.interval_ms);
   if (config_.read_vram) {
     nvml_ = Nvml::open(&nvml_reason_);
@@ -159,13 +170,15 @@ TreeMemory ProcSampler::read_tree_now(pid_t root_pid) const {
 void ProcSampler::tick() {
   std::lock_guard<std::mutex> tick_lock(tick_mutex_);
   const std::uint64_t n = tick_count_++;
-  const bool dear = n % config_.smaps_every_ticks == 0;
   const bool full_scan = n % config_.full_scan_every_ticks == 0;
 
   struct Job {
     std::uint64_t key;
     pid_t root_pid;
     std::uint64_t generation;
+    bool first;                 // never read with smaps yet
+    bool smaps_due;             // smaps_every_ticks have passed since the last read
+    std::uint64_t smaps_tick;   // for oldest-first
     bool with_smaps;
     TreeMemory memory;
   };
@@ -174,16 +187,47 @@ void ProcSampler::tick() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     jobs.reserve(watches_.size());
-    for (const auto& [key, w] : watches_) jobs.push_back({key, w.root_pid, w.generation, dear || !w.have_smaps, {}});
+    for (const auto& [key, w] : watches_)
+      jobs.push_back({key, w.root_pid, w.generation, !w.have_smaps, n >= w.smaps_tick + config_.smaps_every_ticks,
+                      w.smaps_tick, false, TreeMemory{}});
     machine = snapshot_.machine;
   }
 
-  // The I/O, outside the lock so snapshot() and watch() never wait on /proc.
-  if (!jobs.empty()) table_.refresh(full_scan);
-  bool any_smaps = std::any_of(jobs.begin(), jobs.end(), [](const Job& j) { return j.with_smaps; });
-  VramByPid vram = any_smaps ? vram_by_pid(nvml_.get()) : VramByPid{};
-  for (auto& j : jobs)
-    j.memory = sum_tree(table_.tree(j.root_pid), proc_root_, j.with_smaps, j.with_smaps && nvml_ ? &vram : nullptr);
+  // The smaps ration accrues with wall time.
+  const auto started = std::chrono::steady_clock::now();
+  if (config_.smaps_cpu_share > 0 && last_tick_at_ != std::chrono::steady_clock::time_point{}) {
+    auto wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(started - last_tick_at_).count();
+    smaps_credit_ns_ = std::min<std::int64_t>(
+        config_.smaps_credit_cap_ns, smaps_credit_ns_ + static_cast<std::int64_t>(config_.smaps_cpu_share * static_cast<double>(wall_ns)));
+  }
+  last_tick_at_ = started;
+
+  // The I/O, outside the lock so snapshot() and watch() never wait on /proc. Oldest smaps first.
+  const bool new_watch = std::any_of(jobs.begin(), jobs.end(), [](const Job& j) { return j.first; });
+  if (!jobs.empty() && (full_scan || new_watch || n % config_.scan_every_ticks == 0)) {
+    auto last_pid = read_last_pid(proc_root_);
+    if (full_scan || new_watch || !last_pid || last_pid != last_pid_) {
+      table_.refresh(full_scan);
+      last_pid_ = last_pid;
+    }
+  }
+  std::vector<Job*> order;
+  for (auto& j : jobs) order.push_back(&j);
+  std::stable_sort(order.begin(), order.end(), [](const Job* a, const Job* b) { return a->smaps_tick < b->smaps_tick; });
+  VramByPid vram;
+  bool vram_read = false;
+  for (Job* j : order) {
+    j->with_smaps = j->first || (j->smaps_due && (config_.smaps_cpu_share <= 0 || smaps_credit_ns_ > 0));
+    if (j->with_smaps && nvml_ && !vram_read) {
+      vram = vram_by_pid(nvml_.get());
+      vram_read = true;
+    }
+    const std::int64_t cpu0 = j->with_smaps ? thread_cpu_ns() : 0;
+    j->memory = sum_tree(table_.tree(j->root_pid), proc_root_, j->with_smaps, j->with_smaps && nvml_ ? &vram : nullptr,
+                         &statm_reader_);
+    if (j->with_smaps && config_.smaps_cpu_share > 0) smaps_credit_ns_ -= thread_cpu_ns() - cpu0;
+  }
+  statm_reader_.sweep();
   machine_.read(&machine, full_scan);
   const auto now = std::chrono::steady_clock::now();
 
@@ -205,6 +249,7 @@ void ProcSampler::tick() {
         r.swap_bytes = m.swap_bytes;
         r.vram_bytes = m.vram_bytes;
         r.pss_measured = m.pss_measured;
+        w.smaps_tick = n;
         if (m.processes > 0) {
           w.have_smaps = true;
           // The rollup's own RSS, not statm's: a tree growing between the two reads would

@@ -89,6 +89,7 @@ TEST_CASE("ProcSampler on a fake /proc: cheap ticks estimate PSS from RSS, peaks
   SamplerConfig config;
   config.root = dir.path();
   config.smaps_every_ticks = 4;
+  config.scan_every_ticks = 1;  // the fake tree has no loadavg: look for new processes every tick
   config.read_vram = false;
   int callbacks = 0;
   config.on_tick = [&](const SamplerSnapshot& s) {
@@ -143,8 +144,9 @@ TEST_CASE("ProcSampler on a fake /proc: cheap ticks estimate PSS from RSS, peaks
   CHECK(w.peak_rss_bytes == 380 * kMiB);
   CHECK(w.peak_pss_bytes == 290 * kMiB);
 
-  // A member vanishing mid-read is skipped: its folder is there, its files are not.
-  std::filesystem::remove(dir.path() / "proc/101/statm");
+  // A member vanishing mid-read is skipped: an exited process's statm reads empty (or fails with
+  // ESRCH) through the file the sampler keeps open.
+  dir.write("proc/101/statm", "");
   sampler.tick();
   w = *find(sampler.snapshot(), 7);
   CHECK(w.processes == 2);
@@ -168,6 +170,32 @@ TEST_CASE("ProcSampler on a fake /proc: cheap ticks estimate PSS from RSS, peaks
   CHECK(now.pss_measured);
   CHECK(now.processes == 1);  // 101's statm is gone; 102 remains
   CHECK(now.pss_bytes == 30 * kMiB);
+}
+
+TEST_CASE("ProcSampler: the smaps ration stops dear reads once spent; without a ration they follow the tick count") {
+  test::TempDir dir;
+  fake_process(dir, 1, 0, 1, 1, 1);
+  fake_process(dir, 100, 1, 300, 200, 150);
+  fake_process(dir, 200, 1, 50, 40, 30);
+  auto count_measured = [&](double share) {
+    SamplerConfig config;
+    config.root = dir.path();
+    config.smaps_every_ticks = 4;
+    config.smaps_cpu_share = share;
+    config.smaps_credit_cap_ns = 0;  // nothing saved up: the first reads overdraw the ration
+    config.read_vram = false;
+    int measured = 0;
+    config.on_tick = [&](const SamplerSnapshot& s) {
+      for (const auto& w : s.watches) measured += w.pss_measured;
+    };
+    ProcSampler sampler(config);
+    sampler.watch(1, 100);
+    sampler.watch(2, 200);
+    for (int i = 0; i < 20; ++i) sampler.tick();
+    return measured;
+  };
+  CHECK(count_measured(0) == 10);      // ticks 0, 4, 8, 12, 16 for each of two trees
+  CHECK(count_measured(1e-12) == 2);   // the first read of each tree only; estimates after
 }
 
 TEST_CASE("ProcSampler: a real child touching 200 MiB is measured within 5% (RSS and PSS)") {

@@ -103,6 +103,29 @@ std::optional<std::string> read_small_file(const std::filesystem::path& path, Re
   return out;
 }
 
+bool pread_whole(int fd, std::string* out, ReadError* error) {
+  out->clear();
+  char buf[4096];
+  off_t offset = 0;
+  for (;;) {
+    ssize_t n = ::pread(fd, buf, sizeof buf, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (error) *error = errno == EACCES || errno == EPERM ? ReadError::kDenied : ReadError::kGone;
+      return false;
+    }
+    if (n == 0) break;
+    out->append(buf, static_cast<std::size_t>(n));
+    offset += n;
+  }
+  if (out->empty()) {
+    if (error) *error = ReadError::kGone;
+    return false;
+  }
+  if (error) *error = ReadError::kNone;
+  return true;
+}
+
 namespace {
 
 std::filesystem::path pid_file(const std::filesystem::path& proc_root, pid_t pid, const char* name) {
@@ -138,6 +161,73 @@ std::optional<SmapsRollup> read_smaps_rollup(const std::filesystem::path& proc_r
 std::optional<ProcStat> read_proc_stat(const std::filesystem::path& proc_root, pid_t pid, ReadError* error) {
   return read_and_parse<ProcStat>(pid_file(proc_root, pid, "stat"), error,
                                   [](std::string_view t) { return parse_proc_stat(t); });
+}
+
+PolledFile::~PolledFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::optional<std::string_view> PolledFile::read() {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return std::nullopt;
+    if (pread_whole(fd_, &buf_)) return std::string_view(buf_);
+    ::close(fd_);
+    fd_ = -1;
+  }
+  return std::nullopt;
+}
+
+StatmReader::StatmReader(std::filesystem::path proc_root) : proc_root_(std::move(proc_root)) {}
+
+StatmReader::~StatmReader() {
+  for (auto& [pid, e] : open_) ::close(e.fd);
+}
+
+std::optional<Statm> StatmReader::read(pid_t pid, ReadError* error) {
+  ReadError err = ReadError::kNone;
+  auto it = open_.find(pid);
+  if (it != open_.end()) {
+    it->second.used = true;
+    if (pread_whole(it->second.fd, &buf_, &err)) {
+      auto s = parse_statm(buf_, page_size_bytes());
+      if (error) *error = s ? ReadError::kNone : ReadError::kMalformed;
+      return s;
+    }
+    ::close(it->second.fd);  // that process is gone; the pid may already belong to another
+    open_.erase(it);
+  }
+  const auto path = proc_root_ / std::to_string(pid) / "statm";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (error) *error = errno == EACCES || errno == EPERM ? ReadError::kDenied : ReadError::kGone;
+    return std::nullopt;
+  }
+  bool ok = pread_whole(fd, &buf_, &err);
+  if (ok && open_.size() < kMaxOpenFiles) {
+    open_.emplace(pid, Entry{fd, true});
+  } else {
+    ::close(fd);
+  }
+  if (!ok) {
+    if (error) *error = err;
+    return std::nullopt;
+  }
+  auto s = parse_statm(buf_, page_size_bytes());
+  if (error) *error = s ? ReadError::kNone : ReadError::kMalformed;
+  return s;
+}
+
+void StatmReader::sweep() {
+  for (auto it = open_.begin(); it != open_.end();) {
+    if (!it->second.used) {
+      ::close(it->second.fd);
+      it = open_.erase(it);
+    } else {
+      it->second.used = false;
+      ++it;
+    }
+  }
 }
 
 std::uint64_t page_size_bytes() {

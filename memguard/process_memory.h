@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace ab {
 
@@ -50,6 +51,11 @@ enum class ReadError { kNone, kGone, kDenied, kMalformed };
 /// Reads a small /proc or /sys file whole. Returns nullopt and sets *error on failure.
 std::optional<std::string> read_small_file(const std::filesystem::path& path, ReadError* error = nullptr);
 
+/// Re-reads an already open /proc or cgroup file from offset 0 into *out (pread). Keeping a file
+/// open skips the path walk that dominates the cost of a small /proc read. A process that exited
+/// reads as an error (ESRCH) or as empty: both give false with kGone.
+bool pread_whole(int fd, std::string* out, ReadError* error = nullptr);
+
 /// Readers: `proc_root` is the directory holding the pid folders ("/proc" on a live system,
 /// a fake tree in tests).
 std::optional<Statm> read_statm(const std::filesystem::path& proc_root, pid_t pid, ReadError* error = nullptr);
@@ -57,6 +63,51 @@ std::optional<SmapsRollup> read_smaps_rollup(const std::filesystem::path& proc_r
                                              ReadError* error = nullptr);
 std::optional<ProcStat> read_proc_stat(const std::filesystem::path& proc_root, pid_t pid,
                                        ReadError* error = nullptr);
+
+/// A file read again and again at sampling speed (/proc/meminfo, a cgroup's memory.current):
+/// opened on first use and re-read from offset 0, reopened once if a read fails.
+class PolledFile {
+ public:
+  explicit PolledFile(std::filesystem::path path) : path_(std::move(path)) {}
+  ~PolledFile();
+  PolledFile(const PolledFile&) = delete;
+  PolledFile& operator=(const PolledFile&) = delete;
+  /// The whole file, or nullopt when it cannot be opened or read.
+  std::optional<std::string_view> read();
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::string buf_;
+};
+
+/// Reads /proc/PID/statm of many pids at sampling speed, keeping each file open between reads
+/// (measured here: 16 statm reads cost 108 us by path). A reused pid is safe: the old open file
+/// fails with ESRCH once its process is gone, and the pid's file is then opened afresh.
+class StatmReader {
+ public:
+  explicit StatmReader(std::filesystem::path proc_root = "/proc");
+  ~StatmReader();
+  StatmReader(const StatmReader&) = delete;
+  StatmReader& operator=(const StatmReader&) = delete;
+
+  std::optional<Statm> read(pid_t pid, ReadError* error = nullptr);
+  /// Closes the files of pids not read since the previous sweep().
+  void sweep();
+  std::size_t open_files() const { return open_.size(); }
+
+ private:
+  struct Entry {
+    int fd = -1;
+    bool used = false;
+  };
+  /// Beyond this many open files, further pids are read by path (a worker with a huge tree must
+  /// not exhaust the parent's descriptors).
+  static constexpr std::size_t kMaxOpenFiles = 256;
+  std::filesystem::path proc_root_;
+  std::unordered_map<pid_t, Entry> open_;
+  std::string buf_;
+};
 
 /// The system page size (sysconf), for parse_statm.
 std::uint64_t page_size_bytes();

@@ -169,3 +169,52 @@ TEST_CASE("readers: a live process, a vanished pid, and a fake tree") {
 }
 
 }  // namespace ab
+
+namespace ab {
+
+TEST_CASE("StatmReader keeps files open, survives exits, and sweeps unused files") {
+  test::TempDir dir;
+  dir.write("proc/5/statm", "10 4 2 1 0 3 0\n");
+  dir.write("proc/6/statm", "10 8 2 1 0 3 0\n");
+  StatmReader reader(dir.path() / "proc");
+  CHECK(reader.read(5)->resident_bytes == 4 * page_size_bytes());
+  CHECK(reader.read(6)->resident_bytes == 8 * page_size_bytes());
+  CHECK(reader.open_files() == 2);
+  dir.write("proc/5/statm", "10 7 2 1 0 3 0\n");  // rewritten in place: the open file sees it
+  CHECK(reader.read(5)->resident_bytes == 7 * page_size_bytes());
+  dir.write("proc/6/statm", "");                   // how an exited process reads through an open file
+  ReadError err = ReadError::kNone;
+  CHECK_FALSE(reader.read(6, &err));
+  CHECK(err == ReadError::kGone);
+  CHECK_FALSE(reader.read(7, &err));               // never existed
+  CHECK(err == ReadError::kGone);
+  reader.sweep();  // 5 was read since construction: kept
+  CHECK(reader.open_files() == 1);
+  reader.sweep();  // not read since the last sweep: closed
+  CHECK(reader.open_files() == 0);
+
+  // The real thing: our own statm through a kept file, twice.
+  StatmReader live;
+  auto a = live.read(::getpid());
+  auto b = live.read(::getpid());
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(b->resident_bytes > 0);
+  CHECK(live.open_files() == 1);
+}
+
+TEST_CASE("PolledFile re-reads a file from the start and reports a missing one") {
+  test::TempDir dir;
+  auto path = dir.write("memory.current", "123\n");
+  PolledFile f(path);
+  CHECK(f.read() == std::string_view("123\n"));
+  dir.write("memory.current", "4567\n");
+  CHECK(f.read() == std::string_view("4567\n"));
+  PolledFile missing(dir.path() / "nope");
+  CHECK_FALSE(missing.read());
+  PolledFile meminfo("/proc/meminfo");
+  REQUIRE(meminfo.read());
+  CHECK(meminfo.read()->substr(0, 9) == "MemTotal:");
+}
+
+}  // namespace ab

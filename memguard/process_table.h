@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -14,6 +15,11 @@ namespace ab {
 /// `root` and all its descendants (root first, breadth-first) given (pid, ppid) pairs. Pure.
 /// Empty when `root` is not among the pids.
 std::vector<pid_t> tree_members(pid_t root, const std::vector<std::pair<pid_t, pid_t>>& pid_ppid);
+
+/// The newest pid the kernel handed out in this pid namespace: the last field of /proc/loadavg
+/// ("0.00 0.01 0.05 1/171 12345"). While it stays put no process was created anywhere, so there is
+/// nothing new for a refresh to find. nullopt when unreadable.
+std::optional<pid_t> read_last_pid(const std::filesystem::path& proc_root);
 
 /// A cached table of pid → ppid read from /proc/PID/stat.
 ///
@@ -39,8 +45,13 @@ class ProcessTable {
   std::size_t size() const { return ppid_.size(); }
 
  private:
+  struct Entry {
+    pid_t ppid = 0;
+    std::uint64_t seen = 0;  // the refresh that last listed it
+  };
   std::filesystem::path proc_root_;
-  std::unordered_map<pid_t, pid_t> ppid_;
+  std::unordered_map<pid_t, Entry> ppid_;
+  std::uint64_t refreshes_ = 0;
   std::unordered_map<pid_t, std::vector<pid_t>> children_;
   std::size_t stats_read_ = 0;
 };

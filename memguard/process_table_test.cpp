@@ -85,3 +85,22 @@ TEST_CASE("ProcessTable on the real /proc finds a worker's child and grandchild"
 }
 
 }  // namespace ab
+
+namespace ab {
+
+TEST_CASE("read_last_pid: captured /proc/loadavg, hostile text, and the live file") {
+  test::TempDir dir;
+  dir.write("proc/loadavg", "10.93 10.77 8.13 12/171 13062\n");  // captured here under load
+  CHECK(read_last_pid(dir.path() / "proc") == 13062);
+  const char* bad[] = {"", "\n", "10.93 10.77 8.13 12/171", "10.93 10.77 8.13 12/171 x", "1 2 3 4 5", "13062"};
+  for (const char* t : bad) {
+    CAPTURE(t);
+    dir.write("proc/loadavg", t);
+    CHECK_FALSE(read_last_pid(dir.path() / "proc"));
+  }
+  auto live = read_last_pid("/proc");
+  REQUIRE(live);
+  CHECK(*live > 0);
+}
+
+}  // namespace ab
