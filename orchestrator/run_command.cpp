@@ -118,6 +118,8 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--mem-budget", o.mem_budget,
                  "memory for all workers together: 12G, 800M, 1.5T or 75% (of the cgroup limit or MemTotal)");
   app.add_option("--reserve", o.reserve, "memory kept free below the hard limit (default: 5%, 256M..2G)");
+  app.add_option("--vram-budget", o.vram_budget,
+                 "GPU memory for all workers together (12G, 800M); unset: GPU memory is not budgeted");
   app.add_option("--out", o.out, "output directory; outputs mirror the corpus tree")->capture_default_str();
   app.add_option("--history", o.history, "history database (default OUT/.align-batch/history.sqlite)");
   app.add_flag("--no-history", o.no_history, "neither read nor write history (no resume, no predictions)");
@@ -159,6 +161,12 @@ int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool
     auto r = parse_budget_spec(o.reserve, "--reserve");
     if (!r.spec) return usage_error(r.error);
     inputs.reserve = r.spec;
+  }
+  std::uint64_t vram_budget_bytes = 0;
+  if (!o.vram_budget.empty()) {
+    auto v = parse_size_bytes(o.vram_budget);
+    if (!v) return usage_error("--vram-budget '" + o.vram_budget + "': not a size; use e.g. 12G or 800M");
+    vram_budget_bytes = *v;
   }
   Progress::Mode mode;
   if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");
@@ -202,6 +210,7 @@ int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool
   if (!budget.ok()) return usage_error(budget.error);
 
   config.scheduler.budget_bytes = budget.effective_bytes;
+  config.scheduler.vram_budget_bytes = vram_budget_bytes;
   config.mem_total_bytes = inputs.mem_total_bytes;
   config.scheduler.reserve_bytes = std::min<std::uint64_t>(budget.reserve_bytes, 256ull << 20);
   config.scheduler.max_workers = *workers;

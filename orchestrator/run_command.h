@@ -18,6 +18,7 @@ struct RunOptions {
   std::string workers = "auto";
   std::string mem_budget;
   std::string reserve;
+  std::string vram_budget;
   std::string out = "aligned";
   std::string history;
   bool no_history = false;

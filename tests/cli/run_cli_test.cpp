@@ -93,6 +93,7 @@ TEST_CASE("usage errors exit 2 with a message that says what to do") {
            {{"--mem-budget", "12 parsecs", c, "--", "true"}, "--mem-budget"},
            {{"--mem-budget", "-5G", c, "--", "true"}, "--mem-budget"},
            {{"--reserve", "lots", c, "--", "true"}, "--reserve"},
+           {{"--vram-budget", "lots", c, "--", "true"}, "--vram-budget 'lots'"},
            {{"--workers", "0", c, "--", "true"}, "--workers '0'"},
            {{"--workers", "many", c, "--", "true"}, "use auto or a whole number"},
            {{"--timeout", "soon", c, "--", "true"}, "--timeout 'soon'"},
