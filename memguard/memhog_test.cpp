@@ -3,10 +3,13 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "memguard/proc_sampler.h"
+#include "memguard/process_table.h"
 #include "tests/testutil/memhog_process.h"
 #include "tests/testutil/temp_dir.h"
 
