@@ -202,6 +202,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   state.cap = config_.scheduler.max_workers;
   state.budget_bytes = config_.scheduler.budget_bytes;
   std::optional<std::uint64_t> oom_kills_now;
+  std::optional<std::uint64_t> cgroup_limit_bytes;
   std::uint64_t in_use_bytes = 0;
 
   auto fail_file = [&](Job& job, std::string reason) {
@@ -269,11 +270,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     outcome.error = end.error;
     std::string error = end.error;
     bool oom_rose = false;
-    if (!end.ok && job.oom_kills_at_start) {
+    if (!end.ok) {
       // Read the counter now: the kernel bumps it before the victim's exit reaches us.
-      auto fresh = probe_.read({}, {}, monotonic_ms() - t0_ms);
+      auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms);
       if (fresh.oom_kill_count) oom_kills_now = fresh.oom_kill_count;
-      oom_rose = oom_kills_now && *oom_kills_now > *job.oom_kills_at_start;
+      if (fresh.cgroup_limit_bytes) cgroup_limit_bytes = fresh.cgroup_limit_bytes;
+      oom_rose = oom_kills_now && job.oom_kills_at_start && *oom_kills_now > *job.oom_kills_at_start;
     }
     if (end.ok) {
       outcome.kind = JobOutcome::Kind::kOk;
@@ -292,6 +294,15 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     } else if (end.term_signal != 0 || oom_rose) {
       outcome.kind = JobOutcome::Kind::kDied;
       outcome.oom_suspected = oom_rose || (end.term_signal == SIGKILL && !end.killed_by_us);
+      if (outcome.oom_suspected && cgroup_limit_bytes) {
+        // The kernel stopped it, so it needed at least what the cgroup left it: the limit minus
+        // everything else in use. A burst faster than sampling shows no peak of its own, and
+        // requeueing it at "0 B" would only feed it to the OOM killer again.
+        const std::uint64_t own = job.timeline.empty() ? 0 : job.timeline.back().pss_bytes;
+        const std::uint64_t others = in_use_bytes > own ? in_use_bytes - own : 0;
+        if (*cgroup_limit_bytes > others)
+          outcome.peak_pss_bytes = std::max(outcome.peak_pss_bytes, *cgroup_limit_bytes - others);
+      }
     } else {
       outcome.kind = JobOutcome::Kind::kFailed;  // the command itself failed (non-zero exit)
     }
@@ -326,6 +337,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     }
   };
 
+  {
+    // A first reading before any job starts: the OOM counter's base and the cgroup's limit.
+    auto first = probe_.read({}, {}, 0);
+    oom_kills_now = first.oom_kill_count;
+    cgroup_limit_bytes = first.cgroup_limit_bytes;
+  }
   bool stopping = false, hard_stop = false;
   for (;;) {
     const std::int64_t now_ms = monotonic_ms() - t0_ms;
@@ -390,6 +407,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     const std::int64_t read_ms = monotonic_ms() - t0_ms;
     ProbeReading reading = probe_.read(live, runner_.idle_pids(), read_ms);
     if (reading.oom_kill_count) oom_kills_now = reading.oom_kill_count;
+    if (reading.cgroup_limit_bytes) cgroup_limit_bytes = reading.cgroup_limit_bytes;
     in_use_bytes = reading.sample.idle_pss_bytes;
     for (const auto& s : reading.sample.jobs) {
       in_use_bytes += s.pss_bytes;

@@ -340,3 +340,36 @@ TEST_CASE("--config reads options from a file (CLI11 format)") {
   CHECK(good.exit_code == 0);
   CHECK(good.out.find("\"event\":\"summary\"") != std::string::npos);
 }
+
+TEST_CASE("real processes: a job the kernel OOM-kills inside the cgroup is detected and fails with its need; the rest finish") {
+  std::string why_not;
+  auto cg = ab::test::CgroupV1::create(200ull << 20, &why_not);
+  if (!cg) {
+    MESSAGE("skipped: cannot create a v1 memory cgroup here: " << why_not);
+    return;
+  }
+  Fixture f;
+  f.add("small.wav", 2);   // 20 MiB
+  f.add("burst.wav", 30);  // 300 MiB at once (no ramp): the kernel kills it before any sample can
+  // Sampling every 5 s (the loop still wakes at once when a child dies): the guard cannot see the
+  // burst, so it is the kernel that stops it, and align-batch must notice.
+  Process p(f.argv({"--progress", "plain", "--reserve", "16M", "--sample-ms", "5000"}, f.command(10, 0, 0.2)),
+            f.dir.path(), [&] {
+              std::string error;
+              if (!cg->add_pid(::getpid(), &error)) ::_exit(99);
+            });
+  Result r = p.wait();
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("1 done") != std::string::npos);
+  CHECK(r.out.find("killed by the kernel (OOM)") != std::string::npos);
+  CHECK(r.err.find("killed by the kernel (out of memory)") != std::string::npos);
+  // No sample ever saw it, yet its need is known to exceed what the cgroup left it (200 MiB):
+  // raised by 1.25 it cannot fit the 184 MiB budget, so it fails at once instead of feeding the
+  // OOM killer again.
+  CHECK(r.out.find(f.corpus().string() + "/burst.wav: needs ~250 MiB at peak but the budget is 184 MiB") !=
+        std::string::npos);
+  CHECK(f.attempts("burst") == 1);
+  CHECK(f.outputs() == std::set<std::string>{"small.done"});
+}
