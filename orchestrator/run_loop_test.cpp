@@ -204,6 +204,29 @@ TEST_CASE("with history, admission keeps predicted peaks inside the budget and r
     FakeProbe probe(runner);
     auto s = w.run(corpus, runner, probe);  // cold start: learns 100 MiB per job
     CHECK(s.done == 8);
+    // The first finished job's peak became the others' prediction within this same run
+    // (set_prediction), so the cold start ramped up past one job at a time.
+    CHECK(runner.max_concurrent_ >= 2);
+    CHECK(probe.max_total_bytes <= 300 * kMiB);
+  }
+  // Every job's timeline went to history with its peak kept.
+  {
+    auto runs = w.history->runs();
+    REQUIRE(runs.ok());
+    auto jobs = w.history->jobs_for_run(runs.value().at(0).id);
+    REQUIRE(jobs.ok());
+    REQUIRE(jobs.value().size() == 8);
+    for (const auto& j : jobs.value()) {
+      // The last sample is one tick before the end: (ticks - 1) / ticks of 100 MiB, ticks >= 10.
+      CHECK(j.peak_pss_bytes >= 90 * kMiB);
+      CHECK(j.peak_pss_bytes < 100 * kMiB);
+      auto points = w.history->timeline(j.id);
+      REQUIRE(points.ok());
+      CHECK(points.value().size() >= 2);
+      std::uint64_t top = 0;
+      for (const auto& p : points.value()) top = std::max(top, p.pss_bytes);
+      CHECK(top == j.peak_pss_bytes);
+    }
   }
   FakeRunner runner;
   FakeProbe probe(runner);
