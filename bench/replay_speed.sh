@@ -7,7 +7,8 @@
 # size, 1.5 s ramps) under a 1.5 GiB budget; `--scale` then draws 100,000 or 1,000,000 jobs from
 # them. Two machines are replayed: the recorded one (2 cores, 1.5 GiB, about 6 jobs at once) and
 # a 64-core 256 GiB node (about 1,000 jobs at once), plus a worst case where predictions are 20%
-# too low, so that many jobs outgrow them and the scheduler sees every sample and kills often.
+# too low, so that many jobs outgrow them and the scheduler sees every sample and kills often,
+# and a first run (--cold), where history is refitted 25 times as jobs finish.
 #
 # Usage: bench/replay_speed.sh [BUILD_DIR]   (default: build; builds align-batch and memhog)
 # CPU seconds (user + sys) are printed beside wall seconds: on a loaded machine wall time
@@ -64,6 +65,8 @@ replay "64 cores, 256 GiB" 100000 --cores 64 --mem-budget 256G
 replay "64 cores, 256 GiB" 1000000 --cores 64 --mem-budget 256G
 replay "2 cores, predictions 20% low" 100000 --margin 0.8
 replay "2 cores, predictions 20% low" 1000000 --margin 0.8
+replay "2 cores, first run (--cold)" 100000 --cold
+replay "2 cores, first run (--cold)" 1000000 --cold
 
 python3 - "$work/replay.json.rows" <<'EOF'
 import sys

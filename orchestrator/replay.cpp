@@ -91,12 +91,15 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
   std::vector<bool> finished(sim_picks.size(), false);
   std::vector<std::uint32_t> finished_recorded;  // for learn: recorded index of each ok job
   // Gives every queued job its prediction for its recorded job (none: unchanged).
+  std::vector<std::pair<JobId, std::uint64_t>> updates;
   auto predict_queued = [&](auto&& prediction_of_recorded) {
+    updates.clear();
     for (JobId q = 0; q < sim_picks.size(); ++q) {
       if (finished[q] || runs[q].slot >= 0) continue;
       const std::optional<std::uint64_t> p = prediction_of_recorded(sim_picks[q]);
-      if (p) scheduler.set_prediction(q, *p);
+      if (p) updates.emplace_back(q, *p);
     }
+    scheduler.set_predictions(updates);
   };
   std::vector<JobId> running;  // ids of running jobs, unordered (slot = index)
   // End events on the work clock: (work end ms, id, generation), earliest first.

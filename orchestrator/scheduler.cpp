@@ -135,6 +135,7 @@ void Scheduler::set_prediction(JobId id, std::uint64_t predicted_peak_bytes) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   Job& job = it->second;
+  if (job.spec.predicted_peak_bytes == predicted_peak_bytes) return;
   if (job.where == Where::kQueued) {
     dequeue(job);
     job.spec.predicted_peak_bytes = predicted_peak_bytes;
@@ -150,6 +151,65 @@ void Scheduler::set_prediction(JobId id, std::uint64_t predicted_peak_bytes) {
   if (job.cold) {
     job.cold = false;
     --cold_running_;
+  }
+}
+
+void Scheduler::set_predictions(const std::vector<std::pair<JobId, std::uint64_t>>& predictions) {
+  // Few changes: one by one. Many: update in place and rebuild both queues from sorted keys,
+  // which is O(n log n) in sequential memory rather than n random erases and inserts.
+  if (predictions.size() < 64 || predictions.size() * 8 < queued()) {
+    for (const auto& [id, bytes] : predictions) set_prediction(id, bytes);
+    return;
+  }
+  std::vector<JobId> too_large;
+  for (const auto& [id, bytes] : predictions) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    if (it->second.where == Where::kRunning) {
+      set_prediction(id, bytes);
+      continue;
+    }
+    it->second.spec.predicted_peak_bytes = bytes;
+  }
+  std::vector<PredictedKey> predicted;
+  std::vector<ColdKey> cold;
+  predicted.reserve(predicted_queue_.size() + cold_queue_.size());
+  for (auto& [id, job] : jobs_) {
+    if (job.where != Where::kQueued) continue;
+    if (has_estimate(job.spec, job.floor_bytes)) {
+      predicted.emplace_back(estimate_of(job), job.spec.size_bytes, id);
+    } else {
+      cold.emplace_back(job.spec.size_bytes, id);
+    }
+  }
+  std::sort(predicted.begin(), predicted.end(), PredictedOrder{});
+  std::sort(cold.begin(), cold.end(), ColdOrder{});
+  // Reuse the old queue's nodes (C++17 node handles): no allocation per job.
+  std::set<PredictedKey, PredictedOrder> rebuilt;
+  for (const auto& k : predicted) {
+    if (predicted_queue_.empty()) {
+      rebuilt.insert(rebuilt.end(), k);
+      continue;
+    }
+    auto node = predicted_queue_.extract(predicted_queue_.begin());
+    node.value() = k;
+    rebuilt.insert(rebuilt.end(), std::move(node));
+  }
+  predicted_queue_.swap(rebuilt);
+  cold_queue_.clear();
+  for (const auto& k : cold) cold_queue_.insert(cold_queue_.end(), k);
+  // Jobs whose new estimate exceeds a budget alone fail now, as set_prediction would fail them.
+  for (const auto& k : predicted) {
+    const Job& job = jobs_.at(std::get<2>(k));
+    if ((config_.budget_bytes > 0 && std::get<0>(k) > config_.budget_bytes) ||
+        (config_.vram_budget_bytes > 0 && vram_estimate_of(job) > config_.vram_budget_bytes)) {
+      too_large.push_back(std::get<2>(k));
+    }
+  }
+  for (JobId id : too_large) {
+    Job& job = jobs_.at(id);
+    dequeue(job);
+    check_fits_alone(job);
   }
 }
 

@@ -16,6 +16,7 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace ab {
@@ -116,6 +117,9 @@ class Scheduler {
   /// For a running job it replaces the cold-start reservation. Never lowers an estimate raised
   /// after a kill. Unknown or finished jobs are ignored.
   void set_prediction(JobId job, std::uint64_t predicted_peak_bytes);
+  /// The same for many jobs at once (history refitted: every queued job's prediction moves).
+  /// Rebuilds the queue in O(n log n) when most of it changes.
+  void set_predictions(const std::vector<std::pair<JobId, std::uint64_t>>& predictions);
   /// A memory reading. May queue Kill decisions for the next poll().
   void on_sample(const MemorySample& sample);
   /// A started job ended (reported by the loop, whatever the cause).

@@ -183,6 +183,30 @@ TEST_CASE("slow start: an unpredicted job is charged as the largest peak seen so
   CHECK(starts(t.poll(300)) == std::vector<JobId>{4});
 }
 
+TEST_CASE("set_predictions in bulk decides exactly as one set_prediction per job") {
+  SchedulerConfig c = budget_of(20 * kGiB);
+  c.cold_start_jobs = 2;
+  Scheduler one(c), bulk(c);
+  std::vector<std::pair<JobId, std::uint64_t>> updates;
+  for (JobId id = 1; id <= 300; ++id) {
+    one.add_job(unpredicted(id, id * 37 % 101));
+    bulk.add_job(unpredicted(id, id * 37 % 101));
+    // Peaks from 0.1 to 3 GiB, and one job (id 150) larger than the budget.
+    const std::uint64_t peak = id == 150 ? 25 * kGiB : (id * 53 % 30 + 1) * kGiB / 10;
+    updates.emplace_back(id, peak);
+  }
+  CHECK(starts(one.poll(0)) == starts(bulk.poll(0)));  // two cold jobs each
+  for (const auto& [id, bytes] : updates) one.set_prediction(id, bytes);
+  bulk.set_predictions(updates);
+  CHECK(one.queued() == bulk.queued());
+  auto a = one.poll(10), b = bulk.poll(10);
+  CHECK(fails(a) == std::vector<JobId>{150});
+  CHECK(fails(b) == fails(a));
+  CHECK(starts(a).size() > 5);
+  CHECK(starts(b) == starts(a));
+  CHECK(one.committed_bytes() == bulk.committed_bytes());
+}
+
 TEST_CASE("max_workers caps concurrency even when memory would allow more") {
   SchedulerConfig c = budget_of(100 * kGiB);
   c.max_workers = 3;
