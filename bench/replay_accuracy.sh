@@ -85,7 +85,7 @@ EOF
 
 echo
 echo "sweep over run 3, applied to the key:"
-"$ab" replay --out "$work/out" --run 3 --sweep --apply | grep -E "^\*|^recommended|^applied"
+"$ab" replay --out "$work/out" --run 3 --sweep --apply | grep -E "^\*|^recommended|^stored"
 read -r workers high_water margin < <("$ab" replay --out "$work/out" --run 3 --sweep --json | python3 -c '
 import json, sys
 for r in json.load(sys.stdin)["rows"]:

@@ -261,7 +261,7 @@ int run_replay(const ReplayOptions& o) {
           fmt::print(stderr, "align-batch replay: {}\n", stored.error());
           return 1;
         }
-        if (!o.json) fmt::print("applied: runs of key {} start from these settings\n", key);
+        if (!o.json) fmt::print("stored as the tuned settings of key {} in {}\n", key, store.path().string());
       }
     }
   }

@@ -220,6 +220,8 @@ TEST_CASE("default sweep grid scales the caps with the cores") {
 #include "orchestrator/replay_command.h"
 #include "tests/testutil/temp_dir.h"
 
+#include <CLI/CLI.hpp>
+
 namespace ab {
 
 TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines and predictions") {
@@ -305,6 +307,31 @@ TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines an
   CHECK(r.ok == 10);
   CHECK(r.peak_total_bytes <= 6 * kGiB);
   CHECK(r.stats.peak_running >= 2);
+
+  // The command: `replay --sweep --apply` stores the recommended settings for the key.
+  const std::string history = (dir.path() / "history.sqlite").string();
+  auto run_cli = [&](std::vector<const char*> args) {
+    CLI::App app;
+    int exit_code = -1;
+    add_replay_command(app, exit_code);
+    args.insert(args.begin(), "align-batch");
+    app.parse(static_cast<int>(args.size()), args.data());
+    return exit_code;
+  };
+  CHECK(store.tuned_settings("cmd:test")->is_null());
+  CHECK(run_cli({"replay", "--history", history.c_str(), "--sweep", "--apply"}) == 0);
+  auto tuned = store.tuned_settings("cmd:test");
+  REQUIRE(tuned.ok());
+  REQUIRE(tuned->is_object());
+  CHECK((*tuned)["source"] == "align-batch replay --sweep");
+  CHECK((*tuned)["budget_bytes"] == 6 * kGiB);
+  CHECK((*tuned)["cores"] == 8);
+  CHECK((*tuned)["replayed_jobs"] == 10);
+  CHECK((*tuned)["high_water"].get<double>() >= 0.85);
+  // Bad usage and a missing run are reported with their exit codes.
+  CHECK(run_cli({"replay", "--history", history.c_str(), "--workers", "many"}) == 2);
+  CHECK(run_cli({"replay", "--history", history.c_str(), "--run", "99"}) == 1);
+  CHECK(run_cli({"replay", "--history", (dir.path() / "none.sqlite").string().c_str()}) == 1);
 }
 
 }  // namespace ab
