@@ -54,7 +54,7 @@ ProcMemoryProbe::ProcMemoryProbe(std::filesystem::path proc_root) : impl_(std::m
 ProcMemoryProbe::~ProcMemoryProbe() = default;
 
 ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle,
-                                   std::int64_t now_ms) {
+                                   std::int64_t now_ms, bool exact) {
   std::map<std::uint64_t, pid_t> want;
   for (const auto& job : live) want[job.id] = job.pid;
   for (pid_t pid : idle) want[kIdleKeyBit | static_cast<std::uint64_t>(pid)] = pid;
@@ -67,6 +67,12 @@ ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::
   for (const auto& w : snap.watches) {
     if (w.key & kIdleKeyBit) {
       r.sample.idle_pss_bytes += w.pss_bytes;
+      continue;
+    }
+    if (exact && !w.pss_measured) {
+      const TreeMemory now = impl_->sampler.read_tree_now(w.root_pid);
+      r.sample.jobs.push_back({w.key, now.pss_bytes, now.vram_bytes});
+      r.rss_bytes[w.key] = now.rss_bytes;
       continue;
     }
     r.sample.jobs.push_back({w.key, w.pss_bytes, w.vram_bytes});

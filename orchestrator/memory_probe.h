@@ -28,8 +28,10 @@ struct ProbeReading {
 class MemoryProbe {
  public:
   virtual ~MemoryProbe() = default;
-  /// Reads every running job's worker tree and the idle workers now.
-  virtual ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms) = 0;
+  /// Reads every running job's worker tree and the idle workers now. `exact`: measure every
+  /// job's PSS now (smaps_rollup), not an estimate; taken right before a kill (STYLE.md 12).
+  virtual ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
+                            bool exact = false) = 0;
 };
 
 /// The real probe (memguard ProcSampler, ticked by the caller): per-tree RSS and PSS under `proc_root`, MemAvailable,
@@ -39,7 +41,8 @@ class ProcMemoryProbe : public MemoryProbe {
  public:
   explicit ProcMemoryProbe(std::filesystem::path proc_root = "/proc");
   ~ProcMemoryProbe() override;
-  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms) override;
+  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
+                    bool exact = false) override;
 
  private:
   struct Impl;

@@ -202,3 +202,24 @@ for line in sys.stdin:
   CHECK(runner.stats().workers_started == 2);
   runner.shutdown(1000);
 }
+
+TEST_CASE("a worker that cannot load its model fails the job with its message, and later starts too") {
+  ab::test::TempDir t;
+  const auto script = t.write("worker.py", R"(import json, sys
+print(json.dumps({"ready": False, "error": "model.pt: not a TorchScript file"}), flush=True)
+sys.exit(3)
+)");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  ProcessRunner runner(config);
+  std::string error;
+  REQUIRE(runner.start({1, "a", {}, "{\"id\": 1}"}, error));
+  auto ends = wait_all(runner, 1);
+  REQUIRE(ends.count(1) == 1);
+  CHECK_FALSE(ends[1].ok);
+  CHECK(ends[1].exit_code == 3);
+  CHECK_FALSE(runner.start({2, "b", {}, "{\"id\": 2}"}, error));
+  CHECK(error.find("model.pt: not a TorchScript file") != std::string::npos);
+  CHECK(error.find("check --model") != std::string::npos);
+  CHECK(runner.stats().workers_started == 1);
+}

@@ -363,7 +363,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       for (const auto& d : scheduler.poll(now_ms)) {
         Job& job = jobs.at(d.job);
         if (d.kind == Decision::Kind::kKill) {
-          auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms);
+          auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms, /*exact=*/true);
           if (scheduler.confirm_kill(d.job, fresh.sample)) {
             job.guard_kill = true;
             progress_.message(job.file->relative.string() + ": stopping it to stay inside the budget (" + d.reason + ")");

@@ -132,7 +132,8 @@ class FakeRunner : public WorkerRunner {
 class FakeProbe : public MemoryProbe {
  public:
   explicit FakeProbe(const FakeRunner& runner) : runner_(runner) {}
-  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>&, std::int64_t now_ms) override {
+  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>&, std::int64_t now_ms,
+                    bool = false) override {
     ProbeReading r;
     r.sample.now_ms = now_ms;
     std::uint64_t total = 0;
