@@ -7,7 +7,8 @@
 // (simulated time).
 //
 // Every operation costs O(log n) in the number of queued jobs (plus O(k) in the k running jobs a
-// sample lists), so replay can push a million jobs through it in seconds.
+// sample lists; set_predictions, which moves every queued job, O(n log n)), so replay can push a
+// million jobs through it in seconds (bench/replay_speed.sh).
 #pragma once
 
 #include <cstdint>
@@ -42,7 +43,8 @@ struct SchedulerConfig {
   /// An unpredicted job is admitted as if it needed max(largest peak observed so far, this).
   std::uint64_t cold_start_floor_bytes = 0;
   /// Smaller jobs that may start past the largest queued job while it does not fit; after that,
-  /// admissions hold until it fits, so it never starves.
+  /// admissions hold until it fits, so it never starves. 32 is a choice, not a measurement: a few
+  /// rounds of gap filling at typical concurrency (4-16) before the large job's turn is forced.
   std::uint32_t max_overtakes = 32;
   /// Guard kills and suspected OOM deaths a job may suffer before it fails (they do not count
   /// against max_attempts, since they are not the job's fault; this bounds pathological loops).
