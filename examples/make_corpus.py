@@ -65,7 +65,7 @@ def main():
                 pcm.astype("<i2").tofile(raw)
                 dest = os.path.join(out_dir, name + "." + fmt)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                subprocess.run(["sox", "-t", "raw", "-r", str(engine.native_rate), "-e", "signed",
+                subprocess.run(["sox", "-R", "-D", "-t", "raw", "-r", str(engine.native_rate), "-e", "signed",
                                 "-b", "16", "-c", "1", raw, *opts, dest, "vol", "0.8", "rate", str(rate)],
                                check=True)
                 if k % 4 == 0:  # a .lab transcript: upper case words, no punctuation

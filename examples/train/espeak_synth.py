@@ -2,7 +2,7 @@
 
 Uses libespeak-ng.so.1 through ctypes: synchronous synthesis, the synth callback collects the
 22050 Hz samples and the WORD events (audio_position, in ms from the start of the utterance).
-Audio is resampled to 16 kHz by sox (libsoxr), never by hand.
+Audio is resampled to 16 kHz by sox (libsoxr; -R -D: repeatable, no dither), never by hand.
 """
 import ctypes
 import subprocess
@@ -71,7 +71,7 @@ class Espeak:
 
 def resample_to_16k(samples, rate):
     """int16 mono at `rate` -> int16 mono at 16 kHz, via sox."""
-    out = subprocess.run(["sox", "-t", "raw", "-r", str(rate), "-e", "signed", "-b", "16", "-c", "1",
+    out = subprocess.run(["sox", "-R", "-D", "-t", "raw", "-r", str(rate), "-e", "signed", "-b", "16", "-c", "1",
                           "-", "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1", "-"],
                          input=samples.astype("<i2").tobytes(), capture_output=True, check=True)
     return np.frombuffer(out.stdout, dtype="<i2")
