@@ -373,3 +373,26 @@ TEST_CASE("real processes: a job the kernel OOM-kills inside the cgroup is detec
   CHECK(f.attempts("burst") == 1);
   CHECK(f.outputs() == std::set<std::string>{"small.done"});
 }
+
+TEST_CASE("on a terminal: one live line redrawn in place (done/total, running, memory vs budget, ETA)") {
+  if (!fs::exists("/usr/bin/script")) {
+    MESSAGE("skipped: /usr/bin/script (util-linux) is needed to give align-batch a terminal");
+    return;
+  }
+  Fixture f;
+  for (int i = 0; i < 3; ++i) f.add("t" + std::to_string(i) + ".wav", 1);
+  // script(1) runs the command on a pseudo-terminal; the argv is joined into one shell line, so
+  // every part here is a plain path without spaces or quotes.
+  std::string line;
+  for (const auto& a : f.argv({"--mem-budget", "1G"}, {AB_MEMHOG_BIN, "--in", "{in}", "--mib-per-mib", "1024", "--hold-s", "0.4"}))
+    line += (line.empty() ? "" : " ") + a;
+  Result r = ab::cli::run({"/usr/bin/script", "-qec", line, "/dev/null"}, f.dir.path());
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("\r\033[K") != std::string::npos);
+  CHECK(r.out.find("/3 done | running ") != std::string::npos);
+  CHECK(r.out.find(" of 1.0 GiB | ") != std::string::npos);
+  CHECK(r.out.find("ETA") != std::string::npos);
+  CHECK(r.out.find("finished: 3 done") != std::string::npos);
+  // On a terminal, finished files do not get a line each: the live line shows them.
+  CHECK(r.out.find("done   t0.wav") == std::string::npos);
+}
