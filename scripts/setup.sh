@@ -3,7 +3,7 @@
 #   scripts/setup.sh example   align the shipped example corpus (the README's first command)
 #   scripts/setup.sh test      run the whole test suite (the README's second command; .ci/run)
 #   scripts/setup.sh build     only install and build
-#   scripts/setup.sh bench     also install the benchmarks' peers (GNU parallel, python3-torch)
+#   scripts/setup.sh bench     also install the benchmarks' peers (GNU parallel, python3-torch, espeak-ng)
 # Idempotent: apt-get skips what is installed, cmake and ccache rebuild only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +17,10 @@ packages=(
   libsndfile1-dev libsamplerate0-dev       # audio decoding, streaming resampling
   libcli11-dev libsqlite3-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
   libxxhash-dev                            # job keys: XXH3-128 of model files
-  espeak-ng sox libsox-fmt-all             # test and example audio is synthesised, never downloaded
+  sox                                      # tests synthesise their audio, never download it
 )
-[ "$mode" = bench ] && packages+=(parallel python3-torch)
+# Benchmarks and the example generators: the peers we measure against, and espeak-ng speech.
+[ "$mode" = bench ] && packages+=(parallel python3-torch espeak-ng libsox-fmt-all)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -41,7 +42,7 @@ cmake --build build -j "$jobs"
 
 case "$mode" in
   build|bench) ;;
-  example) ./build/orchestrator/align-batch doctor ;;
+  example) ./build/orchestrator/align-batch examples/corpus ;;
   test) cd build && ctest --output-on-failure -j "$jobs" ;;
   *) echo "setup.sh: unknown mode '$mode'; use example, test, build or bench" >&2; exit 2 ;;
 esac
