@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  ab::note_explicit_options(app, run);
   if (app.get_subcommands().empty()) exit_code = ab::run_batch(run, split.command, split.dashdash);
   return exit_code;
 }

@@ -32,6 +32,12 @@ namespace {
 
 constexpr int kExitUsage = 2;
 
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "align-batch: %s\n", message.c_str());
   return kExitUsage;
@@ -139,42 +145,79 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--high-water", o.high_water, "stop the youngest job when measured memory exceeds this share of the budget")
       ->check(CLI::Range(0.1, 1.0))
       ->capture_default_str();
+  app.add_option("--margin", o.margin, "multiply history's predicted peaks by this (replay --sweep tunes it)")
+      ->check(CLI::Range(0.5, 4.0))
+      ->capture_default_str();
 }
 
-int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool dashdash) {
+void note_explicit_options(const CLI::App& app, RunOptions& o) {
+  for (const char* name : {"--workers", "--mem-budget", "--high-water", "--margin"})
+    if (app.count(name) > 0) o.explicit_options.insert(name);
+}
+
+TunedApplied apply_tuned_settings(const nlohmann::json& tuned, RunOptions& o) {
+  TunedApplied t;
+  t.prediction_scale = o.margin;
+  if (!tuned.is_object()) return t;
+  auto user_set = [&](const char* option) {
+    if (!o.explicit_options.count(option)) return false;
+    t.kept.push_back(option);
+    return true;
+  };
+  if (auto it = tuned.find("workers"); it != tuned.end() && !user_set("--workers")) {
+    if (it->is_string() && parse_workers(it->get<std::string>())) {
+      o.workers = it->get<std::string>();
+      t.applied.push_back("--workers " + o.workers);
+    } else {
+      t.ignored.push_back("workers " + it->dump() + " (not auto or a whole number)");
+    }
+  }
+  if (auto it = tuned.find("high_water"); it != tuned.end() && !user_set("--high-water")) {
+    if (it->is_number() && it->get<double>() >= 0.1 && it->get<double>() <= 1.0) {
+      o.high_water = it->get<double>();
+      t.applied.push_back(fmt::format("--high-water {:.2f}", o.high_water));
+    } else {
+      t.ignored.push_back("high_water " + it->dump() + " (outside 0.1..1)");
+    }
+  }
+  if (auto it = tuned.find("prediction_scale"); it != tuned.end() && !user_set("--margin")) {
+    if (it->is_number() && it->get<double>() >= 0.5 && it->get<double>() <= 4.0) {
+      o.margin = t.prediction_scale = it->get<double>();
+      t.applied.push_back(fmt::format("--margin {:.2f}", o.margin));
+    } else {
+      t.ignored.push_back("prediction_scale " + it->dump() + " (outside 0.5..4)");
+    }
+  }
+  if (auto it = tuned.find("budget_bytes"); it != tuned.end() && !user_set("--mem-budget")) {
+    if (it->is_number_unsigned() && it->get<std::uint64_t>() > 0) {
+      o.mem_budget = std::to_string(it->get<std::uint64_t>());
+      t.applied.push_back("--mem-budget " + format_bytes(it->get<std::uint64_t>()));
+    } else {
+      t.ignored.push_back("budget_bytes " + it->dump() + " (not a positive size)");
+    }
+  }
+  return t;
+}
+
+int run_batch(const RunOptions& given, const std::vector<std::string>& command, bool dashdash) {
+  RunOptions o = given;
   if (o.corpus.empty())
     return usage_error("no corpus given; usage: align-batch [OPTIONS] CORPUS... [-- COMMAND {in} {out}] (see --help)");
-  auto workers = parse_workers(o.workers);
-  if (!workers) return usage_error("--workers '" + o.workers + "': use auto or a whole number >= 1, e.g. --workers 4");
+  if (!parse_workers(o.workers))
+    return usage_error("--workers '" + o.workers + "': use auto or a whole number >= 1, e.g. --workers 4");
   std::optional<std::int64_t> timeout_ms;
   if (!o.timeout.empty()) {
     timeout_ms = parse_duration_ms(o.timeout);
     if (!timeout_ms) return usage_error("--timeout '" + o.timeout + "': not a duration; use e.g. 90s, 10m or 2h");
   }
-  BudgetInputs inputs;
   if (!o.mem_budget.empty()) {
     auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
     if (!r.spec) return usage_error(r.error);
-    inputs.mem_budget = r.spec;
   }
-  if (!o.reserve.empty()) {
-    auto r = parse_budget_spec(o.reserve, "--reserve");
-    if (!r.spec) return usage_error(r.error);
-    inputs.reserve = r.spec;
-  }
-  std::uint64_t vram_budget_bytes = 0;
-  if (!o.vram_budget.empty()) {
-    auto v = parse_size_bytes(o.vram_budget);
-    if (!v) return usage_error("--vram-budget '" + o.vram_budget + "': not a size; use e.g. 12G or 800M");
-    vram_budget_bytes = *v;
-  }
-  Progress::Mode mode;
-  if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");
 
   // The engine and the job key history files its measurements under.
   RunLoopConfig config;
-  std::vector<std::string> worker_argv;
-  const unsigned cores = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  std::string worker_path, model_path;
   if (dashdash) {
     std::string error;
     auto tmpl = CommandTemplate::parse(command, error);
@@ -192,14 +235,71 @@ int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool
     auto key = job_key_for_model(model);
     if (!key.ok()) return usage_error(key.error);
     config.job_key = key.key;
-    const std::string worker = find_worker();
-    if (worker.empty())
+    worker_path = find_worker();
+    if (worker_path.empty())
       return usage_error("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
+    model_path = fs::absolute(model).string();
+  }
+  config.out_dir = fs::absolute(o.out).lexically_normal();
+
+  std::unique_ptr<HistoryStore> history;
+  if (!o.no_history) {
+    const fs::path path = o.history.empty() ? default_history_path(config.out_dir) : fs::path(o.history);
+    auto opened = HistoryStore::open(path, o.dry_run ? HistoryStore::Create::kNever : HistoryStore::Create::kIfMissing);
+    if (!opened) {
+      if (!o.dry_run) return usage_error(opened.error());
+    } else {
+      history = std::move(opened.value());
+    }
+  }
+
+  // Settings `replay --sweep --apply` stored for this key fill in what the command line left unset.
+  std::string tuned_note;
+  TunedApplied tuned;
+  tuned.prediction_scale = o.margin;
+  if (history) {
+    auto stored = history->tuned_settings(config.job_key);
+    if (!stored) {
+      tuned_note = "history: " + stored.error() + " (tuned settings not read)";
+    } else if (stored.value().is_object()) {
+      tuned = apply_tuned_settings(stored.value(), o);
+      std::string source = stored.value().value("source", std::string("replay --apply"));
+      tuned_note = fmt::format("tuned settings for this key from {} ({}): {}", source, history->path().string(),
+                               tuned.applied.empty() ? std::string("none applied") : join(tuned.applied, ", "));
+      if (!tuned.kept.empty()) tuned_note += "; the command line's " + join(tuned.kept, ", ") + " kept";
+      if (!tuned.ignored.empty()) tuned_note += "; ignored " + join(tuned.ignored, ", ");
+    }
+  }
+  config.prediction_scale = tuned.prediction_scale;
+
+  auto workers = parse_workers(o.workers);
+  BudgetInputs inputs;
+  if (!o.mem_budget.empty()) {
+    auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
+    if (!r.spec) return usage_error(r.error);
+    inputs.mem_budget = r.spec;
+  }
+  if (!o.reserve.empty()) {
+    auto r = parse_budget_spec(o.reserve, "--reserve");
+    if (!r.spec) return usage_error(r.error);
+    inputs.reserve = r.spec;
+  }
+  std::uint64_t vram_budget_bytes = 0;
+  if (!o.vram_budget.empty()) {
+    auto v = parse_size_bytes(o.vram_budget);
+    if (!v) return usage_error("--vram-budget '" + o.vram_budget + "': not a size; use e.g. 12G or 800M");
+    vram_budget_bytes = *v;
+  }
+  std::vector<std::string> worker_argv;
+  const unsigned cores = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  if (!dashdash) {
     // Each worker gets max(1, cores / workers) LibTorch threads, so N workers never oversubscribe.
     const unsigned expected = *workers ? std::min(*workers, cores) : cores;
-    worker_argv = {worker, "--model", fs::absolute(model).string(), "--threads",
+    worker_argv = {worker_path, "--model", model_path, "--threads",
                    std::to_string(std::max(1u, cores / std::max(1u, expected)))};
   }
+  Progress::Mode mode;
+  if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");
 
   // The budget: min(--mem-budget, min(cgroup limit, MemTotal) - reserve).
   MachineMemory machine;
@@ -216,12 +316,12 @@ int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool
   config.scheduler.max_workers = *workers;
   config.scheduler.max_attempts = o.retries + 1;
   config.scheduler.high_water = o.high_water;
-  config.out_dir = fs::absolute(o.out).lexically_normal();
   config.task = o.task;
   config.force = o.force;
   config.timeout_ms = timeout_ms.value_or(0);
   config.tick_ms = o.sample_ms;
   config.flags = {{"workers", o.workers}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
+                  {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
                   {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
                   {"timeout", o.timeout}, {"force", o.force}, {"command", command}};
 
@@ -231,18 +331,11 @@ int run_batch(const RunOptions& o, const std::vector<std::string>& command, bool
     return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
   }
 
-  std::unique_ptr<HistoryStore> history;
-  if (!o.no_history) {
-    const fs::path path = o.history.empty() ? default_history_path(config.out_dir) : fs::path(o.history);
-    auto opened = HistoryStore::open(path, o.dry_run ? HistoryStore::Create::kNever : HistoryStore::Create::kIfMissing);
-    if (!opened) {
-      if (!o.dry_run) return usage_error(opened.error());
-    } else {
-      history = std::move(opened.value());
-    }
-  }
-
   Progress progress(mode, stderr, stdout);
+  if (!tuned_note.empty()) {
+    if (o.dry_run) std::printf("%s\n", tuned_note.c_str());
+    else progress.message(tuned_note);
+  }
   ProcessRunnerConfig runner_config;
   runner_config.log_dir = config.out_dir / ".align-batch" / "logs";
   runner_config.worker_argv = worker_argv;

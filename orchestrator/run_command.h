@@ -3,8 +3,11 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace CLI {
 class App;
@@ -31,7 +34,27 @@ struct RunOptions {
   std::string progress = "auto";
   int sample_ms = 50;
   double high_water = 0.90;
+  double margin = 1.0;  ///< history's predicted peaks are multiplied by this
+  /// Options the user set (command line or --config), e.g. "--workers": tuned settings from
+  /// history never override these. Filled by note_explicit_options() after parsing.
+  std::set<std::string> explicit_options;
 };
+
+/// Records in `options.explicit_options` which tunable options `app` was given (CLI11's count()).
+void note_explicit_options(const CLI::App& app, RunOptions& options);
+
+/// What apply_tuned_settings() did.
+struct TunedApplied {
+  std::vector<std::string> applied;  ///< e.g. "--workers 2", "--high-water 0.85", "prediction margin x1.15"
+  std::vector<std::string> kept;     ///< tuned but set on the command line, e.g. "--workers"
+  std::vector<std::string> ignored;  ///< present but unusable, with why
+  double prediction_scale = 1.0;     ///< multiply history's predictions by this
+};
+
+/// Pure: applies `tuned` (a key's settings stored by `replay --sweep --apply`: workers,
+/// high_water, prediction_scale, budget_bytes) to every option of `options` not in
+/// `options.explicit_options`. Null or non-object JSON applies nothing.
+TunedApplied apply_tuned_settings(const nlohmann::json& tuned, RunOptions& options);
 
 /// Adds the main command's options and CORPUS positionals to `app` (the top level, so that
 /// `align-batch corpus/` needs no subcommand name), and `--config FILE`.

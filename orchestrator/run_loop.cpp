@@ -94,10 +94,14 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
       auto done = history_->find_done(f.audio.string(), f.size_bytes, f.mtime_ns, config_.job_key);
       if (done && done.value()) p.skip = true;
     }
-    if (auto e = estimator.predict(f.size_bytes)) p.predicted_peak_bytes = e->peak_bytes;
+    if (auto e = estimator.predict(f.size_bytes)) p.predicted_peak_bytes = scaled(e->peak_bytes);
     out.push_back(p);
   }
   return out;
+}
+
+std::uint64_t RunLoop::scaled(std::uint64_t predicted_peak_bytes) const {
+  return static_cast<std::uint64_t>(static_cast<double>(predicted_peak_bytes) * config_.prediction_scale);
 }
 
 RunnerJob RunLoop::make_runner_job(Job& job) {
@@ -248,7 +252,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     estimator = std::make_unique<Estimator>(observations_from_jobs(key_rows));
     for (auto& [id, other] : jobs)
       if (!other.finished && !other.running)
-        if (auto e = estimator->predict(other.file->size_bytes)) scheduler.set_prediction(id, e->peak_bytes);
+        if (auto e = estimator->predict(other.file->size_bytes)) scheduler.set_prediction(id, scaled(e->peak_bytes));
   };
 
   auto handle_end = [&](const JobEnd& end, bool stopping) {

@@ -36,6 +36,8 @@ struct RunLoopConfig {
   /// First Ctrl-C: SIGTERM to every worker, SIGKILL after this (or at the second Ctrl-C).
   int stop_grace_ms = 10000;
   std::uint32_t timeline_points = 64;
+  /// History's predicted peaks are multiplied by this (--margin, or a key's tuned settings).
+  double prediction_scale = 1.0;
   std::uint64_t mem_total_bytes = 0;  ///< recorded with the run in history
   nlohmann::json flags = nlohmann::json::object();  ///< recorded with the run in history
 };
@@ -65,6 +67,7 @@ class RunLoop {
   struct Job;
   RunnerJob make_runner_job(Job& job);
   bool finish_outputs(Job& job, std::string& error);
+  std::uint64_t scaled(std::uint64_t predicted_peak_bytes) const;
 
   RunLoopConfig config_;
   WorkerRunner& runner_;

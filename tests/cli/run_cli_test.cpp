@@ -7,10 +7,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "history/history_store.h"
+#include "history/job_key.h"
 #include "tests/cli/cli_process.h"
 #include "tests/testutil/cgroup_v1.h"
 #include "tests/testutil/temp_dir.h"
@@ -395,4 +397,85 @@ TEST_CASE("on a terminal: one live line redrawn in place (done/total, running, m
   CHECK(r.out.find("finished: 3 done") != std::string::npos);
   // On a terminal, finished files do not get a line each: the live line shows them.
   CHECK(r.out.find("done   t0.wav") == std::string::npos);
+}
+
+namespace {
+
+/// The predicted peaks (MiB) a --dry-run plan prints, by file name.
+std::map<std::string, double> planned_peaks_mib(const std::string& plan) {
+  std::map<std::string, double> peaks;
+  std::istringstream in(plan);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto at = line.find("peak ~");
+    if (line.rfind("run\t", 0) != 0 || at == std::string::npos) continue;
+    const std::string path = line.substr(4, line.find('\t', 4) - 4);
+    peaks[fs::path(path).filename().string()] = std::stod(line.substr(at + 6));
+    CHECK(line.find("MiB", at) != std::string::npos);
+  }
+  return peaks;
+}
+
+}  // namespace
+
+TEST_CASE("tuned settings stored by replay --apply: later runs of the key start from them, the log says so") {
+  Fixture f;
+  for (int i = 0; i < 4; ++i) f.add("f" + std::to_string(i) + ".wav", 10 + 10 * i);
+  const auto command = f.command(1, 0, 0);
+  REQUIRE(f.run({"--progress", "plain", "--mem-budget", "2G"}, command).exit_code == 0);
+  const fs::path db = f.out() / ".align-batch/history.sqlite";
+  {
+    auto h = ab::HistoryStore::open(db, ab::HistoryStore::Create::kNever);
+    REQUIRE(h.ok());
+    const nlohmann::json tuned = {{"workers", "1"}, {"high_water", 0.8}, {"prediction_scale", 1.3},
+                                  {"budget_bytes", 512ull << 20}, {"cores", 2}, {"source", "align-batch replay --sweep"}};
+    REQUIRE(h.value()->store_tuned_settings(ab::job_key_for_command(command), tuned).ok());
+  }
+
+  // Dry runs: the plan under the tuned settings, and with every one of them set on the command line.
+  Result tuned = f.run({"--dry-run", "--force"}, command);
+  CHECK(tuned.exit_code == 0);
+  CHECK(tuned.out.find("tuned settings for this key from align-batch replay --sweep (" + db.string() +
+                       "): --workers 1, --high-water 0.80, --margin 1.30, --mem-budget 512.0 MiB\n") != std::string::npos);
+  CHECK(tuned.out.find("budget 512.0 MiB") != std::string::npos);
+  CHECK(tuned.out.find("workers 1") != std::string::npos);
+  Result own = f.run({"--dry-run", "--force", "--workers", "3", "--high-water", "0.9", "--margin", "1", "--mem-budget", "1G"}, command);
+  CHECK(own.exit_code == 0);
+  CHECK(own.out.find("none applied; the command line's --workers, --high-water, --margin, --mem-budget kept") != std::string::npos);
+  CHECK(own.out.find("budget 1.0 GiB") != std::string::npos);
+  CHECK(own.out.find("workers 3") != std::string::npos);
+  // The tuned margin scales every prediction by 1.3 (same history, same estimator).
+  const auto with_margin = planned_peaks_mib(tuned.out), without = planned_peaks_mib(own.out);
+  REQUIRE(with_margin.size() == 4);
+  REQUIRE(without.size() == 4);
+  for (const auto& [name, mib] : without) {
+    CAPTURE(name);
+    CHECK(with_margin.at(name) / mib == doctest::Approx(1.3).epsilon(0.02));
+  }
+
+  // A real run: the log line, the budget it used, and the settings recorded with the run.
+  Result run = f.run({"--force", "--progress", "json"}, command);
+  CHECK(run.exit_code == 0);
+  std::istringstream in(run.out);
+  std::string line;
+  bool logged = false;
+  nlohmann::json last;
+  while (std::getline(in, line)) {
+    last = nlohmann::json::parse(line);
+    if (last["event"] == "message" && last["text"].get<std::string>().find("tuned settings for this key") != std::string::npos)
+      logged = true;
+  }
+  CHECK(logged);
+  CHECK(last["budget_bytes"] == 512ull << 20);
+  CHECK(last["done"] == 4);
+  auto h = ab::HistoryStore::open(db, ab::HistoryStore::Create::kNever);
+  REQUIRE(h.ok());
+  auto runs = h.value()->runs();
+  REQUIRE(runs.ok());
+  REQUIRE(runs.value().size() == 2);
+  const auto& flags = runs.value()[0].info.flags;  // newest first
+  CHECK(flags["workers"] == "1");
+  CHECK(flags["high_water"] == doctest::Approx(0.8));
+  CHECK(flags["margin"] == doctest::Approx(1.3));
+  CHECK(runs.value()[0].info.budget_bytes == 512ull << 20);
 }
