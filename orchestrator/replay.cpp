@@ -226,7 +226,7 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
       if (settings.learn) {
         finished_recorded.push_back(sim_picks[id]);
         const std::uint32_t n = result.ok;
-        if (n <= 8 || (n & (n - 1)) == 0) {
+        if (refit_due(n)) {
           const auto fitted = settings.learn(finished_recorded);
           predict_queued([&](std::uint32_t rec_index) -> std::optional<std::uint64_t> {
             if (rec_index >= fitted.size() || !fitted[rec_index]) return std::nullopt;

@@ -249,10 +249,18 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     row.status = JobStatus::kOk;
     row.job_key = config_.job_key;
     key_rows.push_back(row);
+    // Refitting costs O(history + queue); doing it after every job made a large corpus O(n^2).
+    if (!refit_due(static_cast<std::uint32_t>(summary.done))) return;
     estimator = std::make_unique<Estimator>(observations_from_jobs(key_rows));
+    // Every job of this run has the run's key; only queued ones take a new prediction (a running
+    // job keeps what admission reserved for it until it ends).
+    std::vector<std::pair<JobId, std::uint64_t>> predictions;
     for (auto& [id, other] : jobs)
       if (!other.finished && !other.running)
-        if (auto e = estimator->predict(other.file->size_bytes)) scheduler.set_prediction(id, scaled(e->peak_bytes));
+        if (auto e = estimator->predict(other.file->size_bytes)) predictions.emplace_back(id, scaled(e->peak_bytes));
+    scheduler.set_predictions(predictions);
+    ++stats_.refits;
+    stats_.predictions_updated += predictions.size();
   };
 
   auto handle_end = [&](const JobEnd& end, bool stopping) {

@@ -49,6 +49,12 @@ struct PlannedFile {
   std::optional<std::uint64_t> predicted_peak_bytes;
 };
 
+/// What the loop did beyond the summary (for tests and benchmarks).
+struct RunLoopStats {
+  std::uint32_t refits = 0;                ///< times predictions were refitted from history
+  std::uint64_t predictions_updated = 0;   ///< queued jobs handed a refitted prediction, in total
+};
+
 class RunLoop {
  public:
   /// `history` may be null (no history: no resume, no predictions). `interrupts` returns how
@@ -63,6 +69,8 @@ class RunLoop {
   /// is recorded in history as it ends.
   RunSummary run(const Corpus& corpus);
 
+  const RunLoopStats& stats() const { return stats_; }
+
  private:
   struct Job;
   RunnerJob make_runner_job(Job& job);
@@ -75,6 +83,7 @@ class RunLoop {
   HistoryStore* history_;
   Progress& progress_;
   std::function<int()> interrupts_;
+  RunLoopStats stats_;
   std::int64_t run_id_ = 0;
   std::filesystem::path staging_dir_;
 };

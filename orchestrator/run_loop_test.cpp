@@ -366,3 +366,31 @@ TEST_CASE("a file that vanished after the scan fails with its name; the others f
   REQUIRE(s.failed.size() == 1);
   CHECK(s.failed[0].reason.find("vanished") != std::string::npos);
 }
+
+TEST_CASE("predictions are refitted on refit_due()'s schedule, in bulk, for queued jobs only") {
+  CHECK(refit_due(1));
+  CHECK(refit_due(8));
+  CHECK_FALSE(refit_due(9));
+  CHECK(refit_due(16));
+  CHECK_FALSE(refit_due(100));
+  CHECK(refit_due(128));
+  CHECK_FALSE(refit_due(0));
+  World w;
+  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  std::vector<std::string> names;
+  for (int i = 0; i < 100; ++i) names.push_back("ok-" + std::to_string(20 + i) + "-" + std::to_string(2 + i % 3));
+  auto corpus = w.corpus(names);
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+  auto s = loop.run(corpus);
+  CHECK(s.done == 100);
+  // ok jobs 1..8, 16, 32, 64: 11 refits (one per finished job was 100, each over the whole queue).
+  CHECK(loop.stats().refits == 11);
+  // Each refit hands a prediction to the jobs still queued, at most 99 of them.
+  CHECK(loop.stats().predictions_updated > 0);
+  CHECK(loop.stats().predictions_updated <= 11u * 99u);
+  CHECK(runner.max_concurrent_ >= 2);  // the refits still ramped the cold start up
+  CHECK(probe.max_total_bytes <= 1000 * kMiB);
+}

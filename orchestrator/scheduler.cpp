@@ -533,4 +533,6 @@ std::optional<std::uint64_t> Scheduler::estimate_bytes(JobId id) const {
   return estimate_of(job);
 }
 
+bool refit_due(std::uint32_t ok_jobs) { return ok_jobs > 0 && (ok_jobs <= 8 || (ok_jobs & (ok_jobs - 1)) == 0); }
+
 }  // namespace ab

@@ -109,6 +109,11 @@ struct SchedulerStats {
   std::uint32_t peak_running = 0;
 };
 
+/// When to refit predictions from history as a run's jobs finish: after each of the first 8 ok
+/// jobs, then at the 16th, 32nd, 64th, ... (the run loop and replay's --cold both follow this, so
+/// replay models the loop; O(log n) refits of O(n) each, not one per finished job).
+bool refit_due(std::uint32_t ok_jobs);
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& config);
