@@ -2,6 +2,7 @@
 #include "orchestrator/replay_command.h"
 
 #include "history/estimator.h"
+#include "memguard/budget.h"
 #include "memguard/size.h"
 
 #include <CLI/CLI.hpp>
@@ -99,6 +100,25 @@ void print_sweep(const std::vector<SweepRow>& rows, std::size_t best, std::uint6
   }
 }
 
+}  // namespace
+
+std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const RunInfo* info) {
+  if (!info || info->mem_total_bytes == 0) return std::nullopt;
+  BudgetInputs inputs;
+  inputs.mem_budget = spec;
+  inputs.mem_total_bytes = info->mem_total_bytes;
+  const nlohmann::json& f = info->flags;
+  if (f.contains("cgroup_limit_bytes") && f["cgroup_limit_bytes"].is_number_unsigned())
+    inputs.cgroup_limit_bytes = f["cgroup_limit_bytes"].get<std::uint64_t>();
+  if (f.contains("reserve_bytes") && f["reserve_bytes"].is_number_unsigned())
+    inputs.reserve = BudgetSpec{f["reserve_bytes"].get<std::uint64_t>(), 0, false};
+  const Budget b = effective_budget(inputs);
+  if (!b.ok()) return std::nullopt;
+  return b.effective_bytes;
+}
+
+namespace {
+
 int run_replay(const ReplayOptions& o) {
   const std::filesystem::path path =
       o.history.empty() ? default_history_path(o.out) : std::filesystem::path(o.history);
@@ -134,15 +154,20 @@ int run_replay(const ReplayOptions& o) {
       fmt::print(stderr, "align-batch replay: {}\n", spec.error);
       return 2;
     }
-    const std::uint64_t limit = info ? info->mem_total_bytes : 0;
-    if (spec.spec->is_percent && limit == 0) {
-      fmt::print(stderr,
-                 "align-batch replay: --mem-budget {}: the recorded run has no memory total to take "
-                 "a percentage of; give a size such as 16G\n",
-                 o.mem_budget);
-      return 2;
+    if (spec.spec->is_percent) {
+      // As the recorded run would have resolved it: of min(cgroup limit, MemTotal), minus its reserve.
+      auto budget = percent_budget_of_run(*spec.spec, info);
+      if (!budget) {
+        fmt::print(stderr,
+                   "align-batch replay: --mem-budget {}: the recorded run has no memory total to take "
+                   "a percentage of; give a size such as 16G\n",
+                   o.mem_budget);
+        return 2;
+      }
+      settings.scheduler.budget_bytes = *budget;
+    } else {
+      settings.scheduler.budget_bytes = spec.spec->bytes;
     }
-    settings.scheduler.budget_bytes = resolve_budget_spec(*spec.spec, limit);
   } else if (info && info->budget_bytes) {
     settings.scheduler.budget_bytes = info->budget_bytes;
   } else {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "history/history_store.h"
+#include "memguard/size.h"
 #include "orchestrator/replay.h"
 
 #include <cstdint>
@@ -27,6 +28,11 @@ struct ReplaySource {
 /// Each job's prediction is what history, fitted on all of its key's ok jobs, predicts for it.
 StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
                                              const std::string& key);
+
+/// Pure: the budget a run recorded as `info` would have had with `--mem-budget PCT%`: the
+/// percentage of min(its cgroup limit, its MemTotal), capped by that minus its reserve (as
+/// memguard's effective_budget computes it). None when the run recorded no MemTotal.
+std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const RunInfo* info);
 
 /// Registers `align-batch replay [--history PATH | --out DIR] [--key KEY | --run ID]
 ///   [--mem-budget SIZE] [--cores N] [--workers auto|N] [--high-water F] [--margin F] [--cold]

@@ -335,3 +335,19 @@ TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines an
 }
 
 }  // namespace ab
+
+TEST_CASE("replay --mem-budget PCT resolves against what the recorded run had: its cgroup limit, MemTotal, reserve") {
+  constexpr std::uint64_t kMiB = 1ull << 20;
+  const ab::BudgetSpec pct75{0, 75, true}, pct100{0, 100, true};
+  ab::RunInfo info;
+  info.mem_total_bytes = 24576 * kMiB;
+  info.flags = {{"cgroup_limit_bytes", 1024 * kMiB}, {"reserve_bytes", 64 * kMiB}};
+  CHECK(ab::percent_budget_of_run(pct75, &info) == 768 * kMiB);           // of the cgroup limit
+  CHECK(ab::percent_budget_of_run(pct100, &info) == (1024 - 64) * kMiB);  // capped by limit - reserve
+  info.flags = {{"cgroup_limit_bytes", nullptr}, {"reserve_bytes", 1024 * kMiB}};
+  CHECK(ab::percent_budget_of_run(pct75, &info) == 18432 * kMiB);  // of MemTotal
+  CHECK(ab::percent_budget_of_run(pct100, &info) == (24576 - 1024) * kMiB);
+  info.mem_total_bytes = 0;  // a run recorded without MemTotal: nothing to take a percentage of
+  CHECK_FALSE(ab::percent_budget_of_run(pct75, &info).has_value());
+  CHECK_FALSE(ab::percent_budget_of_run(pct75, nullptr).has_value());
+}

@@ -323,7 +323,12 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   config.flags = {{"workers", o.workers}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
                   {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
                   {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
-                  {"timeout", o.timeout}, {"force", o.force}, {"command", command}};
+                  {"timeout", o.timeout}, {"force", o.force}, {"command", command},
+                  // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of
+                  // this run resolves exactly as a run given that flag would have.
+                  {"limit_bytes", budget.limit_bytes}, {"reserve_bytes", budget.reserve_bytes},
+                  {"cgroup_limit_bytes", inputs.cgroup_limit_bytes ? nlohmann::json(*inputs.cgroup_limit_bytes)
+                                                                    : nlohmann::json(nullptr)}};
 
   Corpus corpus = scan_corpus(o.corpus, config.out_dir);
   if (corpus.files.empty()) {

@@ -479,3 +479,82 @@ TEST_CASE("tuned settings stored by replay --apply: later runs of the key start 
   CHECK(flags["margin"] == doctest::Approx(1.3));
   CHECK(runs.value()[0].info.budget_bytes == 512ull << 20);
 }
+
+namespace {
+
+std::uint64_t meminfo_kib(const std::string& field) {
+  std::istringstream in(ab::cli::slurp("/proc/meminfo"));
+  std::string name;
+  std::uint64_t kib = 0;
+  std::string unit;
+  while (in >> name >> kib) {
+    std::getline(in, unit);
+    if (name == field + ":") return kib;
+  }
+  return 0;
+}
+
+/// The newest run's row in `db`.
+ab::RunRow newest_run(const fs::path& db) {
+  auto h = ab::HistoryStore::open(db, ab::HistoryStore::Create::kNever);
+  REQUIRE(h.ok());
+  auto runs = h.value()->runs();
+  REQUIRE(runs.ok());
+  REQUIRE(!runs.value().empty());
+  return runs.value()[0];
+}
+
+}  // namespace
+
+TEST_CASE("a run records the machine it had (MemTotal, cores, budget, limit), so replay --mem-budget 75% works") {
+  Fixture f;
+  f.add("a.wav", 1);
+  f.add("b.wav", 2);
+  Result r = f.run({"--progress", "json", "--reserve", "100M"}, f.command(1, 0, 0));
+  REQUIRE(r.exit_code == 0);
+  const nlohmann::json summary = nlohmann::json::parse(r.out.substr(r.out.rfind("{\"")));
+  const fs::path db = f.out() / ".align-batch/history.sqlite";
+  const ab::RunRow run = newest_run(db);
+  const std::uint64_t mem_total = meminfo_kib("MemTotal") * 1024;
+  REQUIRE(mem_total > 0);
+  CHECK(run.info.mem_total_bytes == mem_total);
+  CHECK(run.info.cores == static_cast<std::uint32_t>(::sysconf(_SC_NPROCESSORS_ONLN)));
+  CHECK(run.info.budget_bytes == summary["budget_bytes"].get<std::uint64_t>());
+  CHECK(run.info.flags["reserve_bytes"] == 100ull << 20);
+  // This process's own cgroup may be limited: the run records the limit it had, or null.
+  const std::uint64_t limit = run.info.flags["limit_bytes"].get<std::uint64_t>();
+  CHECK(limit <= mem_total);
+  CHECK(run.info.budget_bytes == limit - (100ull << 20));
+  Result replayed = run_ab({"replay", "--history", db.string(), "--mem-budget", "75%", "--json"}, f.dir.path());
+  CAPTURE(replayed.err);
+  REQUIRE(replayed.exit_code == 0);
+  const auto out = nlohmann::json::parse(replayed.out);
+  const double expected = std::min(static_cast<double>(limit - (100ull << 20)), 0.75 * static_cast<double>(limit));
+  CHECK(out["budget_bytes"].get<double>() == doctest::Approx(expected).epsilon(1e-9));
+}
+
+TEST_CASE("inside a memory cgroup the run records its limit, and replay --mem-budget 75% takes 75% of it") {
+  std::string why_not;
+  auto cg = ab::test::CgroupV1::create(400ull << 20, &why_not);
+  if (!cg) {
+    MESSAGE("skipped: cannot create a v1 memory cgroup here: " << why_not);
+    return;
+  }
+  Fixture f;
+  f.add("a.wav", 1);
+  Process p(f.argv({"--progress", "plain", "--reserve", "32M"}, f.command(1, 0, 0)), f.dir.path(), [&] {
+    std::string error;
+    if (!cg->add_pid(::getpid(), &error)) ::_exit(99);
+  });
+  Result r = p.wait();
+  REQUIRE(r.exit_code == 0);
+  const fs::path db = f.out() / ".align-batch/history.sqlite";
+  const ab::RunRow run = newest_run(db);
+  CHECK(run.info.mem_total_bytes == meminfo_kib("MemTotal") * 1024);
+  CHECK(run.info.flags["cgroup_limit_bytes"] == 400ull << 20);
+  CHECK(run.info.flags["limit_bytes"] == 400ull << 20);
+  CHECK(run.info.budget_bytes == (400ull - 32) << 20);
+  Result replayed = run_ab({"replay", "--history", db.string(), "--mem-budget", "75%", "--json"}, f.dir.path());
+  REQUIRE(replayed.exit_code == 0);
+  CHECK(nlohmann::json::parse(replayed.out)["budget_bytes"] == 300ull << 20);
+}
