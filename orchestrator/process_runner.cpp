@@ -426,6 +426,21 @@ std::vector<pid_t> ProcessRunner::idle_pids() const {
   return out;
 }
 
+std::size_t ProcessRunner::retire_idle(std::size_t keep) {
+  std::size_t idle = 0, told = 0;
+  // The newest idle workers go first: the oldest have shown their idle memory longest.
+  for (auto it = procs_.begin(); it != procs_.end(); ++it) {
+    Proc& p = **it;
+    if (!p.persistent || p.busy || p.exiting || p.exited) continue;
+    if (++idle <= keep) continue;
+    p.exiting = true;  // EOF on stdin: the worker exits; reap() collects it silently
+    close_fd(p.stdin_fd);
+    ++told;
+  }
+  stats_.workers_retired += static_cast<std::uint32_t>(told);
+  return told;
+}
+
 std::vector<JobEnd> ProcessRunner::shutdown(int grace_ms) {
   std::vector<JobEnd> ended;
   if (procs_.empty()) return ended;

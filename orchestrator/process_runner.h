@@ -29,6 +29,7 @@ struct ProcessRunnerConfig {
 struct ProcessRunnerStats {
   std::uint32_t workers_started = 0;
   std::uint32_t workers_recycled = 0;
+  std::uint32_t workers_retired = 0;  ///< idle workers told to exit by retire_idle()
 };
 
 class ProcessRunner : public WorkerRunner {
@@ -43,6 +44,7 @@ class ProcessRunner : public WorkerRunner {
   void kill(JobId id, int grace_ms) override;
   std::vector<LiveJob> live() const override;
   std::vector<pid_t> idle_pids() const override;
+  std::size_t retire_idle(std::size_t keep) override;
   std::vector<JobEnd> shutdown(int grace_ms) override;
 
   const ProcessRunnerStats& stats() const { return stats_; }

@@ -223,3 +223,42 @@ sys.exit(3)
   CHECK(error.find("check --model") != std::string::npos);
   CHECK(runner.stats().workers_started == 1);
 }
+
+TEST_CASE("retire_idle tells idle persistent workers beyond `keep` to exit; they are reaped, busy ones untouched") {
+  ab::test::TempDir t;
+  // Job "hold" waits for a line on its own stdin to never come (it is only ended by shutdown).
+  const auto script = t.write("worker.py", R"(import json, os, sys, time
+print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    if job.get("hold"):
+        time.sleep(30)
+    print(json.dumps({"id": job["id"], "ok": True}), flush=True)
+)");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  ProcessRunner runner(config);
+  std::string error;
+  // Three workers: two finish a job each and idle, one stays busy.
+  REQUIRE(runner.start({1, "a", {}, "{\"id\": 1, \"hold\": true}"}, error));
+  REQUIRE(runner.start({2, "b", {}, "{\"id\": 2}"}, error));
+  REQUIRE(runner.start({3, "c", {}, "{\"id\": 3}"}, error));
+  auto ends = wait_all(runner, 2);
+  REQUIRE(ends.size() == 2);
+  const auto idle = runner.idle_pids();
+  REQUIRE(idle.size() == 2);
+  CHECK(runner.retire_idle(1) == 1);
+  CHECK(runner.retire_idle(1) == 0);  // the one kept is still the only usable idle worker
+  CHECK(runner.retire_idle(0) == 1);
+  CHECK(runner.stats().workers_retired == 2);
+  // Both exit on EOF and are reaped quietly (no job end reported); the busy worker runs on.
+  for (int i = 0; i < 250 && !runner.idle_pids().empty(); ++i) CHECK(runner.wait(20).empty());
+  CHECK(runner.idle_pids().empty());
+  for (pid_t pid : idle) CHECK(::kill(pid, 0) != 0);
+  REQUIRE(runner.live().size() == 1);
+  CHECK(runner.live()[0].id == 1);
+  // A new job gets a new worker.
+  REQUIRE(runner.start({4, "d", {}, "{\"id\": 4}"}, error));
+  CHECK(runner.stats().workers_started == 4);
+  runner.shutdown(1000);
+}

@@ -372,6 +372,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     if (stopping && runner_.live().empty()) break;
 
     if (!stopping) {
+      bool started = false;
       for (const auto& d : scheduler.poll(now_ms)) {
         Job& job = jobs.at(d.job);
         if (d.kind == Decision::Kind::kKill) {
@@ -405,11 +406,16 @@ RunSummary RunLoop::run(const Corpus& corpus) {
             continue;
           }
           job.running = true;
+          started = true;
           job.started_ms = now_ms;
           progress_.job_started(job.file->relative.string(), job.attempts,
                                 scheduler.estimate_bytes(job.id).value_or(0), state);
         }
       }
+      // Idle workers the scheduler cannot give work to (nothing queued, or nothing queued fits
+      // now) only hold memory that admission counts: let them go. A job that fits later starts
+      // on the worker of the job whose end made room, or on a new one.
+      if (!started) stats_.workers_retired += runner_.retire_idle(0);
       if (scheduler.done() && runner_.live().empty()) break;
     }
 

@@ -53,6 +53,7 @@ struct PlannedFile {
 struct RunLoopStats {
   std::uint32_t refits = 0;                ///< times predictions were refitted from history
   std::uint64_t predictions_updated = 0;   ///< queued jobs handed a refitted prediction, in total
+  std::uint32_t workers_retired = 0;       ///< idle workers let go (WorkerRunner::retire_idle)
 };
 
 class RunLoop {

@@ -44,6 +44,7 @@ class FakeRunner : public WorkerRunner {
     r.mib = std::stoull(stem.substr(d1 + 1, d2 - d1 - 1));
     r.ticks = std::stoi(stem.substr(d2 + 1));
     running_[job.id] = r;
+    if (persistent && !idle_.empty()) idle_.pop_back();  // reuses an idle worker
     ++launches_[stem];
     max_concurrent_ = std::max(max_concurrent_, running_.size());
     return true;
@@ -51,6 +52,7 @@ class FakeRunner : public WorkerRunner {
 
   std::vector<JobEnd> wait(int) override {
     ++now_tick_;
+    idle_at_tick_[now_tick_] = idle_.size();
     std::vector<JobEnd> ends;
     for (auto it = running_.begin(); it != running_.end();) {
       Running& r = it->second;
@@ -80,6 +82,8 @@ class FakeRunner : public WorkerRunner {
         ended = true;
       }
       if (ended) {
+        // A persistent worker outlives a job that ended by itself (ok or failed), not a kill or crash.
+        if (persistent && e.term_signal == 0) idle_.push_back(static_cast<pid_t>(5000 + e.id));
         ends.push_back(e);
         it = running_.erase(it);
       } else {
@@ -101,7 +105,16 @@ class FakeRunner : public WorkerRunner {
     for (auto& [id, r] : running_) out.push_back({id, static_cast<pid_t>(1000 + id)});
     return out;
   }
-  std::vector<pid_t> idle_pids() const override { return {}; }
+  std::vector<pid_t> idle_pids() const override { return idle_; }
+  std::size_t retire_idle(std::size_t keep) override {
+    std::size_t told = 0;
+    while (idle_.size() > keep) {
+      idle_.pop_back();
+      ++told;
+    }
+    retired_ += static_cast<int>(told);
+    return told;
+  }
   std::vector<JobEnd> shutdown(int) override {
     std::vector<JobEnd> ends;
     for (auto& [id, r] : running_) {
@@ -121,6 +134,10 @@ class FakeRunner : public WorkerRunner {
     return r.mib * kMiB * static_cast<std::uint64_t>(t) / static_cast<std::uint64_t>(std::max(1, r.ticks));
   }
 
+  bool persistent = false;  ///< jobs run on workers that stay (idle) after a job, as align-batch-worker does
+  std::vector<pid_t> idle_;
+  int retired_ = 0;
+  std::map<int, std::size_t> idle_at_tick_;  ///< idle workers at each wait()
   std::map<JobId, Running> running_;
   std::map<std::string, int> launches_;
   std::size_t max_concurrent_ = 0;
@@ -132,10 +149,11 @@ class FakeRunner : public WorkerRunner {
 class FakeProbe : public MemoryProbe {
  public:
   explicit FakeProbe(const FakeRunner& runner) : runner_(runner) {}
-  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>&, std::int64_t now_ms,
+  ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
                     bool = false) override {
     ProbeReading r;
     r.sample.now_ms = now_ms;
+    r.sample.idle_pss_bytes = idle.size() * idle_mib * kMiB;
     std::uint64_t total = 0;
     for (const auto& l : live) {
       const std::uint64_t pss = runner_.pss_bytes(l.id);
@@ -147,6 +165,7 @@ class FakeProbe : public MemoryProbe {
     return r;
   }
   std::uint64_t max_total_bytes = 0;
+  std::uint64_t idle_mib = 0;  ///< each idle worker's PSS
 
  private:
   const FakeRunner& runner_;
@@ -392,5 +411,57 @@ TEST_CASE("predictions are refitted on refit_due()'s schedule, in bulk, for queu
   CHECK(loop.stats().predictions_updated > 0);
   CHECK(loop.stats().predictions_updated <= 11u * 99u);
   CHECK(runner.max_concurrent_ >= 2);  // the refits still ramped the cold start up
+  CHECK(probe.max_total_bytes <= 1000 * kMiB);
+}
+
+TEST_CASE("idle persistent workers are retired when nothing queued could use them") {
+  World w;
+  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  // One long job and three short ones: all four run at once; when the short ones end the queue
+  // is empty, so their three workers would only hold memory until the long one ends.
+  auto corpus = w.corpus({"ok-200-60", "ok-100-5", "ok-101-5", "ok-102-5"});
+  for (bool history_known : {false, true}) {
+    CAPTURE(history_known);
+    w.config.force = true;
+    FakeRunner runner;
+    runner.persistent = true;
+    FakeProbe probe(runner);
+    probe.idle_mib = 50;
+    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+    auto s = loop.run(corpus);
+    CHECK(s.done == 4);
+    if (!history_known) continue;  // the first run only records the peaks (cold start: one at a time)
+    CHECK(runner.max_concurrent_ == 4);
+    // The three short jobs' workers, then the long job's once it ends (nothing left to run).
+    CHECK(runner.retired_ == 4);
+    CHECK(loop.stats().workers_retired == 4);
+    // By tick 30 the short jobs ended long ago (tick 5) and nothing idles beside the long job.
+    CHECK(runner.idle_at_tick_.at(30) == 0);
+  }
+}
+
+TEST_CASE("an idle worker is retired while the queued job does not fit, and the queue still finishes") {
+  World w;
+  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  // Cold start runs one job at a time: the long job first (largest), and the rest wait for
+  // predictions. After the history run, big (400) + mid (350) run together; small (100) then
+  // fits beside them (850) and ends at tick 5: the queue holds "ok-450-8", which needs the long
+  // job's memory, so the small job's worker has nothing to do.
+  auto corpus = w.corpus({"ok-400-60", "ok-350-60", "ok-450-8", "ok-100-5"});
+  FakeRunner first;
+  FakeProbe first_probe(first);
+  REQUIRE(w.run(corpus, first, first_probe).done == 4);
+  w.config.force = true;
+  FakeRunner runner;
+  runner.persistent = true;
+  FakeProbe probe(runner);
+  probe.idle_mib = 40;
+  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+  auto s = loop.run(corpus);
+  CHECK(s.done == 4);
+  CHECK(runner.retired_ >= 1);
+  CHECK(runner.idle_at_tick_.at(30) == 0);
   CHECK(probe.max_total_bytes <= 1000 * kMiB);
 }

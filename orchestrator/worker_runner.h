@@ -55,6 +55,13 @@ class WorkerRunner {
   virtual std::vector<LiveJob> live() const = 0;
   /// Persistent workers waiting for a job (their memory counts against the budget too).
   virtual std::vector<pid_t> idle_pids() const = 0;
+  /// Tells idle persistent workers beyond `keep` to exit (their memory is freed once they have;
+  /// they leave idle_pids() when reaped). Returns how many were told. The loop calls it when the
+  /// scheduler has no work they could take. Runners without persistent workers do nothing.
+  virtual std::size_t retire_idle(std::size_t keep) {
+    (void)keep;
+    return 0;
+  }
   /// Stops every worker (idle ones by closing stdin), SIGTERM then SIGKILL after `grace_ms`, and
   /// reaps them all: no orphan, no zombie. Jobs still running end as killed_by_us.
   virtual std::vector<JobEnd> shutdown(int grace_ms) = 0;

@@ -421,7 +421,8 @@ std::map<std::string, double> planned_peaks_mib(const std::string& plan) {
 TEST_CASE("tuned settings stored by replay --apply: later runs of the key start from them, the log says so") {
   Fixture f;
   for (int i = 0; i < 4; ++i) f.add("f" + std::to_string(i) + ".wav", 10 + 10 * i);
-  const auto command = f.command(1, 0, 0);
+  // Held 0.3 s at its peak, so the 50 ms sampler records it and history can predict.
+  const auto command = f.command(1, 0, 0.3);
   REQUIRE(f.run({"--progress", "plain", "--mem-budget", "2G"}, command).exit_code == 0);
   const fs::path db = f.out() / ".align-batch/history.sqlite";
   {
@@ -446,6 +447,8 @@ TEST_CASE("tuned settings stored by replay --apply: later runs of the key start 
   CHECK(own.out.find("workers 3") != std::string::npos);
   // The tuned margin scales every prediction by 1.3 (same history, same estimator).
   const auto with_margin = planned_peaks_mib(tuned.out), without = planned_peaks_mib(own.out);
+  CAPTURE(tuned.out);
+  CAPTURE(own.out);
   REQUIRE(with_margin.size() == 4);
   REQUIRE(without.size() == 4);
   for (const auto& [name, mib] : without) {
