@@ -22,6 +22,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "worker/status_block.h"
+
 namespace fs = std::filesystem;
 
 namespace ab {
@@ -86,6 +88,10 @@ struct ProcessRunner::Proc {
   std::optional<std::uint64_t> first_idle_rss_bytes;
   std::optional<JobEnd> pending;     ///< a result line arrived; delivered at once
   bool exited = false;
+  std::unique_ptr<StatusBlock> status;  ///< built-in engine; the shm object goes with it
+  std::uint64_t last_heartbeat = 0;
+  std::int64_t heartbeat_moved_ms = 0;  ///< parent's monotonic clock
+  StatusSnapshot last_status;
 };
 
 namespace {
@@ -116,7 +122,24 @@ std::string describe_status(int status) {
 
 }  // namespace
 
+std::size_t remove_stale_status_blocks() {
+  std::size_t removed = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/dev/shm", ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string prefix = "ab-status-";
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    if (pid <= 0 || *end != '-') continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // its parent is alive
+    if (boost::interprocess::shared_memory_object::remove(name.c_str())) ++removed;
+  }
+  return removed;
+}
+
 ProcessRunner::ProcessRunner(ProcessRunnerConfig config) : config_(std::move(config)) {
+  if (config_.status_blocks) remove_stale_status_blocks();
   std::error_code ec;
   if (!config_.log_dir.empty()) fs::create_directories(config_.log_dir, ec);
   // A worker that dies while we write its job line must not kill the parent.
@@ -125,8 +148,21 @@ ProcessRunner::ProcessRunner(ProcessRunnerConfig config) : config_(std::move(con
 
 ProcessRunner::~ProcessRunner() { shutdown(2000); }
 
-std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std::string>& argv, bool persistent,
+std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std::string>& argv_in, bool persistent,
                                                           const std::string& log_name, std::string& error) {
+  std::vector<std::string> argv = argv_in;
+  std::unique_ptr<StatusBlock> status;
+  if (persistent && config_.status_blocks) {
+    const std::string name = "ab-status-" + std::to_string(::getpid()) + "-" + std::to_string(next_worker_);
+    try {
+      status = StatusBlock::create(name);
+    } catch (const std::exception& e) {
+      error = "cannot create the worker's status block /dev/shm/" + name + " (" + e.what() +
+              "); check that /dev/shm is writable and not full";
+      return nullptr;
+    }
+    argv.insert(argv.end(), {"--status-shm", name});
+  }
   const std::string program = resolve_program(argv.empty() ? std::string() : argv[0]);
   if (program.empty()) {
     error = "command '" + (argv.empty() ? std::string() : argv[0]) +
@@ -135,6 +171,8 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   }
   auto p = std::make_shared<Proc>();
   p->persistent = persistent;
+  p->status = std::move(status);
+  p->heartbeat_moved_ms = monotonic_ms();
   p->log = config_.log_dir / log_name;
   int log_fd = ::open(p->log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) log_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -395,7 +433,46 @@ std::vector<JobEnd> ProcessRunner::wait(int timeout_ms) {
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_output(*owners[i], ended);
   escalate_kills();
   reap(ended);
+  read_status();
   return ended;
+}
+
+void ProcessRunner::read_status() {
+  const std::int64_t now = monotonic_ms();
+  for (auto& p : procs_) {
+    if (!p->status) continue;
+    p->last_status = p->status->read();
+    if (p->last_status.heartbeat != p->last_heartbeat) {
+      p->last_heartbeat = p->last_status.heartbeat;
+      p->heartbeat_moved_ms = now;
+    }
+  }
+}
+
+std::vector<WorkerProgress> ProcessRunner::progress() const {
+  std::vector<WorkerProgress> out;
+  const std::int64_t now = monotonic_ms();
+  for (auto& p : procs_) {
+    if (!p->status || !p->busy) continue;
+    WorkerProgress w;
+    w.id = p->job;
+    w.phase = phase_name(p->last_status.phase);
+    // The block's fraction belongs to our job only once the worker has taken it.
+    const bool ours = p->last_status.job_id && static_cast<JobId>(*p->last_status.job_id) == p->job;
+    w.fraction_done = ours ? p->last_status.fraction_done : 0.0;
+    // Since it moved, or since this job started if that is later: an idle worker that stopped
+    // beating long ago is only "silent" for as long as it has had a job.
+    w.silent_ms = now - std::max(p->heartbeat_moved_ms, p->job_started_ms);
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::vector<std::string> ProcessRunner::status_block_names() const {
+  std::vector<std::string> out;
+  for (auto& p : procs_)
+    if (p->status) out.push_back(p->status->name());
+  return out;
 }
 
 void ProcessRunner::kill(JobId id, int grace_ms) {

@@ -23,6 +23,10 @@ struct ProcessRunnerConfig {
   /// A persistent worker whose idle RSS has grown by more than this since its first job is
   /// replaced (it is told to exit by closing its stdin). 0: never recycle.
   std::uint64_t recycle_growth_bytes = 256ull << 20;
+  /// Built-in engine: give each persistent worker a status block (worker/status_block.h), a
+  /// shared-memory object "ab-status-PARENTPID-N" passed as `--status-shm`, removed when the
+  /// worker is reaped (and, for a parent that died, by the next ProcessRunner).
+  bool status_blocks = false;
 };
 
 /// Counters for the summary.
@@ -45,6 +49,9 @@ class ProcessRunner : public WorkerRunner {
   std::vector<LiveJob> live() const override;
   std::vector<pid_t> idle_pids() const override;
   std::size_t retire_idle(std::size_t keep) override;
+  std::vector<WorkerProgress> progress() const override;
+  /// Names of the status blocks of the workers alive now.
+  std::vector<std::string> status_block_names() const;
   std::vector<JobEnd> shutdown(int grace_ms) override;
 
   const ProcessRunnerStats& stats() const { return stats_; }
@@ -56,6 +63,7 @@ class ProcessRunner : public WorkerRunner {
   void read_output(Proc& p, std::vector<JobEnd>& ended);
   void reap(std::vector<JobEnd>& ended);
   void escalate_kills();
+  void read_status();
 
   ProcessRunnerConfig config_;
   ProcessRunnerStats stats_;
@@ -63,6 +71,10 @@ class ProcessRunner : public WorkerRunner {
   std::string broken_;  ///< a worker could not load its model: every later start fails with this
   std::uint32_t next_worker_ = 0;
 };
+
+/// Removes status blocks ("/dev/shm/ab-status-PID-*") left by align-batch processes that no
+/// longer exist. Returns how many were removed.
+std::size_t remove_stale_status_blocks();
 
 /// Resolves `program` like execvp would (a name without '/' is searched in $PATH). Empty if not found.
 std::string resolve_program(const std::string& program);

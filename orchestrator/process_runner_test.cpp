@@ -11,6 +11,8 @@
 #include <fstream>
 #include <map>
 
+#include <boost/interprocess/shared_memory_object.hpp>
+
 #include "tests/testutil/temp_dir.h"
 
 using ab::JobEnd;
@@ -261,4 +263,23 @@ for line in sys.stdin:
   REQUIRE(runner.start({4, "d", {}, "{\"id\": 4}"}, error));
   CHECK(runner.stats().workers_started == 4);
   runner.shutdown(1000);
+}
+
+TEST_CASE("status blocks of a parent that died are removed; a live parent's are kept") {
+  namespace bip = boost::interprocess;
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  int status = 0;
+  REQUIRE(::waitpid(dead, &status, 0) == dead);  // reaped: the pid no longer exists
+  const std::string stale = "ab-status-" + std::to_string(dead) + "-1";
+  const std::string alive = "ab-status-" + std::to_string(::getpid()) + "-999";
+  for (const auto& name : {stale, alive}) {
+    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write);
+    shm.truncate(64);
+  }
+  CHECK(ab::remove_stale_status_blocks() >= 1);
+  CHECK_FALSE(std::filesystem::exists("/dev/shm/" + stale));
+  CHECK(std::filesystem::exists("/dev/shm/" + alive));
+  bip::shared_memory_object::remove(alive.c_str());
 }

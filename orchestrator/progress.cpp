@@ -69,10 +69,11 @@ std::string Progress::live_line(const ProgressState& s) const {
                                                                                  : fmt::format("{:.0f}s", left_s);
   }
   const double per_hour = s.elapsed_s > 0 ? static_cast<double>(s.done) * 3600.0 / s.elapsed_s : 0;
-  return fmt::format("{}/{} done{} | running {}{} | memory {} of {} | {:.0f} files/h | ETA {}", s.done, s.total,
+  return fmt::format("{}/{} done{} | running {}{} | memory {} of {} | {:.0f} files/h | ETA {}{}", s.done, s.total,
                      s.failed ? fmt::format(", {} failed", s.failed) : std::string(), s.running,
                      s.cap ? fmt::format("/{}", s.cap) : std::string(), format_bytes(s.in_use_bytes),
-                     s.budget_bytes ? format_bytes(s.budget_bytes) : std::string("unlimited"), per_hour, eta);
+                     s.budget_bytes ? format_bytes(s.budget_bytes) : std::string("unlimited"), per_hour, eta,
+                     s.current.empty() ? std::string() : " | " + s.current);
 }
 
 void Progress::job_started(const std::string& name, std::uint32_t attempt, std::uint64_t estimate_bytes,

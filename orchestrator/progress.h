@@ -20,6 +20,8 @@ struct ProgressState {
   std::uint64_t in_use_bytes = 0;  ///< measured PSS of all workers now
   std::uint64_t budget_bytes = 0;
   double elapsed_s = 0;
+  /// The oldest running job's worker status ("spk/a.wav emissions 43%"); empty when unknown.
+  std::string current;
 };
 
 /// One failed file, for the summary.

@@ -136,6 +136,9 @@ void add_run_options(CLI::App& app, RunOptions& o) {
       ->capture_default_str();
   app.add_option("--retries", o.retries, "times a job that crashed is retried")->capture_default_str();
   app.add_option("--timeout", o.timeout, "per job, e.g. 90s, 10m, 2h; a job running longer fails");
+  app.add_option("--hang-timeout", o.hang_timeout,
+                 "built-in engine: a worker whose heartbeat stops this long during a job is killed and the job retried")
+      ->capture_default_str();
   app.add_flag("--force", o.force, "redo files history says are done");
   app.add_flag("--dry-run", o.dry_run, "print the plan (files, predicted peaks, the budget) and exit");
   app.add_option("--progress", o.progress, "auto (live line on a terminal), plain, or json (events on stdout)")
@@ -214,6 +217,8 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
     if (!r.spec) return usage_error(r.error);
   }
+  const auto hang_ms = parse_duration_ms(o.hang_timeout);
+  if (!hang_ms) return usage_error("--hang-timeout '" + o.hang_timeout + "': not a duration; use e.g. 60s or 5m");
 
   // The engine and the job key history files its measurements under.
   RunLoopConfig config;
@@ -319,6 +324,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   config.task = o.task;
   config.force = o.force;
   config.timeout_ms = timeout_ms.value_or(0);
+  config.hang_ms = *hang_ms;
   config.tick_ms = o.sample_ms;
   config.flags = {{"workers", o.workers}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
                   {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
@@ -344,6 +350,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   ProcessRunnerConfig runner_config;
   runner_config.log_dir = config.out_dir / ".align-batch" / "logs";
   runner_config.worker_argv = worker_argv;
+  runner_config.status_blocks = !dashdash;
   std::error_code ec;
   if (!o.dry_run) {
     fs::create_directories(runner_config.log_dir, ec);

@@ -29,6 +29,7 @@ struct RunOptions {
   std::string task = "auto";
   std::uint32_t retries = 2;
   std::string timeout;
+  std::string hang_timeout = "60s";
   bool force = false;
   bool dry_run = false;
   std::string progress = "auto";

@@ -36,6 +36,7 @@ struct RunLoop::Job {
   std::int64_t started_ms = 0;
   bool guard_kill = false;
   bool timed_out = false;
+  bool hung = false;  ///< killed because its worker's heartbeat stopped
   std::uint64_t peak_pss_bytes = 0;
   std::uint64_t peak_rss_bytes = 0;
   std::vector<TimelinePoint> timeline;
@@ -301,6 +302,11 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       outcome.kind = JobOutcome::Kind::kFailed;
       error = outcome.error = fmt::format("ran longer than --timeout ({:.0f} s) and was stopped; raise --timeout or check the file",
                                           static_cast<double>(config_.timeout_ms) / 1000.0);
+    } else if (job.hung) {
+      // Not the file's fault as far as we know, but not the memory guard's either: a crash.
+      outcome.kind = JobOutcome::Kind::kDied;
+      error = outcome.error = fmt::format("its worker stopped responding (no heartbeat for {:.0f} s) and was killed",
+                                          static_cast<double>(config_.hang_ms) / 1000.0);
     } else if (job.guard_kill && end.killed_by_us) {
       outcome.kind = JobOutcome::Kind::kGuardKilled;
     } else if (end.term_signal != 0 || oom_rose) {
@@ -394,7 +400,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
             continue;
           }
           ++job.attempts;
-          job.guard_kill = job.timed_out = false;
+          job.guard_kill = job.timed_out = job.hung = false;
           job.peak_pss_bytes = job.peak_rss_bytes = 0;
           job.timeline.clear();
           job.oom_kills_at_start = oom_kills_now;
@@ -444,6 +450,26 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       }
     }
     if (!stopping) scheduler.on_sample(reading.sample);
+
+    // Built-in engine: the workers' status blocks. A silent heartbeat while a job runs means the
+    // worker is stopped or wedged (its heartbeat has its own thread): kill it, retry the job.
+    state.current.clear();
+    std::int64_t oldest_start_ms = -1;
+    for (const auto& w : runner_.progress()) {
+      auto it = jobs.find(w.id);
+      if (it == jobs.end() || !it->second.running) continue;
+      Job& job = it->second;
+      if (config_.hang_ms > 0 && !job.hung && w.silent_ms > config_.hang_ms) {
+        job.hung = true;
+        progress_.message(fmt::format("{}: its worker has not beaten for {:.1f} s; killing it and retrying the file",
+                                      job.file->relative.string(), static_cast<double>(w.silent_ms) / 1000.0));
+        runner_.kill(w.id, 0);
+      }
+      if (oldest_start_ms < 0 || job.started_ms < oldest_start_ms) {
+        oldest_start_ms = job.started_ms;
+        state.current = fmt::format("{} {} {:.0f}%", job.file->relative.string(), w.phase, w.fraction_done * 100);
+      }
+    }
 
     state.running = live.size();
     state.in_use_bytes = in_use_bytes;

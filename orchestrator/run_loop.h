@@ -35,6 +35,9 @@ struct RunLoopConfig {
   int kill_grace_ms = 1000;
   /// First Ctrl-C: SIGTERM to every worker, SIGKILL after this (or at the second Ctrl-C).
   int stop_grace_ms = 10000;
+  /// Built-in engine: a running job whose worker's heartbeat has not moved for this long is
+  /// killed and retried (counted as a crash). 0: never.
+  std::int64_t hang_ms = 0;
   std::uint32_t timeline_points = 64;
   /// History's predicted peaks are multiplied by this (--margin, or a key's tuned settings).
   double prediction_scale = 1.0;

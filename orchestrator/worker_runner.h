@@ -35,6 +35,16 @@ struct JobEnd {
   std::optional<std::uint64_t> idle_rss_bytes;  ///< built-in worker's RSS after the job
 };
 
+/// What a running job's worker says about itself (built-in engine: its status block).
+struct WorkerProgress {
+  JobId id = 0;
+  std::string phase;           ///< "loading", "decoding", "emissions", "aligning", "writing", ...
+  double fraction_done = 0;    ///< 0..1 of the current file
+  /// Parent's monotonic ms since the worker's heartbeat last moved (or since it was started, if
+  /// it never beat).
+  std::int64_t silent_ms = 0;
+};
+
 /// A running job's worker process (its process-group leader).
 struct LiveJob {
   JobId id = 0;
@@ -55,6 +65,8 @@ class WorkerRunner {
   virtual std::vector<LiveJob> live() const = 0;
   /// Persistent workers waiting for a job (their memory counts against the budget too).
   virtual std::vector<pid_t> idle_pids() const = 0;
+  /// Running jobs whose worker reports its state (none for runners without status blocks).
+  virtual std::vector<WorkerProgress> progress() const { return {}; }
   /// Tells idle persistent workers beyond `keep` to exit (their memory is freed once they have;
   /// they leave idle_pids() when reaped). Returns how many were told. The loop calls it when the
   /// scheduler has no work they could take. Runners without persistent workers do nothing.

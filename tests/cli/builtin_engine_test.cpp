@@ -2,6 +2,9 @@
 // persistent align-batch-worker processes, with the tone test model (worker/tools/make_tone_model).
 #include <doctest/doctest.h>
 
+#include <signal.h>
+#include <stdlib.h>
+
 #include <fstream>
 
 #include "history/history_store.h"
@@ -80,4 +83,69 @@ TEST_CASE("built-in engine: a missing model is a usage error naming it") {
   ab::cli::Result r = ab::cli::run({AB_BIN, "--model", (t.path() / "none.pt").string(), (t.path() / "c").string()}, t.path());
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("none.pt' not found") != std::string::npos);
+}
+
+TEST_CASE("built-in engine: a worker whose heartbeat stops mid-job is killed and the job retried; status blocks removed") {
+  if (!fs::exists("/usr/bin/script")) {
+    MESSAGE("skipped: /usr/bin/script (util-linux) is needed to give align-batch a terminal");
+    return;
+  }
+  ab::test::TempDir t{"ab-cli-builtin"};
+  const fs::path model = t.path() / "tone.pt";
+  REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, model.string()}, t.path()).exit_code == 0);
+  std::vector<std::string> pieces;
+  for (int i = 0; i < 40; ++i) pieces.push_back(i % 2 ? "1300:1" : "1000:1");
+  synth(t.path() / "c/long.wav", pieces, t.path());
+  // The first worker is stopped (SIGSTOP) as soon as its status block shows it inside the job
+  // (phase >= decoding: WorkerStatus's uint32 phase at byte 12): the real worker, frozen mid-job.
+  // Later workers run normally.
+  const fs::path mark = t.path() / "stopped-once";
+  const fs::path wrapper = t.write("worker.sh", R"sh(#!/bin/sh
+shm=
+prev=
+for a in "$@"; do [ "$prev" = --status-shm ] && shm=$a; prev=$a; done
+if [ ! -e MARK ]; then
+  touch MARK
+  ( while [ "$(od -An -t u4 -j 12 -N 4 /dev/shm/$shm 2>/dev/null | tr -d ' ')" -lt 3 ] 2>/dev/null; do sleep 0.005; done
+    kill -STOP $$ ) &
+fi
+exec WORKER "$@"
+)sh");
+  {
+    std::string text = ab::cli::slurp(wrapper);
+    for (auto [from, to] : {std::pair<std::string, std::string>{"MARK", mark.string()}, {"WORKER", AB_WORKER_BIN}})
+      for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) text.replace(at, from.size(), to);
+    std::ofstream(wrapper) << text;
+  }
+  fs::permissions(wrapper, fs::perms::owner_all);
+  ::setenv("AB_WORKER", wrapper.c_str(), 1);
+  // script(1) gives align-batch a terminal, so the live line (and the workers' status) is drawn.
+  const std::string line = std::string(AB_BIN) + " --model " + model.string() + " --hang-timeout 2s --out " +
+                           (t.path() / "out").string() + " " + (t.path() / "c").string();
+  ab::cli::Process p({"/usr/bin/script", "-qec", line, "/dev/null"}, t.path());
+  ab::cli::Result r = p.wait();
+  ::unsetenv("AB_WORKER");
+  CAPTURE(r.out);
+  CHECK(r.exit_code == 0);
+  CHECK(fs::exists(mark));
+  CHECK(r.out.find("long.wav: its worker has not beaten for ") != std::string::npos);
+  CHECK(r.out.find("retry  long.wav (peak ") != std::string::npos);
+  CHECK(r.out.find("its worker stopped responding (no heartbeat for 2 s) and was killed") != std::string::npos);
+  CHECK(r.out.find("finished: 1 done, 0 skipped (already done), 0 failed, 1 retried") != std::string::npos);
+  // The live line showed the worker's own status: the file, its phase, the fraction done.
+  // The frozen worker's block said it was inside the job for the 2 s it hung.
+  bool phase_shown = false;
+  for (const char* phase : {"decoding", "emissions", "aligning", "writing"})
+    if (r.out.find(std::string("| long.wav ") + phase + " ") != std::string::npos) phase_shown = true;
+  CHECK(phase_shown);
+  for (const char* ext : {".TextGrid", ".json", ".ctm"}) CHECK(fs::is_regular_file(t.path() / ("out/long" + std::string(ext))));
+  // Both workers had a status block; none is left in /dev/shm, nor any worker process.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("ab-status-", 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + 10, nullptr, 10);
+    CHECK_MESSAGE(::kill(static_cast<pid_t>(pid), 0) == 0, "left behind: " << name);
+  }
+  CHECK(ab::cli::processes_with(model.string()).empty());
 }
