@@ -103,6 +103,30 @@ std::optional<std::uint32_t> parse_workers(const std::string& text) {
   return static_cast<std::uint32_t>(n);
 }
 
+VramDefault default_vram_budget(const NvmlProbe& probe) {
+  VramDefault d;
+  if (!probe.available) {
+    d.why = "no GPU budget: " + (probe.reason.empty() ? std::string("NVML unavailable") : probe.reason);
+    return d;
+  }
+  if (probe.devices.empty()) {
+    d.why = "no GPU budget: NVML reports no device";
+    return d;
+  }
+  std::string parts;
+  for (const auto& g : probe.devices) {
+    const std::uint64_t reserve = std::max<std::uint64_t>(256ull << 20, g.total_bytes / 20);
+    const std::uint64_t in_use = std::min(g.used_bytes, g.total_bytes);
+    const std::uint64_t usable = g.total_bytes - in_use > reserve ? g.total_bytes - in_use - reserve : 0;
+    d.budget_bytes += usable;
+    parts += fmt::format("{}GPU {} {}: {} of {} free, {} usable", parts.empty() ? "" : "; ", g.index, g.name,
+                         format_bytes(g.total_bytes - in_use), format_bytes(g.total_bytes), format_bytes(usable));
+  }
+  d.why = fmt::format("GPU budget {} from NVML (free memory less max(256 MiB, 5%) per device: {})",
+                      format_bytes(d.budget_bytes), parts);
+  return d;
+}
+
 SplitArgs split_at_dashdash(int argc, const char* const* argv) {
   SplitArgs s;
   for (int i = 0; i < argc; ++i) {
@@ -125,7 +149,7 @@ void add_run_options(CLI::App& app, RunOptions& o) {
                  "memory for all workers together: 12G, 800M, 1.5T or 75% (of the cgroup limit or MemTotal)");
   app.add_option("--reserve", o.reserve, "memory kept free below the hard limit (default: 5%, 256M..2G)");
   app.add_option("--vram-budget", o.vram_budget,
-                 "GPU memory for all workers together (12G, 800M); unset: GPU memory is not budgeted");
+                 "GPU memory for all workers together (12G, 800M, or off); default: the free memory NVML reports, less a reserve; none without a GPU");
   app.add_option("--out", o.out, "output directory; outputs mirror the corpus tree")->capture_default_str();
   app.add_option("--history", o.history, "history database (default OUT/.align-batch/history.sqlite)");
   app.add_flag("--no-history", o.no_history, "neither read nor write history (no resume, no predictions)");
@@ -290,10 +314,18 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     inputs.reserve = r.spec;
   }
   std::uint64_t vram_budget_bytes = 0;
-  if (!o.vram_budget.empty()) {
+  std::string vram_note;
+  if (o.vram_budget == "off") {
+    vram_note = "no GPU budget (--vram-budget off)";
+  } else if (!o.vram_budget.empty()) {
     auto v = parse_size_bytes(o.vram_budget);
-    if (!v) return usage_error("--vram-budget '" + o.vram_budget + "': not a size; use e.g. 12G or 800M");
+    if (!v) return usage_error("--vram-budget '" + o.vram_budget + "': not a size; use e.g. 12G, 800M or off");
     vram_budget_bytes = *v;
+  } else {
+    const VramDefault d = default_vram_budget(probe_nvml());
+    vram_budget_bytes = d.budget_bytes;
+    // Said only where there is a GPU; a machine without one simply has no second budget.
+    if (d.budget_bytes) vram_note = d.why;
   }
   std::vector<std::string> worker_argv;
   const unsigned cores = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
@@ -332,6 +364,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                   {"timeout", o.timeout}, {"force", o.force}, {"command", command},
                   // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of
                   // this run resolves exactly as a run given that flag would have.
+                  {"vram_budget_bytes", vram_budget_bytes},
                   {"limit_bytes", budget.limit_bytes}, {"reserve_bytes", budget.reserve_bytes},
                   {"cgroup_limit_bytes", inputs.cgroup_limit_bytes ? nlohmann::json(*inputs.cgroup_limit_bytes)
                                                                     : nlohmann::json(nullptr)}};
@@ -343,6 +376,10 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
 
   Progress progress(mode, stderr, stdout);
+  if (!vram_note.empty()) {
+    if (o.dry_run) std::printf("%s\n", vram_note.c_str());
+    else progress.message(vram_note);
+  }
   if (!tuned_note.empty()) {
     if (o.dry_run) std::printf("%s\n", tuned_note.c_str());
     else progress.message(tuned_note);

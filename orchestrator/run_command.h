@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "memguard/nvml.h"
+
 namespace CLI {
 class App;
 }
@@ -64,6 +66,16 @@ void add_run_options(CLI::App& app, RunOptions& options);
 /// Runs the batch: `command` is everything after `--` (empty: the built-in engine), `dashdash`
 /// whether `--` was given. Returns the exit status (0, 1, 2, 130) after printing the summary.
 int run_batch(const RunOptions& options, const std::vector<std::string>& command, bool dashdash);
+
+/// The GPU budget when --vram-budget is not given.
+struct VramDefault {
+  std::uint64_t budget_bytes = 0;  ///< 0: no GPU, VRAM is not budgeted
+  std::string why;                 ///< for the log: devices and the rule, or why there is none
+};
+
+/// Pure: the default --vram-budget from what NVML reports: over every device, its memory not in
+/// use now minus a reserve of max(256 MiB, 5% of the device), summed. No NVML or no device: 0.
+VramDefault default_vram_budget(const NvmlProbe& probe);
 
 /// Pure: "90" (seconds), "90s", "1.5m", "2h", "500ms" → milliseconds; nullopt for anything else,
 /// zero or negatives.

@@ -37,3 +37,36 @@ TEST_CASE("split_at_dashdash: options before the first --, the command after, la
   CHECK_FALSE(p.dashdash);
   CHECK(p.command.empty());
 }
+
+TEST_CASE("default_vram_budget: free memory less max(256 MiB, 5%) per device, summed; none without a GPU") {
+  constexpr std::uint64_t kMiB = 1ull << 20;
+  ab::NvmlProbe none;
+  none.reason = "libnvidia-ml.so.1 not found (no NVIDIA driver)";
+  auto d = ab::default_vram_budget(none);
+  CHECK(d.budget_bytes == 0);
+  CHECK(d.why.find("no NVIDIA driver") != std::string::npos);
+
+  ab::NvmlProbe empty;
+  empty.available = true;
+  CHECK(ab::default_vram_budget(empty).budget_bytes == 0);
+
+  ab::NvmlProbe two;
+  two.available = true;
+  // 24 GiB with 1 GiB in use: reserve 5% = 1228.8 MiB; 4 GiB idle: reserve the 256 MiB floor
+  // (5% would be 204.8 MiB).
+  two.devices.push_back({0, "A10", 24576 * kMiB, 1024 * kMiB});
+  two.devices.push_back({1, "T400", 4096 * kMiB, 0});
+  d = ab::default_vram_budget(two);
+  const std::uint64_t first = 24576 * kMiB - 1024 * kMiB - 24576 * kMiB / 20;
+  const std::uint64_t second = 4096 * kMiB - 256 * kMiB;
+  CHECK(d.budget_bytes == first + second);
+  CHECK(d.why.find("GPU 0 A10") != std::string::npos);
+  CHECK(d.why.find("GPU 1 T400") != std::string::npos);
+
+  // A device nearly full (or reporting more used than total) adds nothing, never wraps around.
+  ab::NvmlProbe full;
+  full.available = true;
+  full.devices.push_back({0, "busy", 8192 * kMiB, 8000 * kMiB});
+  full.devices.push_back({1, "odd", 1024 * kMiB, 2048 * kMiB});
+  CHECK(ab::default_vram_budget(full).budget_bytes == 0);
+}

@@ -524,6 +524,9 @@ TEST_CASE("a run records the machine it had (MemTotal, cores, budget, limit), so
   CHECK(run.info.cores == static_cast<std::uint32_t>(::sysconf(_SC_NPROCESSORS_ONLN)));
   CHECK(run.info.budget_bytes == summary["budget_bytes"].get<std::uint64_t>());
   CHECK(run.info.flags["reserve_bytes"] == 100ull << 20);
+  // No NVIDIA driver here: no GPU budget (a machine with one gets NVML's free memory less a reserve).
+  if (!fs::exists("/proc/driver/nvidia")) CHECK(run.info.flags["vram_budget_bytes"] == 0);
+  CHECK(r.err.find("GPU budget") == std::string::npos);
   // This process's own cgroup may be limited: the run records the limit it had, or null.
   const std::uint64_t limit = run.info.flags["limit_bytes"].get<std::uint64_t>();
   CHECK(limit <= mem_total);
