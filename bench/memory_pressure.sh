@@ -11,6 +11,7 @@
 # each, the packing bound (sum of peak × duration over the budget, from align-batch's history),
 # and the ratios the issue sets targets for.
 # Usage: bench/memory_pressure.sh [BUILD_DIR]   (root; needs cgroup v1 memory and GNU parallel)
+# LOGS=DIR keeps the logs and align-batch's history.sqlite; ONLY_AB=1 runs align-batch alone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
@@ -35,7 +36,10 @@ cleanup() {
     for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     sleep 0.2; rmdir "$cg" 2>/dev/null || true
   fi
-  [ -n "${LOGS:-}" ] && mkdir -p "$LOGS" && cp "$work"/*.log "$LOGS"/ 2>/dev/null
+  if [ -n "${LOGS:-}" ]; then  # logs, and align-batch's history for `align-batch replay --history`
+    mkdir -p "$LOGS" && cp "$work"/*.log "$LOGS"/ 2>/dev/null
+    cp "$work/ab/.align-batch/history.sqlite" "$LOGS"/ 2>/dev/null
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

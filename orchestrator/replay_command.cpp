@@ -286,7 +286,9 @@ int run_replay(const ReplayOptions& o) {
           fmt::print(stderr, "align-batch replay: {}\n", stored.error());
           return 1;
         }
-        if (!o.json) fmt::print("stored as the tuned settings of key {} in {}\n", key, store.path().string());
+        if (!o.json) fmt::print("stored as the tuned settings of key {} in {}; later runs of that key start from them "
+                                "(options given on their command line win)\n",
+                                key, store.path().string());
       }
     }
   }
