@@ -295,7 +295,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
       std::string source = stored.value().value("source", std::string("replay --apply"));
       tuned_note = fmt::format("tuned settings for this key from {} ({}): {}", source, history->path().string(),
                                tuned.applied.empty() ? std::string("none applied") : join(tuned.applied, ", "));
-      if (!tuned.kept.empty()) tuned_note += "; the command line's " + join(tuned.kept, ", ") + " kept";
+      if (!tuned.kept.empty()) tuned_note += "; kept as given (command line or --config): " + join(tuned.kept, ", ");
       if (!tuned.ignored.empty()) tuned_note += "; ignored " + join(tuned.ignored, ", ");
     }
   }

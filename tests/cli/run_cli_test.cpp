@@ -442,9 +442,14 @@ TEST_CASE("tuned settings stored by replay --apply: later runs of the key start 
   CHECK(tuned.out.find("workers 1") != std::string::npos);
   Result own = f.run({"--dry-run", "--force", "--workers", "3", "--high-water", "0.9", "--margin", "1", "--mem-budget", "1G"}, command);
   CHECK(own.exit_code == 0);
-  CHECK(own.out.find("none applied; the command line's --workers, --high-water, --margin, --mem-budget kept") != std::string::npos);
+  CHECK(own.out.find("none applied; kept as given (command line or --config): --workers, --high-water, --margin, --mem-budget") != std::string::npos);
   CHECK(own.out.find("budget 1.0 GiB") != std::string::npos);
   CHECK(own.out.find("workers 3") != std::string::npos);
+  // A --config file's option counts as given too.
+  const fs::path config = f.dir.write("tuned.toml", "workers = \"2\"\n");
+  Result configured = f.run({"--dry-run", "--force", "--config", config.string()}, command);
+  CHECK(configured.out.find("--high-water 0.80, --margin 1.30, --mem-budget 512.0 MiB; kept as given (command line or --config): --workers\n") != std::string::npos);
+  CHECK(configured.out.find("workers 2") != std::string::npos);
   // The tuned margin scales every prediction by 1.3 (same history, same estimator).
   const auto with_margin = planned_peaks_mib(tuned.out), without = planned_peaks_mib(own.out);
   CAPTURE(tuned.out);
