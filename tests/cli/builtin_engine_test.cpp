@@ -94,7 +94,8 @@ TEST_CASE("built-in engine: a worker whose heartbeat stops mid-job is killed and
   const fs::path model = t.path() / "tone.pt";
   REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, model.string()}, t.path()).exit_code == 0);
   std::vector<std::string> pieces;
-  for (int i = 0; i < 40; ++i) pieces.push_back(i % 2 ? "1300:1" : "1000:1");
+  // 120 s of audio: long enough that the job spends a good while inside the worker.
+  for (int i = 0; i < 40; ++i) pieces.push_back(i % 2 ? "1300:3" : "1000:3");
   synth(t.path() / "c/long.wav", pieces, t.path());
   // The first worker is stopped (SIGSTOP) as soon as its status block shows it inside the job
   // (phase >= decoding: WorkerStatus's uint32 phase at byte 12): the real worker, frozen mid-job.
