@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -75,6 +76,25 @@ TEST_CASE("built-in engine: align where a transcript exists, transcribe elsewher
   ab::cli::Result a = ab::cli::run(align, t.path());
   CHECK(a.exit_code == 1);
   CHECK(a.out.find("b.wav: no transcript beside it (b.txt or .lab)") != std::string::npos);
+}
+
+TEST_CASE("built-in engine: --workers auto runs at most one worker per core (CPU-bound LibTorch)") {
+  ab::test::TempDir t{"ab-cli-builtin-cap"};
+  const fs::path model = t.path() / "tone.pt";
+  REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, model.string()}, t.path()).exit_code == 0);
+  synth(t.path() / "c/a.wav", {"1000:0.3"}, t.path());
+  const std::vector<std::string> base = {AB_BIN, "--dry-run", "--model", model.string(), "--out",
+                                         (t.path() / "out").string(), (t.path() / "c").string()};
+  const unsigned cores = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  ab::cli::Result r = ab::cli::run(base, t.path());
+  CAPTURE(r.out);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("workers auto (at most " + std::to_string(cores) + " at once)") != std::string::npos);
+  // An explicit N is the user's bound, above the core count if they ask for it.
+  std::vector<std::string> seven = base;
+  seven.insert(seven.begin() + 1, {"--workers", "7"});
+  ab::cli::Result r7 = ab::cli::run(seven, t.path());
+  CHECK(r7.out.find("workers 7 (at most 7 at once)") != std::string::npos);
 }
 
 TEST_CASE("built-in engine: a missing model is a usage error naming it") {

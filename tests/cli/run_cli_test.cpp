@@ -170,6 +170,8 @@ TEST_CASE("--dry-run prints the plan and runs nothing") {
   CHECK(r.out.find("run\t" + (f.corpus() / "a.wav").string()) != std::string::npos);
   CHECK(r.out.find("plan: 2 to run, 0 skipped") != std::string::npos);
   CHECK(r.out.find("budget 2.0 GiB") != std::string::npos);
+  // An external command with --workers auto: memory alone caps concurrency.
+  CHECK(r.out.find("workers auto\n") != std::string::npos);
   CHECK(f.attempts("a") == 0);
   CHECK_FALSE(fs::exists(f.out()));
 }
