@@ -270,7 +270,7 @@ TEST_CASE("a job growing past the budget is stopped by the guard and fails clear
   CHECK(s.done == 3);
   REQUIRE(s.failed.size() == 1);
   CHECK(s.failed[0].path.find("ok-800-20.wav") != std::string::npos);
-  CHECK(s.failed[0].reason.find("budget is 300 MiB") != std::string::npos);
+  CHECK(s.failed[0].reason.find("budget is 300.0 MiB") != std::string::npos);
   CHECK(s.guard_killed >= 1);
   CHECK(probe.max_total_bytes <= 300 * kMiB + 60 * kMiB);  // one tick of growth past the mark, no more
   auto st = w.statuses();

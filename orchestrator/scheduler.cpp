@@ -1,6 +1,8 @@
 // Scheduler: admission against the memory budget, preemption of the youngest job, bounded retries.
 #include "orchestrator/scheduler.h"
 
+#include "memguard/size.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -19,15 +21,6 @@ constexpr int kVramFitScan = 64;
 // predictions lost one job to a guard kill over such noise before the slack was added).
 constexpr double kOverPlanSlackFraction = 0.02;
 constexpr double kOverPlanSlackBytes = 8.0 * 1024 * 1024;
-
-std::string human_bytes(std::uint64_t bytes) {
-  constexpr double kKiB = 1024.0, kMiB = kKiB * 1024, kGiB = kMiB * 1024;
-  const double b = static_cast<double>(bytes);
-  if (b >= kGiB) return fmt::format("{:.1f} GiB", b / kGiB);
-  if (b >= kMiB) return fmt::format("{:.0f} MiB", b / kMiB);
-  if (b >= kKiB) return fmt::format("{:.0f} KiB", b / kKiB);
-  return fmt::format("{} B", bytes);
-}
 
 std::uint64_t scaled(std::uint64_t bytes, double factor) {
   const double v = static_cast<double>(bytes) * factor;
@@ -110,14 +103,14 @@ bool Scheduler::check_fits_alone(Job& job) {
   if (config_.budget_bytes > 0 && need > config_.budget_bytes) {
     fail(job.spec.id, fmt::format("needs ~{} at peak but the budget is {}; raise --mem-budget or "
                                   "split the file",
-                                  human_bytes(need), human_bytes(config_.budget_bytes)));
+                                  format_bytes(need), format_bytes(config_.budget_bytes)));
     return false;
   }
   const std::uint64_t vram = vram_estimate_of(job);
   if (config_.vram_budget_bytes > 0 && vram > config_.vram_budget_bytes) {
     fail(job.spec.id, fmt::format("needs ~{} of GPU memory at peak but the VRAM budget is {}; raise "
                                   "--vram-budget or split the file",
-                                  human_bytes(vram), human_bytes(config_.vram_budget_bytes)));
+                                  format_bytes(vram), format_bytes(config_.vram_budget_bytes)));
     return false;
   }
   return true;
@@ -279,20 +272,20 @@ std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample
     return line;
   };
   if (auto line = crossed(total, config_.budget_bytes, projected, outgrown)) {
-    return fmt::format("memory in use {} is above {} ({:.0f}% of the {} budget)", human_bytes(total),
-                       human_bytes(static_cast<std::uint64_t>(*line)),
-                       lone_job ? 100.0 : config_.high_water * 100, human_bytes(config_.budget_bytes));
+    return fmt::format("memory in use {} is above {} ({:.0f}% of the {} budget)", format_bytes(total),
+                       format_bytes(static_cast<std::uint64_t>(*line)),
+                       lone_job ? 100.0 : config_.high_water * 100, format_bytes(config_.budget_bytes));
   }
   if (auto line = crossed(total_vram, config_.vram_budget_bytes, projected_vram, outgrown_vram)) {
     return fmt::format("GPU memory in use {} is above {} ({:.0f}% of the {} VRAM budget)",
-                       human_bytes(total_vram), human_bytes(static_cast<std::uint64_t>(*line)),
+                       format_bytes(total_vram), format_bytes(static_cast<std::uint64_t>(*line)),
                        lone_job ? 100.0 : config_.high_water * 100,
-                       human_bytes(config_.vram_budget_bytes));
+                       format_bytes(config_.vram_budget_bytes));
   }
   if (config_.reserve_bytes > 0 && sample.mem_available_bytes &&
       *sample.mem_available_bytes < config_.reserve_bytes) {
     return fmt::format("available memory {} is below the reserve {}",
-                       human_bytes(*sample.mem_available_bytes), human_bytes(config_.reserve_bytes));
+                       format_bytes(*sample.mem_available_bytes), format_bytes(config_.reserve_bytes));
   }
   if (sample.psi_full_avg10 && *sample.psi_full_avg10 > config_.psi_full_avg10_limit) {
     return fmt::format("memory pressure (PSI full avg10) {:.1f}% is above {:.1f}%",
@@ -325,7 +318,7 @@ void Scheduler::on_sample(const MemorySample& sample) {
       {Decision::Kind::kKill, victim,
        fmt::format("{}; stopping the youngest job (running {:.1f} s, using {}) to requeue it",
                    *reason, static_cast<double>(sample.now_ms - job.start_ms) / 1000.0,
-                   human_bytes(job.observed_pss_now_bytes))});
+                   format_bytes(job.observed_pss_now_bytes))});
   kill_in_flight_ = victim;
   pause_before_kill_ms_ = paused_until_ms_;
   paused_until_ms_ = std::max(paused_until_ms_, sample.now_ms + config_.pause_after_kill_ms);
@@ -412,7 +405,7 @@ void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /
   if (++job.guard_kills > config_.max_guard_kills) {
     fail(id, fmt::format("stopped {} times to keep memory inside the budget (peak seen {}); "
                          "lower the number of workers or raise --mem-budget",
-                         job.guard_kills, human_bytes(peak_seen)));
+                         job.guard_kills, format_bytes(peak_seen)));
     return;
   }
   requeue_or_fail(job, peak_seen, peak_vram_seen, /*raise=*/true);

@@ -355,7 +355,7 @@ TEST_CASE("preemption: MemAvailable below the reserve and PSI above the limit al
   s.on_sample(m);
   auto d = s.poll(200);
   REQUIRE(kills(d) == std::vector<JobId>{2});
-  CHECK(d[0].reason.find("available memory 400 MiB is below the reserve 512 MiB") == 0);
+  CHECK(d[0].reason.find("available memory 400.0 MiB is below the reserve 512.0 MiB") == 0);
   s.on_job_ended(2, ended(JobOutcome::Kind::kGuardKilled, kGiB), 250);
 
   m = sample(300, {{1, kGiB}});

@@ -221,7 +221,7 @@ TEST_CASE("real processes (d): a file needing more than the whole budget fails c
   CHECK(r.exit_code == 1);
   CHECK(r.out.find("3 done") != std::string::npos);
   CHECK(r.out.find(f.corpus().string() + "/huge.wav: needs ~") != std::string::npos);
-  CHECK(r.out.find("but the budget is 150 MiB") != std::string::npos);
+  CHECK(r.out.find("but the budget is 150.0 MiB") != std::string::npos);
   CHECK(f.outputs() == std::set<std::string>{"s1.done", "s2.done", "s3.done"});
 }
 
@@ -372,7 +372,7 @@ TEST_CASE("real processes: a job the kernel OOM-kills inside the cgroup is detec
   // No sample ever saw it, yet its need is known to exceed what the cgroup left it (200 MiB):
   // raised by 1.25 it cannot fit the 184 MiB budget, so it fails at once instead of feeding the
   // OOM killer again.
-  CHECK(r.out.find(f.corpus().string() + "/burst.wav: needs ~250 MiB at peak but the budget is 184 MiB") !=
+  CHECK(r.out.find(f.corpus().string() + "/burst.wav: needs ~250.0 MiB at peak but the budget is 184.0 MiB") !=
         std::string::npos);
   CHECK(f.attempts("burst") == 1);
   CHECK(f.outputs() == std::set<std::string>{"small.done"});
