@@ -12,7 +12,7 @@ mode=${1:-build}
 # Build and test dependencies. Why each one is here is in the README's "Dependencies" table.
 packages=(
   build-essential cmake ccache pkg-config
-  libboost-dev libboost-filesystem-dev     # Boost.Process (needs filesystem), Boost.Interprocess
+  libboost-dev                             # Boost.Interprocess: the workers' shared status blocks
   libtorch-dev                             # LibTorch: the worker's engine only
   libsndfile1-dev libsamplerate0-dev       # audio decoding, streaming resampling
   libcli11-dev libsqlite3-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
