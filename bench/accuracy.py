@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples", "train"))
 import espeak_synth  # noqa: E402
 import make_data  # noqa: E402
 import text_gen  # noqa: E402
+from text_gen import edit_distance  # noqa: E402
 
 FULL_BOUNDS = {"median_ms": 40.0, "p95_ms": 120.0, "cer": 0.15}
 QUICK_BOUNDS = {"median_ms": 80.0, "p95_ms": 250.0, "cer": 0.35}
@@ -97,16 +98,6 @@ def greedy(logp, labels, blank, sep):
             out.append(" " if labels[b] == sep else labels[b])
         prev = b
     return " ".join("".join(out).split())
-
-
-def edit_distance(a, b):
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def starts_in_python(net, info, utt):

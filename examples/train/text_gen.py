@@ -114,6 +114,17 @@ def sentences(seed, n, exclude=()):
     return out
 
 
+def edit_distance(a, b):
+    """Levenshtein distance between two sequences (for character error rates)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 if __name__ == "__main__":
     print(len(VOCAB), "words")
     for s in sentences(1, 8):

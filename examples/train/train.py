@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import model as M
+from text_gen import edit_distance
 
 
 def load(path):
@@ -80,16 +81,6 @@ def greedy(emissions, length):
             out.append(M.LABELS[b])
         prev = b
     return "".join(out).replace("|", " ").strip()
-
-
-def edit_distance(a, b):
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def cer(net, d, idx):
