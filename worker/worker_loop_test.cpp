@@ -9,6 +9,7 @@
 
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
+#include "worker/test_jobs.h"
 
 namespace ab {
 
@@ -89,17 +90,8 @@ std::string write_two_beeps(const test::TempDir& dir, const std::string& name) {
   return path;
 }
 
-std::string job(int id, const std::string& audio, const std::string& out, const std::string& task,
-                const std::string& transcript = "") {
-  json j{{"id", id}, {"audio", audio}, {"out", out}, {"task", task}};
-  if (!transcript.empty()) j["transcript"] = transcript;
-  return j.dump();
-}
-
-json read_json(const std::string& path) {
-  std::ifstream f(path);
-  return json::parse(f);
-}
+using test::job_line;
+using test::read_json_file;
 
 }  // namespace
 
@@ -112,8 +104,8 @@ TEST_CASE("worker_loop: align and transcribe answer with outputs, figures and pr
   WorkerConfig config;
   config.windows = {0.25, 0.05};  // several windows even for one second of audio
   const auto lines = run_loop(model,
-                              {job(1, audio, (dir.path() / "aligned").string(), "align", transcript),
-                               job(2, audio, (dir.path() / "heard").string(), "auto")},
+                              {job_line(1, audio, (dir.path() / "aligned").string(), "align", transcript),
+                               job_line(2, audio, (dir.path() / "heard").string(), "auto")},
                               block->status(), config);
   const auto res = results(lines);
   REQUIRE(res.size() == 2);
@@ -140,7 +132,7 @@ TEST_CASE("worker_loop: align and transcribe answer with outputs, figures and pr
   CHECK(a["emissions_bytes"] == 50 * 3 * 4);
   CHECK(a["idle_rss_bytes"].get<std::uint64_t>() > 1'000'000u);
   REQUIRE(a["outputs"].size() == 3);
-  const json aligned = read_json((dir.path() / "aligned.json").string());
+  const json aligned = read_json_file((dir.path() / "aligned.json").string());
   REQUIRE(aligned["tokens"].size() == 2);
   // Beeps at 0.0-0.3 s and 0.5-0.8 s; the fake model sees them to the frame (20 ms).
   CHECK(std::fabs(aligned["tokens"][0]["start_s"].get<double>() - 0.0) <= 0.021);
@@ -169,9 +161,9 @@ TEST_CASE("worker_loop: malformed jobs are error results and the loop goes on") 
   const std::string out = (dir.path() / "o").string();
   const auto res = results(run_loop(model,
                                     {"this is not json", R"({"audio": "x.wav", "out": "o"})",
-                                     R"({"id": 3, "out": "o"})", job(4, audio, out, "dance"),
-                                     job(5, audio, out, "align"), R"({"id": 6, "audio": ")" + audio + R"("})",
-                                     job(7, audio, out, "transcribe")},
+                                     R"({"id": 3, "out": "o"})", job_line(4, audio, out, "dance"),
+                                     job_line(5, audio, out, "align"), R"({"id": 6, "audio": ")" + audio + R"("})",
+                                     job_line(7, audio, out, "transcribe")},
                                     block->status()));
   REQUIRE(res.size() == 7);
   CHECK(res[0]["id"].is_null());
@@ -201,7 +193,7 @@ TEST_CASE("worker_loop: an engine out of memory retries once with half-size wind
     LoudnessModel model;
     model.use_bad_alloc = bad_alloc;
     model.oom_above_samples = 6000;  // 0.5 s windows fail, 0.25 s windows fit
-    auto res = results(run_loop(model, {job(1, audio, (dir.path() / "o").string(), "transcribe")}, block->status(), config));
+    auto res = results(run_loop(model, {job_line(1, audio, (dir.path() / "o").string(), "transcribe")}, block->status(), config));
     REQUIRE(res.size() == 1);
     CHECK_MESSAGE(res[0]["ok"] == true, res[0].dump());
     CHECK(res[0]["window_s"].get<double>() == doctest::Approx(0.25));
@@ -212,7 +204,7 @@ TEST_CASE("worker_loop: an engine out of memory retries once with half-size wind
     LoudnessModel hopeless;
     hopeless.use_bad_alloc = bad_alloc;
     hopeless.oom_above_samples = 100;  // not even half-size windows fit
-    res = results(run_loop(hopeless, {job(2, audio, (dir.path() / "o").string(), "transcribe")}, block->status(), config));
+    res = results(run_loop(hopeless, {job_line(2, audio, (dir.path() / "o").string(), "transcribe")}, block->status(), config));
     REQUIRE(res.size() == 1);
     CHECK(res[0]["ok"] == false);
     const std::string err = res[0]["error"];
@@ -229,7 +221,7 @@ TEST_CASE("worker_loop: an engine exception becomes the job's error and the next
   auto block = StatusBlock::local();
   LoudnessModel model;
   model.fail_with_error = true;
-  std::string input = job(1, audio, (dir.path() / "o").string(), "transcribe") + "\n";
+  std::string input = job_line(1, audio, (dir.path() / "o").string(), "transcribe") + "\n";
   std::istringstream in(input);
   std::ostringstream out;
   WorkerLoop loop(model, {}, block->status());
@@ -238,7 +230,7 @@ TEST_CASE("worker_loop: an engine exception becomes the job's error and the next
   CHECK(r["ok"] == false);
   CHECK(r["error"] == audio + ": the engine failed: fake engine: shape mismatch");
   model.fail_with_error = false;
-  const json again = loop.handle_line(job(2, audio, (dir.path() / "o").string(), "transcribe"), out);
+  const json again = loop.handle_line(job_line(2, audio, (dir.path() / "o").string(), "transcribe"), out);
   CHECK_MESSAGE(again["ok"] == true, again.dump());
 }
 

@@ -20,6 +20,7 @@
 
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
+#include "worker/test_jobs.h"
 #include "worker/status_block.h"
 #include "worker/tools/tone_spec.h"
 
@@ -162,17 +163,8 @@ std::string write_utterance(const test::TempDir& dir, const test::AudioFormat& f
   return path;
 }
 
-std::string job(int id, const std::string& audio, const std::string& out, const std::string& task,
-                const std::string& transcript = "") {
-  json j{{"id", id}, {"audio", audio}, {"out", out}, {"task", task}};
-  if (!transcript.empty()) j["transcript"] = transcript;
-  return j.dump();
-}
-
-json read_json(const std::string& path) {
-  std::ifstream f(path);
-  return json::parse(f);
-}
+using test::job_line;
+using test::read_json_file;
 
 /// Largest distance between the aligned letters and the truth, in seconds; -1 if counts differ.
 double worst_boundary_error_s(const json& out) {
@@ -217,13 +209,13 @@ TEST_CASE("worker process: ready line, exact alignment boundaries and transcript
     CHECK(ready["threads"] == 2);
     CHECK(ready["rss_bytes"].get<std::uint64_t>() > 10'000'000u);
 
-    w.send(job(1, audio, (dir.path() / "al").string(), "align", transcript));
-    w.send(job(2, audio, (dir.path() / "tr").string(), "transcribe"));
+    w.send(job_line(1, audio, (dir.path() / "al").string(), "align", transcript));
+    w.send(job_line(2, audio, (dir.path() / "tr").string(), "transcribe"));
     const json a = w.read_result();
     REQUIRE_MESSAGE(a["ok"] == true, a.dump());
     CHECK(a["id"] == 1);
     CHECK(a["frames"] == 104);  // 2.080 s / 20 ms
-    const json aligned = read_json((dir.path() / "al.json").string());
+    const json aligned = read_json_file((dir.path() / "al.json").string());
     const double worst = worst_boundary_error_s(aligned);
     MESSAGE(model << ": worst boundary error " << worst * 1000 << " ms");
     CHECK(worst >= 0);
@@ -235,7 +227,7 @@ TEST_CASE("worker process: ready line, exact alignment boundaries and transcript
     const json t = w.read_result();
     REQUIRE_MESSAGE(t["ok"] == true, t.dump());
     CHECK(t["text"] == kUtteranceText);
-    const json heard = read_json((dir.path() / "tr.json").string());
+    const json heard = read_json_file((dir.path() / "tr.json").string());
     CHECK(worst_boundary_error_s(heard) <= kFrameS + 1e-9);
     CHECK(worst_boundary_error_s(heard) >= 0);
 
@@ -263,15 +255,15 @@ TEST_CASE("worker process: every format, 8/22.05/44.1/48 kHz, mono and stereo gi
         CAPTURE(rate);
         CAPTURE(channels);
         const std::string audio = write_utterance(dir, f, rate, channels);
-        w->send(job(++id, audio, (dir.path() / "al").string(), "align", transcript));
+        w->send(job_line(++id, audio, (dir.path() / "al").string(), "align", transcript));
         const json a = w->read_result();
         REQUIRE_MESSAGE(a["ok"] == true, a.dump());
-        const double worst_align = worst_boundary_error_s(read_json((dir.path() / "al.json").string()));
-        w->send(job(++id, audio, (dir.path() / "tr").string(), "transcribe"));
+        const double worst_align = worst_boundary_error_s(read_json_file((dir.path() / "al.json").string()));
+        w->send(job_line(++id, audio, (dir.path() / "tr").string(), "transcribe"));
         const json t = w->read_result();
         REQUIRE_MESSAGE(t["ok"] == true, t.dump());
         CHECK(t["text"] == kUtteranceText);
-        const double worst_tr = worst_boundary_error_s(read_json((dir.path() / "tr.json").string()));
+        const double worst_tr = worst_boundary_error_s(read_json_file((dir.path() / "tr.json").string()));
         CHECK(worst_align >= 0);
         CHECK(worst_align <= kFrameS + 1e-9);
         CHECK(worst_tr >= 0);
@@ -294,15 +286,15 @@ TEST_CASE("worker process: small windows stitch to the same alignment as the def
   const auto transcript = dir.write("u.txt", "bad cafe hh").string();
   auto big = start_worker(dir, tone_model());
   auto small = start_worker(dir, tone_model(), {"--window-s", "0.3", "--context-s", "0.1"});
-  big->send(job(1, audio, (dir.path() / "big").string(), "align", transcript));
-  small->send(job(1, audio, (dir.path() / "small").string(), "align", transcript));
+  big->send(job_line(1, audio, (dir.path() / "big").string(), "align", transcript));
+  small->send(job_line(1, audio, (dir.path() / "small").string(), "align", transcript));
   const json b = big->read_result(), s = small->read_result();
   REQUIRE_MESSAGE(b["ok"] == true, b.dump());
   REQUIRE_MESSAGE(s["ok"] == true, s.dump());
   CHECK(b["windows"] == 1);
   CHECK(s["windows"].get<int>() >= 7);
-  const json bt = read_json((dir.path() / "big.json").string())["tokens"];
-  const json st = read_json((dir.path() / "small.json").string())["tokens"];
+  const json bt = read_json_file((dir.path() / "big.json").string())["tokens"];
+  const json st = read_json_file((dir.path() / "small.json").string())["tokens"];
   REQUIRE(bt.size() == st.size());
   for (std::size_t i = 0; i < bt.size(); ++i) {
     CHECK(bt[i]["text"] == st[i]["text"]);
@@ -359,7 +351,7 @@ TEST_CASE("worker process: each bad input is a clear per-job error and the worke
   int id = 100;
   for (const Bad& c : cases) {
     CAPTURE(c.name);
-    w->send(job(++id, c.audio, (dir.path() / "bad").string(), c.transcript.empty() ? "transcribe" : "align", c.transcript));
+    w->send(job_line(++id, c.audio, (dir.path() / "bad").string(), c.transcript.empty() ? "transcribe" : "align", c.transcript));
     const json r = w->read_result();
     REQUIRE(r.is_object());
     CHECK(r["id"] == id);
@@ -369,7 +361,7 @@ TEST_CASE("worker process: each bad input is a clear per-job error and the worke
     CHECK(err.find(c.transcript.empty() ? c.audio : c.transcript) == 0);  // names the file first
     CHECK(err.find(c.expect) != std::string::npos);
     // The worker survives and takes the next job.
-    w->send(job(++id, good, (dir.path() / "ok").string(), "align", good_txt));
+    w->send(job_line(++id, good, (dir.path() / "ok").string(), "align", good_txt));
     const json ok = w->read_result();
     CHECK_MESSAGE(ok["ok"] == true, ok.dump());
   }
@@ -408,7 +400,7 @@ TEST_CASE("worker process: killed mid-job, the parent sees EOF and the signal") 
   const auto audio = (dir.path() / "long.wav").string();
   REQUIRE(test::write_tones(audio, test::audio_formats().front(), 16000, 1, {{tone::frequency_hz(2), 600.0, 0.5}}).empty());
   auto w = start_worker(dir, tone_model(), {"--window-s", "1", "--context-s", "0.1"});
-  w->send(job(1, audio, (dir.path() / "long").string(), "transcribe"));
+  w->send(job_line(1, audio, (dir.path() / "long").string(), "transcribe"));
   const json first = json::parse(w->read_line().value_or("null"));
   REQUIRE(first.is_object());
   REQUIRE(first.contains("progress"));  // mid-job
@@ -446,7 +438,7 @@ TEST_CASE("worker process: the status block shows pid, phase, heartbeat and jobs
   CHECK(block->read().heartbeat > beat0);  // beats while idle, from its own thread
   CHECK(block->read().heap_bytes > 0u);
 
-  w->send(job(9, audio, (dir.path() / "s").string(), "transcribe"));
+  w->send(job_line(9, audio, (dir.path() / "s").string(), "transcribe"));
   CHECK(w->read_result()["ok"] == true);
   s = block->read();
   CHECK(s.jobs_done == 1u);
