@@ -7,6 +7,7 @@
 // full disk) come back as values whose message names the file and says what to do.
 #pragma once
 
+#include "common/result.h"
 #include "history/timeline.h"
 
 #include <nlohmann/json.hpp>
@@ -27,29 +28,7 @@ namespace ab {
 
 /// A value or a user-facing error (naming the database file and what to do).
 template <class T>
-class StoreResult {
- public:
-  StoreResult(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
-  static StoreResult failure(std::string error) {
-    StoreResult r;
-    r.error_ = std::move(error);
-    return r;
-  }
-  bool ok() const { return value_.has_value(); }
-  explicit operator bool() const { return ok(); }
-  T& value() { return *value_; }
-  const T& value() const { return *value_; }
-  T& operator*() { return *value_; }
-  const T& operator*() const { return *value_; }
-  T* operator->() { return &*value_; }
-  const T* operator->() const { return &*value_; }
-  const std::string& error() const { return error_; }
-
- private:
-  StoreResult() = default;
-  std::optional<T> value_;
-  std::string error_;
-};
+using StoreResult = Result<T>;
 
 /// For operations that return nothing but can fail.
 struct Done {};

@@ -485,7 +485,10 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   summary.oom_deaths = st.oom_deaths;
   summary.peak_pss_bytes = st.peak_total_pss_bytes;
   summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
-  if (history_ && run_id_ != 0) history_->end_run(run_id_, summary.exit_code());
+  if (history_ && run_id_ != 0) {
+    // Every job is already recorded; only the run's end time and exit code would be missing.
+    if (auto r = history_->end_run(run_id_, summary.exit_code()); !r) progress_.message("history: " + r.error());
+  }
   std::error_code ec;
   fs::remove(staging_dir_, ec);  // empty by now; left alone (and cleaned next run) otherwise
   return summary;

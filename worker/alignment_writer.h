@@ -7,7 +7,7 @@
 
 #include "worker/ctc_aligner.h"
 #include "worker/ctc_decoder.h"
-#include "worker/result.h"
+#include "common/result.h"
 #include "worker/transcript.h"
 
 namespace ab {

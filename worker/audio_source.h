@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "worker/result.h"
+#include "common/result.h"
 
 namespace ab {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/result.h"
+#include "common/result.h"
 #include "worker/transcript.h"
 
 namespace ab {

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "worker/result.h"
+#include "common/result.h"
 
 namespace ab {
 

@@ -1,4 +1,4 @@
-// Result<T>: a value or a user-facing error message, the worker's policy for expected failures.
+// Result<T>: a value or a user-facing error message, the policy for expected failures in every layer.
 #pragma once
 
 #include <cassert>
@@ -9,8 +9,8 @@
 namespace ab {
 
 /// A value of type T, or an error message that names the file and says what failed and what to do.
-/// Expected failures (bad audio, bad transcript, infeasible alignment) travel as Result; programmer
-/// errors are asserts.
+/// Expected failures (bad audio, a busy or corrupt database, an infeasible alignment) travel as
+/// Result; programmer errors are asserts.
 template <class T>
 class [[nodiscard]] Result {
  public:
@@ -29,8 +29,11 @@ class [[nodiscard]] Result {
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
-  /// The error message; only when !ok().
-  const std::string& error() const { assert(!ok()); return std::get<1>(v_); }
+  /// The error message; empty when ok().
+  const std::string& error() const {
+    static const std::string kNoError;
+    return ok() ? kNoError : std::get<1>(v_);
+  }
 
  private:
   struct Tag {};
