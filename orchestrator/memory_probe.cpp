@@ -67,6 +67,7 @@ ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::
   for (const auto& w : snap.watches) {
     if (w.key & kIdleKeyBit) {
       r.sample.idle_pss_bytes += w.pss_bytes;
+      ++r.sample.idle_workers;
       continue;
     }
     if (exact && !w.pss_measured) {

@@ -304,6 +304,8 @@ void Scheduler::on_sample(const MemorySample& sample) {
     }
   }
   idle_pss_bytes_ = sample.idle_pss_bytes;
+  idle_workers_ = sample.idle_workers;
+  idle_reused_ = 0;
   stats_.peak_total_pss_bytes = std::max(stats_.peak_total_pss_bytes, total);
 
   // One kill at a time: the next waits until the first has ended, so one spike does not empty
@@ -423,6 +425,7 @@ void Scheduler::start(Job& job, bool cold, std::int64_t now_ms, std::vector<Deci
   committed_vram_ += vram_charge_of(job);
   running_by_start_.insert({job.start_ms, job.start_seq, job.spec.id});
   if (cold) ++cold_running_;
+  if (idle_reused_ < idle_workers_) ++idle_reused_;
   ++stats_.started;
   stats_.peak_running =
       std::max<std::uint32_t>(stats_.peak_running, static_cast<std::uint32_t>(running_by_start_.size()));
@@ -442,7 +445,9 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
     // With nothing running the whole budget is there: idle workers can be recycled to make room.
     std::uint64_t headroom = kUnlimited;
     if (config_.budget_bytes > 0) {
-      const std::uint64_t used = nothing_running ? 0 : committed_bytes();
+      // The job about to start takes an idle worker if there is one: its prediction holds that
+      // worker's memory already, so the worker's idle share is not charged twice.
+      const std::uint64_t used = nothing_running ? 0 : committed_jobs_ + idle_charge_after(1);
       headroom = used >= config_.budget_bytes ? 0 : config_.budget_bytes - used;
     }
 
@@ -515,7 +520,13 @@ std::size_t Scheduler::queued() const { return predicted_queue_.size() + cold_qu
 
 std::size_t Scheduler::running() const { return running_by_start_.size(); }
 
-std::uint64_t Scheduler::committed_bytes() const { return committed_jobs_ + idle_pss_bytes_; }
+std::uint64_t Scheduler::committed_bytes() const { return committed_jobs_ + idle_charge_after(0); }
+
+std::uint64_t Scheduler::idle_charge_after(std::uint32_t reuses) const {
+  if (idle_workers_ == 0) return idle_pss_bytes_;
+  const std::uint32_t used = std::min(idle_workers_, idle_reused_ + reuses);
+  return idle_pss_bytes_ / idle_workers_ * (idle_workers_ - used);
+}
 
 std::optional<std::uint64_t> Scheduler::estimate_bytes(JobId id) const {
   auto it = jobs_.find(id);

@@ -70,6 +70,10 @@ struct MemorySample {
   };
   std::vector<Job> jobs;                  ///< running jobs only
   std::uint64_t idle_pss_bytes = 0;       ///< idle workers (persistent, model loaded) count too
+  /// How many idle workers idle_pss_bytes covers (0: unknown, none reusable). A started job
+  /// reuses one, and its prediction already holds the worker's own memory, so admission stops
+  /// counting that worker's share of idle_pss_bytes.
+  std::uint32_t idle_workers = 0;
   std::optional<std::uint64_t> mem_available_bytes;  ///< machine or cgroup, whichever is lower
   std::optional<double> psi_full_avg10;   ///< percent, where the kernel has PSI
 };
@@ -220,6 +224,10 @@ class Scheduler {
   std::uint64_t committed_jobs_ = 0;     ///< sum of charge_of over running jobs
   std::uint64_t committed_vram_ = 0;
   std::uint64_t idle_pss_bytes_ = 0;
+  std::uint32_t idle_workers_ = 0;
+  std::uint32_t idle_reused_ = 0;  ///< starts since the last sample, each on an idle worker
+  /// Idle workers' memory still charged when `reuses` more of them take jobs.
+  std::uint64_t idle_charge_after(std::uint32_t reuses) const;
   std::uint64_t largest_peak_seen_bytes_ = 0;
   std::uint32_t cold_running_ = 0;
   std::uint32_t cold_succeeded_ = 0;

@@ -113,6 +113,39 @@ TEST_CASE("admission: idle workers' memory and observed overruns count against t
   CHECK(starts(s.poll(100)) == std::vector<JobId>{4});
 }
 
+TEST_CASE("admission: a job that reuses an idle worker is not charged that worker's memory twice") {
+  // Persistent workers: a job's predicted peak is its worker tree's, model included, so the idle
+  // worker it takes over stops counting as idle memory. Budget 10; job 1 runs at 3; two idle
+  // workers hold 2 each.
+  auto setup = [](std::uint32_t idle_workers) {
+    Scheduler s(budget_of(10 * kGiB));
+    s.add_job(predicted(1, 3 * kGiB));
+    REQUIRE(starts(s.poll(0)) == std::vector<JobId>{1});
+    s.add_job(predicted(2, 5 * kGiB));
+    s.add_job(predicted(3, 5 * kGiB));
+    MemorySample m = sample(50, {{1, 3 * kGiB}}, 4 * kGiB);
+    m.idle_workers = idle_workers;
+    s.on_sample(m);
+    return s;
+  };
+  // Counted once: 3 running + 2 for the idle worker left + 5 for job 2 = 10 fits; job 3 would
+  // make 3 + 5 + 0 + 5 = 13.
+  Scheduler reuse = setup(2);
+  CHECK(reuse.committed_bytes() == 7 * kGiB);
+  CHECK(starts(reuse.poll(60)) == std::vector<JobId>{2});
+  CHECK(reuse.committed_bytes() == 10 * kGiB);  // 3 + 5 + the one idle worker still idle
+  // Unknown count (external commands have no idle workers to reuse): all idle memory counts,
+  // 3 + 4 + 5 = 12 does not fit.
+  Scheduler unknown = setup(0);
+  CHECK(starts(unknown.poll(60)).empty());
+  // A new sample resets what was reused: job 2 runs on one worker, one idle worker of 2 remains.
+  MemorySample m = sample(70, {{1, 3 * kGiB}, {2, 5 * kGiB}}, 2 * kGiB);
+  m.idle_workers = 1;
+  reuse.on_sample(m);
+  CHECK(reuse.committed_bytes() == 10 * kGiB);
+  CHECK(starts(reuse.poll(80)).empty());
+}
+
 TEST_CASE("ordering: large jobs first, smaller ones fill the gaps (first-fit decreasing)") {
   Scheduler s(budget_of(10 * kGiB));
   s.add_job(predicted(1, 1 * kGiB));
