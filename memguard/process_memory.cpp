@@ -66,7 +66,13 @@ std::optional<ProcStat> parse_proc_stat(std::string_view text) {
   auto ppid = take_u64(&rest);
   if (!ppid || *ppid > 0x7fffffff) return std::nullopt;
   s.ppid = static_cast<pid_t>(*ppid);
-  for (int field = 5; field < 22; ++field)
+  for (int field = 5; field < 14; ++field)
+    if (take_token(&rest).empty()) return std::nullopt;
+  auto utime = take_u64(&rest);
+  auto stime = take_u64(&rest);
+  if (!utime || !stime) return std::nullopt;
+  s.cpu_ticks = *utime + *stime;
+  for (int field = 16; field < 22; ++field)
     if (take_token(&rest).empty()) return std::nullopt;
   auto start = take_u64(&rest);
   if (!start) return std::nullopt;

@@ -40,6 +40,7 @@ struct ProcStat {
   pid_t ppid = 0;
   char state = '?';
   std::uint64_t start_time_ticks = 0;  ///< field 22: tells a reused pid from the old one
+  std::uint64_t cpu_ticks = 0;         ///< fields 14-15, utime + stime, all threads (clock ticks)
 };
 
 /// Parses "pid (comm) state ppid ...". comm may hold spaces and parentheses: the last ')' ends it.

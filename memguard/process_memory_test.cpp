@@ -127,6 +127,11 @@ TEST_CASE("parse_proc_stat finds ppid after a hostile comm") {
   CHECK(a->ppid == 7111);
   CHECK(a->state == 'R');
   CHECK(a->start_time_ticks == 45036);
+  CHECK(a->cpu_ticks == 0);
+  auto busy = parse_proc_stat("9 (w) S 1 9 9 0 -1 0 0 0 0 0 250 31 7 2 20 0 4 0 1234 0 0");
+  REQUIRE(busy);
+  CHECK(busy->cpu_ticks == 281);  // utime 250 + stime 31; children's 7 + 2 are not its own
+  CHECK(busy->start_time_ticks == 1234);
 
   // comm may contain spaces and ") (" — a program can name itself anything up to 15 bytes.
   auto b = parse_proc_stat("42 (a) b) (c d) S 7 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0");

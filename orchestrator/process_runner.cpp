@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "memguard/process_memory.h"
 #include "worker/status_block.h"
 
 namespace fs = std::filesystem;
@@ -82,6 +83,7 @@ struct ProcessRunner::Proc {
   JobId job = 0;
   std::string job_name;
   std::int64_t job_started_ms = 0;
+  std::uint64_t job_started_cpu_ticks = 0;  ///< persistent workers: the process's CPU at job start
   bool kill_sent = false;
   std::int64_t sigkill_at_ms = -1;   ///< -1: no escalation pending
   bool exiting = false;              ///< told to exit (stdin closed); reaped silently
@@ -95,6 +97,13 @@ struct ProcessRunner::Proc {
 };
 
 namespace {
+
+/// A persistent worker's CPU so far (utime + stime of all its threads); 0 if it is gone. The
+/// difference across one job is that job's CPU time, which wait4's rusage gives only at exit.
+std::uint64_t cpu_ticks_of(pid_t pid) {
+  auto stat = read_proc_stat("/proc", pid);
+  return stat ? stat->cpu_ticks : 0;
+}
 
 void close_fd(int& fd) {
   if (fd >= 0) ::close(fd);
@@ -305,6 +314,7 @@ bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
   worker->job = job.id;
   worker->job_name = job.name;
   worker->job_started_ms = monotonic_ms();
+  worker->job_started_cpu_ticks = cpu_ticks_of(worker->pid);
   worker->kill_sent = false;
   return true;
 }
@@ -344,6 +354,8 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
     end.exit_code = 0;
     end.error = end.ok ? std::string() : msg.value("error", std::string("the worker reported a failure"));
     end.wall_s = static_cast<double>(monotonic_ms() - p.job_started_ms) / 1000.0;
+    if (const std::uint64_t ticks = cpu_ticks_of(p.pid); ticks >= p.job_started_cpu_ticks)
+      end.cpu_s = static_cast<double>(ticks - p.job_started_cpu_ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
     if (msg.contains("idle_rss_bytes") && msg["idle_rss_bytes"].is_number_unsigned())
       end.idle_rss_bytes = msg["idle_rss_bytes"].get<std::uint64_t>();
     end.killed_by_us = p.kill_sent;

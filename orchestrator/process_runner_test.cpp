@@ -133,12 +133,15 @@ TEST_CASE("a persistent worker answers protocol lines and is reused between jobs
   ab::test::TempDir t;
   // A protocol-speaking worker in Python (the real one needs a model): ready line, then one
   // result per job; a job whose audio contains "bad" fails, one containing "crash" kills it.
-  const auto script = t.write("worker.py", R"(import json, os, sys
+  const auto script = t.write("worker.py", R"(import json, os, sys, time
 print(json.dumps({"ready": True, "pid": os.getpid(), "sample_rate": 16000, "labels": 3, "rss_bytes": 1}), flush=True)
 for line in sys.stdin:
     job = json.loads(line)
     if "crash" in job["audio"]:
         os.kill(os.getpid(), 9)
+    if "busy" in job["audio"]:
+        t = time.process_time()
+        while time.process_time() - t < 0.3: pass
     ok = "bad" not in job["audio"]
     res = {"id": job["id"], "ok": ok, "idle_rss_bytes": 1000}
     if not ok: res["error"] = job["audio"] + ": not a sound file"
@@ -162,6 +165,16 @@ for line in sys.stdin:
   CHECK_FALSE(ends[2].ok);
   CHECK(ends[2].job_error);
   CHECK(ends[2].error == "/bad.wav: not a sound file");
+  // A job's CPU time on a persistent worker is the worker's CPU across that job: 0.3 s of busy
+  // loop (process_time, so a loaded machine only stretches the wall time), not the worker's total.
+  REQUIRE(runner.start(job(4, "/busy.wav"), error));
+  ends = wait_all(runner, 1);
+  REQUIRE(ends[4].ok);
+  CHECK(ends[4].cpu_s >= 0.28);
+  CHECK(ends[4].cpu_s <= 0.6);
+  REQUIRE(runner.start(job(5, "/a.wav"), error));
+  ends = wait_all(runner, 1);
+  CHECK(ends[5].cpu_s < 0.2);
   REQUIRE(runner.start(job(3, "/crash.wav"), error));
   CHECK(runner.live().at(0).pid == worker);  // the same worker took all three jobs
   ends = wait_all(runner, 1);

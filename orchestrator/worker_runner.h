@@ -31,7 +31,7 @@ struct JobEnd {
   bool killed_by_us = false;   ///< kill() had been called for this job
   std::string error;           ///< what happened, for the summary (includes the log's tail)
   double wall_s = 0;
-  double cpu_s = 0;            ///< user + system of the job's process (external) or 0
+  double cpu_s = 0;            ///< user + system: the job's process (external), the worker's across the job (persistent)
   std::optional<std::uint64_t> idle_rss_bytes;  ///< built-in worker's RSS after the job
 };
 
