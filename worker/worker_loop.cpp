@@ -223,7 +223,12 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
     Result<Alignment> a = align_ctc(em.view(), transcript->tokens, ac);
     if (!a) return error_result(id, a.error());
     timed = timed_from_alignment(a.value(), *transcript, labels_, clock, audio_s, utterance);
-    extra = {{"log_prob", a->log_prob}, {"exact", a->exact}, {"aligner_bytes", a->work_bytes}};
+    extra = {{"log_prob", a->log_prob}, {"exact", a->exact}, {"band_limited", a->band_limited},
+             {"aligner_bytes", a->work_bytes}};
+    if (a->band_limited)
+      spdlog::warn("job {}: {}: the alignment's search band reached --max-trellis-mib ({} MiB) and the path ran "
+                   "near its edge; the timings may be slightly off: raise --max-trellis-mib to search wider",
+                   dump_line(id), audio_path, config_.max_trellis_bytes >> 20);
   } else {
     Decoding d = decode_greedy(em.view(), labels_);
     timed = timed_from_decoding(d, labels_, clock, audio_s, utterance);

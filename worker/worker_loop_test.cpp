@@ -130,6 +130,8 @@ TEST_CASE("worker_loop: align and transcribe answer with outputs, figures and pr
   CHECK(a["audio_s"].get<double>() == doctest::Approx(1.0).epsilon(0.01));
   CHECK(a["frames"] == 50);
   CHECK(a["emissions_bytes"] == 50 * 3 * 4);
+  CHECK(a["exact"] == true);
+  CHECK(a["band_limited"] == false);  // a one-second file's whole trellis fits any cap
   CHECK(a["idle_rss_bytes"].get<std::uint64_t>() > 1'000'000u);
   REQUIRE(a["outputs"].size() == 3);
   const json aligned = read_json_file((dir.path() / "aligned.json").string());
