@@ -14,19 +14,11 @@
 # run had only the runs before it: a small difference on a corpus that repeats.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$here/build}
-cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-nice cmake --build "$build" -j2 --target align-batch memhog >/dev/null
-ab=$build/orchestrator/align-batch
-memhog=$build/tests/memhog
+. "$(dirname "$0")/replay_lib.sh"
 
 work=$(mktemp -d /tmp/ab-replay-accuracy.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/corpus"
-for i in $(seq 1 24); do
-  head -c $(( ((i % 5) + 1) * 1024 * 1024 )) /dev/zero >"$work/corpus/f$i.wav"
-done
+zero_corpus "$work/corpus" 24
 budget=1500M
 
 # real LABEL ARGS...: one real run; appends "LABEL wall_s peak_bytes guard_kills oom_deaths failed".

@@ -15,19 +15,11 @@
 # includes waiting for a core.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$here/build}
-cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-nice cmake --build "$build" -j2 --target align-batch memhog >/dev/null
-ab=$build/orchestrator/align-batch
-memhog=$build/tests/memhog
+. "$(dirname "$0")/replay_lib.sh"
 
 work=$(mktemp -d /tmp/ab-replay-speed.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/corpus"
-for i in $(seq 1 16); do
-  head -c $(( ((i % 5) + 1) * 1024 * 1024 )) /dev/zero >"$work/corpus/f$i.wav"
-done
+zero_corpus "$work/corpus" 16
 
 echo "recording: 16 memhog jobs under a 1.5 GiB budget (about 20 s)..."
 "$ab" "$work/corpus" --out "$work/out" --mem-budget 1500M --progress plain \
