@@ -29,7 +29,7 @@ constexpr std::size_t kTimelineThinAt = 4096;
 
 struct RunLoop::Job {
   JobId id = 0;
-  const CorpusFile* file = nullptr;
+  CorpusFile file;  ///< the job's own copy: re-stat before each start updates it, not the caller's corpus
   std::uint32_t attempts = 0;
   bool running = false;
   bool finished = false;
@@ -106,7 +106,7 @@ std::uint64_t RunLoop::scaled(std::uint64_t predicted_peak_bytes) const {
 }
 
 RunnerJob RunLoop::make_runner_job(Job& job) {
-  const CorpusFile& f = *job.file;
+  const CorpusFile& f = job.file;
   RunnerJob rj;
   rj.id = job.id;
   rj.name = f.relative.string();
@@ -132,7 +132,7 @@ RunnerJob RunLoop::make_runner_job(Job& job) {
 bool RunLoop::finish_outputs(Job& job, std::string& error) {
   if (!config_.command) return true;  // the worker writes its outputs atomically itself
   std::error_code ec;
-  const fs::path dest_dir = job.file->out_base.parent_path();
+  const fs::path dest_dir = job.file.out_base.parent_path();
   fs::create_directories(dest_dir, ec);
   if (ec) {
     error = "cannot create output directory " + dest_dir.string() + ": " + ec.message() + "; check --out";
@@ -196,7 +196,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     }
     Job job;
     job.id = next_id++;
-    job.file = p.file;
+    job.file = *p.file;
     scheduler.add_job({job.id, p.file->size_bytes, p.predicted_peak_bytes, 0});
     jobs.emplace(job.id, std::move(job));
     ++to_run;
@@ -214,18 +214,18 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     job.finished = true;
     // The summary names the file; a reason that starts with the same path (the worker's errors
     // do) would say it twice.
-    const std::string prefix = job.file->audio.string() + ": ";
+    const std::string prefix = job.file.audio.string() + ": ";
     if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
-    summary.failed.push_back({job.file->audio.string(), reason});
+    summary.failed.push_back({job.file.audio.string(), reason});
     ++state.failed;
   };
   auto record = [&](Job& job, JobStatus status, const JobEnd* end, const std::string& error) {
     if (!history_ || run_id_ == 0) return;
     JobRecord rec;
     rec.run_id = run_id_;
-    rec.input_path = job.file->audio.string();
-    rec.input_size_bytes = job.file->size_bytes;
-    rec.input_mtime_ns = job.file->mtime_ns;
+    rec.input_path = job.file.audio.string();
+    rec.input_size_bytes = job.file.size_bytes;
+    rec.input_mtime_ns = job.file.mtime_ns;
     rec.job_key = config_.job_key;
     rec.status = status;
     rec.attempts = job.attempts;
@@ -244,7 +244,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   auto refit = [&](Job& job) {
     JobRow row;
     row.run_id = run_id_;
-    row.input_size_bytes = job.file->size_bytes;
+    row.input_size_bytes = job.file.size_bytes;
     row.peak_pss_bytes = job.peak_pss_bytes;
     row.peak_rss_bytes = job.peak_rss_bytes;
     row.status = JobStatus::kOk;
@@ -258,7 +258,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     std::vector<std::pair<JobId, std::uint64_t>> predictions;
     for (auto& [id, other] : jobs)
       if (!other.finished && !other.running)
-        if (auto e = estimator->predict(other.file->size_bytes)) predictions.emplace_back(id, scaled(e->peak_bytes));
+        if (auto e = estimator->predict(other.file.size_bytes)) predictions.emplace_back(id, scaled(e->peak_bytes));
     scheduler.set_predictions(predictions);
     ++stats_.refits;
     stats_.predictions_updated += predictions.size();
@@ -269,7 +269,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     if (it == jobs.end()) return;
     Job& job = it->second;
     job.running = false;
-    const std::string name = job.file->relative.string();
+    const std::string name = job.file.relative.string();
     std::error_code ec;
     if (stopping && !end.ok) {
       // Interrupted: not the job's fault and not finished; the next run does it again.
@@ -385,16 +385,16 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms, /*exact=*/true);
           if (scheduler.confirm_kill(d.job, fresh.sample)) {
             job.guard_kill = true;
-            progress_.message(job.file->relative.string() + ": stopping it to stay inside the budget (" + d.reason + ")");
+            progress_.message(job.file.relative.string() + ": stopping it to stay inside the budget (" + d.reason + ")");
             runner_.kill(d.job, config_.kill_grace_ms);
           }
         } else if (d.kind == Decision::Kind::kFail) {
-          const std::string name = job.file->relative.string();
+          const std::string name = job.file.relative.string();
           fail_file(job, d.reason);
           progress_.job_ended(name, "failed", d.reason, job.peak_pss_bytes, 0, state);
         } else {
           std::string error;
-          if (!refresh_corpus_file(const_cast<CorpusFile&>(*job.file), error)) {
+          if (!refresh_corpus_file(job.file, error)) {
             scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
             fail_file(job, error);
             continue;
@@ -408,13 +408,13 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           if (!runner_.start(rj, error)) {
             scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
             fail_file(job, error);
-            progress_.job_ended(job.file->relative.string(), "failed", error, 0, 0, state);
+            progress_.job_ended(job.file.relative.string(), "failed", error, 0, 0, state);
             continue;
           }
           job.running = true;
           started = true;
           job.started_ms = now_ms;
-          progress_.job_started(job.file->relative.string(), job.attempts,
+          progress_.job_started(job.file.relative.string(), job.attempts,
                                 scheduler.estimate_bytes(job.id).value_or(0), state);
         }
       }
@@ -462,12 +462,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       if (config_.hang_ms > 0 && !job.hung && w.silent_ms > config_.hang_ms) {
         job.hung = true;
         progress_.message(fmt::format("{}: its worker has not beaten for {:.1f} s; killing it and retrying the file",
-                                      job.file->relative.string(), static_cast<double>(w.silent_ms) / 1000.0));
+                                      job.file.relative.string(), static_cast<double>(w.silent_ms) / 1000.0));
         runner_.kill(w.id, 0);
       }
       if (oldest_start_ms < 0 || job.started_ms < oldest_start_ms) {
         oldest_start_ms = job.started_ms;
-        state.current = fmt::format("{} {} {:.0f}%", job.file->relative.string(), w.phase, w.fraction_done * 100);
+        state.current = fmt::format("{} {} {:.0f}%", job.file.relative.string(), w.phase, w.fraction_done * 100);
       }
     }
 
