@@ -21,7 +21,12 @@ FILES=${FILES:-36}
 LIMIT_MIB=${LIMIT_MIB:-1024}
 UNIT_KIB=${UNIT_KIB:-60}      # a file of k units needs k × 60 MiB at peak, k = 1..5
 RAMP_MS=${RAMP_MS:-400}
-HOLD_S=${HOLD_S:-1.0}
+HOLD_S=${HOLD_S:-0.2}
+# Work grows with the input, as a real aligner's does (its trellis is frames × tokens, and both
+# time and memory grow with audio length): each job holds 5 ms per MiB, 0.3 s per unit, so a job
+# lasts about 0.9 s (1 unit) to 2.1 s (5 units). HOLD_MS_PER_MIB=0 HOLD_S=1.0 gives the older
+# scenario where every job lasts the same whatever its size.
+HOLD_MS_PER_MIB=${HOLD_MS_PER_MIB:-5}
 for f in "$ab" "$memhog"; do [ -x "$f" ] || { echo "memory_pressure: $f missing; build it first (cmake --build $build)" >&2; exit 2; }; done
 command -v parallel >/dev/null || { echo "memory_pressure: GNU parallel missing: apt-get install parallel" >&2; exit 2; }
 cores=$(nproc)
@@ -57,7 +62,7 @@ for k in $(awk -v n="$FILES" -v seed="${SEED:-1}" 'BEGIN {srand(seed); for (i = 
   head -c $((k * UNIT_KIB * 1024)) /dev/zero > "$work/corpus/$(printf 'f%03d' "$i").wav"
 done
 echo "unit sizes in corpus order: $(for f in "$work"/corpus/*.wav; do echo -n "$(( $(stat -c %s "$f") / (UNIT_KIB * 1024) ))"; done)"
-hog=("$memhog" --mib-per-mib 1024 --ramp-ms "$RAMP_MS" --hold-s "$HOLD_S")
+hog=("$memhog" --mib-per-mib 1024 --ramp-ms "$RAMP_MS" --hold-s "$HOLD_S" --hold-ms-per-mib "$HOLD_MS_PER_MIB")
 
 # run NAME OUT CMD...: runs CMD inside the cgroup (outputs in OUT), prints one result line.
 run() {

@@ -11,6 +11,8 @@
 //   --in FILE --mib-per-mib R   also allocate R MiB per MiB of FILE's size (memory grows with input)
 //   --ramp-ms T          spread the allocation over T ms instead of all at once (default 0)
 //   --hold-s S           after "ready", hold for S seconds (fractions allowed), then exit
+//   --hold-ms-per-mib R  with --hold-s, hold R ms longer per MiB of private memory (work that
+//                        grows with the input, as a real aligner's time and memory both do)
 //   --hold-until-stdin-eof   after "ready", hold until stdin reaches EOF (the default)
 //   --out FILE           write "ok\n" to FILE (via FILE.tmp + rename) just before a normal exit
 //   --exit-code N        exit with N (default 0)
@@ -93,7 +95,7 @@ void hold(double hold_s) {
 int main(int argc, char** argv) {
   std::size_t mib = 0, shared_mib = 0, child_mib = 0, child_depth = 1;
   std::string shared_name, in_file, out_file;
-  double mib_per_mib = 0, hold_s = -1;
+  double mib_per_mib = 0, hold_s = -1, hold_ms_per_mib = 0;
   long ramp_ms = 0;
   int exit_code = 0;
   for (int i = 1; i < argc; ++i) {
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
     else if (a == "--mib-per-mib") mib_per_mib = number_arg(i, argc, argv);
     else if (a == "--ramp-ms") ramp_ms = static_cast<long>(number_arg(i, argc, argv));
     else if (a == "--hold-s") hold_s = number_arg(i, argc, argv);
+    else if (a == "--hold-ms-per-mib") hold_ms_per_mib = number_arg(i, argc, argv);
     else if (a == "--hold-until-stdin-eof") hold_s = -1;
     else if (a == "--out" && i + 1 < argc) out_file = argv[++i];
     else if (a == "--exit-code") exit_code = static_cast<int>(number_arg(i, argc, argv));
@@ -163,7 +166,7 @@ int main(int argc, char** argv) {
   std::printf("ready pid=%d rss_target_mib=%zu\n", static_cast<int>(::getpid()), mib + shared_mib);
   std::fflush(stdout);
 
-  hold(hold_s);
+  hold(hold_s < 0 ? hold_s : hold_s + hold_ms_per_mib * static_cast<double>(mib) / 1000);
 
   if (!shared_name.empty()) ::shm_unlink(shared_name.c_str());
   if (child > 0) {
