@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "tests/testutil/fake_machine.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace ab {
@@ -16,24 +17,13 @@ bool has_warning(const MemoryReport& r, const std::string& text) {
   return std::any_of(r.warnings.begin(), r.warnings.end(), [&](const std::string& w) { return w.find(text) != std::string::npos; });
 }
 
-// A 24 GiB machine, v2 only, with the process in a 3 GiB cgroup that has seen 2 OOM kills.
-void fake_container(const test::TempDir& root) {
-  root.write("proc/meminfo", "MemTotal: 25165824 kB\nMemFree: 20000000 kB\nMemAvailable: 20971520 kB\nSwapTotal: 0 kB\n");
-  root.write("proc/self/cgroup", "0::/job\n");
-  root.write("proc/self/mountinfo", "35 24 0:30 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw\n");
-  root.write("sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n");
-  root.write("sys/fs/cgroup/job/memory.max", "3221225472\n");
-  root.write("sys/fs/cgroup/job/memory.current", "536870912\n");
-  root.write("sys/fs/cgroup/job/memory.events", "oom 2\noom_kill 2\n");
-  root.write("sys/fs/cgroup/job/memory.pressure",
-             "some avg10=30.00 avg60=5.00 avg300=1.00 total=100\nfull avg10=25.00 avg60=4.00 avg300=1.00 total=50\n");
-}
 
 }  // namespace
 
 TEST_CASE("memory report in a 3 GiB container: cgroup warning, budget from the cgroup, pressure, OOM kills") {
   test::TempDir root;
-  fake_container(root);
+  // A 3 GiB v2 cgroup that has seen 2 OOM kills and is under pressure now.
+  test::write_fake_container(root, {3ull << 30, 2, 30.0, 25.0, true});
   MemoryReport r = gather_memory_report({BudgetSpec{12 * kGiB, 0, false}, std::nullopt, std::nullopt, 0}, root.path(),
                                         "libnvidia-ml-absent.so.1");
   REQUIRE(r.cgroup.cgroup);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "tests/testutil/fake_machine.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace ab {
@@ -39,17 +40,6 @@ Run doctor(const DoctorFlags& flags) {
   return r;
 }
 
-// A 24 GiB machine whose process sits in a v2 cgroup limited to 3 GiB.
-void fake_container(const test::TempDir& root) {
-  root.write("proc/meminfo", "MemTotal: 25165824 kB\nMemAvailable: 20971520 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n");
-  root.write("proc/self/cgroup", "0::/job\n");
-  root.write("proc/self/mountinfo", "35 24 0:30 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw\n");
-  root.write("sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n");
-  root.write("sys/fs/cgroup/job/memory.max", "3221225472\n");
-  root.write("sys/fs/cgroup/job/memory.current", "536870912\n");
-  root.write("sys/fs/cgroup/job/memory.events", "oom 0\noom_kill 0\n");
-  root.write("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
-}
 
 }  // namespace
 
@@ -65,7 +55,7 @@ TEST_CASE("doctor: a malformed --mem-budget or --reserve exits 2 with a message 
 
 TEST_CASE("doctor: a fake 3 GiB container — text and JSON") {
   test::TempDir root;
-  fake_container(root);
+  test::write_fake_container(root, {});  // 3 GiB v2 cgroup, no OOM kills, no pressure
   Run text = doctor({"", "", root.path().string(), false});
   CHECK(text.status == 0);
   CHECK(text.err.empty());
@@ -90,7 +80,7 @@ TEST_CASE("doctor: a fake 3 GiB container — text and JSON") {
 
 TEST_CASE("doctor: a reserve that leaves nothing exits 2; the registered subcommand sets the exit code") {
   test::TempDir root;
-  fake_container(root);
+  test::write_fake_container(root, {});  // 3 GiB v2 cgroup, no OOM kills, no pressure
   Run r = doctor({"", "3G", root.path().string(), false});
   CHECK(r.status == 2);
   CHECK(r.err == "align-batch doctor: --reserve 3.0 GiB leaves nothing of the 3.0 GiB cgroup limit; lower --reserve\n");
