@@ -38,7 +38,7 @@ struct SchedulerConfig {
   double psi_full_avg10_limit = 20.0;   ///< preempt when PSI memory "full" avg10 (percent) exceeds this
   std::int64_t pause_after_kill_ms = 2000;  ///< no admissions for this long after a guard kill
   std::uint32_t max_attempts = 3;       ///< a job may die (crash) this many times before it fails
-  std::uint32_t cold_start_jobs = 1;    ///< at most this many jobs without a prediction run at once
+  std::uint32_t cold_start_jobs = 2;    ///< at most this many jobs without a prediction run at once
   double raise_factor = 1.25;           ///< a requeued job's estimate: raise_factor * peak seen
   /// An unpredicted job is admitted as if it needed max(largest peak observed so far, this).
   std::uint64_t cold_start_floor_bytes = 0;

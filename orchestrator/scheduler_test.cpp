@@ -193,6 +193,15 @@ TEST_CASE("slow start: few unpredicted jobs at once, ramping up as measurements 
   CHECK(s.running() == 6);
 }
 
+TEST_CASE("slow start by default: a first run starts two unpredicted jobs, largest first, not one") {
+  Scheduler s(budget_of(100 * kGiB));
+  for (JobId id = 1; id <= 5; ++id) s.add_job(unpredicted(id, 100 * id));
+  CHECK(starts(s.poll(0)) == std::vector<JobId>{5, 4});
+  CHECK(starts(s.poll(10)).empty());
+  s.on_job_ended(5, ok(1 * kGiB), 1000);
+  CHECK(starts(s.poll(1000)) == std::vector<JobId>{3, 2});  // limit 3 after one success
+}
+
 TEST_CASE("slow start: an unpredicted job is charged as the largest peak seen so far") {
   SchedulerConfig c = budget_of(10 * kGiB);
   c.cold_start_jobs = 4;
