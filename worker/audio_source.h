@@ -16,7 +16,9 @@ namespace ab {
 class AudioSource {
  public:
   /// Opens `path`. Errors name the file and say what is wrong: missing/vanished, permission
-  /// denied, empty (0 bytes), not a sound file, truncated or corrupt, zero-length audio.
+  /// denied, empty (0 bytes), not a sound file, truncated or corrupt, zero-length audio. Ogg and
+  /// MP3 files whose framing shows they were cut short fail here (see container_end.h); files
+  /// whose header length turns out longer than what decodes fail in read() (error()).
   static Result<AudioSource> open(const std::string& path, int target_rate_hz);
 
   AudioSource(AudioSource&&) noexcept;
@@ -27,7 +29,8 @@ class AudioSource {
   /// Returns 0 only at the end of the stream, or on a read error (then error() is non-empty).
   std::size_t read(float* out, std::size_t max_samples);
 
-  /// Non-empty after read() failed mid-stream (message names the file).
+  /// Non-empty after read() failed mid-stream or the stream ended short of the header's length
+  /// (MP3: by more than 1% + 2304 samples) (message names the file, both lengths and what to do).
   const std::string& error() const;
 
   /// True once read() has returned every sample.

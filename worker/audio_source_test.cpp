@@ -3,13 +3,16 @@
 #include "worker/audio_source.h"
 
 #include <malloc.h>
+#include <sndfile.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <doctest/doctest.h>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
@@ -265,4 +268,197 @@ TEST_CASE("bad input: each case is a clear error naming the file") {
     CHECK(contains(e, "secret.wav"));
     CHECK(contains(e, "permission denied"));
   }
+}
+
+namespace {
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+/// The error for `path`: from open(), or from reading the whole stream ("" if it read cleanly).
+std::string open_and_read_error(const std::string& path, std::size_t* samples = nullptr) {
+  auto src = AudioSource::open(path, kModelRate);
+  if (!src.ok()) return src.error();
+  const auto out = read_all(*src, 4096);
+  if (samples) *samples = out.size();
+  return src->error();
+}
+
+/// The number just before `unit` after `marker` in `text` (-1 if absent), e.g. "about 6.0 s".
+double number_after(const std::string& text, const std::string& marker) {
+  const std::size_t at = text.find(marker);
+  if (at == std::string::npos) return -1;
+  return std::strtod(text.c_str() + at + marker.size(), nullptr);
+}
+
+/// The readable seconds a truncation message states.
+double readable_s_in(const std::string& e) {
+  const double about = number_after(e, "only about ");
+  return about >= 0 ? about : number_after(e, "but only ");
+}
+
+/// Seconds libsndfile itself decodes from `path`, ignoring every error (-1 if it cannot open it).
+double libsndfile_decodes_s(const std::string& path) {
+  SF_INFO info{};
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  if (!f) return -1;
+  std::vector<float> buf(4096 * std::size_t(info.channels));
+  sf_count_t frames = 0;
+  while (const sf_count_t n = sf_readf_float(f, buf.data(), 4096)) frames += n;
+  sf_close(f);
+  return double(frames) / info.samplerate;
+}
+
+/// Byte offsets of every occurrence of `magic` in `bytes`.
+std::vector<std::size_t> offsets_of(const std::string& bytes, const std::string& magic) {
+  std::vector<std::size_t> at;
+  for (std::size_t p = bytes.find(magic); p != std::string::npos; p = bytes.find(magic, p + 1)) at.push_back(p);
+  return at;
+}
+
+}  // namespace
+
+TEST_CASE("compressed files cut at 50% and 90%: a truncation error with promised and readable seconds; intact files read") {
+  ab::test::TempDir dir("ab-audio");
+  const double length_s = 12.0;
+  int formats_checked = 0;
+  for (const AudioFormat& format : ab::test::audio_formats()) {
+    if (format.name == "wav" || format.name == "aiff") continue;  // PCM: covered by the header check above
+    for (int rate : {16000, 48000}) {
+      CAPTURE(format.name);
+      CAPTURE(rate);
+      if (!ab::test::can_write(format, rate, 1)) {
+        MESSAGE("skipping " << format.name << " at " << rate << " Hz: this libsndfile cannot write it");
+        continue;
+      }
+      const std::string stem = format.name + "_" + std::to_string(rate);
+      const std::string intact = (dir.path() / (stem + format.extension)).string();
+      REQUIRE(ab::test::write_tones(intact, format, rate, 1, {{440.0, length_s / 2, 0.4}, {880.0, length_s / 2, 0.4}}) == "");
+      std::size_t samples = 0;
+      CHECK(open_and_read_error(intact, &samples) == "");
+      CHECK(double(samples) / kModelRate == doctest::Approx(length_s).epsilon(0.01));
+
+      const std::string bytes = file_bytes(intact);
+      for (int percent : {50, 90}) {
+        CAPTURE(percent);
+        const std::string cut = dir.write("cut" + std::to_string(percent) + "_" + stem + format.extension,
+                                          bytes.substr(0, bytes.size() * std::size_t(percent) / 100))
+                                    .string();
+        const std::string e = open_and_read_error(cut);
+        MESSAGE(e);
+        CHECK(contains(e, cut));
+        CHECK(contains(e, "truncated or corrupt"));
+        CHECK(contains(e, "re-copy"));
+        CHECK(contains(e, "re-encode"));
+        // The readable seconds stated are what libsndfile really decodes from the cut file (whole
+        // pages/frames only), well short of the whole (bytes are not proportional to seconds: the
+        // two tones compress differently).
+        const double readable_s = readable_s_in(e);
+        CHECK(readable_s >= 0);
+        CHECK(std::fabs(readable_s - libsndfile_decodes_s(cut)) <= 0.15);
+        CHECK(readable_s < length_s - 0.5);
+        // FLAC and libsndfile's MP3 (LAME writes a Xing/Info header) state the full length.
+        if (format.name == "flac" || format.name == "mp3") {
+          const double promised_s = number_after(e, "promises ");
+          CHECK(promised_s == doctest::Approx(length_s).epsilon(0.01));
+        }
+      }
+      ++formats_checked;
+    }
+  }
+  MESSAGE("checked " << formats_checked << " compressed format/rate pairs");
+  CHECK(formats_checked >= 6);  // FLAC, Vorbis, Opus at two rates; MP3 when LAME is there
+}
+
+TEST_CASE("an Ogg file cut exactly at a page boundary is caught: its last page lacks end-of-stream") {
+  ab::test::TempDir dir("ab-audio");
+  for (const AudioFormat& format : ab::test::audio_formats()) {
+    if (format.name != "ogg-vorbis" && format.name != "ogg-opus") continue;
+    CAPTURE(format.name);
+    const std::string intact = (dir.path() / ("whole" + format.extension)).string();
+    REQUIRE(ab::test::write_tones(intact, format, 16000, 1, {{440.0, 30.0, 0.4}, {880.0, 30.0, 0.4}}) == "");
+    const std::string bytes = file_bytes(intact);
+    const auto pages = offsets_of(bytes, "OggS");
+    REQUIRE(pages.size() > 6);
+    const std::size_t boundary = pages[pages.size() / 2];
+    const std::string cut = dir.write("paged" + format.extension, bytes.substr(0, boundary)).string();
+    // libsndfile alone reads this as a shorter, valid file (it even reports the shorter length).
+    const double decoded_s = libsndfile_decodes_s(cut);
+    CHECK(decoded_s > 5.0);
+    CHECK(decoded_s < 55.0);
+    const std::string e = open_and_read_error(cut);
+    MESSAGE(e);
+    CHECK(contains(e, cut));
+    CHECK(contains(e, "not marked end-of-stream"));
+    CHECK(std::fabs(readable_s_in(e) - decoded_s) <= 0.15);
+  }
+}
+
+TEST_CASE("MP3 without a length header (examples/corpus, sox CBR): cut mid-frame is caught, cut at a frame boundary is not") {
+  const auto corpus = std::filesystem::path(__FILE__).parent_path().parent_path() / "examples" / "corpus";
+  const auto mp3 = corpus / "speaker1" / "mp3_16k_24.mp3";
+  if (!std::filesystem::exists(mp3)) {
+    MESSAGE("skipping: " << mp3 << " not found (source tree moved?)");
+    return;
+  }
+  ab::test::TempDir dir("ab-audio");
+  const std::string bytes = file_bytes(mp3.string());
+  REQUIRE(bytes.find("Xing") == std::string::npos);
+  REQUIRE(bytes.find("Info") == std::string::npos);
+  std::size_t samples = 0;
+  CHECK(open_and_read_error(mp3.string(), &samples) == "");
+  const double full_s = double(samples) / kModelRate;
+  CHECK(full_s == doctest::Approx(65.6).epsilon(0.01));
+
+  SUBCASE("an ID3v1 tag after the last frame is not a cut") {
+    const std::string tagged = dir.write("tagged.mp3", bytes + "TAG" + std::string(125, ' ')).string();
+    CHECK(open_and_read_error(tagged) == "");
+  }
+  SUBCASE("cut at 50% and 90%") {
+    for (int percent : {50, 90}) {
+      CAPTURE(percent);
+      const std::string cut =
+          dir.write("cut.mp3", bytes.substr(0, bytes.size() * std::size_t(percent) / 100)).string();
+      const std::string e = open_and_read_error(cut);
+      MESSAGE(e);
+      CHECK(contains(e, cut));
+      CHECK(contains(e, "truncated or corrupt MP3"));
+      CHECK(contains(e, "no length header"));
+      CHECK(readable_s_in(e) == doctest::Approx(full_s * percent / 100).epsilon(0.02));
+    }
+  }
+  SUBCASE("cut exactly at a frame boundary: indistinguishable from a shorter file, read without an error") {
+    // Every frame of this 16 kbit/s, 16 kHz MPEG-2 Layer III stream is 72 bytes (72000 * 16 / 16000).
+    REQUIRE(bytes.size() % 72 == 0);
+    const std::size_t boundary = 72 * (bytes.size() / 72 / 2);
+    REQUIRE(static_cast<unsigned char>(bytes[boundary]) == 0xFF);
+    REQUIRE(static_cast<unsigned char>(bytes[boundary + 1]) == 0xF3);
+    const std::string cut = dir.write("boundary.mp3", bytes.substr(0, boundary)).string();
+    std::size_t got = 0;
+    const std::string e = open_and_read_error(cut, &got);
+    CHECK(e == "");  // the known blind spot: nothing says the stream was meant to go on
+    CHECK(double(got) / kModelRate == doctest::Approx(full_s / 2).epsilon(0.01));
+  }
+}
+
+TEST_CASE("every intact compressed file in examples/corpus reads without a truncation error") {
+  const auto corpus = std::filesystem::path(__FILE__).parent_path().parent_path() / "examples" / "corpus";
+  if (!std::filesystem::exists(corpus)) {
+    MESSAGE("skipping: " << corpus << " not found (source tree moved?)");
+    return;
+  }
+  int checked = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(corpus)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext != ".mp3" && ext != ".ogg" && ext != ".flac") continue;
+    CAPTURE(entry.path().string());
+    std::size_t samples = 0;
+    CHECK(open_and_read_error(entry.path().string(), &samples) == "");
+    CHECK(double(samples) / kModelRate == doctest::Approx(libsndfile_decodes_s(entry.path().string())).epsilon(0.001));
+    ++checked;
+  }
+  MESSAGE("checked " << checked << " corpus files");
+  CHECK(checked >= 18);
 }

@@ -236,4 +236,38 @@ TEST_CASE("worker_loop: an engine exception becomes the job's error and the next
   CHECK_MESSAGE(again["ok"] == true, again.dump());
 }
 
+TEST_CASE("worker_loop: an MP3 cut mid-stream is the job's error, not an alignment into the half that is left") {
+  test::TempDir dir;
+  test::AudioFormat mp3;
+  for (const auto& f : test::audio_formats())
+    if (f.name == "mp3") mp3 = f;
+  if (mp3.name.empty() || !test::can_write(mp3, 16000, 1)) {
+    MESSAGE("skipping: this libsndfile cannot write MP3");
+    return;
+  }
+  const auto whole = (dir.path() / "speech.mp3").string();
+  REQUIRE(test::write_tones(whole, mp3, 16000, 1, {{440, 2.0}, {0, 1.0}, {440, 2.0}, {0, 1.0}}) == "");
+  std::ifstream f(whole, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto cut = dir.write("speech-cut.mp3", bytes.substr(0, bytes.size() / 2)).string();
+  const auto transcript = dir.write("speech.txt", "aa\n").string();
+  LoudnessModel model;
+  auto block = StatusBlock::local();
+  const auto res = results(run_loop(model,
+                                    {job_line(1, cut, (dir.path() / "cut").string(), "align", transcript),
+                                     job_line(2, whole, (dir.path() / "whole").string(), "align", transcript)},
+                                    block->status()));
+  REQUIRE(res.size() == 2);
+  CHECK(res[0]["ok"] == false);
+  const std::string err = res[0].value("error", "");
+  CHECK(err.find(cut) == 0);
+  CHECK(err.find("truncated or corrupt MP3") != std::string::npos);
+  CHECK(err.find("promises 6.0 s") != std::string::npos);
+  CHECK(err.find("re-copy") != std::string::npos);
+  CHECK(model.windows_seen.size() == 1u);  // found at open: only the intact job ran the model
+  CHECK_MESSAGE(res[1]["ok"] == true, res[1].dump());
+  CHECK(res[1]["audio_s"].get<double>() == doctest::Approx(6.0).epsilon(0.01));
+  CHECK(!std::filesystem::exists(dir.path() / "cut.json"));
+}
+
 }  // namespace ab
