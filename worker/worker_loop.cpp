@@ -226,9 +226,9 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
     extra = {{"log_prob", a->log_prob}, {"exact", a->exact}, {"band_limited", a->band_limited},
              {"aligner_bytes", a->work_bytes}};
     if (a->band_limited)
-      spdlog::warn("job {}: {}: the alignment's search band reached --max-trellis-mib ({} MiB) and the path ran "
+      spdlog::warn("job {}: {}: the alignment's search band reached --max-trellis-mib ({:g} MiB) and the path ran "
                    "near its edge; the timings may be slightly off: raise --max-trellis-mib to search wider",
-                   dump_line(id), audio_path, config_.max_trellis_bytes >> 20);
+                   dump_line(id), audio_path, double(config_.max_trellis_bytes) / (1 << 20));
   } else {
     Decoding d = decode_greedy(em.view(), labels_);
     timed = timed_from_decoding(d, labels_, clock, audio_s, utterance);

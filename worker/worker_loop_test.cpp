@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include <doctest/doctest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
@@ -268,6 +270,156 @@ TEST_CASE("worker_loop: an MP3 cut mid-stream is the job's error, not an alignme
   CHECK_MESSAGE(res[1]["ok"] == true, res[1].dump());
   CHECK(res[1]["audio_s"].get<double>() == doctest::Approx(6.0).epsilon(0.01));
   CHECK(!std::filesystem::exists(dir.path() / "cut.json"));
+}
+
+namespace {
+
+/// Emits, per 320-sample frame, label round(10 * the frame's mean sample) with probability 0.96
+/// (0.01 for each other label): the audio file spells out the emissions frame by frame.
+class ScheduleModel : public EmissionModel {
+ public:
+  ScheduleModel() {
+    info_.labels = {"<blk>", "|", "a", "b", "c"};
+    info_.word_separator = "|";
+    info_.sample_rate_hz = 16000;
+    info_.samples_per_frame = 320;
+  }
+  const ModelInfo& info() const override { return info_; }
+  EmissionChunk compute(const float* x, std::size_t count) override {
+    EmissionChunk c;
+    c.frames = static_cast<std::int64_t>(count) / 320;
+    c.labels = 5;
+    for (std::int64_t f = 0; f < c.frames; ++f) {
+      double sum = 0;
+      for (int s = 0; s < 320; ++s) sum += x[f * 320 + s];
+      const long favoured = std::lround(10 * sum / 320);
+      for (int k = 0; k < 5; ++k) c.log_probs.push_back(std::log(k == favoured ? 0.96f : 0.01f));
+    }
+    return c;
+  }
+
+ private:
+  ModelInfo info_;
+};
+
+/// A transcript of `tokens` letters cycling a, b, c and audio whose frames favour them so that
+/// the best partial path races ahead of the best whole path for `trap_frames` frames:
+///   - 2 frames per token for the first `prefix_tokens` tokens (every path agrees);
+///   - then `trap_frames` frames favouring one token each, racing ahead;
+///   - then 3 frames per token for the remaining tokens, from the end of the prefix on.
+/// Racing through the trap gains trap_frames matches but then misses 3 x trap_frames frames, so
+/// the best path waits through it, about 2 x trap_frames states below the leader. Returns
+/// {audio, transcript}.
+std::pair<std::string, std::string> write_trap(const test::TempDir& dir, int tokens, int prefix_tokens, int trap_frames) {
+  const auto label_of = [](int token) { return 2 + token % 3; };  // a, b, c
+  std::vector<int> frames;
+  for (int k = 0; k < prefix_tokens; ++k) frames.insert(frames.end(), 2, label_of(k));
+  for (int i = 0; i < trap_frames; ++i) frames.push_back(label_of(prefix_tokens + i));
+  for (int k = prefix_tokens; k < tokens; ++k) frames.insert(frames.end(), 3, label_of(k));
+  std::vector<float> samples;
+  for (int label : frames) samples.insert(samples.end(), 320, 0.1f * float(label));
+  test::AudioFormat wav = test::audio_formats().front();
+  wav.sf_format = (wav.sf_format & ~0xFFFF) | 0x0006;  // SF_FORMAT_FLOAT: the values arrive exactly
+  const auto audio = (dir.path() / "trap.wav").string();
+  REQUIRE(test::write_audio(audio, wav, 16000, 1, samples) == "");
+  std::string text;
+  for (int k = 0; k < tokens; ++k) text += "abc"[k % 3];
+  return {audio, dir.write("trap.txt", text + "\n").string()};
+}
+
+/// Captures what spdlog logs while alive (the worker's warnings go to its stderr through spdlog).
+class LogCapture {
+ public:
+  LogCapture() : old_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(text_);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  }
+  ~LogCapture() { spdlog::set_default_logger(old_); }
+  std::string text() const { return text_.str(); }
+
+ private:
+  std::shared_ptr<spdlog::logger> old_;
+  std::ostringstream text_;
+};
+
+}  // namespace
+
+TEST_CASE("worker_loop: a trellis cap too small for the band the path needs gives band_limited and a warning") {
+  test::TempDir dir;
+  // 620 frames, 200 tokens (401 CTC states): the exact search needs about 63 KiB of aligner
+  // memory; below about 128 KiB of cap the aligner bands, and the best path runs up to ~80
+  // states below the band's centre during the 40 trap frames.
+  const auto [audio, transcript] = write_trap(dir, 200, 20, 40);
+  const std::string out = (dir.path() / "trap").string();
+  auto block = StatusBlock::local();
+  struct Run {
+    std::uint64_t cap_kib;
+    json result;
+    std::string log;
+  };
+  std::vector<Run> runs;
+  for (std::uint64_t cap_kib = 64; cap_kib <= 192; cap_kib += 8) {
+    ScheduleModel model;
+    WorkerConfig config;
+    config.max_trellis_bytes = cap_kib << 10;
+    LogCapture log;
+    const auto res = results(run_loop(model, {job_line(1, audio, out, "align", transcript)}, block->status(), config));
+    REQUIRE(res.size() == 1);
+    runs.push_back({cap_kib, res[0], log.text()});
+  }
+  const json& widest = runs.back().result;
+  REQUIRE_MESSAGE(widest["ok"] == true, widest.dump());
+  CHECK(widest["exact"] == true);
+  CHECK(widest["band_limited"] == false);
+  const double best_log_prob = widest["log_prob"].get<double>();
+
+  int limited = 0, limited_and_worse = 0, banded_clean = 0;
+  for (const Run& r : runs) {
+    CAPTURE(r.cap_kib);
+    CAPTURE(r.result.dump());
+    CAPTURE(r.log);
+    if (r.result["ok"] != true) {  // the smallest caps cannot hold even the narrowest band
+      CHECK(r.result["error"].get<std::string>().find("--max-trellis-mib") != std::string::npos);
+      continue;
+    }
+    const bool band_limited = r.result["band_limited"].get<bool>();
+    const bool warned = r.log.find("[warning]") != std::string::npos;
+    CHECK(warned == band_limited);
+    if (band_limited) {
+      ++limited;
+      CHECK(r.result["exact"] == false);
+      CHECK(r.log.find(audio) != std::string::npos);
+      CHECK(r.log.find("raise --max-trellis-mib") != std::string::npos);
+      CHECK(r.log.find(fmt::format("({:g} MiB)", double(r.cap_kib) / 1024)) != std::string::npos);
+      // The band can cost the best path: that is what the warning is for.
+      if (r.result["log_prob"].get<double>() < best_log_prob - 1.0) ++limited_and_worse;
+    } else {
+      // Without the flag the path found is the best one, banded or not.
+      CHECK(r.result["log_prob"].get<double>() == doctest::Approx(best_log_prob).epsilon(1e-6));
+      if (r.result["exact"] == false) ++banded_clean;
+    }
+  }
+  MESSAGE(limited << " caps band-limited (" << limited_and_worse << " with a worse path), " << banded_clean
+                  << " banded without reaching the edge");
+  CHECK(limited >= 2);
+  CHECK(limited_and_worse >= 1);
+  CHECK(banded_clean >= 1);
+
+  SUBCASE("the converse: a small job under the same small cap is exact, not band-limited, and quiet") {
+    const std::string beeps = write_two_beeps(dir, "beeps.wav");
+    LoudnessModel model;
+    WorkerConfig config;
+    config.max_trellis_bytes = 96 << 10;
+    LogCapture log;
+    const auto res = results(run_loop(
+        model, {job_line(2, beeps, (dir.path() / "b").string(), "align", dir.write("b.txt", "aa\n").string())},
+        block->status(), config));
+    REQUIRE(res.size() == 1);
+    CHECK_MESSAGE(res[0]["ok"] == true, res[0].dump());
+    CHECK(res[0]["band_limited"] == false);
+    CHECK(res[0]["exact"] == true);
+    CHECK(log.text().find("[warning]") == std::string::npos);
+  }
 }
 
 }  // namespace ab
