@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "worker/audio_source.h"
+
 namespace fs = std::filesystem;
 
 namespace ab {
@@ -190,9 +192,25 @@ bool refresh_corpus_file(CorpusFile& file, std::string& error) {
     error = "is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions";
     return false;
   }
-  file.size_bytes = static_cast<std::uint64_t>(st.st_size);
-  file.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  const auto size_bytes = static_cast<std::uint64_t>(st.st_size);
+  const std::int64_t mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+  // The header is read again only when the file changed: refresh runs before every job start.
+  const bool changed = size_bytes != file.size_bytes || mtime_ns != file.mtime_ns;
+  file.size_bytes = size_bytes;
+  file.mtime_ns = mtime_ns;
+  if (changed) file.audio_duration_s = read_audio_duration_s(file.audio);
   return true;
+}
+
+std::optional<double> read_audio_duration_s(const fs::path& path) {
+  // Any positive target rate: only the header is read (the resampler is set up, never run).
+  // 16 kHz is the file rate of most speech corpora, where no resampler is set up at all.
+  constexpr int kProbeRateHz = 16000;
+  auto source = AudioSource::open(path.string(), kProbeRateHz);
+  if (!source) return std::nullopt;
+  const double duration_s = source.value().duration_s();
+  if (!(duration_s > 0)) return std::nullopt;
+  return duration_s;
 }
 
 Corpus scan_corpus(const std::vector<std::string>& inputs, const fs::path& out_dir) {

@@ -3,10 +3,31 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
+
+#include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace fs = std::filesystem;
 using ab::test::TempDir;
+
+namespace {
+
+const ab::test::AudioFormat& audio_format(const std::string& name) {
+  static const auto formats = ab::test::audio_formats();
+  for (const auto& f : formats)
+    if (f.name == name) return f;
+  FAIL("no audio format " << name);
+  return formats.front();
+}
+
+/// Writes `seconds` of a 440 Hz tone to `path` (created with its directory).
+void write_tone(const fs::path& path, const std::string& format, int rate_hz, int channels, double seconds) {
+  fs::create_directories(path.parent_path());
+  REQUIRE(ab::test::write_tones(path.string(), audio_format(format), rate_hz, channels, {{440.0, seconds, 0.5}}) == "");
+}
+
+}  // namespace
 
 TEST_CASE("parse_list_file skips blanks and comments and trims") {
   auto entries = ab::parse_list_file("a.wav\n\n  # note\n  b c.flac \r\n#x\nlast.wav");
@@ -89,4 +110,57 @@ TEST_CASE("refresh_corpus_file notices a file that vanished after the scan") {
   std::string error;
   CHECK_FALSE(ab::refresh_corpus_file(corpus.files[0], error));
   CHECK(error.find("vanished") != std::string::npos);
+}
+
+TEST_CASE("the scan reads each file's audio duration from its header; an unreadable one has none but stays a file") {
+  TempDir t;
+  const fs::path c = t.path() / "c";
+  // Different rates and encodings, so bytes per second differ four-fold between them.
+  write_tone(c / "a16k.wav", "wav", 16000, 1, 2.5);
+  write_tone(c / "b8k.wav", "wav", 8000, 1, 3.25);
+  write_tone(c / "c44k-stereo.flac", "flac", 44100, 2, 1.75);
+  write_tone(c / "d22k.flac", "flac", 22050, 1, 4.0);
+  t.write("c/e-corrupt.wav", "RIFFxxxxWAVEgarbage that holds no fmt chunk");
+  t.write("c/f-empty.flac", "");
+  auto corpus = ab::scan_corpus({c.string()}, t.path() / "out");
+  CHECK(corpus.problems.empty());
+  REQUIRE(corpus.files.size() == 6);
+  const std::vector<double> expected_s = {2.5, 3.25, 1.75, 4.0};
+  for (std::size_t i = 0; i < expected_s.size(); ++i) {
+    CAPTURE(corpus.files[i].audio);
+    REQUIRE(corpus.files[i].audio_duration_s.has_value());
+    CHECK(std::abs(*corpus.files[i].audio_duration_s - expected_s[i]) < 0.001);
+  }
+  // Same seconds per byte would make these equal; the header says otherwise.
+  CHECK(corpus.files[0].size_bytes > corpus.files[1].size_bytes);
+  CHECK(*corpus.files[0].audio_duration_s < *corpus.files[1].audio_duration_s);
+  CHECK(corpus.files[4].audio.filename() == "e-corrupt.wav");
+  CHECK_FALSE(corpus.files[4].audio_duration_s.has_value());
+  CHECK(corpus.files[5].audio.filename() == "f-empty.flac");
+  CHECK(corpus.files[5].size_bytes == 0);
+  CHECK_FALSE(corpus.files[5].audio_duration_s.has_value());
+  CHECK(ab::read_audio_duration_s(c / "no-such.wav") == std::nullopt);
+}
+
+TEST_CASE("refresh_corpus_file reads the duration again when the file changed") {
+  TempDir t;
+  const fs::path p = t.path() / "c/x.wav";
+  write_tone(p, "wav", 16000, 1, 1.0);
+  auto corpus = ab::scan_corpus({(t.path() / "c").string()}, t.path() / "out");
+  REQUIRE(corpus.files.size() == 1);
+  ab::CorpusFile& f = corpus.files[0];
+  REQUIRE(f.audio_duration_s.has_value());
+  CHECK(std::abs(*f.audio_duration_s - 1.0) < 0.001);
+  std::string error;
+  REQUIRE(ab::refresh_corpus_file(f, error));
+  CHECK(std::abs(*f.audio_duration_s - 1.0) < 0.001);
+  // Rewritten with 3 s at 8 kHz (a new size): the next refresh sees the new header.
+  write_tone(p, "wav", 8000, 1, 3.0);
+  REQUIRE(ab::refresh_corpus_file(f, error));
+  REQUIRE(f.audio_duration_s.has_value());
+  CHECK(std::abs(*f.audio_duration_s - 3.0) < 0.001);
+  // Overwritten with garbage: no duration any more (the job will report the bad header).
+  t.write("c/x.wav", std::string(100, 'z'));
+  REQUIRE(ab::refresh_corpus_file(f, error));
+  CHECK_FALSE(f.audio_duration_s.has_value());
 }

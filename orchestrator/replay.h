@@ -31,6 +31,7 @@ struct ReplayPoint {
 struct RecordedJob {
   std::string key;
   std::uint64_t size_bytes = 0;
+  std::optional<double> audio_duration_s;  ///< audio seconds, as recorded; predictions use them too
   double duration_s = 0;                ///< wall seconds the job ran
   double cpu_s = 0;                     ///< CPU seconds it used; 0: unknown (one core assumed)
   std::uint64_t peak_pss_bytes = 0;     ///< measured peak

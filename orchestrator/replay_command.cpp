@@ -192,26 +192,10 @@ int run_replay(const ReplayOptions& o) {
   settings.prediction_scale = o.margin;
   if (o.cold) {
     // A first run: the real loop refits history's estimator on the jobs finished so far and
-    // predicts every queued job from its size (run_loop); replay does the same, per key.
+    // predicts every queued job from its size and audio duration (run_loop); replay does the
+    // same, per key.
     const std::vector<RecordedJob>& jobs = src.jobs;
-    settings.learn = [&jobs](const std::vector<std::uint32_t>& finished) {
-      std::map<std::string, std::vector<Observation>> by_key;
-      for (std::uint32_t i : finished) {
-        Observation ob;
-        ob.size_bytes = jobs[i].size_bytes;
-        ob.peak_bytes = jobs[i].peak_pss_bytes;
-        by_key[jobs[i].key].push_back(ob);
-      }
-      std::map<std::string, Estimator> estimators;
-      for (const auto& [key, obs] : by_key) estimators.emplace(key, Estimator(obs));
-      std::vector<std::optional<std::uint64_t>> predictions(jobs.size());
-      for (std::size_t i = 0; i < jobs.size(); ++i) {
-        auto it = estimators.find(jobs[i].key);
-        if (it == estimators.end()) continue;
-        if (auto e = it->second.predict(jobs[i].size_bytes)) predictions[i] = e->peak_bytes;
-      }
-      return predictions;
-    };
+    settings.learn = [&jobs](const std::vector<std::uint32_t>& finished) { return learn_predictions(jobs, finished); };
   }
   settings.sample_interval_ms = o.sample_ms;
 
@@ -361,6 +345,7 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
     RecordedJob job;
     job.key = row.job_key;
     job.size_bytes = row.input_size_bytes;
+    job.audio_duration_s = row.audio_duration_s;
     job.duration_s = row.wall_s;
     job.cpu_s = row.cpu_s;
     job.peak_pss_bytes = row.peak_pss_bytes ? row.peak_pss_bytes : row.peak_rss_bytes;
@@ -370,11 +355,32 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
     for (const TimelinePoint& p : *timeline) {
       job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes});
     }
-    // The real loop predicts from the input size alone (run_loop); so does replay.
-    if (auto e = est->predict(row.input_size_bytes)) job.predicted_peak_bytes = e->peak_bytes;
+    // As the real loop does (run_loop): from the input size and the recorded audio duration.
+    if (auto e = est->predict(row.input_size_bytes, row.audio_duration_s)) job.predicted_peak_bytes = e->peak_bytes;
     src.jobs.push_back(std::move(job));
   }
   return src;
+}
+
+std::vector<std::optional<std::uint64_t>> learn_predictions(const std::vector<RecordedJob>& jobs,
+                                                            const std::vector<std::uint32_t>& finished) {
+  std::map<std::string, std::vector<Observation>> by_key;
+  for (std::uint32_t i : finished) {
+    Observation ob;
+    ob.size_bytes = jobs[i].size_bytes;
+    ob.duration_s = jobs[i].audio_duration_s;
+    ob.peak_bytes = jobs[i].peak_pss_bytes;
+    by_key[jobs[i].key].push_back(ob);
+  }
+  std::map<std::string, Estimator> estimators;
+  for (const auto& [key, obs] : by_key) estimators.emplace(key, Estimator(obs));
+  std::vector<std::optional<std::uint64_t>> predictions(jobs.size());
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    auto it = estimators.find(jobs[i].key);
+    if (it == estimators.end()) continue;
+    if (auto e = it->second.predict(jobs[i].size_bytes, jobs[i].audio_duration_s)) predictions[i] = e->peak_bytes;
+  }
+  return predictions;
 }
 
 void add_replay_command(CLI::App& app, int& exit_code) {

@@ -334,6 +334,45 @@ TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines an
   CHECK(run_cli({"replay", "--history", (dir.path() / "none.sqlite").string().c_str()}) == 1);
 }
 
+TEST_CASE("replay predicts from recorded audio durations as the real loop does, loaded and --cold") {
+  test::TempDir dir("ab-replay");
+  auto opened = HistoryStore::open(dir.path() / "history.sqlite");
+  REQUIRE(opened.ok());
+  HistoryStore& store = *opened.value();
+  auto run = store.begin_run(RunInfo{});
+  REQUIRE(run.ok());
+  // Peak = 100 MiB + 20 MiB per audio second; bytes per second alternate 32000 / 16000 (16 kHz and
+  // 8 kHz WAV), so the same bytes hold different audio: a bytes line cannot tell them apart.
+  for (int i = 1; i <= 12; ++i) {
+    const double seconds = 1.5 * i;
+    JobRecord rec;
+    rec.run_id = *run;
+    rec.input_path = "corpus/" + std::to_string(i) + ".wav";
+    rec.input_size_bytes = static_cast<std::uint64_t>((i % 2 ? 32000 : 16000) * seconds);
+    rec.audio_duration_s = seconds;
+    rec.job_key = "cmd:test";
+    rec.peak_pss_bytes = static_cast<std::uint64_t>((100 + 20 * seconds) * static_cast<double>(kMiB));
+    rec.wall_s = 1;
+    REQUIRE(store.record_job(rec).ok());
+  }
+  auto loaded = load_replay_source(store, *run, "");
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->jobs.size() == 12);
+  for (const RecordedJob& j : loaded->jobs) {
+    REQUIRE(j.audio_duration_s.has_value());
+    REQUIRE(j.predicted_peak_bytes.has_value());
+    CAPTURE(*j.audio_duration_s);
+    CHECK(static_cast<double>(*j.predicted_peak_bytes) == doctest::Approx(static_cast<double>(j.peak_pss_bytes)).epsilon(0.01));
+  }
+  // --cold: after the first 8 finished, the queued 4 get duration-line predictions.
+  const auto learned = learn_predictions(loaded->jobs, {0, 1, 2, 3, 4, 5, 6, 7});
+  REQUIRE(learned.size() == 12);
+  for (std::size_t i = 8; i < 12; ++i) {
+    REQUIRE(learned[i].has_value());
+    CHECK(static_cast<double>(*learned[i]) == doctest::Approx(static_cast<double>(loaded->jobs[i].peak_pss_bytes)).epsilon(0.01));
+  }
+}
+
 }  // namespace ab
 
 TEST_CASE("replay --mem-budget PCT resolves against what the recorded run had: its cgroup limit, MemTotal, reserve") {

@@ -416,7 +416,10 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     std::size_t to_run = 0;
     std::uint64_t largest = 0;
     for (const auto& p : plan) {
-      std::printf("%s\t%s\t%s\t%s\n", p.skip ? "skip" : "run", p.file->audio.c_str(), format_bytes(p.file->size_bytes).c_str(),
+      const std::string audio = p.file->audio_duration_s ? fmt::format("audio {:.2f} s", *p.file->audio_duration_s)
+                                                         : std::string("audio unknown");
+      std::printf("%s\t%s\t%s\t%s\t%s\n", p.skip ? "skip" : "run", p.file->audio.c_str(), format_bytes(p.file->size_bytes).c_str(),
+                  audio.c_str(),
                   p.predicted_peak_bytes ? ("peak ~" + format_bytes(*p.predicted_peak_bytes)).c_str() : "peak unknown (no history)");
       if (!p.skip) {
         ++to_run;

@@ -95,7 +95,8 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
       auto done = history_->find_done(f.audio.string(), f.size_bytes, f.mtime_ns, config_.job_key);
       if (done && done.value()) p.skip = true;
     }
-    if (auto e = estimator.predict(f.size_bytes)) p.predicted_peak_bytes = scaled(e->peak_bytes);
+    // The audio seconds line where the header gave a duration and that line is the tighter one.
+    if (auto e = estimator.predict(f.size_bytes, f.audio_duration_s)) p.predicted_peak_bytes = scaled(e->peak_bytes);
     out.push_back(p);
   }
   return out;
@@ -226,6 +227,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     rec.input_path = job.file.audio.string();
     rec.input_size_bytes = job.file.size_bytes;
     rec.input_mtime_ns = job.file.mtime_ns;
+    rec.audio_duration_s = job.file.audio_duration_s;
     rec.job_key = config_.job_key;
     rec.status = status;
     rec.attempts = job.attempts;
@@ -245,6 +247,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     JobRow row;
     row.run_id = run_id_;
     row.input_size_bytes = job.file.size_bytes;
+    row.audio_duration_s = job.file.audio_duration_s;
     row.peak_pss_bytes = job.peak_pss_bytes;
     row.peak_rss_bytes = job.peak_rss_bytes;
     row.status = JobStatus::kOk;
@@ -258,7 +261,8 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     std::vector<std::pair<JobId, std::uint64_t>> predictions;
     for (auto& [id, other] : jobs)
       if (!other.finished && !other.running)
-        if (auto e = estimator->predict(other.file.size_bytes)) predictions.emplace_back(id, scaled(e->peak_bytes));
+        if (auto e = estimator->predict(other.file.size_bytes, other.file.audio_duration_s))
+          predictions.emplace_back(id, scaled(e->peak_bytes));
     scheduler.set_predictions(predictions);
     ++stats_.refits;
     stats_.predictions_updated += predictions.size();

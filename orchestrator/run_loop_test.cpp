@@ -8,10 +8,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <map>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "history/history_store.h"
+#include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -211,6 +216,18 @@ struct World {
     return out;
   }
 };
+
+/// Writes `seconds` of a tone as 16-bit mono WAV at `rate_hz`: 2 × rate_hz bytes per second, so
+/// files at different rates hold different audio for the same bytes.
+fs::path write_wav(const test::TempDir& dir, const std::string& relative, int rate_hz, double seconds) {
+  const fs::path path = dir.path() / relative;
+  fs::create_directories(path.parent_path());
+  const auto formats = test::audio_formats();
+  const auto wav = std::find_if(formats.begin(), formats.end(), [](const auto& f) { return f.name == "wav"; });
+  REQUIRE(wav != formats.end());
+  REQUIRE(test::write_tones(path.string(), *wav, rate_hz, 1, {{440.0, seconds, 0.5}}) == "");
+  return path;
+}
 
 }  // namespace
 
@@ -464,4 +481,114 @@ TEST_CASE("an idle worker is retired while the queued job does not fit, and the 
   CHECK(runner.retired_ >= 1);
   CHECK(runner.idle_at_tick_.at(30) == 0);
   CHECK(probe.max_total_bytes <= 1000 * kMiB);
+}
+
+TEST_CASE("every job row records the file's audio duration, and re-predictions during the run follow it") {
+  World w;
+  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  w.config.scheduler.max_workers = 1;  // one at a time: job k starts after k - 1 have finished
+  // Peak = 20 MiB + 10 MiB per audio second (the FakeRunner reads it from the name), in real WAV
+  // files at 16 and 8 kHz: bytes are no proxy for seconds here (16k/3 s and 8k/6 s are the same size).
+  struct File {
+    int rate_hz;
+    int seconds;
+  };
+  const std::vector<File> files = {{16000, 1}, {8000, 2}, {16000, 3}, {8000, 4}, {16000, 5}, {8000, 6},
+                                   {16000, 7}, {8000, 8}, {8000, 9}, {16000, 10}, {8000, 11}, {8000, 12}};
+  std::map<std::string, int> seconds_of;
+  for (const auto& f : files) {
+    const std::string stem = "ok-" + std::to_string(20 + 10 * f.seconds) + "-10";
+    write_wav(w.dir, "corpus/" + stem + ".wav", f.rate_hz, f.seconds);
+    seconds_of[stem + ".wav"] = f.seconds;
+  }
+  auto corpus = scan_corpus({(w.dir.path() / "corpus").string()}, w.config.out_dir);
+  REQUIRE(corpus.files.size() == files.size());
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  std::FILE* events = std::tmpfile();
+  REQUIRE(events != nullptr);
+  Progress progress(Progress::Mode::kJson, stderr, events);
+  RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+  auto s = loop.run(corpus);
+  REQUIRE(s.done == files.size());
+
+  // History: every row carries its file's header duration.
+  auto runs = w.history->runs();
+  REQUIRE(runs.ok());
+  auto rows = w.history->jobs_for_run(runs.value().at(0).id);
+  REQUIRE(rows.ok());
+  REQUIRE(rows.value().size() == files.size());
+  for (const auto& row : rows.value()) {
+    CAPTURE(row.input_path);
+    REQUIRE(row.audio_duration_s.has_value());
+    CHECK(std::abs(*row.audio_duration_s - seconds_of.at(fs::path(row.input_path).filename().string())) < 0.001);
+  }
+
+  // The jobs started after the refit at 8 ok jobs were admitted with the audio-seconds line's
+  // prediction: the measured peaks are 9/10 of the named ones (the last sample is one tick
+  // before the end), so 18 MiB + 9 MiB/s. The bytes line would give 16k/3 s and 8k/6 s the same.
+  std::rewind(events);
+  std::string text;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, events)) text.append(buf, n);
+  std::fclose(events);
+  std::vector<std::pair<std::string, std::uint64_t>> starts;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    const auto e = nlohmann::json::parse(text.substr(pos, nl - pos));
+    pos = nl + 1;
+    if (e["event"] == "start") starts.emplace_back(e["file"].get<std::string>(), e["estimate_bytes"].get<std::uint64_t>());
+  }
+  REQUIRE(starts.size() == files.size());
+  for (std::size_t i = 8; i < starts.size(); ++i) {
+    const auto& [name, estimate_bytes] = starts[i];
+    CAPTURE(name);
+    const double expected_bytes = (18.0 + 9.0 * seconds_of.at(name)) * static_cast<double>(kMiB);
+    CHECK(static_cast<double>(estimate_bytes) == doctest::Approx(expected_bytes).epsilon(0.005));
+  }
+}
+
+TEST_CASE("plan: a history whose peaks follow audio seconds predicts a new file from its duration, not its bytes") {
+  World w;
+  // History (a real SQLite file): peak = 100 MiB + 20 MiB per audio second, over 16 kHz and
+  // 8 kHz WAVs (32000 and 16000 bytes per second), as a run over such files records it.
+  auto run_id = w.history->begin_run(RunInfo{});
+  REQUIRE(run_id.ok());
+  for (int i = 1; i <= 10; ++i) {
+    const int rate_hz = i % 2 ? 16000 : 8000;
+    const double seconds = 1.5 * i;
+    JobRecord rec;
+    rec.run_id = run_id.value();
+    rec.input_path = "/old/" + std::to_string(i) + ".wav";
+    rec.input_size_bytes = 44 + static_cast<std::uint64_t>(2 * rate_hz * seconds);
+    rec.input_mtime_ns = 1;
+    rec.audio_duration_s = seconds;
+    rec.job_key = w.config.job_key;
+    rec.peak_pss_bytes = static_cast<std::uint64_t>((100 + 20 * seconds) * static_cast<double>(kMiB));
+    rec.peak_rss_bytes = rec.peak_pss_bytes;
+    REQUIRE(w.history->record_job(rec).ok());
+  }
+  // New files with the same bytes and twice the audio, and one whose header cannot be read.
+  write_wav(w.dir, "corpus/a16k-3s.wav", 16000, 3.0);
+  write_wav(w.dir, "corpus/b8k-6s.wav", 8000, 6.0);
+  w.dir.write("corpus/c-corrupt.wav", std::string(96044, 'x'));
+  auto corpus = scan_corpus({(w.dir.path() / "corpus").string()}, w.config.out_dir);
+  REQUIRE(corpus.files.size() == 3);
+  REQUIRE(corpus.files[0].size_bytes == corpus.files[1].size_bytes);
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+  std::vector<FailedFile> errors;
+  const auto plan = loop.plan(corpus, errors);
+  CHECK(errors.empty());
+  REQUIRE(plan.size() == 3);
+  REQUIRE(plan[0].predicted_peak_bytes.has_value());
+  REQUIRE(plan[1].predicted_peak_bytes.has_value());
+  CHECK(static_cast<double>(*plan[0].predicted_peak_bytes) == doctest::Approx(160.0 * kMiB).epsilon(0.01));
+  CHECK(static_cast<double>(*plan[1].predicted_peak_bytes) == doctest::Approx(220.0 * kMiB).epsilon(0.01));
+  // No duration: the bytes line (its wider margin) still predicts something.
+  CHECK(plan[2].predicted_peak_bytes.has_value());
 }

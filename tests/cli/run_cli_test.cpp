@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <sstream>
@@ -14,6 +16,7 @@
 #include "history/history_store.h"
 #include "history/job_key.h"
 #include "tests/cli/cli_process.h"
+#include "tests/testutil/audio_gen.h"
 #include "tests/testutil/cgroup_v1.h"
 #include "tests/testutil/temp_dir.h"
 
@@ -174,6 +177,64 @@ TEST_CASE("--dry-run prints the plan and runs nothing") {
   CHECK(r.out.find("workers auto\n") != std::string::npos);
   CHECK(f.attempts("a") == 0);
   CHECK_FALSE(fs::exists(f.out()));
+}
+
+TEST_CASE("a run records each file's audio duration in history; --dry-run and history run --csv show it") {
+  Fixture f;
+  const auto formats = ab::test::audio_formats();
+  auto format = [&](const std::string& name) {
+    auto it = std::find_if(formats.begin(), formats.end(), [&](const auto& x) { return x.name == name; });
+    REQUIRE(it != formats.end());
+    return *it;
+  };
+  fs::create_directories(f.corpus());
+  REQUIRE(ab::test::write_tones((f.corpus() / "w16k.wav").string(), format("wav"), 16000, 1, {{440, 2.0, 0.5}}) == "");
+  REQUIRE(ab::test::write_tones((f.corpus() / "w8k.wav").string(), format("wav"), 8000, 1, {{440, 3.5, 0.5}}) == "");
+  REQUIRE(ab::test::write_tones((f.corpus() / "f44k.flac").string(), format("flac"), 44100, 2, {{440, 1.25, 0.5}}) == "");
+  f.add("not-audio.wav", 1);  // the external command does not care; there is simply no duration
+  const std::map<std::string, double> expected_s = {{"w16k.wav", 2.0}, {"w8k.wav", 3.5}, {"f44k.flac", 1.25}};
+
+  Result plan = f.run({"--dry-run"}, f.command(1, 0, 0));
+  CAPTURE(plan.out);
+  CHECK(plan.exit_code == 0);
+  CHECK(plan.out.find("w8k.wav\t" + std::to_string(fs::file_size(f.corpus() / "w8k.wav") / 1024) + ".") != std::string::npos);
+  CHECK(plan.out.find("\taudio 3.50 s\tpeak unknown (no history)\n") != std::string::npos);
+  CHECK(plan.out.find("\taudio 1.25 s\t") != std::string::npos);
+  CHECK(plan.out.find("not-audio.wav\t1.0 KiB\taudio unknown\t") != std::string::npos);
+
+  Result r = f.run({"--progress", "plain", "--mem-budget", "1G"}, f.command(1, 0, 0));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("4 done") != std::string::npos);
+  const fs::path db = f.out() / ".align-batch/history.sqlite";
+  std::int64_t run_id = 0;
+  {
+    auto h = ab::HistoryStore::open(db, ab::HistoryStore::Create::kNever);
+    REQUIRE(h.ok());
+    auto runs = h.value()->runs();
+    REQUIRE(runs.ok());
+    REQUIRE(runs.value().size() == 1);
+    run_id = runs.value()[0].id;
+    auto jobs = h.value()->jobs_for_run(run_id);
+    REQUIRE(jobs.ok());
+    REQUIRE(jobs.value().size() == 4);
+    for (const auto& j : jobs.value()) {
+      const std::string name = fs::path(j.input_path).filename().string();
+      CAPTURE(name);
+      CHECK(j.status == ab::JobStatus::kOk);
+      if (name == "not-audio.wav") {
+        CHECK_FALSE(j.audio_duration_s.has_value());
+      } else {
+        REQUIRE(j.audio_duration_s.has_value());
+        CHECK(std::abs(*j.audio_duration_s - expected_s.at(name)) < 0.001);
+      }
+    }
+  }
+  Result csv = run_ab({"history", "--history", db.string(), "--csv", "run", std::to_string(run_id)}, f.dir.path());
+  CAPTURE(csv.out);
+  CHECK(csv.exit_code == 0);
+  CHECK(csv.out.find((f.corpus() / "w8k.wav").string() + "," + std::to_string(fs::file_size(f.corpus() / "w8k.wav")) + ",3.5,ok,") !=
+        std::string::npos);
+  CHECK(csv.out.find((f.corpus() / "not-audio.wav").string() + ",1024,,ok,") != std::string::npos);
 }
 
 TEST_CASE("--progress json: one JSON object per line, ending with the summary") {
