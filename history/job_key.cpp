@@ -51,22 +51,22 @@ std::filesystem::path sidecar_path(const std::filesystem::path& model_path) {
   return p;
 }
 
-JobKeyResult job_key_for_model(const std::filesystem::path& model_path) {
+Result<std::string> job_key_for_model(const std::filesystem::path& model_path) {
   std::unique_ptr<XXH3_state_t, StateDeleter> state(XXH3_createState());
   if (!state || XXH3_128bits_reset(state.get()) != XXH_OK)
-    return {{}, "cannot allocate the XXH3 hash state (out of memory?)"};
-  if (auto err = hash_file(model_path, state.get(), false); !err.empty()) return {{}, err};
+    return Result<std::string>::failure("cannot allocate the XXH3 hash state (out of memory?)");
+  if (auto err = hash_file(model_path, state.get(), false); !err.empty()) return Result<std::string>::failure(err);
   // A separator byte between the two files so that moving bytes from model to sidecar changes
   // the key.
   const char sep = '\0';
   XXH3_128bits_update(state.get(), &sep, 1);
   if (auto err = hash_file(sidecar_path(model_path), state.get(), true); !err.empty())
-    return {{}, err};
+    return Result<std::string>::failure(err);
   XXH128_canonical_t canon;
   XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(state.get()));
   std::string hex = "ctc:";
   for (unsigned char byte : canon.digest) hex += fmt::format("{:02x}", byte);
-  return {hex, {}};
+  return hex;
 }
 
 std::string job_key_for_command(const std::vector<std::string>& argv_template) {

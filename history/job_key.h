@@ -5,19 +5,15 @@
 #include <string>
 #include <vector>
 
-namespace ab {
+#include "common/result.h"
 
-/// A key, or why none could be made (`key` empty, `error` names the file and what to do).
-struct JobKeyResult {
-  std::string key;
-  std::string error;
-  bool ok() const { return !key.empty(); }
-};
+namespace ab {
 
 /// "ctc:" + XXH3-128 hex of the model file's bytes followed by its sidecar's (MODEL.json beside
 /// MODEL.pt, see docs/worker-protocol.md; absent sidecar hashes as empty). Streams the files, so a
 /// multi-GiB model costs a read, not its size in memory. A changed model or sidecar is a new key.
-JobKeyResult job_key_for_model(const std::filesystem::path& model_path);
+/// Fails (naming the file, saying what to do) when the model or an existing sidecar cannot be read.
+Result<std::string> job_key_for_model(const std::filesystem::path& model_path);
 
 /// "cmd:" + the argument template joined with single spaces, placeholders ({in}, {out}) left
 /// unexpanded, e.g. "cmd:mytool --fast {in} {out}".

@@ -40,8 +40,8 @@ TEST_CASE("model key: streamed hash of a 3.5 MiB model (several read chunks) + s
   dir.write("m/model.json", sidecar);
   const auto key = ab::job_key_for_model(path);
   REQUIRE(key.ok());
-  CHECK(key.key.size() == 4 + 32);
-  CHECK(key.key == one_shot_key(model, sidecar));
+  CHECK(key.value().size() == 4 + 32);
+  CHECK(key.value() == one_shot_key(model, sidecar));
 }
 
 TEST_CASE("model key changes with the model and with the sidecar; absent sidecar hashes empty") {
@@ -50,25 +50,27 @@ TEST_CASE("model key changes with the model and with the sidecar; absent sidecar
   const auto path = dir.write("model.pt", model);
   const auto no_sidecar = ab::job_key_for_model(path);
   REQUIRE(no_sidecar.ok());
-  CHECK(no_sidecar.key == one_shot_key(model, ""));
+  CHECK(no_sidecar.value() == one_shot_key(model, ""));
 
   dir.write("model.json", "{}");
   const auto with_sidecar = ab::job_key_for_model(path);
-  CHECK(with_sidecar.key != no_sidecar.key);
+  REQUIRE(with_sidecar.ok());
+  CHECK(with_sidecar.value() != no_sidecar.value());
 
   model[50000] ^= 1;  // one flipped bit
   dir.write("model.pt", model);
   const auto changed = ab::job_key_for_model(path);
-  CHECK(changed.key != with_sidecar.key);
-  CHECK(ab::job_key_for_model(path).key == changed.key);  // stable
+  REQUIRE(changed.ok());
+  CHECK(changed.value() != with_sidecar.value());
+  CHECK(ab::job_key_for_model(path).value() == changed.value());  // stable
 }
 
 TEST_CASE("model key of a missing file: an error naming it") {
   ab::test::TempDir dir;
   const auto key = ab::job_key_for_model(dir.path() / "nope.pt");
   CHECK_FALSE(key.ok());
-  CHECK(key.error.find((dir.path() / "nope.pt").string()) != std::string::npos);
-  CHECK(key.error.find("cannot read") != std::string::npos);
+  CHECK(key.error().find((dir.path() / "nope.pt").string()) != std::string::npos);
+  CHECK(key.error().find("cannot read") != std::string::npos);
 }
 
 TEST_CASE("sidecar path and command keys") {

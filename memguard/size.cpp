@@ -78,12 +78,10 @@ std::optional<std::uint64_t> parse_size_bytes(std::string_view text) {
   return static_cast<std::uint64_t>(bytes);
 }
 
-BudgetSpecResult parse_budget_spec(std::string_view text, std::string_view flag) {
-  BudgetSpecResult r;
+Result<BudgetSpec> parse_budget_spec(std::string_view text, std::string_view flag) {
   std::string_view s = trim(text);
   auto fail = [&](std::string_view why) {
-    r.error = fmt::format("{} '{}': {}; use e.g. 12G, 800M, 1.5T or 75%", flag, text, why);
-    return r;
+    return Result<BudgetSpec>::failure(fmt::format("{} '{}': {}; use e.g. 12G, 800M, 1.5T or 75%", flag, text, why));
   };
   if (!s.empty() && s.back() == '%') {
     std::string_view number, rest;
@@ -93,13 +91,9 @@ BudgetSpecResult parse_budget_spec(std::string_view text, std::string_view flag)
     auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), p);
     if (ec != std::errc() || end != number.data() + number.size()) return fail("not a percentage");
     if (!(p > 0) || p > 100) return fail("a percentage must be above 0 and at most 100");
-    r.spec = BudgetSpec{0, p, true};
-    return r;
+    return BudgetSpec{0, p, true};
   }
-  if (auto bytes = parse_size_bytes(s)) {
-    r.spec = BudgetSpec{*bytes, 0, false};
-    return r;
-  }
+  if (auto bytes = parse_size_bytes(s)) return BudgetSpec{*bytes, 0, false};
   std::string_view number, rest;
   if (split_number(s, &number, &rest) && unit_multiplier(rest)) return fail("must be above zero and below 16 EiB");
   return fail("not a size");

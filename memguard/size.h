@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/result.h"
+
 namespace ab {
 
 /// Parses a byte count: plain bytes ("1048576") or a number with a binary unit K, M, G, T, each
@@ -22,15 +24,10 @@ struct BudgetSpec {
   bool is_percent = false;
 };
 
-/// The outcome of parse_budget_spec: a spec, or a user-facing message.
-struct BudgetSpecResult {
-  std::optional<BudgetSpec> spec;
-  std::string error;  ///< set when !spec, e.g. "--mem-budget '12 parsecs': not a size; use e.g. ..."
-};
-
 /// Parses a size (see parse_size_bytes) or a percentage "75%" / "12.5%" in (0, 100].
-/// `flag` names the option in the error message ("--mem-budget").
-BudgetSpecResult parse_budget_spec(std::string_view text, std::string_view flag);
+/// `flag` names the option in the error message, e.g. "--mem-budget '12 parsecs': not a size;
+/// use e.g. 12G, 800M, 1.5T or 75%".
+Result<BudgetSpec> parse_budget_spec(std::string_view text, std::string_view flag);
 
 /// Resolves a spec against the limit a percentage refers to.
 std::uint64_t resolve_budget_spec(const BudgetSpec& spec, std::uint64_t limit_bytes);

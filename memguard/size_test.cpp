@@ -38,35 +38,35 @@ TEST_CASE("parse_size_bytes rejects hostile text") {
 
 TEST_CASE("parse_budget_spec: sizes, percentages, and messages showing accepted forms") {
   auto a = parse_budget_spec("75%", "--mem-budget");
-  REQUIRE(a.spec);
-  CHECK(a.spec->is_percent);
-  CHECK(a.spec->percent == doctest::Approx(75.0));
-  CHECK(resolve_budget_spec(*a.spec, 4ull << 30) == 3ull << 30);
+  REQUIRE(a.ok());
+  CHECK(a->is_percent);
+  CHECK(a->percent == doctest::Approx(75.0));
+  CHECK(resolve_budget_spec(a.value(), 4ull << 30) == 3ull << 30);
 
   auto b = parse_budget_spec("12.5%", "--reserve");
-  REQUIRE(b.spec);
-  CHECK(resolve_budget_spec(*b.spec, 8ull << 30) == 1ull << 30);
+  REQUIRE(b.ok());
+  CHECK(resolve_budget_spec(b.value(), 8ull << 30) == 1ull << 30);
 
   auto c = parse_budget_spec("3G", "--mem-budget");
-  REQUIRE(c.spec);
-  CHECK_FALSE(c.spec->is_percent);
-  CHECK(resolve_budget_spec(*c.spec, 1) == 3ull << 30);
+  REQUIRE(c.ok());
+  CHECK_FALSE(c->is_percent);
+  CHECK(resolve_budget_spec(c.value(), 1) == 3ull << 30);
 
   auto d = parse_budget_spec("12 parsecs", "--mem-budget");
-  CHECK_FALSE(d.spec);
-  CHECK(d.error == "--mem-budget '12 parsecs': not a size; use e.g. 12G, 800M, 1.5T or 75%");
+  CHECK_FALSE(d.ok());
+  CHECK(d.error() == "--mem-budget '12 parsecs': not a size; use e.g. 12G, 800M, 1.5T or 75%");
 
   const char* bad[] = {"0%", "101%", "-5%", "nan%", "%", "75%%", "0", "0G", "1e3%", "100.01%", "", "99999999999T"};
   for (const char* t : bad) {
     CAPTURE(t);
     auto r = parse_budget_spec(t, "--mem-budget");
-    CHECK_FALSE(r.spec);
-    CHECK(r.error.find("use e.g. 12G, 800M, 1.5T or 75%") != std::string::npos);
-    CHECK(r.error.rfind("--mem-budget '", 0) == 0);
+    CHECK_FALSE(r.ok());
+    CHECK(r.error().find("use e.g. 12G, 800M, 1.5T or 75%") != std::string::npos);
+    CHECK(r.error().rfind("--mem-budget '", 0) == 0);
   }
-  CHECK(parse_budget_spec("101%", "--mem-budget").error.find("at most 100") != std::string::npos);
-  CHECK(parse_budget_spec("0G", "--mem-budget").error.find("above zero") != std::string::npos);
-  CHECK(parse_budget_spec("100%", "--mem-budget").spec.has_value());
+  CHECK(parse_budget_spec("101%", "--mem-budget").error().find("at most 100") != std::string::npos);
+  CHECK(parse_budget_spec("0G", "--mem-budget").error().find("above zero") != std::string::npos);
+  CHECK(parse_budget_spec("100%", "--mem-budget").ok());
 }
 
 TEST_CASE("format_bytes prints one decimal in binary units") {

@@ -141,19 +141,19 @@ int run_doctor(const DoctorFlags& flags, std::FILE* out, std::FILE* err) {
   BudgetInputs inputs;
   if (!flags.mem_budget.empty()) {
     auto parsed = parse_budget_spec(flags.mem_budget, "--mem-budget");
-    if (!parsed.spec) {
-      fmt::print(err, "align-batch doctor: {}\n", parsed.error);
+    if (!parsed) {
+      fmt::print(err, "align-batch doctor: {}\n", parsed.error());
       return 2;
     }
-    inputs.mem_budget = parsed.spec;
+    inputs.mem_budget = parsed.value();
   }
   if (!flags.reserve.empty()) {
     auto parsed = parse_budget_spec(flags.reserve, "--reserve");
-    if (!parsed.spec) {
-      fmt::print(err, "align-batch doctor: {}\n", parsed.error);
+    if (!parsed) {
+      fmt::print(err, "align-batch doctor: {}\n", parsed.error());
       return 2;
     }
-    inputs.reserve = parsed.spec;
+    inputs.reserve = parsed.value();
   }
   MemoryReport report = gather_memory_report(inputs, flags.root);
   if (flags.json) {

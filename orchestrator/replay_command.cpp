@@ -150,13 +150,13 @@ int run_replay(const ReplayOptions& o) {
                                          : static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
   if (!o.mem_budget.empty()) {
     auto spec = parse_budget_spec(o.mem_budget, "--mem-budget");
-    if (!spec.spec) {
-      fmt::print(stderr, "align-batch replay: {}\n", spec.error);
+    if (!spec) {
+      fmt::print(stderr, "align-batch replay: {}\n", spec.error());
       return 2;
     }
-    if (spec.spec->is_percent) {
+    if (spec->is_percent) {
       // As the recorded run would have resolved it: of min(cgroup limit, MemTotal), minus its reserve.
-      auto budget = percent_budget_of_run(*spec.spec, info);
+      auto budget = percent_budget_of_run(*spec, info);
       if (!budget) {
         fmt::print(stderr,
                    "align-batch replay: --mem-budget {}: the recorded run has no memory total to take "
@@ -166,7 +166,7 @@ int run_replay(const ReplayOptions& o) {
       }
       settings.scheduler.budget_bytes = *budget;
     } else {
-      settings.scheduler.budget_bytes = spec.spec->bytes;
+      settings.scheduler.budget_bytes = spec->bytes;
     }
   } else if (info && info->budget_bytes) {
     settings.scheduler.budget_bytes = info->budget_bytes;

@@ -239,7 +239,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
   if (!o.mem_budget.empty()) {
     auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
-    if (!r.spec) return usage_error(r.error);
+    if (!r) return usage_error(r.error());
   }
   const auto hang_ms = parse_duration_ms(o.hang_timeout);
   if (!hang_ms) return usage_error("--hang-timeout '" + o.hang_timeout + "': not a duration; use e.g. 60s or 5m");
@@ -262,8 +262,8 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
       return usage_error("model '" + model + "' not found; pass --model MODEL.pt (with MODEL.json beside it), set $AB_MODEL, "
                          "or give an external command after '--'");
     auto key = job_key_for_model(model);
-    if (!key.ok()) return usage_error(key.error);
-    config.job_key = key.key;
+    if (!key.ok()) return usage_error(key.error());
+    config.job_key = key.value();
     worker_path = find_worker();
     if (worker_path.empty())
       return usage_error("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
@@ -305,13 +305,13 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   BudgetInputs inputs;
   if (!o.mem_budget.empty()) {
     auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
-    if (!r.spec) return usage_error(r.error);
-    inputs.mem_budget = r.spec;
+    if (!r) return usage_error(r.error());
+    inputs.mem_budget = r.value();
   }
   if (!o.reserve.empty()) {
     auto r = parse_budget_spec(o.reserve, "--reserve");
-    if (!r.spec) return usage_error(r.error);
-    inputs.reserve = r.spec;
+    if (!r) return usage_error(r.error());
+    inputs.reserve = r.value();
   }
   std::uint64_t vram_budget_bytes = 0;
   std::string vram_note;
