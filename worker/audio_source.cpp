@@ -198,12 +198,27 @@ Result<AudioSource> AudioSource::open(const std::string& path, int target_rate_h
   // Ogg and MP3 have no exact length libsndfile could check against the data (see container_end.h):
   // their own framing shows whether the file stops mid-page/mid-frame or before the stream's end.
   if (const int major = info.format & SF_FORMAT_TYPEMASK; major == SF_FORMAT_OGG || major == SF_FORMAT_MPEG) {
-    const ByteReader reader = [fd](std::uint64_t offset, unsigned char* buf, std::size_t n) -> std::size_t {
+    // The walks ask for a few bytes per page/frame, front to back: serve them from 64 KiB blocks.
+    // A 30-minute 44.1 kHz MP3 (68,900 frames) takes 44 ms with one pread per frame.
+    auto block = std::make_shared<std::vector<unsigned char>>();
+    auto block_at = std::make_shared<std::uint64_t>(0);
+    const ByteReader reader = [fd, block, block_at](std::uint64_t offset, unsigned char* buf, std::size_t n) {
       std::size_t done = 0;
       while (done < n) {
-        const ssize_t r = ::pread(fd, buf + done, n - done, off_t(offset + done));
-        if (r <= 0) break;
-        done += std::size_t(r);
+        const std::uint64_t at = offset + done;
+        if (at < *block_at || at >= *block_at + block->size()) {
+          block->resize(64 * 1024);
+          ssize_t got = -1;
+          do got = ::pread(fd, block->data(), block->size(), off_t(at));
+          while (got < 0 && errno == EINTR);
+          block->resize(got > 0 ? std::size_t(got) : 0);
+          *block_at = at;
+          if (block->empty()) break;
+        }
+        const std::size_t from = std::size_t(at - *block_at);
+        const std::size_t take = std::min(n - done, block->size() - from);
+        std::memcpy(buf + done, block->data() + from, take);
+        done += take;
       }
       return done;
     };
