@@ -11,10 +11,11 @@
 #include <sstream>
 #include <system_error>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "worker/audio_source.h"
+#include <sndfile.h>
 
 namespace fs = std::filesystem;
 
@@ -203,13 +204,25 @@ bool refresh_corpus_file(CorpusFile& file, std::string& error) {
 }
 
 std::optional<double> read_audio_duration_s(const fs::path& path) {
-  // Any positive target rate: only the header is read (the resampler is set up, never run).
-  // 16 kHz is the file rate of most speech corpora, where no resampler is set up at all.
-  constexpr int kProbeRateHz = 16000;
-  auto source = AudioSource::open(path.string(), kProbeRateHz);
-  if (!source) return std::nullopt;
-  const double duration_s = source.value().duration_s();
-  if (!(duration_s > 0)) return std::nullopt;
+  // libsndfile's open alone, the same frames / rate the worker's AudioSource::duration_s()
+  // reports. Not AudioSource::open: it also walks every Ogg page or MP3 frame to catch cut files
+  // (container_end.h), which reads the whole file. Measured on examples/corpus x 100 (2800 files,
+  // 2-core box under load), mean per file: sf_open WAV 0.012 ms, FLAC 0.009, MP3 0.038, Ogg 0.28;
+  // AudioSource::open MP3 2.4 ms (6.5 ms for the 600 s one), Ogg 0.44: a corpus of long MP3s would
+  // be read twice, once here before any job starts.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  SF_INFO info{};
+  SNDFILE* file = sf_open_fd(fd, SFM_READ, &info, SF_TRUE);  // SF_TRUE: sf_close closes fd
+  if (!file) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::optional<double> duration_s;
+  // SF_COUNT_MAX: libsndfile could not find where the audio ends (a cut Ogg stream).
+  if (info.frames > 0 && info.frames != SF_COUNT_MAX && info.samplerate > 0)
+    duration_s = static_cast<double>(info.frames) / info.samplerate;
+  sf_close(file);
   return duration_s;
 }
 
