@@ -136,16 +136,18 @@ int list_keys(HistoryStore& store, Format format) {
   if (format == Format::kCsv) {
     std::vector<std::vector<std::string>> rows = {
         {"key", "jobs", "ok_jobs", "median_peak_bytes", "baseline_bytes", "ratio_bytes_per_byte",
-         "ratio_bytes_per_s", "margin", "median_abs_error", "coverage", "evaluated_jobs",
-         "last_used_ms"}};
+         "margin", "duration_baseline_bytes", "ratio_bytes_per_s", "duration_margin",
+         "median_abs_error", "coverage", "evaluated_jobs", "last_used_ms"}};
     for (const auto& s : summaries) {
       rows.push_back(
           {s.key.job_key, std::to_string(s.key.job_count), std::to_string(s.key.ok_count),
            std::to_string(s.median_peak_bytes),
            s.size_fit ? fmt::format("{:.0f}", s.size_fit->baseline_bytes) : "",
            s.size_fit ? fmt::format("{:.6g}", s.size_fit->ratio) : "",
-           s.duration_fit ? fmt::format("{:.6g}", s.duration_fit->ratio) : "",
            s.size_fit ? fmt::format("{:.4f}", s.size_fit->margin) : "",
+           s.duration_fit ? fmt::format("{:.0f}", s.duration_fit->baseline_bytes) : "",
+           s.duration_fit ? fmt::format("{:.6g}", s.duration_fit->ratio) : "",
+           s.duration_fit ? fmt::format("{:.4f}", s.duration_fit->margin) : "",
            s.median_abs_error ? fmt::format("{:.4f}", *s.median_abs_error) : "",
            s.coverage ? fmt::format("{:.4f}", *s.coverage) : "", std::to_string(s.evaluated_jobs),
            std::to_string(s.key.last_finished_at_ms)});
@@ -157,19 +159,22 @@ int list_keys(HistoryStore& store, Format format) {
     fmt::print("no jobs recorded yet in {}\n", store.path().string());
     return 0;
   }
-  std::vector<std::vector<std::string>> rows = {{"JOBS", "OK", "MEDIAN PEAK", "BASELINE",
-                                                 "B/BYTE", "PER AUDIO S", "MARGIN", "ERROR",
-                                                 "COVERED", "LAST USED", "KEY"}};
+  std::vector<std::vector<std::string>> rows = {{"JOBS", "OK", "MEDIAN PEAK", "PEAK BY INPUT BYTES",
+                                                 "PEAK BY AUDIO SECONDS", "ERROR", "COVERED",
+                                                 "LAST USED", "KEY"}};
+  // "1.0 GiB + 20.00/B +3.1%": baseline + ratio per unit, then the p95 margin.
+  auto line_text = [](const std::optional<LinearFit>& f, bool per_second) -> std::string {
+    if (!f) return "-";
+    return fmt::format("{} + {} +{:.1f}%", format_bytes(static_cast<std::uint64_t>(std::max(0.0, f->baseline_bytes))),
+                       per_second ? format_bytes(static_cast<std::uint64_t>(std::max(0.0, f->ratio))) + "/s"
+                                  : fmt::format("{:.2f}/B", f->ratio),
+                       100 * f->margin);
+  };
   for (const auto& s : summaries) {
-    const auto& f = s.size_fit;
-    const auto& d = s.duration_fit;
     rows.push_back(
         {std::to_string(s.key.job_count), std::to_string(s.key.ok_count),
-         s.key.ok_count ? format_bytes(s.median_peak_bytes) : "-",
-         f ? format_bytes(static_cast<std::uint64_t>(f->baseline_bytes)) : "-",
-         f ? fmt::format("{:.2f}", f->ratio) : "-",
-         d ? format_bytes(static_cast<std::uint64_t>(d->ratio)) : "-",
-         f ? fmt::format("+{:.1f}%", 100 * f->margin) : "-",
+         s.key.ok_count ? format_bytes(s.median_peak_bytes) : "-", line_text(s.size_fit, false),
+         line_text(s.duration_fit, true),
          opt_text(s.median_abs_error ? std::optional<double>(100 * *s.median_abs_error)
                                      : std::nullopt,
                   "{:.1f}%"),
@@ -178,9 +183,11 @@ int list_keys(HistoryStore& store, Format format) {
   }
   print_table(rows);
   fmt::print(
-      "\nMEDIAN PEAK and the fit peak ≈ BASELINE + B/BYTE × input bytes use PSS of ok jobs; "
-      "ERROR is the median |predicted − actual| / actual and COVERED the share at or below the "
-      "predicted p95 (+MARGIN), each job predicted only from jobs before it.\n");
+      "\nMEDIAN PEAK and the two fitted lines (baseline + ratio × input bytes or audio seconds, "
+      "+ the p95 margin) use PSS of ok jobs; a file is predicted by the seconds line when its "
+      "duration is known and that line's margin is no wider. ERROR is the median |predicted − "
+      "actual| / actual and COVERED the share at or below the predicted p95, each job predicted "
+      "only from jobs before it.\n");
   return 0;
 }
 

@@ -54,8 +54,9 @@ Output run_cli(const std::vector<std::string>& args, const std::filesystem::path
 constexpr const char* kKey = "ctc:00112233445566778899aabbccddeeff";
 constexpr const char* kCmdKey = "cmd:mytool --fast {in} {out}";
 
-// Three runs of 40 jobs following peak = 1 GB + 20 × size (±2.5%), plus a failed job with an
-// awkward name under a second key in each run. Returns the database path.
+// Three runs of 40 jobs following peak = 1 GB + 20 × size (±2.5%), each 16 kHz 16-bit mono
+// audio (32000 bytes per second, so the seconds line is 1 GB + 640000 B/s), plus a failed job
+// with an awkward name under a second key in each run. Returns the database path.
 std::filesystem::path make_history(const std::filesystem::path& out_dir) {
   const auto db = ab::default_history_path(out_dir);
   auto store = ab::HistoryStore::open(db);
@@ -74,6 +75,7 @@ std::filesystem::path make_history(const std::filesystem::path& out_dir) {
       j.run_id = run;
       j.input_path = "/corpus/f" + std::to_string(i) + ".wav";
       j.input_size_bytes = 1'000'000 + rng() % 100'000'000;
+      j.audio_duration_s = static_cast<double>(j.input_size_bytes) / 32000;
       j.job_key = kKey;
       const double noise = (static_cast<double>(rng() % 1000) - 500) / 20000;
       j.peak_pss_bytes = static_cast<std::uint64_t>(
@@ -109,6 +111,8 @@ TEST_CASE("history --json: one entry per key with the fitted law and its measure
   CHECK(k["ok_jobs"] == 120);
   CHECK(k["size_fit"]["ratio"].get<double>() == doctest::Approx(20).epsilon(0.05));
   CHECK(k["size_fit"]["baseline_bytes"].get<double>() == doctest::Approx(1e9).epsilon(0.05));
+  CHECK(k["duration_fit"]["ratio"].get<double>() == doctest::Approx(640000).epsilon(0.05));
+  CHECK(k["duration_fit"]["baseline_bytes"].get<double>() == doctest::Approx(1e9).epsilon(0.05));
   CHECK(k["evaluated_jobs"] == 50);
   CHECK(k["median_abs_error"].get<double>() < 0.025);  // the noise is at most ±2.5%
   CHECK(k["coverage"].get<double>() >= 0.9);
@@ -127,6 +131,9 @@ TEST_CASE("history, default location and table; --out finds <out>/.align-batch/h
   CHECK(table.out.find(kKey) != std::string::npos);
   CHECK(table.out.find("MEDIAN PEAK") != std::string::npos);
   CHECK(table.out.find("of 50") != std::string::npos);
+  // Both lines, each with its own margin: ~953.7 MiB + 20.00/B and ~953.7 MiB + 625.0 KiB/s.
+  CHECK(table.out.find("/B +") != std::string::npos);
+  CHECK(table.out.find("KiB/s +") != std::string::npos);
   make_history(dir.path() / "elsewhere");
   CHECK(run_cli({"history", "--out", "elsewhere"}, dir.path()).exit_code == 0);
 }
@@ -140,7 +147,15 @@ TEST_CASE("history --csv: a header and one quoted-where-needed row per key") {
   std::vector<std::string> rows;
   for (std::string l; std::getline(lines, l);) rows.push_back(l);
   REQUIRE(rows.size() == 3);
-  CHECK(rows[0].rfind("key,jobs,ok_jobs,median_peak_bytes,baseline_bytes", 0) == 0);
+  CHECK(rows[0].rfind("key,jobs,ok_jobs,median_peak_bytes,baseline_bytes,ratio_bytes_per_byte,margin,"
+                      "duration_baseline_bytes,ratio_bytes_per_s,duration_margin,", 0) == 0);
+  const std::string& k_row = rows[1].rfind(kKey, 0) == 0 ? rows[1] : rows[2];
+  std::vector<std::string> cells;
+  std::istringstream cs(k_row);
+  for (std::string c; std::getline(cs, c, ',');) cells.push_back(c);
+  REQUIRE(cells.size() == 14);
+  CHECK(std::stod(cells[8]) == doctest::Approx(640000).epsilon(0.05));  // ratio_bytes_per_s
+  CHECK(std::stod(cells[9]) > 0);                                      // duration_margin
   const auto run_csv = run_cli({"history", "run", "1", "--csv", "--history", db.string()}, dir.path());
   REQUIRE(run_csv.exit_code == 0);
   CHECK(run_csv.out.find("\"/corpus/bad, \"\"quoted\"\".wav\"") != std::string::npos);
