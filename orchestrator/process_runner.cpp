@@ -358,6 +358,8 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
       end.cpu_s = static_cast<double>(ticks - p.job_started_cpu_ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
     if (msg.contains("idle_rss_bytes") && msg["idle_rss_bytes"].is_number_unsigned())
       end.idle_rss_bytes = msg["idle_rss_bytes"].get<std::uint64_t>();
+    if (end.ok && msg.contains("band_limited") && msg["band_limited"].is_boolean())
+      end.band_limited = msg["band_limited"].get<bool>();
     end.killed_by_us = p.kill_sent;
     p.busy = false;
     p.job = 0;

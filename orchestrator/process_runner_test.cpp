@@ -132,7 +132,8 @@ TEST_CASE("shutdown stops and reaps everything") {
 TEST_CASE("a persistent worker answers protocol lines and is reused between jobs") {
   ab::test::TempDir t;
   // A protocol-speaking worker in Python (the real one needs a model): ready line, then one
-  // result per job; a job whose audio contains "bad" fails, one containing "crash" kills it.
+  // result per job; a job whose audio contains "bad" fails, one containing "crash" kills it; "edge"
+  // reports band_limited (a string for "odd": not the protocol's boolean, so ignored).
   const auto script = t.write("worker.py", R"(import json, os, sys, time
 print(json.dumps({"ready": True, "pid": os.getpid(), "sample_rate": 16000, "labels": 3, "rss_bytes": 1}), flush=True)
 for line in sys.stdin:
@@ -145,6 +146,8 @@ for line in sys.stdin:
     ok = "bad" not in job["audio"]
     res = {"id": job["id"], "ok": ok, "idle_rss_bytes": 1000}
     if not ok: res["error"] = job["audio"] + ": not a sound file"
+    if "edge" in job["audio"]: res["band_limited"] = True
+    if "odd" in job["audio"]: res["band_limited"] = "yes"
     print(json.dumps(res), flush=True)
 )");
   ProcessRunnerConfig config = config_for(t);
@@ -158,8 +161,22 @@ for line in sys.stdin:
   auto ends = wait_all(runner, 1);
   REQUIRE(ends[1].ok);
   CHECK(ends[1].idle_rss_bytes.value_or(0) == 1000);
+  CHECK_FALSE(ends[1].band_limited);
   REQUIRE(runner.idle_pids().size() == 1);
   const pid_t worker = runner.idle_pids()[0];
+  // The result line's band_limited reaches JobEnd; a failed job's or a non-boolean one does not.
+  REQUIRE(runner.start(job(6, "/edge.wav"), error));
+  ends = wait_all(runner, 1);
+  REQUIRE(ends[6].ok);
+  CHECK(ends[6].band_limited);
+  REQUIRE(runner.start(job(7, "/bad-edge.wav"), error));
+  ends = wait_all(runner, 1);
+  CHECK_FALSE(ends[7].ok);
+  CHECK_FALSE(ends[7].band_limited);
+  REQUIRE(runner.start(job(8, "/odd.wav"), error));
+  ends = wait_all(runner, 1);
+  REQUIRE(ends[8].ok);
+  CHECK_FALSE(ends[8].band_limited);
   REQUIRE(runner.start(job(2, "/bad.wav"), error));
   ends = wait_all(runner, 1);
   CHECK_FALSE(ends[2].ok);

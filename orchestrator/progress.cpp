@@ -29,6 +29,8 @@ nlohmann::json RunSummary::to_json() const {
           {"wall_s", wall_s},
           {"files_per_hour", wall_s > 0 ? static_cast<double>(done) * 3600.0 / wall_s : 0.0},
           {"interrupted", interrupted},
+          {"band_limited", band_limited},
+          {"max_trellis_mib", max_trellis_mib},
           {"exit_code", exit_code()}};
 }
 
@@ -90,15 +92,16 @@ void Progress::job_started(const std::string& name, std::uint32_t attempt, std::
 }
 
 void Progress::job_ended(const std::string& name, const std::string& status, const std::string& detail,
-                         std::uint64_t peak_bytes, double wall_s, const ProgressState& state) {
+                         std::uint64_t peak_bytes, double wall_s, const ProgressState& state, bool band_limited) {
   if (mode_ == Mode::kJson) {
     emit({{"event", "end"}, {"file", name}, {"status", status}, {"detail", detail}, {"peak_pss_bytes", peak_bytes},
-          {"wall_s", wall_s}, {"done", state.done}, {"failed", state.failed}, {"total", state.total}});
+          {"wall_s", wall_s}, {"band_limited", band_limited}, {"done", state.done}, {"failed", state.failed},
+          {"total", state.total}});
     return;
   }
   if (mode_ == Mode::kQuiet) return;
   // On a terminal only what needs attention gets a line of its own; the live line shows the rest.
-  if (mode_ == Mode::kTty && status == "done") return;
+  if (mode_ == Mode::kTty && status == "done" && !band_limited) return;
   clear_line();
   std::fprintf(log_, "%-6s %s (peak %s, %.1f s)%s%s\n", status.c_str(), name.c_str(), format_bytes(peak_bytes).c_str(),
                wall_s, detail.empty() ? "" : ": ", detail.c_str());
@@ -141,6 +144,15 @@ void Progress::summary(const RunSummary& s, std::FILE* out) {
   std::fprintf(out, "\npeak memory %s of budget %s; wall time %.1f s; %.0f files/hour\n",
                format_bytes(s.peak_pss_bytes).c_str(),
                s.budget_bytes ? format_bytes(s.budget_bytes).c_str() : "unlimited", s.wall_s, per_hour);
+  if (!s.band_limited.empty()) {
+    const bool one = s.band_limited.size() == 1;
+    std::fprintf(out,
+                 "%zu file%s aligned within a limited search band (%s alignment may be off); rerun %s with --force "
+                 "--max-trellis-mib N above the current %llu:\n",
+                 s.band_limited.size(), one ? "" : "s", one ? "its" : "their", one ? "it" : "them",
+                 static_cast<unsigned long long>(s.max_trellis_mib));
+    for (const auto& path : s.band_limited) std::fprintf(out, "  %s\n", path.c_str());
+  }
   if (!s.failed.empty()) {
     std::fprintf(out, "failed files:\n");
     for (const auto& f : s.failed) std::fprintf(out, "  %s: %s\n", f.path.c_str(), f.reason.c_str());

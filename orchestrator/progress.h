@@ -43,6 +43,11 @@ struct RunSummary {
   std::uint64_t budget_bytes = 0;
   double wall_s = 0;
   bool interrupted = false;
+  /// Files done whose alignment ran along the edge of the search band --max-trellis-mib allows
+  /// (the worker's `band_limited`): they may not have the best alignment.
+  std::vector<std::string> band_limited;
+  /// The --max-trellis-mib the workers ran with (built-in engine), for the summary's advice; 0: none.
+  std::uint64_t max_trellis_mib = 0;
   /// 0 all done, 1 some failed, 130 interrupted.
   int exit_code() const;
   nlohmann::json to_json() const;
@@ -59,9 +64,11 @@ class Progress {
 
   void job_started(const std::string& name, std::uint32_t attempt, std::uint64_t estimate_bytes,
                    const ProgressState& state);
-  /// `status`: "done", "failed", "retry", "killed" (guard), "interrupted".
+  /// `status`: "done", "failed", "retry", "killed" (guard), "interrupted". `band_limited`: a done
+  /// file aligned within a limited search band (shown even on a terminal; `"band_limited": true`
+  /// in the JSON event).
   void job_ended(const std::string& name, const std::string& status, const std::string& detail,
-                 std::uint64_t peak_bytes, double wall_s, const ProgressState& state);
+                 std::uint64_t peak_bytes, double wall_s, const ProgressState& state, bool band_limited = false);
   /// A plain message (warnings, interrupt notices).
   void message(const std::string& text);
   /// Called every loop tick; redraws the live line at most every 250 ms.

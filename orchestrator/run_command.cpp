@@ -127,6 +127,11 @@ VramDefault default_vram_budget(const NvmlProbe& probe) {
   return d;
 }
 
+std::string model_job_key(const std::string& model_key, std::uint32_t max_trellis_mib) {
+  if (max_trellis_mib == 0 || max_trellis_mib == kDefaultMaxTrellisMib) return model_key;
+  return model_key + ":trellis=" + std::to_string(max_trellis_mib);
+}
+
 SplitArgs split_at_dashdash(int argc, const char* const* argv) {
   SplitArgs s;
   for (int i = 0; i < argc; ++i) {
@@ -158,6 +163,11 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--task", o.task, "built-in engine: align, transcribe, or auto (align where a transcript exists)")
       ->check(CLI::IsMember({"align", "transcribe", "auto"}))
       ->capture_default_str();
+  app.add_option("--max-trellis-mib", o.max_trellis_mib,
+                 "built-in engine: cap on each worker's alignment search memory, MiB (default " +
+                     std::to_string(kDefaultMaxTrellisMib) +
+                     "); raise it for files the summary says were aligned within a limited search band")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--retries", o.retries, "times a job that crashed is retried")->capture_default_str();
   app.add_option("--timeout", o.timeout, "per job, e.g. 90s, 10m, 2h; a job running longer fails");
   app.add_option("--hang-timeout", o.hang_timeout,
@@ -247,6 +257,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   // The engine and the job key history files its measurements under.
   RunLoopConfig config;
   std::string worker_path, model_path;
+  if (dashdash && o.max_trellis_mib != 0)
+    return usage_error("--max-trellis-mib applies to the built-in engine's workers, not to a command after '--'; "
+                       "drop it, or drop the command");
   if (dashdash) {
     std::string error;
     auto tmpl = CommandTemplate::parse(command, error);
@@ -263,7 +276,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                          "or give an external command after '--'");
     auto key = job_key_for_model(model);
     if (!key.ok()) return usage_error(key.error());
-    config.job_key = key.value();
+    config.job_key = model_job_key(key.value(), o.max_trellis_mib);
     worker_path = find_worker();
     if (worker_path.empty())
       return usage_error("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
@@ -334,11 +347,13 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   // gets at most one worker per core. Measured on examples/corpus (28 files, 2 cores, 22 GiB):
   // memory alone started 28 workers, 11.6 s and 3.9 GiB; one per core, 4.8 s and 0.33 GiB.
   std::uint32_t max_workers = *workers;
+  const std::uint32_t max_trellis_mib = dashdash ? 0 : o.max_trellis_mib ? o.max_trellis_mib : kDefaultMaxTrellisMib;
   if (!dashdash) {
     if (max_workers == 0) max_workers = cores;
     // Each worker gets max(1, cores / workers) LibTorch threads, so N workers never oversubscribe.
     worker_argv = {worker_path, "--model", model_path, "--threads",
-                   std::to_string(std::max(1u, cores / std::min(max_workers, cores)))};
+                   std::to_string(std::max(1u, cores / std::min(max_workers, cores))), "--max-trellis-mib",
+                   std::to_string(max_trellis_mib)};
   }
   Progress::Mode mode;
   if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");
@@ -367,6 +382,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                   {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
                   {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
                   {"timeout", o.timeout}, {"force", o.force}, {"command", command},
+                  {"max_trellis_mib", max_trellis_mib ? nlohmann::json(max_trellis_mib) : nlohmann::json(nullptr)},
                   // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of
                   // this run resolves exactly as a run given that flag would have.
                   {"vram_budget_bytes", vram_budget_bytes},
@@ -449,6 +465,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                                history ? history->path().string() : std::string("off")));
   RunLoop loop(config, runner, probe, history.get(), progress, &SignalWatcher::interrupts);
   RunSummary summary = loop.run(corpus);
+  summary.max_trellis_mib = max_trellis_mib;
   progress.summary(summary, stdout);
   return summary.exit_code();
 }

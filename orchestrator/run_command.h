@@ -38,10 +38,21 @@ struct RunOptions {
   int sample_ms = 50;
   double high_water = 0.90;
   double margin = 1.0;  ///< history's predicted peaks are multiplied by this
+  /// Built-in engine: each worker's --max-trellis-mib; 0: not given (kDefaultMaxTrellisMib).
+  std::uint32_t max_trellis_mib = 0;
   /// Options the user set (command line or --config), e.g. "--workers": tuned settings from
   /// history never override these. Filled by note_explicit_options() after parsing.
   std::set<std::string> explicit_options;
 };
+
+/// The worker's own --max-trellis-mib default (worker/worker_loop.h WorkerConfig::max_trellis_bytes,
+/// 32 MiB); align-batch passes it to every worker when --max-trellis-mib is not given.
+constexpr std::uint32_t kDefaultMaxTrellisMib = 32;
+
+/// Pure: the built-in engine's job key for `model_key` (history/job_key.h) with workers capped at
+/// `max_trellis_mib`: unchanged for 0 (not given) or the default, else `model_key + ":trellis=N"`,
+/// since the cap changes the workers' memory and history must not mix runs with different caps.
+std::string model_job_key(const std::string& model_key, std::uint32_t max_trellis_mib);
 
 /// Records in `options.explicit_options` which tunable options `app` was given (CLI11's count()).
 void note_explicit_options(const CLI::App& app, RunOptions& options);

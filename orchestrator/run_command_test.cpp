@@ -70,3 +70,12 @@ TEST_CASE("default_vram_budget: free memory less max(256 MiB, 5%) per device, su
   full.devices.push_back({1, "odd", 1024 * kMiB, 2048 * kMiB});
   CHECK(ab::default_vram_budget(full).budget_bytes == 0);
 }
+
+TEST_CASE("model_job_key: a --max-trellis-mib other than the default is a key of its own") {
+  const std::string key = "ctc:0123abcd";
+  CHECK(ab::model_job_key(key, 0) == key);  // not given
+  CHECK(ab::model_job_key(key, ab::kDefaultMaxTrellisMib) == key);
+  CHECK(ab::model_job_key(key, 512) == "ctc:0123abcd:trellis=512");
+  CHECK(ab::model_job_key(key, 1) == "ctc:0123abcd:trellis=1");
+  CHECK(ab::model_job_key(key, 1) != ab::model_job_key(key, 2));
+}

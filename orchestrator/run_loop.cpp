@@ -340,7 +340,11 @@ RunSummary RunLoop::run(const Corpus& corpus) {
         job.finished = true;
         ++summary.done;
         ++state.done;
-        progress_.job_ended(name, "done", "", job.peak_pss_bytes, end.wall_s, state);
+        if (end.band_limited) summary.band_limited.push_back(job.file.audio.string());
+        progress_.job_ended(name, "done",
+                            end.band_limited ? "aligned within a limited search band (may be off): raise --max-trellis-mib"
+                                             : "",
+                            job.peak_pss_bytes, end.wall_s, state, end.band_limited);
         refit(job);
         break;
       case JobOutcome::Kind::kFailed:

@@ -29,7 +29,7 @@ constexpr std::uint64_t kMiB = 1ull << 20;
 /// Scripts each job from its file name "<kind>-<mib>-<ticks>.wav": it grows linearly to <mib>
 /// MiB over <ticks> wait() calls, then ends. Kinds: ok; fail (exit 1); crash (SIGSEGV half-way,
 /// first attempt only); oom (the "kernel" SIGKILLs it half-way, first attempt only); slow (never
-/// ends by itself).
+/// ends by itself); edge (ok, but the worker says band_limited).
 class FakeRunner : public WorkerRunner {
  public:
   struct Running {
@@ -82,6 +82,7 @@ class FakeRunner : public WorkerRunner {
         ended = true;
       } else if (r.kind != "slow" && r.age >= r.ticks) {
         e.ok = r.kind != "fail";
+        e.band_limited = r.kind == "edge";
         e.exit_code = e.ok ? 0 : 1;
         if (!e.ok) e.error = "command exited with status 1";
         ended = true;
@@ -591,4 +592,95 @@ TEST_CASE("plan: a history whose peaks follow audio seconds predicts a new file 
   CHECK(static_cast<double>(*plan[1].predicted_peak_bytes) == doctest::Approx(220.0 * kMiB).epsilon(0.01));
   // No duration: the bytes line (its wider margin) still predicts something.
   CHECK(plan[2].predicted_peak_bytes.has_value());
+}
+
+namespace {
+
+std::string read_all(std::FILE* f) {
+  std::rewind(f);
+  std::string text;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) text.append(buf, n);
+  std::fclose(f);
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("a band-limited alignment is said in its end event, counted in the summary with advice") {
+  World w;
+  auto corpus = w.corpus({"ok-10-3", "edge-10-3", "edge-20-4", "fail-10-3"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+
+  SUBCASE("JSON events") {
+    std::FILE* events = std::tmpfile();
+    REQUIRE(events != nullptr);
+    Progress progress(Progress::Mode::kJson, stderr, events);
+    RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+    RunSummary s = loop.run(corpus);
+    CHECK(s.done == 3);
+    REQUIRE(s.band_limited.size() == 2);
+    std::set<std::string> limited;
+    for (const auto& p : s.band_limited) limited.insert(fs::path(p).filename().string());
+    CHECK(limited == std::set<std::string>{"edge-10-3.wav", "edge-20-4.wav"});
+    s.max_trellis_mib = 32;
+    progress.summary(s, stdout);
+    std::map<std::string, bool> end_flag;
+    nlohmann::json summary_event;
+    const std::string text = read_all(events);
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      const std::size_t nl = text.find('\n', pos);
+      const auto e = nlohmann::json::parse(text.substr(pos, nl - pos));
+      pos = nl + 1;
+      if (e["event"] == "end") end_flag[e["file"].get<std::string>()] = e["band_limited"].get<bool>();
+      if (e["event"] == "summary") summary_event = e;
+    }
+    CHECK(end_flag == std::map<std::string, bool>{
+                          {"ok-10-3.wav", false}, {"edge-10-3.wav", true}, {"edge-20-4.wav", true}, {"fail-10-3.wav", false}});
+    CHECK(summary_event["band_limited"].size() == 2);
+    CHECK(summary_event["max_trellis_mib"] == 32);
+  }
+
+  SUBCASE("plain lines and the summary") {
+    std::FILE* log = std::tmpfile();
+    std::FILE* out = std::tmpfile();
+    REQUIRE(log != nullptr);
+    REQUIRE(out != nullptr);
+    Progress progress(Progress::Mode::kPlain, log, out);
+    RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+    RunSummary s = loop.run(corpus);
+    s.max_trellis_mib = 32;
+    progress.summary(s, out);
+    const std::string lines = read_all(log);
+    const std::string summary = read_all(out);
+    CAPTURE(lines);
+    CAPTURE(summary);
+    CHECK(lines.find("edge-10-3.wav (peak ") != std::string::npos);
+    CHECK(lines.find("s): aligned within a limited search band (may be off): raise --max-trellis-mib\n") !=
+          std::string::npos);
+    // One such line per band-limited file, none for the others.
+    std::size_t said = 0;
+    for (auto at = lines.find("limited search band"); at != std::string::npos; at = lines.find("limited search band", at + 1))
+      ++said;
+    CHECK(said == 2);
+    CHECK(summary.find("2 files aligned within a limited search band (their alignment may be off); rerun them with "
+                       "--force --max-trellis-mib N above the current 32:\n") != std::string::npos);
+    CHECK(summary.find("edge-20-4.wav\n") != std::string::npos);
+    CHECK(summary.find("ok-10-3.wav") == std::string::npos);
+  }
+}
+
+TEST_CASE("no band-limited file, no band-limited line in the summary") {
+  RunSummary s;
+  s.done = 3;
+  s.max_trellis_mib = 32;
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out != nullptr);
+  Progress progress(Progress::Mode::kPlain, out, out);
+  progress.summary(s, out);
+  const std::string text = read_all(out);
+  CHECK(text.find("finished: 3 done") != std::string::npos);
+  CHECK(text.find("search band") == std::string::npos);
 }

@@ -33,6 +33,9 @@ struct JobEnd {
   double wall_s = 0;
   double cpu_s = 0;            ///< user + system: the job's process (external), the worker's across the job (persistent)
   std::optional<std::uint64_t> idle_rss_bytes;  ///< built-in worker's RSS after the job
+  /// Built-in align: the worker's `"band_limited": true` (its search band hit --max-trellis-mib
+  /// and the path ran along the band's edge, so the alignment may not be the best one).
+  bool band_limited = false;
 };
 
 /// What a running job's worker says about itself (built-in engine: its status block).
