@@ -1,0 +1,167 @@
+"""The Python/PyTorch peer for bench/throughput.sh: forced alignment as a researcher would script it.
+
+    /usr/bin/python3 bench/throughput_ref.py --model MODEL.pt --root CORPUS --out OUT [--threads 1]
+                                             [--times TIMES.jsonl] FILE...
+
+For each audio FILE (under CORPUS; the transcript is <stem>.txt or <stem>.lab beside it): read the
+audio (16 kHz 16-bit mono WAV with the `wave` module; anything else, or another rate, decoded and
+resampled to the model's rate by a `sox` subprocess, whose cost counts as this peer's), run the
+TorchScript model over the whole file at once (torch.jit.load, loaded once per process), CTC
+Viterbi over the emissions in numpy with full back-pointers (bench/accuracy.py's approach, written
+again here), and write OUT/<path under CORPUS without extension>.json with the word timings as
+align-batch-worker writes them ({"words": [{"text", "start_s", "end_s"}]}; a word starts at the
+first frame of its first character and ends after the last frame of its last one).
+
+One process per file (GNU parallel, model loaded each time) and one process per core over a part
+of the list are both just this script with one FILE or many. Exit status 1 if any file failed
+(each named on stderr); the others are still written.
+"""
+import time
+
+START_S = time.perf_counter()  # before `import torch`: the load time below includes the import
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import torch
+
+
+def read_audio(path, rate):
+    """float32 samples in [-1, 1] at `rate`, mono."""
+    if path.lower().endswith(".wav"):
+        with wave.open(path, "rb") as w:
+            if w.getframerate() == rate and w.getnchannels() == 1 and w.getsampwidth() == 2:
+                return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
+    raw = subprocess.run(["sox", path, "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
+                          "-r", str(rate), "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+
+
+def transcript_for(path):
+    stem = os.path.splitext(path)[0]
+    for ext in (".txt", ".lab"):
+        if os.path.exists(stem + ext):
+            with open(stem + ext, encoding="utf-8") as f:
+                return f.read()
+    raise FileNotFoundError(f"no transcript {stem}.txt or {stem}.lab")
+
+
+def encode(labels, sep, text):
+    """Token ids with the separator between words, and each kept word's (text, first, last token)."""
+    index = {c: i for i, c in enumerate(labels)}
+    tokens, words = [], []
+    for w in text.split():
+        ids = [index[c] for c in w.lower() if c in index and c != sep]
+        if not ids:
+            continue
+        if tokens:
+            tokens.append(index[sep])
+        words.append((w, len(tokens), len(tokens) + len(ids) - 1))
+        tokens.extend(ids)
+    return tokens, words
+
+
+def viterbi(logp, tokens, blank):
+    """CTC forced alignment: the best state path over [blank, t1, blank, t2, ..., blank]."""
+    T = logp.shape[0]
+    ext = np.full(2 * len(tokens) + 1, blank)
+    ext[1::2] = tokens
+    S = len(ext)
+    skip = np.zeros(S, bool)
+    skip[2:] = (ext[2:] != blank) & (ext[2:] != ext[:-2])
+    score = np.full(S, -np.inf, np.float32)
+    score[:2] = logp[0, ext[:2]]
+    back = np.zeros((T, S), np.int8)
+    cand = np.full((3, S), -np.inf, np.float32)
+    cols = np.arange(S)
+    for t in range(1, T):
+        cand[0] = score
+        cand[1, 1:] = score[:-1]
+        cand[2, 2:] = np.where(skip[2:], score[:-2], -np.inf)
+        choice = cand.argmax(0)
+        back[t] = choice
+        score = cand[choice, cols] + logp[t, ext]
+    s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
+    if not np.isfinite(score[s]):
+        raise ValueError("transcript longer than the audio allows")
+    path = np.zeros(T, np.int64)
+    for t in range(T - 1, -1, -1):
+        path[t] = s
+        s -= back[t, s]
+    return path
+
+
+def align_file(net, info, path, clock):
+    """The JSON result for one file; adds seconds spent per stage to `clock`."""
+    rate = info["sample_rate"]
+    t0 = time.perf_counter()
+    x = torch.from_numpy(read_audio(path, rate)).unsqueeze(0)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        e, n = net(x, torch.tensor([x.size(1)]))
+        logp = e[0, :int(n[0])]
+        if info["outputs"] == "logits":
+            logp = torch.log_softmax(logp, -1)
+    logp = logp.numpy()
+    t2 = time.perf_counter()
+    tokens, words = encode(info["labels"], info["word_separator"], transcript_for(path))
+    if not words:
+        raise ValueError("no alignable words in the transcript")
+    path_states = viterbi(logp, tokens, info["blank"])
+    clock["read_s"] += t1 - t0
+    clock["forward_s"] += t2 - t1
+    clock["viterbi_s"] += time.perf_counter() - t2
+    frame_s = info["samples_per_frame"] / rate
+    out = []
+    for text, first, last in words:
+        frames = np.flatnonzero((path_states >= 2 * first + 1) & (path_states <= 2 * last + 1))
+        out.append({"text": text, "start_s": float(frames[0]) * frame_s,
+                    "end_s": float(frames[-1] + 1) * frame_s})
+    return {"utterance": os.path.splitext(os.path.basename(path))[0], "task": "align",
+            "duration_s": x.size(1) / rate, "words": out}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--root", required=True, help="corpus folder; outputs mirror the paths under it")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--times", help="append one JSON line of seconds per stage (whole process) to this file")
+    ap.add_argument("files", nargs="+")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+    with open(os.path.splitext(a.model)[0] + ".json") as f:
+        info = json.load(f)
+    net = torch.jit.load(a.model).eval()
+    failed = 0
+    clock = {"load_s": time.perf_counter() - START_S, "read_s": 0.0, "forward_s": 0.0, "viterbi_s": 0.0}
+    for path in a.files:
+        try:
+            result = align_file(net, info, path, clock)
+            rel = os.path.splitext(os.path.relpath(path, a.root))[0]
+            dest = os.path.join(a.out, rel + ".json")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest + ".tmp", "w") as f:
+                json.dump(result, f)
+            os.replace(dest + ".tmp", dest)
+        except (OSError, ValueError, RuntimeError, subprocess.CalledProcessError) as e:
+            print(f"throughput_ref: {path}: {e}", file=sys.stderr)
+            failed += 1
+    if a.times:
+        clock["wall_s"] = time.perf_counter() - START_S
+        clock["cpu_s"] = time.process_time()  # this process only, not its sox children
+        clock["files"] = len(a.files)
+        with open(a.times, "a") as f:  # one short line per process: O_APPEND keeps lines whole
+            f.write(json.dumps(clock) + "\n")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
