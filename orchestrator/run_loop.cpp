@@ -373,8 +373,8 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   // Memory is read, and timeouts, heartbeats and the live line checked, on a deadline: once per
   // tick_ms, the first at once. In between the loop only waits, handles job ends as they come and
   // admits (a finished job's room is used at once, not at the next sample). Waking into a
-  // reading at every job end read memory as often as jobs ended (40 jobs of 50 ms, 4 at once,
-  // tick 200 ms: 16-23 reads a second instead of at most 5; orchestrator/run_loop_process_test).
+  // reading at every job end read memory as often as jobs ended (40 jobs of 20 ms, 4 at once,
+  // tick 200 ms: 28-85 reads a second, now 3-4 reads in all; orchestrator/run_loop_process_test).
   // A kill is always confirmed by a fresh reading of its own (confirm_kill below).
   std::int64_t next_sample_ms = 0;
   for (;;) {
