@@ -358,6 +358,8 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
       end.cpu_s = static_cast<double>(ticks - p.job_started_cpu_ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
     if (msg.contains("idle_rss_bytes") && msg["idle_rss_bytes"].is_number_unsigned())
       end.idle_rss_bytes = msg["idle_rss_bytes"].get<std::uint64_t>();
+    if (msg.contains("peak_rss_bytes") && msg["peak_rss_bytes"].is_number_unsigned())
+      end.peak_rss_bytes = msg["peak_rss_bytes"].get<std::uint64_t>();
     if (end.ok && msg.contains("band_limited") && msg["band_limited"].is_boolean())
       end.band_limited = msg["band_limited"].get<bool>();
     end.killed_by_us = p.kill_sent;
@@ -405,6 +407,7 @@ void ProcessRunner::reap(std::vector<JobEnd>& ended) {
       end.wall_s = static_cast<double>(monotonic_ms() - p.job_started_ms) / 1000.0;
       end.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                   static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+      if (!p.persistent && ru.ru_maxrss > 0) end.peak_rss_bytes = static_cast<std::uint64_t>(ru.ru_maxrss) * 1024;
       if (WIFEXITED(status)) end.exit_code = WEXITSTATUS(status);
       if (WIFSIGNALED(status)) end.term_signal = WTERMSIG(status);
       end.ok = !p.persistent && WIFEXITED(status) && WEXITSTATUS(status) == 0;

@@ -65,6 +65,22 @@ TEST_CASE("exit status, signals and the log's tail come back per job") {
   CHECK(runner.live().empty());
 }
 
+TEST_CASE("a command's peak RSS comes back from wait4, however short the command was") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  // 150 MiB written (so resident) and freed within a few tens of ms: shorter than most sampling.
+  REQUIRE(runner.start({1, "big", {"/usr/bin/python3", "-c", "b = b'x' * (150 << 20)"}, ""}, error));
+  REQUIRE(runner.start(sh_job(2, "exit 0"), error));
+  auto ends = wait_all(runner, 2);
+  REQUIRE(ends.size() == 2);
+  REQUIRE(ends[1].ok);
+  REQUIRE(ends[1].peak_rss_bytes);
+  CHECK(*ends[1].peak_rss_bytes >= (150ull << 20));
+  REQUIRE(ends[2].peak_rss_bytes);
+  CHECK(*ends[2].peak_rss_bytes < (20ull << 20));  // a shell's own, not the other job's
+}
+
 TEST_CASE("a missing program fails at start with a message naming it") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
@@ -144,7 +160,7 @@ for line in sys.stdin:
         t = time.process_time()
         while time.process_time() - t < 0.3: pass
     ok = "bad" not in job["audio"]
-    res = {"id": job["id"], "ok": ok, "idle_rss_bytes": 1000}
+    res = {"id": job["id"], "ok": ok, "idle_rss_bytes": 1000, "peak_rss_bytes": 5000}
     if not ok: res["error"] = job["audio"] + ": not a sound file"
     if "edge" in job["audio"]: res["band_limited"] = True
     if "odd" in job["audio"]: res["band_limited"] = "yes"
@@ -161,6 +177,7 @@ for line in sys.stdin:
   auto ends = wait_all(runner, 1);
   REQUIRE(ends[1].ok);
   CHECK(ends[1].idle_rss_bytes.value_or(0) == 1000);
+  CHECK(ends[1].peak_rss_bytes.value_or(0) == 5000);  // the worker's own per-job peak, not wait4's
   CHECK_FALSE(ends[1].band_limited);
   REQUIRE(runner.idle_pids().size() == 1);
   const pid_t worker = runner.idle_pids()[0];

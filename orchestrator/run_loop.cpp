@@ -273,6 +273,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     if (it == jobs.end()) return;
     Job& job = it->second;
     job.running = false;
+    // A job shorter than the sampling interval may have no sample at all: its own peak RSS (the
+    // worker's per-job VmHWM, or wait4's for a command) stands in, an upper bound of its PSS.
+    if (end.peak_rss_bytes) {
+      job.peak_rss_bytes = std::max(job.peak_rss_bytes, *end.peak_rss_bytes);
+      if (job.peak_pss_bytes == 0) job.peak_pss_bytes = *end.peak_rss_bytes;
+    }
     const std::string name = job.file.relative.string();
     std::error_code ec;
     if (stopping && !end.ok) {

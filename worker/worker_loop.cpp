@@ -60,6 +60,24 @@ std::uint64_t current_rss_bytes() {
   return resident_pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
+bool reset_peak_rss() {
+  std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (!f) return false;
+  const bool ok = std::fputs("5", f) >= 0;  // 5: VmHWM := the current RSS (proc(5), Linux 4.0+)
+  return std::fclose(f) == 0 && ok;
+}
+
+std::uint64_t peak_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %llu kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
+}
+
 std::uint64_t malloc_in_use_bytes() {
   const struct mallinfo2 mi = mallinfo2();
   return mi.uordblks + mi.hblkhd;
@@ -92,6 +110,9 @@ int WorkerLoop::run(std::istream& in, std::ostream& out) {
 
 json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
   json result;
+  // The job's own peak: VmHWM from here to its end. Samples can miss a job shorter than the
+  // parent's sampling interval; this cannot. Without clear_refs it is the worker's lifetime peak.
+  const bool peak_is_the_jobs = reset_peak_rss();
   {
     json job = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (job.is_discarded() || !job.is_object()) {
@@ -101,6 +122,7 @@ json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
       result = run_job(job, out);
     }
   }
+  if (peak_is_the_jobs) result["peak_rss_bytes"] = peak_rss_bytes();
   // Every buffer of the job is gone by now; hand the freed heap back to the system, then measure.
   malloc_trim(0);
   result["idle_rss_bytes"] = current_rss_bytes();

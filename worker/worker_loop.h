@@ -30,6 +30,13 @@ LabelSet label_set_of(const ModelInfo& info);
 /// This process's resident set size from /proc/self/statm, in bytes (0 if unreadable).
 std::uint64_t current_rss_bytes();
 
+/// Resets this process's peak RSS (VmHWM) to its current RSS; false where /proc/self/clear_refs
+/// cannot be written.
+bool reset_peak_rss();
+
+/// This process's peak RSS (VmHWM of /proc/self/status) in bytes (0 if unreadable).
+std::uint64_t peak_rss_bytes();
+
 /// Bytes malloc has handed out and not taken back (glibc mallinfo2: arena + mmapped in use).
 std::uint64_t malloc_in_use_bytes();
 

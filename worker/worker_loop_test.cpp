@@ -36,6 +36,12 @@ class LoudnessModel : public EmissionModel {
       throw EngineOutOfMemory("fake allocator: cannot allocate " + std::to_string(count * 4000) + " bytes");
     }
     if (fail_with_error) throw std::runtime_error("fake engine: shape mismatch");
+    if (touch_mib_once > 0) {  // a job's transient memory: touched, then freed before the result
+      std::vector<unsigned char> scratch(touch_mib_once << 20);
+      volatile unsigned char* p = scratch.data();
+      for (std::size_t i = 0; i < scratch.size(); i += 4096) p[i] = 1;
+      touch_mib_once = 0;
+    }
     EmissionChunk c;
     c.frames = static_cast<std::int64_t>(count) / 320;
     c.labels = 3;
@@ -52,6 +58,7 @@ class LoudnessModel : public EmissionModel {
   std::size_t oom_above_samples = SIZE_MAX;
   bool use_bad_alloc = false;
   bool fail_with_error = false;
+  std::size_t touch_mib_once = 0;  ///< the next compute() touches this many MiB, then frees them
   std::vector<std::size_t> windows_seen;
 
  private:
@@ -96,6 +103,27 @@ using test::job_line;
 using test::read_json_file;
 
 }  // namespace
+
+TEST_CASE("worker_loop: each result's peak_rss_bytes is that job's peak, not the worker's lifetime peak") {
+  test::TempDir dir;
+  const std::string audio = write_two_beeps(dir, "beeps.wav");
+  LoudnessModel model;
+  model.touch_mib_once = 200;  // the first job holds 200 MiB for a moment; the second does not
+  auto block = StatusBlock::local();
+  const auto res = results(run_loop(model,
+                                    {job_line(1, audio, (dir.path() / "big").string(), "transcribe"),
+                                     job_line(2, audio, (dir.path() / "small").string(), "transcribe")},
+                                    block->status()));
+  REQUIRE(res.size() == 2);
+  REQUIRE(res[0].contains("peak_rss_bytes"));  // root can always write /proc/self/clear_refs
+  const auto big = res[0]["peak_rss_bytes"].get<std::uint64_t>();
+  const auto small = res[1]["peak_rss_bytes"].get<std::uint64_t>();
+  const auto idle = res[0]["idle_rss_bytes"].get<std::uint64_t>();
+  INFO("big " << big << ", small " << small << ", idle " << idle);
+  CHECK(big >= idle + (190ull << 20));   // the 200 MiB was seen though it was freed before the result
+  CHECK(small + (150ull << 20) < big);   // and the next job's peak starts afresh
+  CHECK(small >= res[1]["idle_rss_bytes"].get<std::uint64_t>() / 2);
+}
 
 TEST_CASE("worker_loop: align and transcribe answer with outputs, figures and progress, in order") {
   test::TempDir dir;
