@@ -50,7 +50,14 @@ Budget effective_budget(const BudgetInputs& in) {
       b.effective_bytes = flag;
     }
   }
-  if (b.effective_bytes == 0) b.error = "--mem-budget resolves to 0 bytes; give a larger value";
+  if (b.effective_bytes < kMinBudgetBytes) {
+    b.error = b.ceiling_source == "--mem-budget"
+                  ? fmt::format("--mem-budget {} is less than the {} any worker needs; a size takes a unit, e.g. 800M or 12G",
+                                format_bytes(b.effective_bytes), format_bytes(kMinBudgetBytes))
+                  : fmt::format("the {} {} less the {} reserve leaves {}, less than the {} any worker needs; lower --reserve",
+                                format_bytes(b.limit_bytes), b.ceiling_source, format_bytes(b.reserve_bytes),
+                                format_bytes(b.effective_bytes), format_bytes(kMinBudgetBytes));
+  }
   return b;
 }
 

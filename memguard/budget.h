@@ -27,12 +27,17 @@ struct Budget {
   std::string ceiling_source;       ///< what binds: "--mem-budget", "cgroup limit" or "MemTotal"
   std::uint64_t reserve_bytes = 0;
   std::uint64_t effective_bytes = 0;  ///< min(--mem-budget, limit - reserve); 0 when error is set
-  std::string error;                  ///< user-facing, when the reserve leaves nothing
+  std::string error;                  ///< user-facing, when less than kMinBudgetBytes is left
   bool ok() const { return error.empty(); }
 };
 
 /// Computes the effective budget: min(--mem-budget, limit - reserve). A percentage --mem-budget or
 /// --reserve is of `limit_bytes`.
 Budget effective_budget(const BudgetInputs& inputs);
+
+/// The smallest effective budget accepted: no worker, not even `true`, runs in less (a shell's RSS
+/// alone is ~1-4 MiB), so a smaller one is a mistake, most often a size without its unit
+/// (`--mem-budget 800` is 800 bytes).
+constexpr std::uint64_t kMinBudgetBytes = 16ull << 20;
 
 }  // namespace ab

@@ -64,4 +64,16 @@ TEST_CASE("effective budget: a reserve that leaves nothing is an error naming bo
   CHECK_FALSE(b.ok());
 }
 
+TEST_CASE("effective budget: less than any worker needs is an error; a size without a unit is bytes") {
+  Budget a = effective_budget({bytes(800), std::nullopt, std::nullopt, 24 * kGiB});  // "--mem-budget 800"
+  CHECK_FALSE(a.ok());
+  CHECK(a.error == "--mem-budget 800 B is less than the 16.0 MiB any worker needs; a size takes a unit, e.g. 800M or 12G");
+  CHECK(effective_budget({bytes(kMinBudgetBytes), std::nullopt, std::nullopt, 24 * kGiB}).ok());
+  // A 24 MiB cgroup keeps half as its reserve: 12 MiB is left.
+  Budget c = effective_budget({std::nullopt, std::nullopt, 24 * kMiB, 24 * kGiB});
+  CHECK_FALSE(c.ok());
+  CHECK(c.error == "the 24.0 MiB cgroup limit less the 12.0 MiB reserve leaves 12.0 MiB, less than the 16.0 MiB any "
+                   "worker needs; lower --reserve");
+}
+
 }  // namespace ab

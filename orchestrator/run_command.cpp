@@ -257,10 +257,16 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   // The engine and the job key history files its measurements under.
   RunLoopConfig config;
   std::string worker_path, model_path;
-  if (dashdash && o.max_trellis_mib != 0)
-    return usage_error("--max-trellis-mib applies to the built-in engine's workers, not to a command after '--'; "
-                       "drop it, or drop the command");
   if (dashdash) {
+    // The built-in engine's options mean nothing to a command after '--': say so, never ignore them.
+    std::vector<std::string> builtin_only;
+    if (!o.model.empty()) builtin_only.push_back("--model");
+    if (o.task != "auto") builtin_only.push_back("--task");
+    if (o.max_trellis_mib != 0) builtin_only.push_back("--max-trellis-mib");
+    if (!builtin_only.empty())
+      return usage_error(fmt::format("{} {} to the built-in engine's workers, not to a command after '--'; drop {}, or drop the command",
+                                     fmt::join(builtin_only, ", "), builtin_only.size() == 1 ? "applies" : "apply",
+                                     builtin_only.size() == 1 ? "it" : "them"));
     std::string error;
     auto tmpl = CommandTemplate::parse(command, error);
     if (!tmpl) return usage_error(error);
@@ -284,10 +290,13 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
   config.out_dir = fs::absolute(o.out).lexically_normal();
 
+  // An existing history is opened now, for its tuned settings; a first run's is created only once
+  // every option and the corpus check out, so a usage error writes nothing.
+  const fs::path history_path = o.history.empty() ? default_history_path(config.out_dir) : fs::path(o.history);
   std::unique_ptr<HistoryStore> history;
-  if (!o.no_history) {
-    const fs::path path = o.history.empty() ? default_history_path(config.out_dir) : fs::path(o.history);
-    auto opened = HistoryStore::open(path, o.dry_run ? HistoryStore::Create::kNever : HistoryStore::Create::kIfMissing);
+  std::error_code history_ec;
+  if (!o.no_history && fs::exists(history_path, history_ec)) {
+    auto opened = HistoryStore::open(history_path, HistoryStore::Create::kNever);
     if (!opened) {
       if (!o.dry_run) return usage_error(opened.error());
     } else {
@@ -394,6 +403,12 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   if (corpus.files.empty()) {
     for (const auto& p : corpus.problems) std::fprintf(stderr, "align-batch: %s: %s\n", p.path.c_str(), p.message.c_str());
     return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
+  }
+
+  if (!o.no_history && !history && !o.dry_run) {
+    auto created = HistoryStore::open(history_path, HistoryStore::Create::kIfMissing);
+    if (!created) return usage_error(created.error());
+    history = std::move(created.value());
   }
 
   Progress progress(mode, stderr, stdout);

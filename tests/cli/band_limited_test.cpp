@@ -144,7 +144,7 @@ TEST_CASE("built-in engine: a file aligned within a limited band is reported wit
   }
 }
 
-TEST_CASE("--max-trellis-mib with an external command is a usage error") {
+TEST_CASE("--max-trellis-mib, --model or --task with an external command is a usage error") {
   ab::test::TempDir t{"ab-cli-band"};
   t.write("c/a.wav", "x");
   ab::cli::Result r = ab::cli::run(
@@ -154,6 +154,12 @@ TEST_CASE("--max-trellis-mib with an external command is a usage error") {
   CHECK(r.exit_code == 2);
   CHECK(r.err.find("--max-trellis-mib applies to the built-in engine") != std::string::npos);
   CHECK_FALSE(fs::exists(t.path() / "out/a.txt"));
+  ab::cli::Result both = ab::cli::run({AB_BIN, "--model", "m.pt", "--task", "align", (t.path() / "c").string(), "--",
+                                       "/bin/cp", "{in}", "{out}.txt"},
+                                      t.path());
+  CHECK(both.exit_code == 2);
+  CHECK(both.err.find("--model, --task apply to the built-in engine's workers, not to a command after '--'; drop them") !=
+        std::string::npos);
   // 0 is outside the range the workers accept.
   ab::cli::Result zero = ab::cli::run({AB_BIN, "--max-trellis-mib", "0", (t.path() / "c").string()}, t.path());
   CHECK(zero.exit_code == 2);

@@ -27,7 +27,7 @@ inline std::string slurp(const std::filesystem::path& p) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-/// A started process whose stdout/stderr go to files in `dir`.
+/// A started process that runs in `dir`, its stdout/stderr going to files there.
 class Process {
  public:
   /// `in_child` runs after fork, before exec (e.g. to join a cgroup).
@@ -41,6 +41,7 @@ class Process {
     pid_ = ::fork();
     if (pid_ == 0) {
       if (in_child) in_child();
+      if (::chdir(dir.c_str()) != 0) ::_exit(126);
       int o = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       int e = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       int n = ::open("/dev/null", O_RDONLY);
