@@ -22,9 +22,10 @@
 # process (Python has no soundfile/torchaudio here); that decoding is part of its cost, as libsndfile
 # and libsamplerate are part of align-batch's.
 #
-# Per contestant: wall time, files/hour, wall time / align-batch's, peak memory of the whole process
-# tree (each runs in its own cgroup v1 memory group: memory.max_usage_in_bytes, which includes the page
-# cache of the outputs it writes; align-batch writes .TextGrid/.json/.ctm, the Python peer .json only),
+# Per contestant: wall time, files/hour, wall time / align-batch's, CPU time (user + sys) of the whole
+# process tree and its ratio, peak memory of the tree (each runs in its own cgroup v1 memory group:
+# memory.max_usage_in_bytes, which includes the page cache of the outputs it writes; align-batch writes
+# .TextGrid/.json/.ctm, the Python peer .json only),
 # and the count of outputs (each must have aligned every file). Then agreement of word start times:
 # align-batch vs the Python peer (same model, same Viterbi: differences should be ~0), and align-batch
 # vs worker/file (should be identical).
@@ -116,7 +117,7 @@ echo "corpus: examples/corpus x $copies = $nfiles files, $(awk -v s="$audio_s" '
 echo "model: examples/models/en_char_ctc.pt; every peer: $cores processes x 1 thread"
 echo
 
-# run NAME OUTDIR CMD... : runs CMD in a fresh memory cgroup; sets WALL_S, PEAK_BYTES, RC
+# run NAME CMD... : runs CMD in a fresh memory cgroup; sets WALL_S, CPU_S, PEAK_BYTES, RC
 run() {
   local name=$1 cg="" t0 t1
   shift
@@ -127,11 +128,14 @@ run() {
   fi
   t0=$(date +%s.%N)
   RC=0
+  # /usr/bin/time's user + sys covers every descendant that was waited for (workers, sox children).
+  local timed=(/usr/bin/time -f '%U %S' -o "$tmp/cpu-$name" "$@")
   if [ -n "$cg" ]; then
-    sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cg" "$@" || RC=$?
+    sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cg" "${timed[@]}" || RC=$?
   else
-    "$@" || RC=$?
+    "${timed[@]}" || RC=$?
   fi
+  CPU_S=$(awk '{ printf "%.1f", $1 + $2 }' "$tmp/cpu-$name")
   t1=$(date +%s.%N)
   WALL_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
   PEAK_BYTES=0
@@ -146,7 +150,7 @@ rows=()
 record() {
   local n
   n=$(find "$2" -name '*.json' -not -path '*/.align-batch/*' 2>/dev/null | wc -l)
-  rows+=("$1|$WALL_S|$PEAK_BYTES|$n|$RC|$(cut -d' ' -f1 /proc/loadavg)")
+  rows+=("$1|$WALL_S|$CPU_S|$PEAK_BYTES|$n|$RC|$(cut -d' ' -f1 /proc/loadavg)")
 }
 
 run align-batch "$ab" --workers auto --task align --progress plain --out "$tmp/out-ab" "$corpus" > "$tmp/ab.log" 2>&1
@@ -163,15 +167,17 @@ run worker-file parallel -j "$cores" "echo {} | $worker --model $model --threads
 record "align-batch-worker, parallel -j$cores per file" "$tmp/out-worker"
 
 ab_wall=$(echo "${rows[0]}" | cut -d'|' -f2)
-printf '%-44s %8s %10s %9s %10s %9s %5s %5s\n' contestant "wall s" files/hour "x ab wall" "peak MiB" aligned exit load
+ab_cpu=$(echo "${rows[0]}" | cut -d'|' -f3)
+printf '%-44s %8s %10s %9s %7s %8s %10s %9s %5s %5s\n' contestant "wall s" files/hour "x ab wall" "CPU s" "x ab CPU" \
+  "peak MiB" aligned exit load
 for row in "${rows[@]}"; do
-  IFS='|' read -r name wall peak n rc load <<< "$row"
-  awk -v name="$name" -v w="$wall" -v p="$peak" -v n="$n" -v total="$nfiles" -v abw="$ab_wall" -v rc="$rc" \
-      -v load="$load" -v cg="$cg_ok" 'BEGIN {
-    printf "%-44s %8.1f %10.0f %9.2f %10s %5d/%-3d %5d %5s\n", name, w, total / w * 3600, w / abw,
-      (cg ? sprintf("%.0f", p / 1048576) : "n/a"), n, total, rc, load }'
+  IFS='|' read -r name wall cpu peak n rc load <<< "$row"
+  awk -v name="$name" -v w="$wall" -v c="$cpu" -v p="$peak" -v n="$n" -v total="$nfiles" -v abw="$ab_wall" \
+      -v abc="$ab_cpu" -v rc="$rc" -v load="$load" -v cg="$cg_ok" 'BEGIN {
+    printf "%-44s %8.1f %10.0f %9.2f %7.1f %8.2f %10s %5d/%-3d %5d %5s\n", name, w, total / w * 3600, w / abw, c,
+      c / abc, (cg ? sprintf("%.0f", p / 1048576) : "n/a"), n, total, rc, load }'
 done
-echo "(x ab wall: wall time / align-batch's; load: 1-min load average after the run)"
+echo "(x ab: / align-batch's; CPU: user + sys of the whole tree; load: 1-min load average after the run)"
 grep -E '^(finished|peak memory)' "$tmp/ab.log" | sed 's/^/align-batch: /'
 for log in py-file py-core; do
   [ -s "$tmp/$log.log" ] && { echo "$log errors:"; head -5 "$tmp/$log.log"; }
