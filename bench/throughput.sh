@@ -56,7 +56,7 @@ cleanup() {
   for cg in "${cgroups[@]}"; do
     [ -d "$cg" ] || continue
     # Anything still inside (an interrupted run) was started by this script.
-    for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < "$cg/cgroup.procs" 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$cg" 2>/dev/null && break; sleep 0.2; done
     [ -d "$cg" ] && echo "throughput.sh: could not remove cgroup $cg" >&2
   done
@@ -89,7 +89,7 @@ sort -t$'\t' -k1,1gr "$tmp/durations" | awk -F'\t' -v n="$cores" -v dir="$tmp" '
   BEGIN { for (i = 0; i < n; i++) load[i] = 0 }
   { best = 0; for (i = 1; i < n; i++) if (load[i] < load[best]) best = i
     load[best] += $1; print $2 > (dir "/part" best) }'
-cat $(cat "$tmp/files") > /dev/null
+xargs -d '\n' cat < "$tmp/files" > /dev/null
 # Jobs for worker/file: one protocol line per file, outputs mirroring the corpus tree.
 "$py" - "$corpus" "$tmp/out-worker" "$tmp/files" > "$tmp/jobs.jsonl" <<'EOF'
 import json, os, sys
