@@ -32,6 +32,8 @@ import make_data  # noqa: E402
 import text_gen  # noqa: E402
 from text_gen import edit_distance  # noqa: E402
 
+from ctc_viterbi import encode, viterbi  # noqa: E402
+
 FULL_BOUNDS = {"median_ms": 40.0, "p95_ms": 120.0, "cer": 0.15}
 QUICK_BOUNDS = {"median_ms": 80.0, "p95_ms": 250.0, "cer": 0.35}
 
@@ -44,51 +46,6 @@ def heldout(n, seed):
     audio, offsets, starts, voices, kept = make_data.synth_set(
         engine, texts, make_data.HELDOUT_ACCENTS, make_data.HELDOUT_VARIANTS, r, (0.1, 0.6))
     return [(kept[i], voices[i], audio[i], starts[i]) for i in range(len(kept))]
-
-
-def encode(labels, sep, text):
-    index = {c: i for i, c in enumerate(labels)}
-    tokens, firsts = [], []
-    for w in text.lower().split():
-        ids = [index[c] for c in w if c in index and c != sep]
-        if not ids:
-            continue
-        if tokens:
-            tokens.append(index[sep])
-        firsts.append(len(tokens))
-        tokens.extend(ids)
-    return tokens, firsts
-
-
-def viterbi(logp, tokens, blank):
-    """CTC forced alignment: the state path over [blank, t1, blank, t2, ..., blank] per frame."""
-    T = logp.shape[0]
-    ext = np.full(2 * len(tokens) + 1, blank)
-    ext[1::2] = tokens
-    S = len(ext)
-    skip = np.zeros(S, bool)
-    skip[2:] = (ext[2:] != blank) & (ext[2:] != ext[:-2])
-    score = np.full(S, -np.inf)
-    score[0] = logp[0, ext[0]]
-    if S > 1:
-        score[1] = logp[0, ext[1]]
-    back = np.zeros((T, S), np.int8)
-    for t in range(1, T):
-        stay = score
-        step = np.concatenate([[-np.inf], score[:-1]])
-        jump = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
-        cand = np.stack([stay, step, jump])
-        choice = cand.argmax(0)
-        back[t] = choice
-        score = cand[choice, np.arange(S)] + logp[t, ext]
-    s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
-    if not np.isfinite(score[s]):
-        raise ValueError("transcript longer than the audio allows")
-    path = np.zeros(T, int)
-    for t in range(T - 1, -1, -1):
-        path[t] = s
-        s -= back[t, s]
-    return path
 
 
 def greedy(logp, labels, blank, sep):
@@ -108,7 +65,8 @@ def starts_in_python(net, info, utt):
     logp = e[0, :int(l[0])].numpy()
     if info["outputs"] == "logits":
         logp = torch.log_softmax(torch.from_numpy(logp), -1).numpy()
-    tokens, firsts = encode(info["labels"], info["word_separator"], text)
+    tokens, words = encode(info["labels"], info["word_separator"], text)
+    firsts = [first for _, first, _ in words]
     path = viterbi(logp, tokens, info["blank"])
     frame_s = info["samples_per_frame"] / info["sample_rate"]
     starts = [float(np.argmax(path == 2 * f + 1)) * frame_s for f in firsts]

@@ -7,8 +7,8 @@ For each audio FILE (under CORPUS; the transcript is <stem>.txt or <stem>.lab be
 audio (16 kHz 16-bit mono WAV with the `wave` module; anything else, or another rate, decoded and
 resampled to the model's rate by a `sox` subprocess, whose cost counts as this peer's), run the
 TorchScript model over the whole file at once (torch.jit.load, loaded once per process), CTC
-Viterbi over the emissions in numpy with full back-pointers (bench/accuracy.py's approach, written
-again here), and write OUT/<path under CORPUS without extension>.json with the word timings as
+Viterbi over the emissions in numpy with full back-pointers (bench/ctc_viterbi.py, shared with
+bench/accuracy.py), and write OUT/<path under CORPUS without extension>.json with the word timings as
 align-batch-worker writes them ({"words": [{"text", "start_s", "end_s"}]}; a word starts at the
 first frame of its first character and ends after the last frame of its last one).
 
@@ -30,6 +30,8 @@ import wave
 import numpy as np
 import torch
 
+from ctc_viterbi import encode, viterbi
+
 
 def read_audio(path, rate):
     """float32 samples in [-1, 1] at `rate`, mono."""
@@ -49,51 +51,6 @@ def transcript_for(path):
             with open(stem + ext, encoding="utf-8") as f:
                 return f.read()
     raise FileNotFoundError(f"no transcript {stem}.txt or {stem}.lab")
-
-
-def encode(labels, sep, text):
-    """Token ids with the separator between words, and each kept word's (text, first, last token)."""
-    index = {c: i for i, c in enumerate(labels)}
-    tokens, words = [], []
-    for w in text.split():
-        ids = [index[c] for c in w.lower() if c in index and c != sep]
-        if not ids:
-            continue
-        if tokens:
-            tokens.append(index[sep])
-        words.append((w, len(tokens), len(tokens) + len(ids) - 1))
-        tokens.extend(ids)
-    return tokens, words
-
-
-def viterbi(logp, tokens, blank):
-    """CTC forced alignment: the best state path over [blank, t1, blank, t2, ..., blank]."""
-    T = logp.shape[0]
-    ext = np.full(2 * len(tokens) + 1, blank)
-    ext[1::2] = tokens
-    S = len(ext)
-    skip = np.zeros(S, bool)
-    skip[2:] = (ext[2:] != blank) & (ext[2:] != ext[:-2])
-    score = np.full(S, -np.inf, np.float32)
-    score[:2] = logp[0, ext[:2]]
-    back = np.zeros((T, S), np.int8)
-    cand = np.full((3, S), -np.inf, np.float32)
-    cols = np.arange(S)
-    for t in range(1, T):
-        cand[0] = score
-        cand[1, 1:] = score[:-1]
-        cand[2, 2:] = np.where(skip[2:], score[:-2], -np.inf)
-        choice = cand.argmax(0)
-        back[t] = choice
-        score = cand[choice, cols] + logp[t, ext]
-    s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
-    if not np.isfinite(score[s]):
-        raise ValueError("transcript longer than the audio allows")
-    path = np.zeros(T, np.int64)
-    for t in range(T - 1, -1, -1):
-        path[t] = s
-        s -= back[t, s]
-    return path
 
 
 def align_file(net, info, path, clock):
