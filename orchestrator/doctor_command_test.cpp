@@ -9,6 +9,7 @@
 #include <string>
 
 #include "tests/testutil/fake_machine.h"
+#include "tests/testutil/read_all.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace ab {
@@ -19,14 +20,6 @@ struct Run {
   std::string out, err;
 };
 
-std::string drain(std::FILE* f) {
-  std::string s;
-  std::rewind(f);
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, n);
-  std::fclose(f);
-  return s;
-}
 
 Run doctor(const DoctorFlags& flags) {
   std::FILE* out = std::tmpfile();
@@ -35,8 +28,8 @@ Run doctor(const DoctorFlags& flags) {
   REQUIRE(err);
   Run r;
   r.status = run_doctor(flags, out, err);
-  r.out = drain(out);
-  r.err = drain(err);
+  r.out = test::read_all_and_close(out);
+  r.err = test::read_all_and_close(err);
   return r;
 }
 

@@ -8,20 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/testutil/read_all.h"
+
 using namespace ab;
-
-namespace {
-
-std::string read_all(std::FILE* f) {
-  std::rewind(f);
-  std::string text;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) text.append(buf, n);
-  std::fclose(f);
-  return text;
-}
-
-}  // namespace
 
 TEST_CASE("on a terminal a done file gets no line of its own, unless it was band-limited") {
   std::FILE* log = std::tmpfile();
@@ -32,7 +21,7 @@ TEST_CASE("on a terminal a done file gets no line of its own, unless it was band
   progress.job_ended("a.wav", "done", "", 1 << 20, 1.5, state);
   progress.job_ended("b.wav", "done", "aligned within a limited search band (may be off): raise --max-trellis-mib",
                      2 << 20, 2.5, state, true);
-  const std::string text = read_all(log);
+  const std::string text = test::read_all_and_close(log);
   CHECK(text.find("a.wav") == std::string::npos);
   CHECK(text.find("done   b.wav (peak 2.0 MiB, 2.5 s): aligned within a limited search band") != std::string::npos);
 }
@@ -44,7 +33,7 @@ TEST_CASE("every JSON end event says band_limited, true only where the worker sa
   ProgressState state;
   progress.job_ended("a.wav", "failed", "bad", 0, 0, state);
   progress.job_ended("b.wav", "done", "", 0, 0, state, true);
-  const std::string text = read_all(events);
+  const std::string text = test::read_all_and_close(events);
   const auto nl = text.find('\n');
   REQUIRE(nl != std::string::npos);
   const auto first = nlohmann::json::parse(text.substr(0, nl));

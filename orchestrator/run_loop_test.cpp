@@ -17,6 +17,7 @@
 
 #include "history/history_store.h"
 #include "tests/testutil/audio_gen.h"
+#include "tests/testutil/read_all.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -528,11 +529,7 @@ TEST_CASE("every job row records the file's audio duration, and re-predictions d
   // The jobs started after the refit at 8 ok jobs were admitted with the audio-seconds line's
   // prediction: the measured peaks are 9/10 of the named ones (the last sample is one tick
   // before the end), so 18 MiB + 9 MiB/s. The bytes line would give 16k/3 s and 8k/6 s the same.
-  std::rewind(events);
-  std::string text;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, events)) text.append(buf, n);
-  std::fclose(events);
+  const std::string text = test::read_all_and_close(events);
   std::vector<std::pair<std::string, std::uint64_t>> starts;
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -594,19 +591,6 @@ TEST_CASE("plan: a history whose peaks follow audio seconds predicts a new file 
   CHECK(plan[2].predicted_peak_bytes.has_value());
 }
 
-namespace {
-
-std::string read_all(std::FILE* f) {
-  std::rewind(f);
-  std::string text;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) text.append(buf, n);
-  std::fclose(f);
-  return text;
-}
-
-}  // namespace
-
 TEST_CASE("a band-limited alignment is said in its end event, counted in the summary with advice") {
   World w;
   auto corpus = w.corpus({"ok-10-3", "edge-10-3", "edge-20-4", "fail-10-3"});
@@ -628,7 +612,7 @@ TEST_CASE("a band-limited alignment is said in its end event, counted in the sum
     progress.summary(s, stdout);
     std::map<std::string, bool> end_flag;
     nlohmann::json summary_event;
-    const std::string text = read_all(events);
+    const std::string text = test::read_all_and_close(events);
     std::size_t pos = 0;
     while (pos < text.size()) {
       const std::size_t nl = text.find('\n', pos);
@@ -653,8 +637,8 @@ TEST_CASE("a band-limited alignment is said in its end event, counted in the sum
     RunSummary s = loop.run(corpus);
     s.max_trellis_mib = 32;
     progress.summary(s, out);
-    const std::string lines = read_all(log);
-    const std::string summary = read_all(out);
+    const std::string lines = test::read_all_and_close(log);
+    const std::string summary = test::read_all_and_close(out);
     CAPTURE(lines);
     CAPTURE(summary);
     CHECK(lines.find("edge-10-3.wav (peak ") != std::string::npos);
@@ -680,7 +664,7 @@ TEST_CASE("no band-limited file, no band-limited line in the summary") {
   REQUIRE(out != nullptr);
   Progress progress(Progress::Mode::kPlain, out, out);
   progress.summary(s, out);
-  const std::string text = read_all(out);
+  const std::string text = test::read_all_and_close(out);
   CHECK(text.find("finished: 3 done") != std::string::npos);
   CHECK(text.find("search band") == std::string::npos);
 }
