@@ -18,6 +18,7 @@ packages=(
   libcli11-dev libsqlite3-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
   libxxhash-dev                            # job keys: XXH3-128 of model files
   sox                                      # tests synthesise their audio, never download it
+  python3                                  # tests: scripted stand-ins for a protocol worker
 )
 # Benchmarks and the example generators: the peers we measure against, and espeak-ng speech.
 [ "$mode" = bench ] && packages+=(parallel python3-torch espeak-ng libsox-fmt-all)
