@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -46,7 +47,8 @@ fs::path absolute_normal(const fs::path& p) {
 
 class Scanner {
  public:
-  Scanner(const fs::path& out_dir, Corpus& corpus) : out_dir_(absolute_normal(out_dir)), corpus_(corpus) {}
+  Scanner(const fs::path& out_dir, Corpus& corpus, const std::function<void(std::size_t)>& on_file)
+      : out_dir_(absolute_normal(out_dir)), corpus_(corpus), on_file_(on_file) {}
 
   void add_input(const std::string& input, const fs::path& base, int depth) {
     if (!input.empty() && input[0] == '@') {
@@ -141,10 +143,12 @@ class Scanner {
       return;
     }
     corpus_.files.push_back(std::move(f));
+    if (on_file_) on_file_(corpus_.files.size());
   }
 
   fs::path out_dir_;
   Corpus& corpus_;
+  const std::function<void(std::size_t)>& on_file_;
   std::set<std::string> seen_audio_;
   std::map<std::string, fs::path> out_owner_;
 };
@@ -226,9 +230,10 @@ std::optional<double> read_audio_duration_s(const fs::path& path) {
   return duration_s;
 }
 
-Corpus scan_corpus(const std::vector<std::string>& inputs, const fs::path& out_dir) {
+Corpus scan_corpus(const std::vector<std::string>& inputs, const fs::path& out_dir,
+                   const std::function<void(std::size_t)>& on_file) {
   Corpus corpus;
-  Scanner scanner(out_dir, corpus);
+  Scanner scanner(out_dir, corpus, on_file);
   for (const auto& input : inputs) scanner.add_input(input, fs::path(), 0);
   return corpus;
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,7 +49,10 @@ std::vector<std::string> parse_list_file(std::string_view text);
 /// file are relative to the list file's directory. Outputs mirror each file's path under its root
 /// (the directory given, or the file's own directory) into `out_dir`. A missing or unreadable input
 /// becomes a problem; two inputs whose outputs would collide make the second one a problem.
-Corpus scan_corpus(const std::vector<std::string>& inputs, const std::filesystem::path& out_dir);
+/// `on_file`, if given, is called with the number of files found so far after each one (a big
+/// corpus takes a while: about 0.05 ms a file, more for Ogg, whose header read is dearer).
+Corpus scan_corpus(const std::vector<std::string>& inputs, const std::filesystem::path& out_dir,
+                   const std::function<void(std::size_t)>& on_file = {});
 
 /// Stats `file.audio` again: false (and `error` says why) if it vanished or cannot be read now.
 /// When its size or mtime changed (or it was never read), reads its audio duration again.

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
@@ -56,9 +57,12 @@ TEST_CASE("a directory is scanned recursively with transcripts and mirrored outp
   t.write("corpus/spk2/b.lab", "world");
   t.write("corpus/spk2/notes.txt", "not audio");
   t.write("corpus/c d.mp3", "ID3xx");
-  auto corpus = ab::scan_corpus({(t.path() / "corpus").string()}, t.path() / "out");
+  std::vector<std::size_t> counts;  // what a progress display sees: one call per file found
+  auto corpus = ab::scan_corpus({(t.path() / "corpus").string()}, t.path() / "out",
+                                [&](std::size_t found) { counts.push_back(found); });
   CHECK(corpus.problems.empty());
   REQUIRE(corpus.files.size() == 3);
+  CHECK(counts == std::vector<std::size_t>{1, 2, 3});
   CHECK(corpus.files[0].relative == fs::path("c d.mp3"));
   CHECK_FALSE(corpus.files[0].transcript.has_value());
   CHECK(corpus.files[0].out_base == t.path() / "out" / "c d");

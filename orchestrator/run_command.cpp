@@ -399,7 +399,22 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                   {"cgroup_limit_bytes", inputs.cgroup_limit_bytes ? nlohmann::json(*inputs.cgroup_limit_bytes)
                                                                     : nlohmann::json(nullptr)}};
 
-  Corpus corpus = scan_corpus(o.corpus, config.out_dir);
+  // A big corpus takes a while to scan (stat + header per file): a live count on a terminal, and
+  // a line saying what it cost when that was noticeable.
+  const std::int64_t scan_start_ms = monotonic_ms();
+  std::int64_t scan_shown_ms = scan_start_ms;
+  const bool scan_live = mode == Progress::Mode::kTty && !o.dry_run;
+  Corpus corpus = scan_corpus(o.corpus, config.out_dir, [&](std::size_t found) {
+    if (!scan_live || found % 256 != 0) return;
+    const std::int64_t now = monotonic_ms();
+    if (now - scan_shown_ms < 250) return;
+    scan_shown_ms = now;
+    std::fprintf(stderr, "\r\033[Kscanning the corpus: %zu audio files so far", found);
+  });
+  const double scan_s = static_cast<double>(monotonic_ms() - scan_start_ms) / 1000.0;
+  if (scan_live && scan_shown_ms != scan_start_ms) std::fprintf(stderr, "\r\033[K");
+  if (scan_s >= 1.0 && mode != Progress::Mode::kJson)
+    std::fprintf(stderr, "align-batch: scanned the corpus in %.1f s: %zu audio files\n", scan_s, corpus.files.size());
   if (corpus.files.empty()) {
     for (const auto& p : corpus.problems) std::fprintf(stderr, "align-batch: %s: %s\n", p.path.c_str(), p.message.c_str());
     return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
