@@ -1,8 +1,16 @@
-// Tests for the Ogg page and MPEG frame walks on byte strings built to the specs.
+// Tests for the Ogg page and MPEG frame walks: spec-built byte strings, and seeded fuzzing of junk and cut/mutated files.
 #include "worker/container_end.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -116,4 +124,206 @@ TEST_CASE("Ogg walk: end-of-stream on the last page, cut mid-page, cut at a page
 
   const ContainerEnd junk = ogg(whole + "garbage after the stream");
   CHECK_FALSE(junk.cut);  // not a page: no verdict
+}
+
+// Fuzz-style robustness: the walks read untrusted bytes (any file with an .ogg/.mp3 name), so
+// whatever the bytes, they must return, ask for a bounded number of reads (each page/frame step
+// moves forward), and never call an intact file cut. Fixed seed: the same cases on every run.
+namespace {
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in, "cannot read ", path.string());
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// A reader over `bytes` that counts its calls and throws past `max_calls`: a walk that stops
+/// advancing fails the test instead of hanging it.
+struct CountingReader {
+  const std::string& bytes;
+  std::size_t max_calls;
+  std::size_t calls = 0;
+
+  ab::ByteReader reader() {
+    return [this](std::uint64_t offset, unsigned char* buf, std::size_t n) -> std::size_t {
+      if (++calls > max_calls) throw std::runtime_error("walk did not advance: over " + std::to_string(max_calls) + " reads");
+      if (offset >= bytes.size()) return 0;
+      const std::size_t take = std::min<std::size_t>(n, bytes.size() - std::size_t(offset));
+      std::memcpy(buf, bytes.data() + offset, take);
+      return take;
+    };
+  }
+};
+
+// Reads each walk may need: Ogg two per page (a page is at least 27 bytes) plus the first page's
+// identification header; MPEG one per candidate sync in the 64 KiB search window, then one per
+// frame (every frame is at least 24 bytes).
+std::size_t ogg_read_bound(std::size_t size) { return 3 * (size / 27 + 2) + 1; }
+std::size_t mpeg_read_bound(std::size_t size) { return 2 + 64 * 1024 + size / 24 + 2; }
+
+ContainerEnd ogg_bounded(const std::string& b) {
+  CountingReader r{b, ogg_read_bound(b.size())};
+  return ab::check_ogg_end(r.reader(), b.size());
+}
+
+ContainerEnd mpeg_bounded(const std::string& b) {
+  CountingReader r{b, mpeg_read_bound(b.size())};
+  return ab::check_mpeg_end(r.reader(), b.size());
+}
+
+/// The readable length is "unknown" or a finite, non-negative number of seconds.
+bool sane_length(const ContainerEnd& e) { return e.readable_s == -1 || (e.readable_s >= 0 && std::isfinite(e.readable_s)); }
+
+std::vector<std::string> corpus_files(const std::string& extension) {
+  const auto corpus = std::filesystem::path(__FILE__).parent_path().parent_path() / "examples" / "corpus";
+  std::vector<std::filesystem::path> paths;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(corpus))
+    if (entry.path().extension() == extension && entry.file_size() < 200 * 1024) paths.push_back(entry.path());
+  std::sort(paths.begin(), paths.end());
+  std::vector<std::string> out;
+  for (const auto& p : paths) out.push_back(slurp(p));
+  return out;
+}
+
+/// `bytes` with a few random changes: overwritten bytes, a deleted run, an inserted run, a
+/// planted sync pattern ("OggS" or an MPEG frame header with random fields).
+std::string mutate(std::string bytes, std::mt19937& rng) {
+  const int changes = 1 + int(rng() % 8);
+  for (int c = 0; c < changes && !bytes.empty(); ++c) {
+    const std::size_t at = rng() % bytes.size();
+    switch (rng() % 5) {
+      case 0: bytes[at] = char(rng() & 0xFF); break;
+      case 1: bytes.erase(at, 1 + rng() % 600); break;
+      case 2: bytes.insert(at, std::string(1 + rng() % 600, char(rng() & 0xFF))); break;
+      case 3: bytes.replace(at, 4, "OggS"); break;
+      default: {
+        const std::string sync = {'\xFF', char(0xE0 | (rng() & 0x1F)), char(rng() & 0xFF), char(rng() & 0xFF)};
+        bytes.replace(at, 4, sync);
+      }
+    }
+  }
+  return bytes;
+}
+
+/// Random bytes of a random length up to `max_bytes`, seeded with sync patterns and tag headers
+/// so that the walks get past their first checks.
+std::string random_bytes(std::mt19937& rng, std::size_t max_bytes) {
+  std::string b(rng() % (max_bytes + 1), '\0');
+  for (auto& c : b) c = char(rng() & 0xFF);
+  if (b.empty()) return b;
+  const int plants = int(rng() % 16);
+  for (int i = 0; i < plants; ++i) {
+    const std::size_t at = rng() % b.size();
+    switch (rng() % 3) {
+      case 0: b.replace(at, 4, "OggS"); break;
+      case 1: b.replace(at, 2, std::string{'\xFF', char(0xE0 | (rng() & 0x1F))}); break;
+      default: b.replace(at, 3, "ID3"); break;
+    }
+  }
+  if (rng() % 4 == 0) b.replace(0, 4, "OggS");
+  if (rng() % 4 == 0) b.replace(0, 3, "ID3");
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("fuzz: random bytes and sync-seeded junk never crash or hang either walk") {
+  std::mt19937 rng(20261122);
+  int cases = 0, ogg_cut = 0, mpeg_cut = 0;
+  for (int i = 0; i < 1500; ++i) {
+    const std::string b = random_bytes(rng, i % 10 == 0 ? 70000 : 2000);
+    ContainerEnd o, m;
+    CHECK_NOTHROW(o = ogg_bounded(b));
+    CHECK_NOTHROW(m = mpeg_bounded(b));
+    CHECK(sane_length(o));
+    CHECK(sane_length(m));
+    ogg_cut += o.cut;
+    mpeg_cut += m.cut;
+    ++cases;
+  }
+  // Junk that starts with "OggS" has a page header that runs past the end or a lacing table of
+  // random sizes: some of it reads as a cut page. Nothing more can be said of random bytes.
+  MESSAGE(cases << " random byte strings: " << ogg_cut << " read as cut Ogg, " << mpeg_cut << " as cut MPEG");
+  CHECK(cases == 1500);
+}
+
+TEST_CASE("fuzz: truncations and mutations of the examples/corpus Ogg files") {
+  const auto files = corpus_files(".ogg");
+  REQUIRE(files.size() >= 3);
+  std::mt19937 rng(7);
+  int truncations = 0, mutations = 0;
+  for (const auto& whole : files) {
+    const ContainerEnd intact = ogg_bounded(whole);
+    REQUIRE_FALSE(intact.cut);
+    REQUIRE(intact.readable_s > 0);
+    for (int i = 0; i < 150; ++i) {
+      // Every prefix of a single-stream file whose only end-of-stream flag is on its last page is
+      // cut: mid-header, mid-lacing, mid-body, or at a page boundary before the end-of-stream page.
+      const std::size_t length = 1 + rng() % (whole.size() - 1);
+      const std::string prefix = whole.substr(0, length);
+      ContainerEnd e;
+      REQUIRE_NOTHROW(e = ogg_bounded(prefix));
+      CHECK_MESSAGE(e.cut, "an Ogg file cut to ", length, " of ", whole.size(), " bytes was not reported cut");
+      CHECK(sane_length(e));
+      CHECK(e.readable_s <= intact.readable_s);
+      ++truncations;
+    }
+    // Random lengths seldom land on a page boundary, where only the missing end-of-stream flag
+    // shows the cut: every page start (each "OggS"), and a few bytes into each header, too.
+    for (std::size_t at = whole.find("OggS", 1); at != std::string::npos; at = whole.find("OggS", at + 1)) {
+      for (const std::size_t into : {0, 1, 4, 26, 27, 28}) {
+        if (at + into >= whole.size()) continue;
+        ContainerEnd e;
+        REQUIRE_NOTHROW(e = ogg_bounded(whole.substr(0, at + into)));
+        CHECK_MESSAGE(e.cut, "an Ogg file cut ", into, " bytes after the page start at byte ", at, " was not reported cut");
+        ++truncations;
+      }
+    }
+    for (int i = 0; i < 150; ++i) {
+      const std::string changed = mutate(whole, rng);
+      ContainerEnd e;
+      CHECK_NOTHROW(e = ogg_bounded(changed));
+      CHECK(sane_length(e));
+      CHECK_NOTHROW(mpeg_bounded(changed));
+      ++mutations;
+    }
+  }
+  MESSAGE(files.size() << " Ogg files: " << truncations << " truncations, " << mutations << " mutations");
+}
+
+TEST_CASE("fuzz: truncations and mutations of the examples/corpus MP3 files") {
+  const auto files = corpus_files(".mp3");
+  REQUIRE(files.size() >= 2);
+  std::mt19937 rng(11);
+  int truncations = 0, mutations = 0, boundaries = 0;
+  for (const auto& whole : files) {
+    const ContainerEnd intact = mpeg_bounded(whole);
+    REQUIRE_FALSE(intact.cut);
+    REQUIRE(intact.readable_s > 0);
+    for (int i = 0; i < 150; ++i) {
+      // Past the first frames (where the start search may pick another sync) a prefix that is not
+      // reported cut ends exactly at a frame boundary, so one byte less ends inside that frame:
+      // two adjacent prefixes are never both uncut.
+      const std::size_t length = 2048 + rng() % (whole.size() - 2048);
+      ContainerEnd e, shorter;
+      REQUIRE_NOTHROW(e = mpeg_bounded(whole.substr(0, length)));
+      REQUIRE_NOTHROW(shorter = mpeg_bounded(whole.substr(0, length - 1)));
+      CHECK(sane_length(e));
+      CHECK(e.readable_s <= intact.readable_s);
+      CHECK(shorter.readable_s <= e.readable_s);
+      CHECK_MESSAGE((e.cut || shorter.cut), "MP3 prefixes of ", length - 1, " and ", length, " bytes both read as uncut");
+      boundaries += !e.cut;
+      truncations += 2;
+    }
+    for (int i = 0; i < 150; ++i) {
+      const std::string changed = mutate(whole, rng);
+      ContainerEnd e;
+      CHECK_NOTHROW(e = mpeg_bounded(changed));
+      CHECK(sane_length(e));
+      CHECK_NOTHROW(ogg_bounded(changed));
+      ++mutations;
+    }
+  }
+  MESSAGE(files.size() << " MP3 files: " << truncations << " truncations (" << boundaries
+                       << " at a frame boundary), " << mutations << " mutations");
 }
