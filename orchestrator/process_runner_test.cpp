@@ -77,8 +77,9 @@ TEST_CASE("a command's peak RSS comes back from wait4, however short the command
   REQUIRE(ends[1].ok);
   REQUIRE(ends[1].peak_rss_bytes);
   CHECK(*ends[1].peak_rss_bytes >= (150ull << 20));
-  REQUIRE(ends[2].peak_rss_bytes);
-  CHECK(*ends[2].peak_rss_bytes < (20ull << 20));  // a shell's own, not the other job's
+  // A shell's own peak is below this test process's RSS, which its pre-exec copy counted: wait4
+  // cannot tell it, so none is given (not this process's size passed off as the command's).
+  CHECK_FALSE(ends[2].peak_rss_bytes);
 }
 
 TEST_CASE("a missing program fails at start with a message naming it") {

@@ -30,7 +30,8 @@ constexpr std::uint64_t kMiB = 1ull << 20;
 /// Scripts each job from its file name "<kind>-<mib>-<ticks>.wav": it grows linearly to <mib>
 /// MiB over <ticks> wait() calls, then ends. Kinds: ok; fail (exit 1); crash (SIGSEGV half-way,
 /// first attempt only); oom (the "kernel" SIGKILLs it half-way, first attempt only); slow (never
-/// ends by itself); edge (ok, but the worker says band_limited).
+/// ends by itself); edge (ok, but the worker says band_limited); blip (ok at its first wait(), before
+/// any sample, reporting its own peak RSS of <mib> as a worker or wait4 would).
 class FakeRunner : public WorkerRunner {
  public:
   struct Running {
@@ -84,6 +85,7 @@ class FakeRunner : public WorkerRunner {
       } else if (r.kind != "slow" && r.age >= r.ticks) {
         e.ok = r.kind != "fail";
         e.band_limited = r.kind == "edge";
+        if (r.kind == "blip") e.peak_rss_bytes = r.mib * kMiB;
         e.exit_code = e.ok ? 0 : 1;
         if (!e.ok) e.error = "command exited with status 1";
         ended = true;
@@ -296,6 +298,22 @@ TEST_CASE("a job growing past the budget is stopped by the guard and fails clear
   CHECK(st["ok-800-20:killed"] >= 1);
   CHECK(st["ok-800-20:ok"] == 0);
   CHECK(st["ok-100-4:ok"] == 1);
+}
+
+TEST_CASE("a job too short for any sample records the peak its process reported, not 0") {
+  World w;
+  auto corpus = w.corpus({"blip-50-1"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.done == 1);
+  auto runs = w.history->runs();
+  REQUIRE(runs.ok());
+  auto jobs = w.history->jobs_for_run(runs.value().at(0).id);
+  REQUIRE(jobs.ok());
+  REQUIRE(jobs.value().size() == 1);
+  CHECK(jobs.value()[0].peak_pss_bytes == 50 * kMiB);  // RSS stands in: an upper bound of PSS
+  CHECK(jobs.value()[0].peak_rss_bytes == 50 * kMiB);
 }
 
 TEST_CASE("a crashed job is retried and finishes; a failing command is not retried") {

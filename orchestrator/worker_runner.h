@@ -34,7 +34,8 @@ struct JobEnd {
   double cpu_s = 0;            ///< user + system: the job's process (external), the worker's across the job (persistent)
   std::optional<std::uint64_t> idle_rss_bytes;  ///< built-in worker's RSS after the job
   /// The job's peak RSS as its process saw it: the built-in worker's `peak_rss_bytes` (VmHWM
-  /// reset at the job's start), or wait4's ru_maxrss for a command (its largest process).
+  /// reset at the job's start), or wait4's ru_maxrss for a command (its largest process) when
+  /// that is above the parent's own RSS at fork (below it, it may be the child's pre-exec copy).
   std::optional<std::uint64_t> peak_rss_bytes;
   /// Built-in align: the worker's `"band_limited": true` (its search band hit --max-trellis-mib
   /// and the path ran along the band's edge, so the alignment may not be the best one).
