@@ -12,7 +12,6 @@
 #include <sstream>
 #include <system_error>
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -214,14 +213,12 @@ std::optional<double> read_audio_duration_s(const fs::path& path) {
   // job starts. Measured on examples/corpus x 100 (2800 files, page cache warm, 2-core box under
   // load), mean per file, sf_open / AudioSource::open at 0307ec4: WAV 0.012 / 0.015 ms, FLAC
   // 0.009 / 0.013, MP3 0.033 / 0.17 (the 600 s MP3: 0.37 ms), Ogg 0.29 / 0.31.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
+  // sf_open, not open + sf_open_fd: libsndfile 1.2.0 closes a given fd when the open fails, even
+  // with SF_FALSE, so our own close would hit a number that may be reused by then (strace showed
+  // the EBADF). Files are opened only on this thread, which is also the one that forks.
   SF_INFO info{};
-  SNDFILE* file = sf_open_fd(fd, SFM_READ, &info, SF_TRUE);  // SF_TRUE: sf_close closes fd
-  if (!file) {
-    ::close(fd);
-    return std::nullopt;
-  }
+  SNDFILE* file = sf_open(path.c_str(), SFM_READ, &info);
+  if (!file) return std::nullopt;
   std::optional<double> duration_s;
   // SF_COUNT_MAX: libsndfile could not find where the audio ends (a cut Ogg stream).
   if (info.frames > 0 && info.frames != SF_COUNT_MAX && info.samplerate > 0)

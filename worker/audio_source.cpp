@@ -183,6 +183,10 @@ Result<AudioSource> AudioSource::open(const std::string& path, int target_rate_h
   impl->fd = fd;
   impl->file = sf_open_fd(fd, SFM_READ, &impl->info, SF_FALSE);
   if (!impl->file) {
+    // libsndfile 1.2.0 closes the fd on some failed opens despite SF_FALSE (a 2-byte file: strace
+    // showed our close hit EBADF), so close it only if it is still open: a second close could
+    // hit a number another thread had been given meanwhile.
+    if (::fcntl(fd, F_GETFD) == -1) impl->fd = -1;
     const std::string why = sf_strerror(nullptr);
     if (looks_like_audio(head, head_n > 0 ? std::size_t(head_n) : 0))
       return R::failure(path + ": truncated or corrupt audio file (libsndfile: " + why + ")");
