@@ -74,7 +74,7 @@ void add_margin(LinearFit& fit, const std::vector<double>& x, const std::vector<
 std::uint64_t to_bytes(double v) {
   if (!(v > 0)) return 0;
   if (v >= 1.8e19) return UINT64_MAX;
-  return static_cast<std::uint64_t>(std::llround(v));
+  return static_cast<std::uint64_t>(std::round(v));  // not llround: a long long ends at 9.2e18
 }
 
 }  // namespace

@@ -109,6 +109,15 @@ TEST_CASE("fewer than 5 jobs: the median peak, with the largest peak as the uppe
   CHECK(e->peak_bytes == 300u * (1u << 20));
 }
 
+TEST_CASE("peaks past 2^63 bytes (a poisoned history) convert without overflow") {
+  const std::uint64_t huge = 12'000'000'000'000'000'000ull;  // 1.2e19: above LLONG_MAX, below 2^64
+  std::vector<Observation> obs;
+  for (int i = 1; i <= 8; ++i) obs.push_back({1000ull * i, {}, huge, 0});
+  const auto e = Estimator(obs).predict(4000);
+  REQUIRE(e);
+  CHECK(static_cast<double>(e->central_bytes) == doctest::Approx(1.2e19).epsilon(0.01));  // llround gave 2^63
+}
+
 TEST_CASE("recovers a known law within 5%, and the p95 prediction covers >= 95% of held-out jobs") {
   std::mt19937_64 rng(20261122);
   const Law law;

@@ -59,8 +59,7 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
   auto predicted_of = [&](std::uint32_t pick) -> std::optional<std::uint64_t> {
     const RecordedJob& rec = recorded[pick];
     if (!settings.use_predictions || !rec.predicted_peak_bytes) return std::nullopt;
-    return static_cast<std::uint64_t>(static_cast<double>(*rec.predicted_peak_bytes) *
-                                      settings.prediction_scale);
+    return scaled_bytes(*rec.predicted_peak_bytes, settings.prediction_scale);
   };
   std::vector<std::uint32_t> order = picks;
   std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
@@ -230,8 +229,7 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
           const auto fitted = settings.learn(finished_recorded);
           predict_queued([&](std::uint32_t rec_index) -> std::optional<std::uint64_t> {
             if (rec_index >= fitted.size() || !fitted[rec_index]) return std::nullopt;
-            return static_cast<std::uint64_t>(static_cast<double>(*fitted[rec_index]) *
-                                              settings.prediction_scale);
+            return scaled_bytes(*fitted[rec_index], settings.prediction_scale);
           });
         }
       } else if (learning && result.ok == settings.predictions_after_ok) {

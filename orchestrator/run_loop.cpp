@@ -103,7 +103,7 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
 }
 
 std::uint64_t RunLoop::scaled(std::uint64_t predicted_peak_bytes) const {
-  return static_cast<std::uint64_t>(static_cast<double>(predicted_peak_bytes) * config_.prediction_scale);
+  return scaled_bytes(predicted_peak_bytes, config_.prediction_scale);
 }
 
 RunnerJob RunLoop::make_runner_job(Job& job) {

@@ -22,12 +22,12 @@ constexpr int kVramFitScan = 64;
 constexpr double kOverPlanSlackFraction = 0.02;
 constexpr double kOverPlanSlackBytes = 8.0 * 1024 * 1024;
 
-std::uint64_t scaled(std::uint64_t bytes, double factor) {
-  const double v = static_cast<double>(bytes) * factor;
-  return v >= 1.8e19 ? kUnlimited : static_cast<std::uint64_t>(v);
-}
-
 }  // namespace
+
+std::uint64_t scaled_bytes(std::uint64_t bytes, double factor) {
+  const double v = static_cast<double>(bytes) * factor;
+  return v >= 1.8e19 ? kUnlimited : static_cast<std::uint64_t>(v);  // 2^64 = 1.845e19
+}
 
 bool Scheduler::PredictedOrder::operator()(const PredictedKey& a, const PredictedKey& b) const {
   if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
@@ -346,10 +346,10 @@ bool Scheduler::confirm_kill(JobId id, const MemorySample& fresh) {
 void Scheduler::requeue_or_fail(Job& job, std::uint64_t peak_seen_bytes,
                                 std::uint64_t peak_vram_seen_bytes, bool raise) {
   if (raise) {
-    job.floor_bytes = std::max(job.floor_bytes, scaled(peak_seen_bytes, config_.raise_factor));
+    job.floor_bytes = std::max(job.floor_bytes, scaled_bytes(peak_seen_bytes, config_.raise_factor));
     if (peak_vram_seen_bytes > 0) {
       job.floor_vram_bytes =
-          std::max(job.floor_vram_bytes, scaled(peak_vram_seen_bytes, config_.raise_factor));
+          std::max(job.floor_vram_bytes, scaled_bytes(peak_vram_seen_bytes, config_.raise_factor));
     }
     // Never requeue with an estimate below what the job was admitted with.
     job.floor_bytes = std::max(job.floor_bytes, job.reserved_bytes);

@@ -118,6 +118,10 @@ struct SchedulerStats {
 /// replay models the loop; O(log n) refits of O(n) each, not one per finished job).
 bool refit_due(std::uint32_t ok_jobs);
 
+/// bytes × factor, saturating at the largest value instead of overflowing (a poisoned history's
+/// prediction times a margin); every scaling of a prediction or an estimate goes through it.
+std::uint64_t scaled_bytes(std::uint64_t bytes, double factor);
+
 class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& config);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <random>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,13 @@ SchedulerConfig budget_of(std::uint64_t bytes) {
 }
 
 }  // namespace
+
+TEST_CASE("scaled_bytes multiplies and saturates instead of overflowing") {
+  CHECK(scaled_bytes(1000, 1.5) == 1500);
+  CHECK(scaled_bytes(0, 4.0) == 0);
+  CHECK(scaled_bytes(std::uint64_t{1} << 63, 2.5) == std::numeric_limits<std::uint64_t>::max());
+  CHECK(scaled_bytes(std::numeric_limits<std::uint64_t>::max(), 1.3) == std::numeric_limits<std::uint64_t>::max());
+}
 
 TEST_CASE("admission: starts jobs only while their predicted peaks fit the budget") {
   Scheduler s(budget_of(10 * kGiB));
