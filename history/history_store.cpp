@@ -331,10 +331,17 @@ StoreResult<std::unique_ptr<HistoryStore>> HistoryStore::open(const std::filesys
   sqlite3_busy_timeout(raw, static_cast<int>(busy.count()));
 
   // The first read: a file that is not SQLite fails here with SQLITE_NOTADB, before any write.
-  std::int64_t app_id = 0, version = 0;
-  if ((rc = read_pragma(raw, "PRAGMA application_id", app_id)) != SQLITE_OK)
+  // One read transaction, so the three figures are one snapshot: read one by one, a second run
+  // creating the schema at the same moment could commit between them, and this file would look
+  // like "8 tables but not an align-batch history" (history_safety_test caught it under load).
+  std::int64_t app_id = 0, version = 0, tables = 0;
+  if ((rc = sqlite3_exec(raw, "BEGIN", nullptr, nullptr, nullptr)) != SQLITE_OK)
     return fail("opening the history database", rc);
-  if ((rc = read_pragma(raw, "PRAGMA user_version", version)) != SQLITE_OK)
+  if ((rc = read_pragma(raw, "PRAGMA application_id", app_id)) != SQLITE_OK ||
+      (rc = read_pragma(raw, "PRAGMA user_version", version)) != SQLITE_OK ||
+      (rc = read_pragma(raw, "SELECT COUNT(*) FROM sqlite_master", tables)) != SQLITE_OK)
+    return fail("opening the history database", rc);
+  if ((rc = sqlite3_exec(raw, "COMMIT", nullptr, nullptr, nullptr)) != SQLITE_OK)
     return fail("opening the history database", rc);
   if (app_id != 0 && app_id != kHistoryApplicationId)
     return R::failure(fmt::format(
@@ -342,9 +349,6 @@ StoreResult<std::unique_ptr<HistoryStore>> HistoryStore::open(const std::filesys
         "untouched; pass --history with another path",
         name, static_cast<std::uint32_t>(app_id)));
   if (app_id == 0) {
-    std::int64_t tables = 0;
-    if ((rc = read_pragma(raw, "SELECT COUNT(*) FROM sqlite_master", tables)) != SQLITE_OK)
-      return fail("opening the history database", rc);
     if (tables > 0)
       return R::failure(fmt::format(
           "{}: this SQLite file has {} tables but is not an align-batch history; it was left "
