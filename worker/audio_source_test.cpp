@@ -47,6 +47,15 @@ std::string open_error(const std::string& path) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+/// The error for `path`: from open(), or from reading the whole stream ("" if it read cleanly).
+std::string open_and_read_error(const std::string& path, std::size_t* samples = nullptr) {
+  auto src = AudioSource::open(path, kModelRate);
+  if (!src.ok()) return src.error();
+  const auto out = read_all(*src, 4096);
+  if (samples) *samples = out.size();
+  return src->error();
+}
+
 }  // namespace
 
 TEST_CASE("every format, rate and channel count: duration, length and a 440 Hz tone survive resampling to 16 kHz") {
@@ -201,14 +210,7 @@ TEST_CASE("bad input: each case is a clear error naming the file") {
   }
   SUBCASE("truncated inside the data") {
     const std::string path = dir.write("half.wav", bytes.substr(0, 44 + 16000)).string();
-    auto src = AudioSource::open(path, kModelRate);
-    std::string e;
-    if (!src.ok()) {
-      e = src.error();
-    } else {
-      read_all(*src, 4096);
-      e = src->error();
-    }
+    const std::string e = open_and_read_error(path);
     MESSAGE("truncated data: " << e);
     CHECK(contains(e, "half.wav"));
     CHECK(contains(e, "truncated"));
@@ -219,14 +221,7 @@ TEST_CASE("bad input: each case is a clear error naming the file") {
     std::ifstream f(path, std::ios::binary);
     const std::string flac((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     const std::string cut = dir.write("cut.flac", flac.substr(0, flac.size() / 2)).string();
-    auto src = AudioSource::open(cut, kModelRate);
-    std::string e;
-    if (!src.ok()) {
-      e = src.error();
-    } else {
-      read_all(*src, 4096);
-      e = src->error();
-    }
+    const std::string e = open_and_read_error(cut);
     MESSAGE("truncated flac: " << e);
     CHECK(contains(e, "cut.flac"));
     CHECK((contains(e, "truncated") || contains(e, "corrupt")));
@@ -276,15 +271,6 @@ namespace {
 std::string file_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-/// The error for `path`: from open(), or from reading the whole stream ("" if it read cleanly).
-std::string open_and_read_error(const std::string& path, std::size_t* samples = nullptr) {
-  auto src = AudioSource::open(path, kModelRate);
-  if (!src.ok()) return src.error();
-  const auto out = read_all(*src, 4096);
-  if (samples) *samples = out.size();
-  return src->error();
 }
 
 /// The number just before `unit` after `marker` in `text` (-1 if absent), e.g. "about 6.0 s".
