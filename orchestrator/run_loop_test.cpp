@@ -246,8 +246,8 @@ TEST_CASE("with history, admission keeps predicted peaks inside the budget and r
     auto s = w.run(corpus, runner, probe);  // cold start: learns 100 MiB per job
     CHECK(s.done == 8);
     // The first finished job's peak became the others' prediction within this same run
-    // (set_prediction), so the cold start ramped up past one job at a time.
-    CHECK(runner.max_concurrent_ >= 2);
+    // (set_prediction), so the run ramped up past the cold start's two jobs: 3 x 100 MiB fit.
+    CHECK(runner.max_concurrent_ >= 3);
     CHECK(probe.max_total_bytes <= 300 * kMiB);
   }
   // Every job's timeline went to history with its peak kept.
@@ -468,7 +468,7 @@ TEST_CASE("idle persistent workers are retired when nothing queued could use the
     RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
     auto s = loop.run(corpus);
     CHECK(s.done == 4);
-    if (!history_known) continue;  // the first run only records the peaks (cold start: one at a time)
+    if (!history_known) continue;  // the first run only records the peaks (cold start: two at a time)
     CHECK(runner.max_concurrent_ == 4);
     // The three short jobs' workers, then the long job's once it ends (nothing left to run).
     CHECK(runner.retired_ == 4);
@@ -481,9 +481,8 @@ TEST_CASE("idle persistent workers are retired when nothing queued could use the
 TEST_CASE("an idle worker is retired while the queued job does not fit, and the queue still finishes") {
   World w;
   w.config.scheduler.budget_bytes = 1000 * kMiB;
-  // Cold start runs one job at a time: the long job first (largest), and the rest wait for
-  // predictions. After the history run, big (400) + mid (350) run together; small (100) then
-  // fits beside them (850) and ends at tick 5: the queue holds "ok-450-8", which needs the long
+  // Cold start runs two jobs at a time, largest first, and the rest wait for predictions.
+  // After the history run, big (400) + mid (350) run together; small (100) then fits beside them (850) and ends at tick 5: the queue holds "ok-450-8", which needs the long
   // job's memory, so the small job's worker has nothing to do.
   auto corpus = w.corpus({"ok-400-60", "ok-350-60", "ok-450-8", "ok-100-5"});
   FakeRunner first;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <istream>
 #include <new>
+#include <optional>
 #include <ostream>
 #include <utility>
 
@@ -146,23 +147,23 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
   status_.beat();
 
   WindowConfig windows = config_.windows;
+  // Out of memory in the engine (its own report, or std::bad_alloc): once more with half-size
+  // windows, then a result saying so. nullopt: retry.
+  auto out_of_memory = [&](int attempt, const char* where, const char* what) -> std::optional<json> {
+    if (attempt == 1)
+      return error_result(id, audio_path + ": out of memory" + where + " even with " + fmt::format("{:g}", windows.window_s) +
+                                  " s windows (" + what + "); lower --window-s, run fewer workers or give them more memory");
+    spdlog::warn("job {}: {}: {}out of memory ({}); retrying with {} s windows", dump_line(id), audio_path,
+                 *where ? "engine " : "", what, windows.window_s / 2);
+    return std::nullopt;
+  };
   for (int attempt = 0;; ++attempt) {
     try {
       return run_job_once(job, windows, out);
     } catch (const EngineOutOfMemory& e) {
-      if (attempt == 1) {
-        return error_result(id, audio_path + ": out of memory in the engine even with " + fmt::format("{:g}", windows.window_s) +
-                                    " s windows (" + e.what() + "); lower --window-s, run fewer workers or give them more memory");
-      }
-      spdlog::warn("job {}: {}: engine out of memory ({}); retrying with {} s windows", dump_line(id), audio_path, e.what(),
-                   windows.window_s / 2);
+      if (auto r = out_of_memory(attempt, " in the engine", e.what())) return *r;
     } catch (const std::bad_alloc& e) {
-      if (attempt == 1) {
-        return error_result(id, audio_path + ": out of memory even with " + fmt::format("{:g}", windows.window_s) +
-                                    " s windows (" + e.what() + "); lower --window-s, run fewer workers or give them more memory");
-      }
-      spdlog::warn("job {}: {}: out of memory ({}); retrying with {} s windows", dump_line(id), audio_path, e.what(),
-                   windows.window_s / 2);
+      if (auto r = out_of_memory(attempt, "", e.what())) return *r;
     } catch (const std::exception& e) {
       // LibTorch (c10::Error), Boost and anything else thrown inside the engine end here, as a result.
       return error_result(id, audio_path + ": the engine failed: " + e.what());

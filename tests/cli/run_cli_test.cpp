@@ -337,7 +337,7 @@ TEST_CASE("real processes: Ctrl-C stops the workers cleanly, exit 130, no orphan
   for (int i = 0; i < 4; ++i) f.add("g" + std::to_string(i) + ".wav", 1);
   const auto slow = f.command(5, 0, 30);
   Process p(f.argv({"--progress", "plain", "--workers", "2", "--mem-budget", "1G"}, slow), f.dir.path());
-  // Cold start (no history yet) runs one job at a time: wait for it to be under way.
+  // Cold start (no history yet) runs two jobs at a time: wait for one to be under way.
   REQUIRE(ab::cli::eventually([&] { return f.attempts("g0") + f.attempts("g1") + f.attempts("g2") + f.attempts("g3") >= 1; }));
   ::usleep(300000);
   p.signal(SIGINT);
