@@ -2,6 +2,7 @@
 #include "memguard/budget.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -26,6 +27,18 @@ std::uint64_t default_reserve_bytes(std::uint64_t limit_bytes) {
 // not from --mem-budget: effective = min(--mem-budget, limit - reserve). Subtracting it from the
 // flag as well would turn `--mem-budget 1G` on a 24 GiB machine (reserve 1.2 GiB) into an error
 // although 23 GiB stay free around it.
+Result<BudgetInputs> parse_budget_flags(std::string_view mem_budget, std::string_view reserve) {
+  BudgetInputs in;
+  for (auto [text, flag, field] : {std::tuple{mem_budget, "--mem-budget", &in.mem_budget},
+                                   std::tuple{reserve, "--reserve", &in.reserve}}) {
+    if (text.empty()) continue;
+    auto spec = parse_budget_spec(text, flag);
+    if (!spec) return Result<BudgetInputs>::failure(spec.error());
+    *field = spec.value();
+  }
+  return in;
+}
+
 Budget effective_budget(const BudgetInputs& in) {
   Budget b;
   b.limit_bytes = in.mem_total_bytes;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "memguard/size.h"
 
@@ -30,6 +31,10 @@ struct Budget {
   std::string error;                  ///< user-facing, when less than kMinBudgetBytes is left
   bool ok() const { return error.empty(); }
 };
+
+/// The flags' part of BudgetInputs: --mem-budget and --reserve parsed (empty text: not given),
+/// the machine's fields left for the caller. The error names the flag and the accepted forms.
+Result<BudgetInputs> parse_budget_flags(std::string_view mem_budget, std::string_view reserve);
 
 /// Computes the effective budget: min(--mem-budget, limit - reserve). A percentage --mem-budget or
 /// --reserve is of `limit_bytes`.

@@ -76,4 +76,21 @@ TEST_CASE("effective budget: less than any worker needs is an error; a size with
                    "worker needs; lower --reserve");
 }
 
+
+TEST_CASE("parse_budget_flags: both flags, either, none; the error names the flag") {
+  auto both = parse_budget_flags("8G", "10%");
+  REQUIRE(both.ok());
+  REQUIRE(both->mem_budget);
+  CHECK(both->mem_budget->bytes == 8 * kGiB);
+  REQUIRE(both->reserve);
+  CHECK(both->reserve->is_percent);
+  auto none = parse_budget_flags("", "");
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->mem_budget);
+  CHECK_FALSE(none->reserve);
+  auto bad = parse_budget_flags("1G", "lots");
+  CHECK_FALSE(bad.ok());
+  CHECK(bad.error().find("--reserve 'lots'") != std::string::npos);
+}
+
 }  // namespace ab

@@ -138,24 +138,12 @@ void print_text(const MemoryReport& r, std::FILE* out) {
 }  // namespace
 
 int run_doctor(const DoctorFlags& flags, std::FILE* out, std::FILE* err) {
-  BudgetInputs inputs;
-  if (!flags.mem_budget.empty()) {
-    auto parsed = parse_budget_spec(flags.mem_budget, "--mem-budget");
-    if (!parsed) {
-      fmt::print(err, "align-batch doctor: {}\n", parsed.error());
-      return 2;
-    }
-    inputs.mem_budget = parsed.value();
+  auto inputs = parse_budget_flags(flags.mem_budget, flags.reserve);
+  if (!inputs) {
+    fmt::print(err, "align-batch doctor: {}\n", inputs.error());
+    return 2;
   }
-  if (!flags.reserve.empty()) {
-    auto parsed = parse_budget_spec(flags.reserve, "--reserve");
-    if (!parsed) {
-      fmt::print(err, "align-batch doctor: {}\n", parsed.error());
-      return 2;
-    }
-    inputs.reserve = parsed.value();
-  }
-  MemoryReport report = gather_memory_report(inputs, flags.root);
+  MemoryReport report = gather_memory_report(inputs.value(), flags.root);
   if (flags.json) {
     fmt::print(out, "{}\n", to_json(report).dump(2));
   } else {

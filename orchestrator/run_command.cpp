@@ -247,10 +247,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     timeout_ms = parse_duration_ms(o.timeout);
     if (!timeout_ms) return usage_error("--timeout '" + o.timeout + "': not a duration; use e.g. 90s, 10m or 2h");
   }
-  if (!o.mem_budget.empty()) {
-    auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
-    if (!r) return usage_error(r.error());
-  }
+  if (auto r = parse_budget_flags(o.mem_budget, o.reserve); !r) return usage_error(r.error());
   const auto hang_ms = parse_duration_ms(o.hang_timeout);
   if (!hang_ms) return usage_error("--hang-timeout '" + o.hang_timeout + "': not a duration; use e.g. 60s or 5m");
 
@@ -324,17 +321,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   config.prediction_scale = tuned.prediction_scale;
 
   auto workers = parse_workers(o.workers);
-  BudgetInputs inputs;
-  if (!o.mem_budget.empty()) {
-    auto r = parse_budget_spec(o.mem_budget, "--mem-budget");
-    if (!r) return usage_error(r.error());
-    inputs.mem_budget = r.value();
-  }
-  if (!o.reserve.empty()) {
-    auto r = parse_budget_spec(o.reserve, "--reserve");
-    if (!r) return usage_error(r.error());
-    inputs.reserve = r.value();
-  }
+  auto parsed_budget = parse_budget_flags(o.mem_budget, o.reserve);  // tuned settings may have set them
+  if (!parsed_budget) return usage_error(parsed_budget.error());
+  BudgetInputs inputs = parsed_budget.value();
   std::uint64_t vram_budget_bytes = 0;
   std::string vram_note;
   if (o.vram_budget == "off") {
