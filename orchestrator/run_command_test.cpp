@@ -3,6 +3,8 @@
 
 #include <doctest/doctest.h>
 
+#include "worker/worker_loop.h"  // header only: the worker's config defaults
+
 TEST_CASE("parse_duration_ms accepts seconds, minutes, hours and milliseconds") {
   CHECK(ab::parse_duration_ms("90") == 90000);
   CHECK(ab::parse_duration_ms("90s") == 90000);
@@ -75,6 +77,9 @@ TEST_CASE("model_job_key: a --max-trellis-mib other than the default is a key of
   const std::string key = "ctc:0123abcd";
   CHECK(ab::model_job_key(key, 0) == key);  // not given
   CHECK(ab::model_job_key(key, ab::kDefaultMaxTrellisMib) == key);
+  // The parent's default is the worker's own (a header-only read of its config, no worker linked),
+  // so a key without ":trellis=" means the same cap on either side.
+  CHECK(ab::WorkerConfig{}.max_trellis_bytes == std::uint64_t{ab::kDefaultMaxTrellisMib} << 20);
   CHECK(ab::model_job_key(key, 512) == "ctc:0123abcd:trellis=512");
   CHECK(ab::model_job_key(key, 1) == "ctc:0123abcd:trellis=1");
   CHECK(ab::model_job_key(key, 1) != ab::model_job_key(key, 2));
