@@ -291,10 +291,16 @@ std::vector<std::uint32_t> pick_scaled(std::size_t recorded_count, double scale,
   return picks;
 }
 
-SweepGrid default_sweep_grid(std::uint32_t cores) {
+SweepGrid default_sweep_grid(std::uint32_t cores, bool cpu_bound) {
   SweepGrid g;
   const std::uint32_t c = std::max<std::uint32_t>(1, cores);
-  g.max_workers = {0, c, 2 * c, 4 * c};
+  if (cpu_bound) {
+    g.max_workers = {1};
+    if (c / 2 > 1) g.max_workers.push_back(c / 2);
+    if (c > 1) g.max_workers.push_back(c);
+  } else {
+    g.max_workers = {0, c, 2 * c, 4 * c};
+  }
   g.high_water = {0.85, 0.90, 0.95};
   g.prediction_scale = {0.9, 1.0, 1.15, 1.3};
   return g;
@@ -318,17 +324,29 @@ std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
   return rows;
 }
 
-std::size_t recommend(const std::vector<SweepRow>& rows, const ReplaySettings& base) {
-  std::size_t best = rows.size();
-  auto key = [&](const SweepRow& r) {
-    const bool is_base = r.max_workers == base.scheduler.max_workers &&
-                         r.high_water == base.scheduler.high_water &&
-                         r.prediction_scale == base.prediction_scale;
-    return std::make_tuple(r.result.failed, r.result.stats.guard_kills + r.result.stats.oom_deaths,
-                           r.result.makespan_s, !is_base, r.result.peak_total_bytes);
+std::size_t recommend(const std::vector<SweepRow>& rows) {
+  if (rows.empty()) return 0;
+  auto losses = [](const SweepRow& r) {
+    return std::make_pair(r.result.failed, r.result.stats.guard_kills + r.result.stats.oom_deaths);
   };
+  auto fewest = losses(rows.front());
+  for (const SweepRow& r : rows) fewest = std::min(fewest, losses(r));
+  double fastest_s = 0;
+  bool any = false;
+  for (const SweepRow& r : rows) {
+    if (losses(r) != fewest) continue;
+    fastest_s = any ? std::min(fastest_s, r.result.makespan_s) : r.result.makespan_s;
+    any = true;
+  }
+  const double tie_s = fastest_s * (1.0 + kSweepTieFraction);
+  auto safety = [](const SweepRow& r) {
+    const std::uint64_t workers = r.max_workers == 0 ? UINT64_MAX : r.max_workers;
+    return std::make_tuple(workers, r.high_water, -r.prediction_scale, r.result.peak_total_bytes);
+  };
+  std::size_t best = rows.size();
   for (std::size_t i = 0; i < rows.size(); ++i) {
-    if (best == rows.size() || key(rows[i]) < key(rows[best])) best = i;
+    if (losses(rows[i]) != fewest || rows[i].result.makespan_s > tie_s) continue;
+    if (best == rows.size() || safety(rows[i]) < safety(rows[best])) best = i;
   }
   return best;
 }

@@ -101,9 +101,18 @@ struct SweepGrid {
   std::vector<double> prediction_scale;
 };
 
-/// Caps {0, cores, 2 x cores, 4 x cores}, high-water {0.85, 0.90, 0.95}, margins
-/// {0.9, 1.0, 1.15, 1.3} (history's predictions already carry a p95 margin; 0.9 tests it).
-SweepGrid default_sweep_grid(std::uint32_t cores);
+/// High-water {0.85, 0.90, 0.95}, margins {0.9, 1.0, 1.15, 1.3} (history's predictions already
+/// carry a p95 margin; 0.9 tests it). Caps: for CPU-bound jobs (the built-in engine, which the real
+/// run never gives more than one worker per core) {1, cores / 2, cores}; otherwise {0 (memory
+/// alone), cores, 2 x cores, 4 x cores}. Replay's processor sharing cannot see what more built-in
+/// workers than cores cost (cache, memory bandwidth, the per-worker base): on examples/corpus
+/// (2 cores) it recommended 4, which ran 17.1-18.9 s against 15.3-16.9 s with 2.
+SweepGrid default_sweep_grid(std::uint32_t cores, bool cpu_bound);
+
+/// Makespans within this share of the fastest are a tie, which the safer setting wins: replay's
+/// makespan is within a few % of a real run's (bench/replay_accuracy.sh), so a 2% gain bought
+/// with a riskier setting is noise.
+constexpr double kSweepTieFraction = 0.02;
 
 /// Replays every combination of the grid over `base`.
 std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
@@ -111,8 +120,9 @@ std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
                             const SweepGrid& grid);
 
 /// The recommended row: fewest failures, then no guard kill (else fewest), then the shortest
-/// makespan; on a tie, the row with `base`'s own settings, then the lowest peak. rows.size()
-/// when rows is empty.
-std::size_t recommend(const std::vector<SweepRow>& rows, const ReplaySettings& base);
+/// makespan, where makespans within kSweepTieFraction of the fastest tie; on a tie the safest
+/// row: fewest workers (0, memory alone, counts as the most), lowest high-water, largest margin,
+/// then the lowest peak. 0 when rows is empty.
+std::size_t recommend(const std::vector<SweepRow>& rows);
 
 }  // namespace ab

@@ -31,6 +31,8 @@ struct ReplayOptions {
   std::string workers;
   double high_water = 0.90;     // the main command's default (orchestrator/run_command.h)
   double margin = 1.0;
+  /// --high-water, --margin, --sample-ms given: otherwise the recorded run's own are replayed.
+  bool high_water_given = false, margin_given = false, sample_ms_given = false;
   bool cold = false;
   double scale = 1.0;
   std::uint64_t seed = 1;
@@ -117,6 +119,34 @@ std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const
   return b.effective_bytes;
 }
 
+RecordedSettings recorded_settings(const RunInfo& info) {
+  RecordedSettings r;
+  const nlohmann::json& f = info.flags;
+  auto number = [&](const char* name) -> std::optional<double> {
+    auto it = f.find(name);
+    if (it == f.end() || !it->is_number()) return std::nullopt;
+    return it->get<double>();
+  };
+  // Runs recorded before "engine" was: the built-in engine is the one without a command.
+  if (auto it = f.find("engine"); it != f.end() && it->is_string()) {
+    r.builtin_engine = it->get<std::string>() == "builtin";
+  } else if (auto cmd = f.find("command"); cmd != f.end() && cmd->is_array()) {
+    r.builtin_engine = cmd->empty();
+  }
+  if (auto cap = number("workers_cap")) {
+    r.max_workers = static_cast<std::uint32_t>(*cap);
+  } else if (auto it = f.find("workers"); it != f.end() && it->is_string()) {
+    r.max_workers = parse_workers(it->get<std::string>());
+    // Older runs: `--workers auto` meant one built-in worker per core (run_command).
+    if (r.max_workers == 0u && r.builtin_engine && *r.builtin_engine && info.cores) r.max_workers = info.cores;
+  }
+  r.high_water = number("high_water");
+  r.margin = number("margin");
+  if (auto ms = number("sample_ms")) r.sample_ms = static_cast<std::int64_t>(*ms);
+  if (auto n = number("retries")) r.max_attempts = static_cast<std::uint32_t>(*n) + 1;
+  return r;
+}
+
 namespace {
 
 int run_replay(const ReplayOptions& o) {
@@ -174,22 +204,18 @@ int run_replay(const ReplayOptions& o) {
     fmt::print(stderr, "align-batch replay: the recorded run has no budget; pass --mem-budget SIZE\n");
     return 2;
   }
-  // Workers: the flag, else what the recorded run was given.
-  std::string workers = o.workers;
-  if (workers.empty() && info && info->flags.contains("workers") && info->flags["workers"].is_string()) {
-    workers = info->flags["workers"].get<std::string>();
-  }
-  const auto cap = parse_workers(workers);
+  // Everything not given on the command line is what the recorded run had in force.
+  const RecordedSettings recorded = info ? recorded_settings(*info) : RecordedSettings{};
+  std::optional<std::uint32_t> cap = recorded.max_workers.value_or(0);
+  if (!o.workers.empty()) cap = parse_workers(o.workers);
   if (!cap) {
-    fmt::print(stderr, "align-batch replay: --workers '{}': use auto or a positive number\n", workers);
+    fmt::print(stderr, "align-batch replay: --workers '{}': use auto or a positive number\n", o.workers);
     return 2;
   }
   settings.scheduler.max_workers = *cap;
-  settings.scheduler.high_water = o.high_water;
-  if (info && info->flags.contains("retries") && info->flags["retries"].is_number_unsigned()) {
-    settings.scheduler.max_attempts = info->flags["retries"].get<std::uint32_t>() + 1;
-  }
-  settings.prediction_scale = o.margin;
+  settings.scheduler.high_water = o.high_water_given ? o.high_water : recorded.high_water.value_or(o.high_water);
+  if (recorded.max_attempts) settings.scheduler.max_attempts = *recorded.max_attempts;
+  settings.prediction_scale = o.margin_given ? o.margin : recorded.margin.value_or(o.margin);
   if (o.cold) {
     // A first run: the real loop refits history's estimator on the jobs finished so far and
     // predicts every queued job from its size and audio duration (run_loop); replay does the
@@ -197,7 +223,8 @@ int run_replay(const ReplayOptions& o) {
     const std::vector<RecordedJob>& jobs = src.jobs;
     settings.learn = [&jobs](const std::vector<std::uint32_t>& finished) { return learn_predictions(jobs, finished); };
   }
-  settings.sample_interval_ms = o.sample_ms;
+  settings.sample_interval_ms = o.sample_ms_given ? o.sample_ms : recorded.sample_ms.value_or(o.sample_ms);
+  const bool cpu_bound = recorded.builtin_engine.value_or(false);
 
   const auto picks = o.scale == 1.0 ? pick_all(src.jobs.size()) : pick_scaled(src.jobs.size(), o.scale, o.seed);
   std::string keys;
@@ -209,7 +236,7 @@ int run_replay(const ReplayOptions& o) {
                         {"keys", src.keys},
                         {"cores", settings.cores},
                         {"budget_bytes", settings.scheduler.budget_bytes},
-                        {"sample_ms", o.sample_ms},
+                        {"sample_ms", settings.sample_interval_ms},
                         {"cold", o.cold},
                         {"scale", o.scale},
                         {"seed", o.seed}};
@@ -223,19 +250,19 @@ int run_replay(const ReplayOptions& o) {
   if (!o.sweep) {
     ReplayResult r = replay(src.jobs, picks, settings);
     out["workers"] = workers_text(*cap);
-    out["high_water"] = o.high_water;
-    out["margin"] = o.margin;
+    out["high_water"] = settings.scheduler.high_water;
+    out["margin"] = settings.prediction_scale;
     out["result"] = result_json(r);
     if (!o.json) {
       fmt::print("settings: workers {}, high water {}, margin {:.2f}, {}, samples every {} ms\n",
-                 workers_text(*cap), percent(o.high_water), o.margin,
-                 o.cold ? "first run (no history)" : "with history", o.sample_ms);
+                 workers_text(*cap), percent(settings.scheduler.high_water), settings.prediction_scale,
+                 o.cold ? "first run (no history)" : "with history", settings.sample_interval_ms);
       print_result(r, settings);
     }
   } else {
-    const SweepGrid grid = default_sweep_grid(settings.cores);
+    const SweepGrid grid = default_sweep_grid(settings.cores, cpu_bound);
     auto rows = sweep(src.jobs, picks, settings, grid);
-    const std::size_t best = recommend(rows, settings);
+    const std::size_t best = recommend(rows);
     out["rows"] = nlohmann::json::array();
     for (std::size_t i = 0; i < rows.size(); ++i) {
       out["rows"].push_back({{"workers", workers_text(rows[i].max_workers)},
@@ -247,8 +274,9 @@ int run_replay(const ReplayOptions& o) {
     const SweepRow& b = rows[best];
     if (!o.json) {
       fmt::print("sweep ({}, samples every {} ms; * recommended: fewest failures, no guard kill, "
-                 "shortest makespan):\n",
-                 o.cold ? "first run (no history)" : "with history", o.sample_ms);
+                 "shortest makespan, the safer setting within {:.0f}%{}):\n",
+                 o.cold ? "first run (no history)" : "with history", settings.sample_interval_ms,
+                 kSweepTieFraction * 100, cpu_bound ? "; built-in engine: at most one worker per core" : "");
       print_sweep(rows, best, settings.scheduler.budget_bytes);
       fmt::print("recommended: --workers {} --high-water {:.2f} (prediction margin x{:.2f}): {:.1f} s, "
                  "{} guard kills\n",
@@ -397,25 +425,30 @@ void add_replay_command(CLI::App& app, int& exit_code) {
                                                  "machine's memory (default: the recorded run's)");
   cmd->add_option("--cores", o->cores, "cores of the simulated machine (default: the recorded run's)");
   cmd->add_option("--workers", o->workers, "auto or N: the cap (default: the recorded run's)");
-  cmd->add_option("--high-water", o->high_water, "preemption mark as a share of the budget")
-      ->check(CLI::Range(0.1, 1.0))
-      ->capture_default_str();
-  cmd->add_option("--margin", o->margin, "multiply history's predictions by this")
-      ->check(CLI::Range(0.1, 10.0))
-      ->capture_default_str();
+  auto* high_water = cmd->add_option("--high-water", o->high_water,
+                                     "preemption mark as a share of the budget (default: the recorded run's)")
+                         ->check(CLI::Range(0.1, 1.0));
+  auto* margin = cmd->add_option("--margin", o->margin,
+                                 "multiply history's predictions by this (default: the recorded run's)")
+                     ->check(CLI::Range(0.1, 10.0));
   cmd->add_flag("--cold", o->cold, "replay as a first run: no predictions until the first job ends");
   cmd->add_option("--scale", o->scale, "replay K times as many jobs, drawn from the recorded ones")
       ->check(CLI::Range(0.001, 1e6))
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed for --scale's draw")->capture_default_str();
-  cmd->add_option("--sample-ms", o->sample_ms, "simulated memory sampling interval")
-      ->check(CLI::Range(5, 60000))
-      ->capture_default_str();
+  auto* sample_ms = cmd->add_option("--sample-ms", o->sample_ms,
+                                    "simulated memory sampling interval (default: the recorded run's)")
+                        ->check(CLI::Range(5, 60000));
   cmd->add_flag("--sweep", o->sweep, "try a grid of caps, high-water marks and margins; mark the best");
   auto* apply = cmd->add_flag("--apply", o->apply, "with --sweep: store the recommended settings for the key(s)");
   apply->needs(cmd->get_option("--sweep"));
   cmd->add_flag("--json", o->json, "one JSON object on stdout, for scripts");
-  cmd->final_callback([o, &exit_code] { exit_code = run_replay(*o); });
+  cmd->final_callback([o, &exit_code, high_water, margin, sample_ms] {
+    o->high_water_given = high_water->count() > 0;
+    o->margin_given = margin->count() > 0;
+    o->sample_ms_given = sample_ms->count() > 0;
+    exit_code = run_replay(*o);
+  });
 }
 
 }  // namespace ab

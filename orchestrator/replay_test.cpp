@@ -194,23 +194,45 @@ TEST_CASE("sweep: the recommended row is the fastest without guard kills") {
   // One worker at a time never kills, but is slower than packing.
   CHECK(rows[2].result.stats.guard_kills == 0);
   CHECK(rows[2].result.makespan_s > rows[1].result.makespan_s);
-  const std::size_t best = recommend(rows, base);
+  const std::size_t best = recommend(rows);
   CHECK(best == 1);
-  CHECK(recommend({}, base) == 0);
-  // On a tie, the settings already in use win.
+  CHECK(recommend({}) == 0);
+  // On a tie, the safer setting wins (a lower high-water mark here), even over the settings in use.
   std::vector<SweepRow> tie = {rows[1], rows[1]};
   tie[0].high_water = 0.85;
   tie[1].high_water = base.scheduler.high_water;
   tie[1].prediction_scale = base.prediction_scale;
   tie[1].max_workers = base.scheduler.max_workers;
-  CHECK(recommend(tie, base) == 1);
+  CHECK(recommend(tie) == 0);
 }
 
-TEST_CASE("default sweep grid scales the caps with the cores") {
-  SweepGrid g = default_sweep_grid(16);
+TEST_CASE("sweep: makespans within the tie fraction go to fewer workers, a real gain to more") {
+  auto row = [](std::uint32_t workers, double makespan_s) {
+    SweepRow r;
+    r.max_workers = workers;
+    r.high_water = 0.9;
+    r.prediction_scale = 1.0;
+    r.result.makespan_s = makespan_s;
+    return r;
+  };
+  // 4 workers 1% faster than 2: a tie, so 2. Memory alone (0) counts as the most workers.
+  CHECK(recommend({row(4, 99.0), row(2, 100.0), row(0, 98.5)}) == 1);
+  // 4 workers 10% faster: a real gain.
+  CHECK(recommend({row(4, 90.0), row(2, 100.0)}) == 0);
+  // A guard kill still loses to a slower row without one.
+  std::vector<SweepRow> kills = {row(1, 50.0), row(2, 100.0)};
+  kills[0].result.stats.guard_kills = 1;
+  CHECK(recommend(kills) == 1);
+}
+
+TEST_CASE("default sweep grid scales the caps with the cores, never past them for CPU-bound jobs") {
+  SweepGrid g = default_sweep_grid(16, false);
   CHECK(g.max_workers == std::vector<std::uint32_t>{0, 16, 32, 64});
   CHECK(g.high_water.size() == 3);
   CHECK(g.prediction_scale == std::vector<double>{0.9, 1.0, 1.15, 1.3});
+  CHECK(default_sweep_grid(16, true).max_workers == std::vector<std::uint32_t>{1, 8, 16});
+  CHECK(default_sweep_grid(2, true).max_workers == std::vector<std::uint32_t>{1, 2});
+  CHECK(default_sweep_grid(1, true).max_workers == std::vector<std::uint32_t>{1});
 }
 
 }  // namespace ab
@@ -389,4 +411,31 @@ TEST_CASE("replay --mem-budget PCT resolves against what the recorded run had: i
   info.mem_total_bytes = 0;  // a run recorded without MemTotal: nothing to take a percentage of
   CHECK_FALSE(ab::percent_budget_of_run(pct75, &info).has_value());
   CHECK_FALSE(ab::percent_budget_of_run(pct75, nullptr).has_value());
+}
+
+TEST_CASE("replay reads back the settings a run had in force, and older runs' auto as one built-in worker per core") {
+  ab::RunInfo info;
+  info.cores = 2;
+  info.flags = {{"workers", "auto"}, {"workers_cap", 2}, {"engine", "builtin"}, {"sample_ms", 80},
+                {"high_water", 0.85}, {"margin", 1.15}, {"retries", 1}};
+  ab::RecordedSettings r = ab::recorded_settings(info);
+  CHECK(r.max_workers == 2u);
+  CHECK(r.builtin_engine == true);
+  CHECK(r.sample_ms == 80);
+  CHECK(r.high_water == 0.85);
+  CHECK(r.margin == 1.15);
+  CHECK(r.max_attempts == 2u);
+  // An older run: no workers_cap or engine; the built-in engine is the one without a command.
+  info.flags = {{"workers", "auto"}, {"command", nlohmann::json::array()}};
+  r = ab::recorded_settings(info);
+  CHECK(r.builtin_engine == true);
+  CHECK(r.max_workers == 2u);
+  CHECK_FALSE(r.sample_ms.has_value());
+  // An older external-command run with auto: memory alone.
+  info.flags = {{"workers", "auto"}, {"command", {"mytool", "{in}"}}};
+  r = ab::recorded_settings(info);
+  CHECK(r.builtin_engine == false);
+  CHECK(r.max_workers == 0u);
+  info.flags = {{"workers", "6"}, {"engine", "command"}, {"workers_cap", 6}};
+  CHECK(ab::recorded_settings(info).max_workers == 6u);
 }

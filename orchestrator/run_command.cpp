@@ -376,7 +376,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   config.timeout_ms = timeout_ms.value_or(0);
   config.hang_ms = *hang_ms;
   config.tick_ms = o.sample_ms;
-  config.flags = {{"workers", o.workers}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
+  // Replay reads back what was in force (recorded_settings): the cap, the engine, the tick.
+  config.flags = {{"workers", o.workers}, {"workers_cap", max_workers}, {"engine", dashdash ? "command" : "builtin"},
+                  {"sample_ms", o.sample_ms}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
                   {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
                   {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
                   {"timeout", o.timeout}, {"force", o.force}, {"command", command},
