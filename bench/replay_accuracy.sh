@@ -9,6 +9,11 @@
 # a setting, which is run for real beside the default to show it is at least as fast and makes
 # no OOM kill.
 #
+# Then the built-in engine (persistent align-batch-worker processes, the shipped model) on
+# examples/corpus with --workers auto, twice: replaying each run must reproduce its real
+# concurrency cap exactly and its makespan within 5%; and `replay --sweep`'s recommendation is run
+# for real beside the default, 3 pairs in alternating order.
+#
 # Usage: bench/replay_accuracy.sh [BUILD_DIR]   (default: build; builds align-batch and memhog)
 # Replays with history use predictions fitted on all of the key's recorded jobs, while the real
 # run had only the runs before it: a small difference on a corpus that repeats.
@@ -101,5 +106,72 @@ rows = {l.split()[0]: l.split() for l in open(sys.argv[1])}
 d, r = float(rows["default"][1]), float(rows["recommended"][1])
 print(f"recommended / default makespan: {r / d:.3f} (target: at most 1.0; real runs vary by a few % "
       f"on a loaded machine)")
+EOF
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- The built-in engine ----
+nice cmake --build "$build" -j2 --target align-batch-worker >/dev/null
+bout=$work/builtin-out
+# builtin LABEL ARGS...: one real run of examples/corpus; appends "LABEL wall_s peak_bytes max_running".
+builtin() {
+  local label=$1
+  shift
+  "$ab" "$here/examples/corpus" --out "$bout" --force --progress json "$@" 2>/dev/null | python3 -c '
+import json, sys
+label, running, most = sys.argv[1], 0, 0
+for line in sys.stdin:
+    e = json.loads(line)
+    if e.get("event") == "start":
+        running += 1
+        most = max(most, running)
+    elif e.get("event") == "end":
+        running -= 1
+    elif e.get("event") == "summary":
+        print(label, e["wall_s"], e["peak_pss_bytes"], most)
+' "$label" >>"$work/builtin.txt"
+}
+echo
+echo "built-in engine: examples/corpus with --workers auto, two real runs (no history, then history)..."
+builtin run1
+builtin run2
+printf "\n%-22s %10s %10s %7s %12s %14s\n" "" "real s" "replay s" "ratio" "real at most" "replay at most"
+for run in 1 2; do
+  read -r _ wall _ most < <(sed -n "${run}p" "$work/builtin.txt")
+  args=()
+  [ "$run" = 1 ] && args=(--cold)
+  read -r r_wall r_most < <("$ab" replay --out "$bout" --run "$run" --json "${args[@]}" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["result"]; print(r["makespan_s"], r["peak_running"])')
+  python3 - "$run" "$wall" "$r_wall" "$most" "$r_most" <<'EOF'
+import sys
+run, wall, r_wall, most, r_most = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+label = f"run {run}" + (" (no history)" if run == "1" else " (history)")
+print(f"{label:<22} {wall:>10.2f} {r_wall:>10.2f} {r_wall / wall:>7.3f} {most:>12} {r_most:>14}"
+      + ("" if most == r_most else "   <- the cap differs"))
+EOF
+done
+read -r bworkers bhigh < <("$ab" replay --out "$bout" --run 2 --sweep --json | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["rows"]:
+    if r["recommended"]:
+        print(r["workers"], r["high_water"])')
+echo "sweep over run 2 recommends --workers $bworkers --high-water $bhigh; 3 real pairs beside the default, alternating:"
+for pair in 1 2 3; do
+  if [ $((pair % 2)) = 1 ]; then
+    builtin default
+    builtin recommended --workers "$bworkers" --high-water "$bhigh"
+  else
+    builtin recommended --workers "$bworkers" --high-water "$bhigh"
+    builtin default
+  fi
+done
+python3 - "$work/builtin.txt" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1])][2:]
+d = [float(r[1]) for r in rows if r[0] == "default"]
+r = [float(r[1]) for r in rows if r[0] == "recommended"]
+print("default     s:", " ".join(f"{x:.2f}" for x in d))
+print("recommended s:", " ".join(f"{x:.2f}" for x in r))
+print(f"recommended / default makespan, pair by pair: {' '.join(f'{b / a:.3f}' for a, b in zip(d, r))} "
+      "(target: not slower)")
 EOF
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
