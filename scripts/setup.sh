@@ -19,6 +19,7 @@ packages=(
   libxxhash-dev                            # job keys: XXH3-128 of model files
   sox                                      # tests synthesise their audio, never download it
   python3                                  # tests: scripted stand-ins for a protocol worker
+  python3-torchaudio                       # tests: tools/export_wav2vec2.py exports a real wav2vec2 architecture
 )
 # Benchmarks and the example generators: the peers we measure against, and espeak-ng speech.
 [ "$mode" = bench ] && packages+=(parallel python3-torch espeak-ng libsox-fmt-all)
