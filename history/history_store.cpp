@@ -68,6 +68,20 @@ CREATE TABLE tuned_settings (
   updated_at_ms INTEGER NOT NULL
 );
 )sql",
+    // 1 -> 2: what resume compares besides the input. A job is done only while its transcript's
+    // content, its task and every output it wrote are unchanged (docs/orchestrator.md).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN task TEXT;
+ALTER TABLE jobs ADD COLUMN transcript_hash TEXT;
+CREATE TABLE job_outputs (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL,
+  PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kHistorySchemaVersion,
               "one migration per schema version");
@@ -197,7 +211,7 @@ class Transaction {
 const char* const kJobColumns =
     "id, run_id, input_path, input_size_bytes, input_mtime_ns, audio_duration_s, job_key, status, "
     "attempts, peak_rss_bytes, peak_pss_bytes, peak_uss_bytes, peak_vram_bytes, wall_s, cpu_s, "
-    "exit_status, term_signal, error, finished_at_ms";
+    "exit_status, term_signal, error, finished_at_ms, task, transcript_hash";
 
 JobRow read_job(const Stmt& s) {
   JobRow j;
@@ -220,6 +234,8 @@ JobRow read_job(const Stmt& s) {
   if (auto v = s.opt_i64(16)) j.term_signal = static_cast<int>(*v);
   j.error = s.text(17);
   j.finished_at_ms = s.i64(18);
+  j.task = s.text(19);
+  if (!s.null(20)) j.transcript_hash = s.text(20);
   return j;
 }
 
@@ -286,7 +302,7 @@ HistoryStore::HistoryStore(std::filesystem::path path, sqlite3* db,
     : path_(std::move(path)), db_(db), busy_timeout_(busy_timeout) {}
 
 HistoryStore::~HistoryStore() {
-  sqlite3_finalize(find_done_stmt_);
+  for (sqlite3_stmt* s : {find_done_stmt_, last_ok_stmt_, outputs_stmt_, other_key_stmt_}) sqlite3_finalize(s);
   sqlite3_close_v2(db_);
 }
 
@@ -458,7 +474,8 @@ StoreResult<std::int64_t> HistoryStore::record_job(const JobRecord& job,
          "INSERT INTO jobs (run_id, input_path, input_size_bytes, input_mtime_ns, "
          "audio_duration_s, job_key, status, attempts, peak_rss_bytes, peak_pss_bytes, "
          "peak_uss_bytes, peak_vram_bytes, wall_s, cpu_s, exit_status, term_signal, error, "
-         "finished_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+         "finished_at_ms, task, transcript_hash) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   s.bind(1, job.run_id)
       .bind(2, job.input_path)
       .bind(3, job.input_size_bytes)
@@ -476,9 +493,21 @@ StoreResult<std::int64_t> HistoryStore::record_job(const JobRecord& job,
       .bind(15, job.exit_status)
       .bind(16, job.term_signal)
       .bind(17, job.error)
-      .bind(18, job.finished_at_ms ? job.finished_at_ms : now_ms());
+      .bind(18, job.finished_at_ms ? job.finished_at_ms : now_ms())
+      .bind(19, job.task.empty() ? std::optional<std::string>() : std::optional<std::string>(job.task))
+      .bind(20, job.transcript_hash);
   if (s.step() != SQLITE_DONE) return R::failure(failure(what));
   const std::int64_t id = sqlite3_last_insert_rowid(db_);
+  Stmt o(db_, "INSERT INTO job_outputs (job_id, seq, path, size_bytes, mtime_ns) VALUES (?, ?, ?, ?, ?)");
+  for (std::size_t i = 0; i < job.outputs.size(); ++i) {
+    o.reset();
+    o.bind(1, id)
+        .bind(2, static_cast<std::int64_t>(i))
+        .bind(3, job.outputs[i].path)
+        .bind(4, job.outputs[i].size_bytes)
+        .bind(5, job.outputs[i].mtime_ns);
+    if (o.step() != SQLITE_DONE) return R::failure(failure(what + "'s outputs"));
+  }
   const auto kept = downsample_timeline(timeline, max_points);
   Stmt p(db_,
          "INSERT INTO job_timelines (job_id, seq, t_ms, rss_bytes, pss_bytes, vram_bytes) "
@@ -515,6 +544,95 @@ StoreResult<bool> HistoryStore::find_done(const std::string& input_path, std::ui
   sqlite3_bind_int64(s, 4, mtime_ns);
   const int rc = sqlite3_step(s);
   sqlite3_reset(s);  // ends the read, so this connection does not pin an old WAL snapshot
+  if (rc == SQLITE_ROW) return R(true);
+  if (rc == SQLITE_DONE) return R(false);
+  return R::failure(failure(what));
+}
+
+namespace {
+
+// Prepares `sql` into `stmt` once (persistent), resets it otherwise; false if it cannot be prepared.
+bool prepare_once(sqlite3* db, sqlite3_stmt*& stmt, const std::string& sql) {
+  if (stmt) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return true;
+  }
+  return sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) == SQLITE_OK;
+}
+
+void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+
+std::string column_text(sqlite3_stmt* s, int c) {
+  const auto* p = sqlite3_column_text(s, c);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, c)))
+           : std::string();
+}
+
+}  // namespace
+
+StoreResult<std::optional<JobRow>> HistoryStore::last_ok_job(const std::string& input_path,
+                                                             const std::string& job_key) {
+  using R = StoreResult<std::optional<JobRow>>;
+  const std::string what = "looking up " + input_path;
+  if (!prepare_once(db_, last_ok_stmt_,
+                    fmt::format("SELECT {} FROM jobs WHERE input_path = ? AND job_key = ? AND status = 'ok' "
+                                "ORDER BY finished_at_ms DESC, id DESC LIMIT 1",
+                                kJobColumns)))
+    return R::failure(failure(what));
+  sqlite3_stmt* s = last_ok_stmt_;
+  bind_text(s, 1, input_path);
+  bind_text(s, 2, job_key);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(s);
+    return R(std::optional<JobRow>());
+  }
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(s);
+    return R::failure(failure(what));
+  }
+  // read_job takes a Stmt; the persistent statement's columns are read the same way by hand.
+  JobRow j;
+  j.id = sqlite3_column_int64(s, 0);
+  j.run_id = sqlite3_column_int64(s, 1);
+  j.input_path = column_text(s, 2);
+  j.input_size_bytes = static_cast<std::uint64_t>(sqlite3_column_int64(s, 3));
+  j.input_mtime_ns = sqlite3_column_int64(s, 4);
+  if (sqlite3_column_type(s, 5) != SQLITE_NULL) j.audio_duration_s = sqlite3_column_double(s, 5);
+  j.job_key = column_text(s, 6);
+  j.status = JobStatus::kOk;
+  j.finished_at_ms = sqlite3_column_int64(s, 18);
+  j.task = column_text(s, 19);
+  if (sqlite3_column_type(s, 20) != SQLITE_NULL) j.transcript_hash = column_text(s, 20);
+  sqlite3_reset(s);  // ends the read, so this connection does not pin an old WAL snapshot
+
+  if (!prepare_once(db_, outputs_stmt_,
+                    "SELECT path, size_bytes, mtime_ns FROM job_outputs WHERE job_id = ? ORDER BY seq"))
+    return R::failure(failure(what));
+  s = outputs_stmt_;
+  sqlite3_bind_int64(s, 1, j.id);
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+    j.outputs.push_back({column_text(s, 0), static_cast<std::uint64_t>(sqlite3_column_int64(s, 1)),
+                         sqlite3_column_int64(s, 2)});
+  sqlite3_reset(s);
+  if (rc != SQLITE_DONE) return R::failure(failure(what + "'s outputs"));
+  return R(std::optional<JobRow>(std::move(j)));
+}
+
+StoreResult<bool> HistoryStore::ok_under_other_key(const std::string& input_path, const std::string& job_key) {
+  using R = StoreResult<bool>;
+  const std::string what = "looking up " + input_path;
+  if (!prepare_once(db_, other_key_stmt_,
+                    "SELECT 1 FROM jobs WHERE input_path = ? AND job_key != ? AND status = 'ok' LIMIT 1"))
+    return R::failure(failure(what));
+  sqlite3_stmt* s = other_key_stmt_;
+  bind_text(s, 1, input_path);
+  bind_text(s, 2, job_key);
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
   if (rc == SQLITE_ROW) return R(true);
   if (rc == SQLITE_DONE) return R(false);
   return R::failure(failure(what));

@@ -61,6 +61,14 @@ enum class JobStatus { kOk, kFailed, kKilled, kDied };
 const char* to_string(JobStatus status);
 std::optional<JobStatus> parse_job_status(const std::string& text);
 
+/// One output file a job wrote, as it was right after the job: resume redoes the job when the
+/// file is gone or its size or mtime no longer match (someone deleted or edited it).
+struct OutputFile {
+  std::string path;  ///< absolute; bytes as the file system has them (not necessarily UTF-8)
+  std::uint64_t size_bytes = 0;
+  std::int64_t mtime_ns = 0;
+};
+
 /// One finished job (or one ended attempt, if the caller records attempts separately).
 struct JobRecord {
   std::int64_t run_id = 0;
@@ -81,6 +89,10 @@ struct JobRecord {
   std::optional<int> term_signal;  ///< the signal that ended it, when one did
   std::string error;
   std::int64_t finished_at_ms = 0;  ///< Unix ms; 0: now
+  // What resume compares besides the input (schema 2; rows written by schema 1 have an empty task).
+  std::string task;  ///< "align" or "transcribe" (built-in engine), "command" (external)
+  std::optional<std::string> transcript_hash;  ///< XXH3-128 hex of the transcript's bytes; none: no transcript
+  std::vector<OutputFile> outputs;  ///< ok jobs: every file written (read back by last_ok_job only)
 };
 
 /// A recorded job, as read back.
@@ -101,7 +113,7 @@ struct KeyRow {
 std::filesystem::path default_history_path(const std::filesystem::path& out_dir);
 
 /// The schema version this build writes; files with a higher PRAGMA user_version are refused.
-constexpr int kHistorySchemaVersion = 1;
+constexpr int kHistorySchemaVersion = 2;
 /// PRAGMA application_id of align-batch history files ("ABH1"), so that another program's SQLite
 /// file is never mistaken for ours.
 constexpr std::int32_t kHistoryApplicationId = 0x41424831;
@@ -143,6 +155,12 @@ class HistoryStore {
   StoreResult<bool> find_done(const std::string& input_path, std::uint64_t size_bytes,
                               std::int64_t mtime_ns, const std::string& job_key);
 
+  /// Resume: the newest ok job for this input path and key, with its outputs; none if there is none.
+  StoreResult<std::optional<JobRow>> last_ok_job(const std::string& input_path, const std::string& job_key);
+  /// True if an ok job exists for this input path under a key other than `job_key` (the model or
+  /// command changed since it was done).
+  StoreResult<bool> ok_under_other_key(const std::string& input_path, const std::string& job_key);
+
   /// The key's most recent jobs (newest first), at most `limit`.
   StoreResult<std::vector<JobRow>> jobs_for_key(const std::string& job_key,
                                                 std::size_t limit = 1000);
@@ -173,6 +191,9 @@ class HistoryStore {
   std::chrono::milliseconds busy_timeout_;
   // find_done runs once per corpus file at startup: prepared once (measured 52 -> 4-15 us per lookup on a loaded 2-core box).
   sqlite3_stmt* find_done_stmt_ = nullptr;
+  sqlite3_stmt* last_ok_stmt_ = nullptr;      ///< last_ok_job, once per corpus file: prepared once too
+  sqlite3_stmt* outputs_stmt_ = nullptr;
+  sqlite3_stmt* other_key_stmt_ = nullptr;
 };
 
 }  // namespace ab

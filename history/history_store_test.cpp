@@ -63,7 +63,7 @@ TEST_CASE("open creates the directory and a WAL database stamped with our id and
   CHECK(std::filesystem::exists(db));
   CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   CHECK(raw_int(db, "PRAGMA application_id") == ab::kHistoryApplicationId);
-  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 4);
+  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 5);
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
   sqlite3_stmt* s = nullptr;
@@ -180,6 +180,82 @@ TEST_CASE("find_done: an ok job with the same path, size, mtime and key") {
   CHECK_FALSE(*store->find_done("/c/a.wav", job.input_size_bytes, job.input_mtime_ns + 1, "ctc:aa"));
   CHECK_FALSE(*store->find_done("/c/a.wav", job.input_size_bytes, job.input_mtime_ns, "ctc:bb"));
   CHECK_FALSE(*store->find_done("/c/b.wav", job.input_size_bytes, job.input_mtime_ns, "ctc:aa"));
+}
+
+TEST_CASE("last_ok_job: the newest ok job of a path and key, with its task, transcript hash and outputs") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  const auto run = *store->begin_run({});
+  auto job = make_job(run, "/c/caf\xe9.wav", "ctc:aa");  // not UTF-8: stored and found byte-exact
+  job.task = "align";
+  job.transcript_hash = "0123abcd";
+  job.outputs = {{"/o/caf\xe9.TextGrid", 10, 111}, {"/o/caf\xe9.json", 20, 222}};
+  job.finished_at_ms = 1000;
+  REQUIRE(store->record_job(job).ok());
+  auto newer = make_job(run, "/c/caf\xe9.wav", "ctc:aa");
+  newer.task = "transcribe";
+  newer.finished_at_ms = 2000;
+  newer.outputs = {{"/o/caf\xe9.ctm", 30, 333}};
+  REQUIRE(store->record_job(newer).ok());
+  REQUIRE(store->record_job(make_job(run, "/c/caf\xe9.wav", "ctc:aa", JobStatus::kFailed)).ok());  // newest, not ok
+  auto found = store->last_ok_job("/c/caf\xe9.wav", "ctc:aa");
+  REQUIRE(found.ok());
+  REQUIRE(found.value().has_value());
+  const ab::JobRow& row = *found.value();
+  CHECK(row.task == "transcribe");
+  CHECK_FALSE(row.transcript_hash.has_value());
+  REQUIRE(row.outputs.size() == 1);
+  CHECK(row.outputs[0].path == "/o/caf\xe9.ctm");
+  CHECK(row.outputs[0].size_bytes == 30);
+  CHECK(row.outputs[0].mtime_ns == 333);
+  CHECK(row.input_size_bytes == job.input_size_bytes);
+  CHECK(row.input_mtime_ns == job.input_mtime_ns);
+  CHECK_FALSE(store->last_ok_job("/c/caf\xe9.wav", "ctc:bb").value().has_value());
+  CHECK(store->ok_under_other_key("/c/caf\xe9.wav", "ctc:bb").value());
+  CHECK_FALSE(store->ok_under_other_key("/c/caf\xe9.wav", "ctc:aa").value());
+  // Outputs go with their job.
+  REQUIRE(store->forget_key("ctc:aa").ok());
+  CHECK(raw_int(dir.path() / "h.sqlite", "SELECT COUNT(*) FROM job_outputs") == 0);
+}
+
+TEST_CASE("a schema-1 history is migrated: its jobs stay, with no task, so resume redoes them") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "h.sqlite";
+  {
+    // What a build of schema 1 wrote (its migration, verbatim from history_store.cpp 0 -> 1).
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+    const char* v1 =
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY, started_at_ms INTEGER NOT NULL, ended_at_ms INTEGER, "
+        "exit_code INTEGER, host TEXT NOT NULL, cores INTEGER NOT NULL, mem_total_bytes INTEGER NOT NULL, "
+        "budget_bytes INTEGER NOT NULL, version TEXT NOT NULL, flags_json TEXT NOT NULL);"
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, "
+        "input_path TEXT NOT NULL, input_size_bytes INTEGER NOT NULL, input_mtime_ns INTEGER NOT NULL, "
+        "audio_duration_s REAL, job_key TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('ok', 'failed', "
+        "'killed', 'died')), attempts INTEGER NOT NULL, peak_rss_bytes INTEGER NOT NULL, peak_pss_bytes INTEGER "
+        "NOT NULL, peak_uss_bytes INTEGER NOT NULL, peak_vram_bytes INTEGER NOT NULL, wall_s REAL NOT NULL, cpu_s "
+        "REAL NOT NULL, exit_status INTEGER, term_signal INTEGER, error TEXT NOT NULL, finished_at_ms INTEGER NOT "
+        "NULL);"
+        "CREATE TABLE job_timelines (job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, seq INTEGER "
+        "NOT NULL, t_ms INTEGER NOT NULL, rss_bytes INTEGER NOT NULL, pss_bytes INTEGER NOT NULL, vram_bytes "
+        "INTEGER NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;"
+        "CREATE TABLE tuned_settings (job_key TEXT PRIMARY KEY, settings_json TEXT NOT NULL, updated_at_ms "
+        "INTEGER NOT NULL);"
+        "INSERT INTO runs VALUES (1, 1, 2, 0, 'h', 2, 1, 1, 'old', '{}');"
+        "INSERT INTO jobs VALUES (1, 1, '/c/a.wav', 5, 6, 1.5, 'ctc:aa', 'ok', 1, 7, 8, 0, 0, 0.1, 0.1, 0, NULL, "
+        "'', 3);"
+        "PRAGMA application_id = 1094862897; PRAGMA user_version = 1;";
+    REQUIRE(sqlite3_exec(h, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(h);
+  }
+  auto store = open_ok(db);
+  CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
+  auto found = store->last_ok_job("/c/a.wav", "ctc:aa");
+  REQUIRE(found.ok());
+  REQUIRE(found.value().has_value());
+  CHECK(found.value()->task.empty());
+  CHECK(found.value()->outputs.empty());
+  CHECK(*store->find_done("/c/a.wav", 5, 6, "ctc:aa"));
 }
 
 TEST_CASE("timelines are stored down-sampled, in order, with the true peak") {

@@ -19,6 +19,10 @@ Result<std::string> job_key_for_model(const std::filesystem::path& model_path);
 /// unexpanded, e.g. "cmd:mytool --fast {in} {out}".
 std::string job_key_for_command(const std::vector<std::string>& argv_template);
 
+/// XXH3-128 hex of a file's bytes (streamed): resume compares a transcript's content by it.
+/// Fails (naming the file) when it cannot be read.
+Result<std::string> content_hash(const std::filesystem::path& path);
+
 /// The sidecar the worker reads for `model_path`: same stem, ".json".
 std::filesystem::path sidecar_path(const std::filesystem::path& model_path);
 

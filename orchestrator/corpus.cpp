@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 #include <system_error>
+#include <tuple>
+#include <utility>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,14 +29,22 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::optional<fs::path> find_transcript(const fs::path& audio) {
-  for (const char* ext : {".txt", ".lab", ".TXT", ".LAB"}) {
-    fs::path t = audio;
-    t.replace_extension(ext);
-    std::error_code ec;
-    if (fs::is_regular_file(t, ec)) return t;
-  }
-  return std::nullopt;
+/// The transcript beside `audio` (`.txt` before `.lab`, lower case before upper), and the `.lab`
+/// left unused when both kinds exist.
+std::pair<std::optional<fs::path>, std::optional<fs::path>> find_transcript(const fs::path& audio) {
+  auto first_of = [&](std::initializer_list<const char*> exts) -> std::optional<fs::path> {
+    for (const char* ext : exts) {
+      fs::path t = audio;
+      t.replace_extension(ext);
+      std::error_code ec;
+      if (fs::is_regular_file(t, ec)) return t;
+    }
+    return std::nullopt;
+  };
+  auto txt = first_of({".txt", ".TXT"});
+  auto lab = first_of({".lab", ".LAB"});
+  if (txt) return {txt, lab};
+  return {lab, std::nullopt};
 }
 
 fs::path absolute_normal(const fs::path& p) {
@@ -131,7 +141,7 @@ class Scanner {
       problem(audio, error);
       return;
     }
-    f.transcript = find_transcript(audio);
+    std::tie(f.transcript, f.unused_transcript) = find_transcript(audio);
     fs::path rel_noext = f.relative;
     rel_noext.replace_extension();
     f.out_base = out_dir_ / rel_noext;

@@ -15,6 +15,8 @@ namespace ab {
 struct CorpusFile {
   std::filesystem::path audio;                     ///< absolute, lexically normal
   std::optional<std::filesystem::path> transcript; ///< `<stem>.txt` or `<stem>.lab` beside it
+  /// Set when both exist: the `.lab` that is not used (the `.txt` wins); the run says so once.
+  std::optional<std::filesystem::path> unused_transcript;
   std::filesystem::path relative;                  ///< path under its corpus root (mirrored under --out)
   std::filesystem::path out_base;                  ///< output path without extension
   std::uint64_t size_bytes = 0;

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/wire_path.h"
 #include "memguard/process_memory.h"
 #include "worker/status_block.h"
 
@@ -373,6 +374,9 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
       end.peak_rss_bytes = msg["peak_rss_bytes"].get<std::uint64_t>();
     if (end.ok && msg.contains("band_limited") && msg["band_limited"].is_boolean())
       end.band_limited = msg["band_limited"].get<bool>();
+    if (end.ok && msg.contains("outputs") && msg["outputs"].is_array())
+      for (const auto& o : msg["outputs"])
+        if (auto path = path_from_json(o)) end.outputs.push_back(*path);
     end.killed_by_us = p.kill_sent;
     p.busy = false;
     p.job = 0;

@@ -17,6 +17,8 @@ int RunSummary::exit_code() const {
 nlohmann::json RunSummary::to_json() const {
   nlohmann::json failures = nlohmann::json::array();
   for (const auto& f : failed) failures.push_back({{"path", f.path}, {"reason", f.reason}});
+  nlohmann::json reran_json = nlohmann::json::array();
+  for (const auto& f : reran) reran_json.push_back({{"path", f.path}, {"reason", f.reason}});
   return {{"total", total},
           {"done", done},
           {"skipped", skipped},
@@ -30,6 +32,9 @@ nlohmann::json RunSummary::to_json() const {
           {"files_per_hour", wall_s > 0 ? static_cast<double>(done) * 3600.0 / wall_s : 0.0},
           {"interrupted", interrupted},
           {"band_limited", band_limited},
+          {"run_reasons", run_reasons},
+          {"reran", reran_json},
+          {"transcribed_without_transcript", transcribed_without_transcript},
           {"max_trellis_mib", max_trellis_mib},
           {"exit_code", exit_code()}};
 }
@@ -50,7 +55,8 @@ bool Progress::parse_mode(const std::string& text, std::FILE* log, Mode& mode) {
 }
 
 void Progress::emit(nlohmann::json event) {
-  std::fputs((event.dump() + "\n").c_str(), events_);
+  // Paths in events are display_path()s already; replace, never throw, should one slip through.
+  std::fputs((event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), events_);
   std::fflush(events_);
 }
 
@@ -144,6 +150,22 @@ void Progress::summary(const RunSummary& s, std::FILE* out) {
   std::fprintf(out, "\npeak memory %s of budget %s; wall time %.1f s; %.0f files/hour\n",
                format_bytes(s.peak_pss_bytes).c_str(),
                s.budget_bytes ? format_bytes(s.budget_bytes).c_str() : "unlimited", s.wall_s, per_hour);
+  if (!s.reran.empty()) {
+    std::string counts;
+    for (const auto& [why, n] : s.run_reasons) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", n, why);
+    std::fprintf(out, "ran: %s\n%zu file%s ran again although done before:\n", counts.c_str(), s.reran.size(),
+                 s.reran.size() == 1 ? "" : "s");
+    for (const auto& f : s.reran) std::fprintf(out, "  %s: %s\n", f.path.c_str(), f.reason.c_str());
+  }
+  if (!s.transcribed_without_transcript.empty()) {
+    const bool one = s.transcribed_without_transcript.size() == 1;
+    std::fprintf(out,
+                 "%zu file%s transcribed, not aligned: no transcript beside %s (<stem>.txt or .lab), while other "
+                 "files have one (--task auto); add %s, or pass --task align to make this an error:\n",
+                 s.transcribed_without_transcript.size(), one ? " was" : "s were", one ? "it" : "them",
+                 one ? "one" : "them");
+    for (const auto& path : s.transcribed_without_transcript) std::fprintf(out, "  %s\n", path.c_str());
+  }
   if (!s.band_limited.empty()) {
     const bool one = s.band_limited.size() == 1;
     std::fprintf(out,

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,12 @@ struct FailedFile {
   std::string reason;
 };
 
+/// A file and a note about it (why it ran again, ...), for the summary.
+struct FileNote {
+  std::string path;
+  std::string reason;
+};
+
 /// The end-of-run summary.
 struct RunSummary {
   std::size_t total = 0;    ///< files found
@@ -48,6 +55,14 @@ struct RunSummary {
   std::vector<std::string> band_limited;
   /// The --max-trellis-mib the workers ran with (built-in engine), for the summary's advice; 0: none.
   std::uint64_t max_trellis_mib = 0;
+  /// Files that ran, counted by why (orchestrator/resume.h): "new", "transcript changed",
+  /// "output missing", ... (the text before any ':').
+  std::map<std::string, std::size_t> run_reasons;
+  /// Files history had done that ran again, each with why.
+  std::vector<FileNote> reran;
+  /// --task auto: files done by transcribing because they have no transcript, while other
+  /// files of the corpus have one.
+  std::vector<std::string> transcribed_without_transcript;
   /// 0 all done, 1 some failed, 130 interrupted.
   int exit_code() const;
   nlohmann::json to_json() const;

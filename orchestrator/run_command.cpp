@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "common/wire_path.h"
 #include "history/history_store.h"
 #include "history/job_key.h"
 #include "memguard/budget.h"
@@ -35,6 +36,24 @@ constexpr int kExitUsage = 2;
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
   std::string out;
   for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
+/// An argv as a user could paste it into a shell: words with anything but [A-Za-z0-9_./=:,+@%-]
+/// in single quotes (a quote inside as '\''), non-UTF-8 bytes shown as \xHH.
+std::string shell_words(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) {
+    const std::string shown = display_path(a);
+    const bool plain = !shown.empty() && shown.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                                 "0123456789_./=:,+@%-") == std::string::npos;
+    std::string word = plain ? shown : "'";
+    if (!plain) {
+      for (char c : shown) word += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      word += "'";
+    }
+    out += (out.empty() ? "" : " ") + word;
+  }
   return out;
 }
 
@@ -418,6 +437,21 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
 
   Progress progress(mode, stderr, stdout);
+  {
+    // Both <stem>.txt and <stem>.lab: the .txt is used. Said once, not once per file.
+    std::size_t both = 0;
+    const CorpusFile* example = nullptr;
+    for (const auto& f : corpus.files)
+      if (f.unused_transcript && both++ == 0) example = &f;
+    if (example) {
+      const std::string note = fmt::format(
+          "{} file{} both a .txt and a .lab transcript; the .txt is used (e.g. {}, not {})", both,
+          both == 1 ? " has" : "s have", display_path(example->transcript->string()),
+          display_path(example->unused_transcript->string()));
+      if (o.dry_run) std::printf("%s\n", note.c_str());
+      else progress.message(note);
+    }
+  }
   if (!vram_note.empty()) {
     if (o.dry_run) std::printf("%s\n", vram_note.c_str());
     else progress.message(vram_note);
@@ -450,29 +484,45 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     } null_runner;
     RunLoop loop(config, null_runner, probe, history.get(), progress, nullptr);
     auto plan = loop.plan(corpus, errors);
-    std::size_t to_run = 0;
+    std::size_t to_run = 0, above_budget = 0;
     std::uint64_t largest = 0;
+    // One header row, then one tab-separated row per file (docs/orchestrator.md).
+    std::printf("action\tfile\tsize\taudio\tpeak\ttask\ttranscript\twhy%s\n", dashdash ? "\tcommand" : "");
     for (const auto& p : plan) {
       const std::string audio = p.file->audio_duration_s ? fmt::format("audio {:.2f} s", *p.file->audio_duration_s)
                                                          : std::string("audio unknown");
-      std::printf("%s\t%s\t%s\t%s\t%s\n", p.skip ? "skip" : "run", p.file->audio.c_str(), format_bytes(p.file->size_bytes).c_str(),
-                  audio.c_str(),
-                  p.predicted_peak_bytes ? ("peak ~" + format_bytes(*p.predicted_peak_bytes)).c_str() : "peak unknown (no history)");
+      std::string row = fmt::format(
+          "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", p.skip ? "skip" : "run", display_path(p.file->audio.string()),
+          format_bytes(p.file->size_bytes), audio,
+          p.predicted_peak_bytes ? "peak ~" + format_bytes(*p.predicted_peak_bytes) : std::string("peak unknown (no history)"),
+          p.task + (p.transcribed_for_want ? " (no transcript)" : ""),
+          p.file->transcript ? display_path(p.file->transcript->string()) : std::string("-"), p.skip ? "done" : p.reason);
+      if (dashdash && config.command) {
+        // {out} shown at its final place; when the job runs it points into the staging directory.
+        const CorpusFile& f = *p.file;
+        row += "\t" + shell_words(config.command->expand({f.audio, f.out_base, f.audio.stem().string(), f.audio.parent_path()}));
+      }
+      std::printf("%s\n", row.c_str());
       if (!p.skip) {
         ++to_run;
         largest = std::max(largest, p.predicted_peak_bytes.value_or(0));
+        if (p.predicted_peak_bytes.value_or(0) > budget.effective_bytes) ++above_budget;
       }
     }
-    for (const auto& e : errors) std::printf("error\t%s\t%s\n", e.path.c_str(), e.reason.c_str());
-    for (const auto& e : corpus.problems) std::printf("error\t%s\t%s\n", e.path.c_str(), e.message.c_str());
+    for (const auto& e : errors) std::printf("error\t%s\t%s\n", display_path(e.path).c_str(), e.reason.c_str());
+    for (const auto& e : corpus.problems)
+      std::printf("error\t%s\t%s\n", display_path(e.path.string()).c_str(), e.message.c_str());
     std::printf("plan: %zu to run, %zu skipped (done), %zu with errors; budget %s (%s, reserve %s); workers %s",
                 to_run, plan.size() - to_run, errors.size() + corpus.problems.size(),
                 format_bytes(budget.effective_bytes).c_str(), budget.ceiling_source.c_str(),
                 format_bytes(budget.reserve_bytes).c_str(), o.workers.c_str());
     if (max_workers > 0) std::printf(" (at most %u at once)", static_cast<unsigned>(max_workers));
-    if (largest > 0)
+    if (above_budget > 0)
+      std::printf("; %zu file%s predicted above the budget (largest ~%s): %s would fail unstarted", above_budget,
+                  above_budget == 1 ? "" : "s", format_bytes(largest).c_str(), above_budget == 1 ? "it" : "they");
+    else if (largest > 0)
       std::printf("; at least %llu at once by the largest prediction",
-                  static_cast<unsigned long long>(std::max<std::uint64_t>(1, budget.effective_bytes / largest)));
+                  static_cast<unsigned long long>(budget.effective_bytes / largest));
     std::printf("\n");
     return 0;
   }

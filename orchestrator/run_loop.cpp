@@ -11,11 +11,13 @@
 
 #include <fmt/format.h>
 
+#include "common/wire_path.h"
 #include "history/estimator.h"
 #include "history/history_store.h"
 #include "history/timeline.h"
 #include "memguard/size.h"
 #include "orchestrator/process_runner.h"
+#include "orchestrator/resume.h"
 
 namespace fs = std::filesystem;
 
@@ -42,6 +44,11 @@ struct RunLoop::Job {
   std::vector<TimelinePoint> timeline;
   std::optional<std::uint64_t> oom_kills_at_start;
   fs::path staging;  ///< external engine: this attempt's {out} directory
+  std::string task;  ///< what it runs: "align", "transcribe" or "command" (recorded for resume)
+  std::string reason;  ///< why it runs (resume.h)
+  bool transcribed_for_want = false;
+  std::optional<std::string> transcript_hash;  ///< this attempt's transcript, hashed as it was sent
+  std::vector<OutputFile> outputs;  ///< what an ok attempt wrote, stat'ed right after
 };
 
 std::size_t clean_stale_staging(const fs::path& out_dir) {
@@ -81,25 +88,39 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
     else progress_.message("history: " + r.error() + " (continuing without predictions)");
   }
   Estimator estimator(observations_from_jobs(rows));
+  const bool any_transcript =
+      std::any_of(corpus.files.begin(), corpus.files.end(), [](const CorpusFile& f) { return f.transcript.has_value(); });
   std::vector<PlannedFile> out;
   for (const auto& f : corpus.files) {
     PlannedFile p;
     p.file = &f;
+    p.task = task_for(f);
+    p.transcribed_for_want = !config_.command && config_.task == "auto" && !f.transcript && any_transcript;
     if (!config_.command && config_.task == "align" && !f.transcript) {
       fs::path stem = f.audio;
       stem.replace_extension();
       errors.push_back({f.audio.string(), "no transcript beside it (" + stem.filename().string() + ".txt or .lab); add one or use --task transcribe"});
       continue;
     }
-    if (history_ && !config_.force) {
-      auto done = history_->find_done(f.audio.string(), f.size_bytes, f.mtime_ns, config_.job_key);
-      if (done && done.value()) p.skip = true;
+    if (config_.force) {
+      p.reason = "--force";
+    } else if (history_) {
+      const ResumeDecision d = check_resume(*history_, f, config_.job_key, p.task);
+      p.skip = d.done;
+      p.reason = d.reason;
+    } else {
+      p.reason = kReasonNew;
     }
     // The audio seconds line where the header gave a duration and that line is the tighter one.
     if (auto e = estimator.predict(f.size_bytes, f.audio_duration_s)) p.predicted_peak_bytes = scaled(e->peak_bytes);
     out.push_back(p);
   }
   return out;
+}
+
+std::string RunLoop::task_for(const CorpusFile& f) const {
+  if (config_.command) return "command";
+  return config_.task == "auto" ? (f.transcript ? "align" : "transcribe") : config_.task;
 }
 
 std::uint64_t RunLoop::scaled(std::uint64_t predicted_peak_bytes) const {
@@ -111,6 +132,9 @@ RunnerJob RunLoop::make_runner_job(Job& job) {
   RunnerJob rj;
   rj.id = job.id;
   rj.name = f.relative.string();
+  // An external command may read the transcript too ({dir}/{stem}.txt): only transcription does not.
+  job.transcript_hash = job.task == "transcribe" ? std::nullopt : transcript_hash_of(f);
+  job.outputs.clear();
   if (config_.command) {
     job.staging = staging_dir_ / fmt::format("{}-{}", job.id, job.attempts);
     std::error_code ec;
@@ -122,16 +146,22 @@ RunnerJob RunLoop::make_runner_job(Job& job) {
   } else {
     std::error_code ec;
     fs::create_directories(f.out_base.parent_path(), ec);
-    const std::string task = config_.task == "auto" ? (f.transcript ? "align" : "transcribe") : config_.task;
-    nlohmann::json req = {{"id", job.id}, {"audio", f.audio.string()}, {"out", f.out_base.string()}, {"task", task}};
-    req["transcript"] = f.transcript ? nlohmann::json(f.transcript->string()) : nlohmann::json(nullptr);
+    // Paths go as JSON strings, or as {"hex": ...} when not UTF-8 (common/wire_path.h): byte-exact.
+    nlohmann::json req = {{"id", job.id}, {"audio", path_to_json(f.audio.string())},
+                          {"out", path_to_json(f.out_base.string())}, {"task", job.task}};
+    req["transcript"] = f.transcript ? path_to_json(f.transcript->string()) : nlohmann::json(nullptr);
     rj.request_json = req.dump();
   }
   return rj;
 }
 
-bool RunLoop::finish_outputs(Job& job, std::string& error) {
-  if (!config_.command) return true;  // the worker writes its outputs atomically itself
+bool RunLoop::finish_outputs(Job& job, const JobEnd& end, std::string& error) {
+  if (!config_.command) {
+    // The worker wrote its outputs atomically itself; resume checks them by what they are now.
+    for (const auto& path : end.outputs)
+      if (auto o = stat_output(path)) job.outputs.push_back(*o);
+    return true;
+  }
   std::error_code ec;
   const fs::path dest_dir = job.file.out_base.parent_path();
   fs::create_directories(dest_dir, ec);
@@ -143,11 +173,14 @@ bool RunLoop::finish_outputs(Job& job, std::string& error) {
   // killed at any moment leaves only whole outputs there (stale staging is removed next run).
   for (const auto& entry : fs::directory_iterator(job.staging, ec)) {
     std::error_code rec;
-    fs::rename(entry.path(), dest_dir / entry.path().filename(), rec);
+    const fs::path dest = dest_dir / entry.path().filename();
+    fs::rename(entry.path(), dest, rec);
     if (rec) {
-      error = "cannot move output " + entry.path().string() + " to " + dest_dir.string() + ": " + rec.message();
+      error = "cannot move output " + display_path(entry.path().string()) + " to " + display_path(dest_dir.string()) +
+              ": " + rec.message();
       return false;
     }
+    if (auto o = stat_output(dest.string())) job.outputs.push_back(*o);
   }
   fs::remove_all(job.staging, ec);
   return true;
@@ -198,6 +231,11 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     Job job;
     job.id = next_id++;
     job.file = *p.file;
+    job.task = p.task;
+    job.reason = p.reason;
+    job.transcribed_for_want = p.transcribed_for_want;
+    ++summary.run_reasons[p.reason.substr(0, p.reason.find(':'))];
+    if (p.reason != kReasonNew) summary.reran.push_back({job.file.audio.string(), p.reason});
     scheduler.add_job({job.id, p.file->size_bytes, p.predicted_peak_bytes, 0});
     jobs.emplace(job.id, std::move(job));
     ++to_run;
@@ -240,6 +278,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       if (end->term_signal) rec.term_signal = end->term_signal;
     }
     rec.error = error;
+    rec.task = job.task;
+    rec.transcript_hash = job.transcript_hash;
+    if (status == JobStatus::kOk) rec.outputs = job.outputs;
     auto r = history_->record_job(rec, job.timeline, config_.timeline_points);
     if (!r) progress_.message("history: " + r.error());
   };
@@ -302,7 +343,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     }
     if (end.ok) {
       outcome.kind = JobOutcome::Kind::kOk;
-      if (!finish_outputs(job, error)) {
+      if (!finish_outputs(job, end, error)) {
         outcome.kind = JobOutcome::Kind::kFailed;
         outcome.error = error;
       }
@@ -347,6 +388,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
         ++summary.done;
         ++state.done;
         if (end.band_limited) summary.band_limited.push_back(job.file.audio.string());
+        if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(job.file.audio.string());
         progress_.job_ended(name, "done",
                             end.band_limited ? "aligned within a limited search band (may be off): raise --max-trellis-mib"
                                              : "",

@@ -45,10 +45,14 @@ struct RunLoopConfig {
   nlohmann::json flags = nlohmann::json::object();  ///< recorded with the run in history
 };
 
-/// One file's plan for --dry-run.
+/// One file's plan (--dry-run prints it; run() follows it).
 struct PlannedFile {
   const CorpusFile* file = nullptr;
-  bool skip = false;                           ///< done in history already
+  bool skip = false;                           ///< done in history already (resume.h)
+  std::string reason;                          ///< why it runs: "new", "transcript changed", ... (resume.h)
+  std::string task;                            ///< "align", "transcribe" (built-in engine) or "command"
+  /// --task auto: transcribed because it has no transcript, while other files of the corpus have one.
+  bool transcribed_for_want = false;
   std::optional<std::uint64_t> predicted_peak_bytes;
 };
 
@@ -78,7 +82,8 @@ class RunLoop {
  private:
   struct Job;
   RunnerJob make_runner_job(Job& job);
-  bool finish_outputs(Job& job, std::string& error);
+  bool finish_outputs(Job& job, const JobEnd& end, std::string& error);
+  std::string task_for(const CorpusFile& file) const;
   std::uint64_t scaled(std::uint64_t predicted_peak_bytes) const;
 
   RunLoopConfig config_;

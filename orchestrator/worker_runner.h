@@ -40,6 +40,8 @@ struct JobEnd {
   /// Built-in align: the worker's `"band_limited": true` (its search band hit --max-trellis-mib
   /// and the path ran along the band's edge, so the alignment may not be the best one).
   bool band_limited = false;
+  /// Built-in engine: the files the worker wrote (its result's `outputs`, byte-exact paths).
+  std::vector<std::string> outputs;
 };
 
 /// What a running job's worker says about itself (built-in engine: its status block).

@@ -16,6 +16,7 @@
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
+#include "common/wire_path.h"
 #include "worker/alignment_writer.h"
 #include "worker/audio_source.h"
 #include "worker/ctc_aligner.h"
@@ -137,11 +138,13 @@ json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
 json WorkerLoop::run_job(const json& job, std::ostream& out) {
   const json id = job.contains("id") ? job["id"] : json(nullptr);
   if (!id.is_number_integer()) return error_result(id, "job without an integer \"id\": " + dump_line(job));
+  // Paths are JSON strings, or {"hex": ...} for names that are not UTF-8 (common/wire_path.h).
   const auto audio = job.find("audio");
-  if (audio == job.end() || !audio->is_string() || audio->get<std::string>().empty()) {
+  const std::optional<std::string> audio_bytes = audio == job.end() ? std::nullopt : path_from_json(*audio);
+  if (!audio_bytes || audio_bytes->empty()) {
     return error_result(id, "job " + dump_line(id) + ": \"audio\" must be the audio file's path");
   }
-  const std::string audio_path = audio->get<std::string>();
+  const std::string audio_path = *audio_bytes;
   status_.set_job(id.get<std::int64_t>(), audio_path);
   status_.set_phase(WorkerPhase::kDecoding);
   status_.beat();
@@ -151,9 +154,9 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
   // windows, then a result saying so. nullopt: retry.
   auto out_of_memory = [&](int attempt, const char* where, const char* what) -> std::optional<json> {
     if (attempt == 1)
-      return error_result(id, audio_path + ": out of memory" + where + " even with " + fmt::format("{:g}", windows.window_s) +
+      return error_result(id, display_path(audio_path) + ": out of memory" + where + " even with " + fmt::format("{:g}", windows.window_s) +
                                   " s windows (" + what + "); lower --window-s, run fewer workers or give them more memory");
-    spdlog::warn("job {}: {}: {}out of memory ({}); retrying with {} s windows", dump_line(id), audio_path,
+    spdlog::warn("job {}: {}: {}out of memory ({}); retrying with {} s windows", dump_line(id), display_path(audio_path),
                  *where ? "engine " : "", what, windows.window_s / 2);
     return std::nullopt;
   };
@@ -166,9 +169,9 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
       if (auto r = out_of_memory(attempt, "", e.what())) return *r;
     } catch (const std::exception& e) {
       // LibTorch (c10::Error), Boost and anything else thrown inside the engine end here, as a result.
-      return error_result(id, audio_path + ": the engine failed: " + e.what());
+      return error_result(id, display_path(audio_path) + ": the engine failed: " + e.what());
     } catch (...) {
-      return error_result(id, audio_path + ": the engine failed with an unknown exception");
+      return error_result(id, display_path(audio_path) + ": the engine failed with an unknown exception");
     }
     windows.window_s /= 2;
   }
@@ -177,27 +180,30 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
 json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std::ostream& out) {
   const auto t0 = std::chrono::steady_clock::now();
   const json id = job["id"];
-  const std::string audio_path = job["audio"].get<std::string>();
+  const std::string audio_path = *path_from_json(job["audio"]);
+  const std::string audio_shown = display_path(audio_path);
   const ModelInfo& info = model_.info();
 
   std::string transcript_path;
   if (const auto t = job.find("transcript"); t != job.end() && !t->is_null()) {
-    if (!t->is_string()) return error_result(id, audio_path + ": job's \"transcript\" must be a path or null");
-    transcript_path = t->get<std::string>();
+    const auto bytes = path_from_json(*t);
+    if (!bytes) return error_result(id, audio_shown + ": job's \"transcript\" must be a path or null");
+    transcript_path = *bytes;
   }
   std::string task = job.value("task", std::string("auto"));
   if (task == "auto") task = transcript_path.empty() ? "transcribe" : "align";
   if (task != "align" && task != "transcribe") {
-    return error_result(id, audio_path + ": unknown task \"" + task + "\"; use \"align\" or \"transcribe\"");
+    return error_result(id, audio_shown + ": unknown task \"" + task + "\"; use \"align\" or \"transcribe\"");
   }
   if (task == "align" && transcript_path.empty()) {
-    return error_result(id, audio_path + ": task \"align\" needs a \"transcript\" file");
+    return error_result(id, audio_shown + ": task \"align\" needs a \"transcript\" file");
   }
   const auto out_it = job.find("out");
-  if (out_it == job.end() || !out_it->is_string() || out_it->get<std::string>().empty()) {
-    return error_result(id, audio_path + ": job has no \"out\" path (output path without extension)");
+  const std::optional<std::string> out_bytes = out_it == job.end() ? std::nullopt : path_from_json(*out_it);
+  if (!out_bytes || out_bytes->empty()) {
+    return error_result(id, audio_shown + ": job has no \"out\" path (output path without extension)");
   }
-  const std::string out_base = out_it->get<std::string>();
+  const std::string out_base = *out_bytes;
 
   // Transcript first: it is cheap, and a bad one should not cost a pass of the model.
   std::optional<Transcript> transcript;
@@ -227,7 +233,7 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
   if (!source.error().empty()) return error_result(id, source.error());
   const double audio_s = double(stats.samples) / info.sample_rate_hz;
   if (em.frames == 0) {
-    return error_result(id, audio_path + ": the audio is " + std::to_string(std::lround(audio_s * 1000)) +
+    return error_result(id, audio_shown + ": the audio is " + std::to_string(std::lround(audio_s * 1000)) +
                                 " ms long, shorter than one model frame (" +
                                 std::to_string(std::lround(info.frame_s() * 1000)) + " ms); nothing to " + task);
   }
@@ -251,7 +257,7 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
     if (a->band_limited)
       spdlog::warn("job {}: {}: the alignment's search band reached --max-trellis-mib ({:g} MiB) and the path ran "
                    "near its edge; the timings may be slightly off: raise --max-trellis-mib to search wider",
-                   dump_line(id), audio_path, double(config_.max_trellis_bytes) / (1 << 20));
+                   dump_line(id), audio_shown, double(config_.max_trellis_bytes) / (1 << 20));
   } else {
     Decoding d = decode_greedy(em.view(), labels_);
     timed = timed_from_decoding(d, labels_, clock, audio_s, utterance);
@@ -265,9 +271,11 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
   status_.set_fraction(1.0);
 
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json outputs = json::array();
+  for (const auto& path : written.value()) outputs.push_back(path_to_json(path));
   json r{{"id", id},
          {"ok", true},
-         {"outputs", written.value()},
+         {"outputs", outputs},
          {"task", task},
          {"audio_s", audio_s},
          {"wall_s", wall_s},
@@ -277,7 +285,7 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
          {"peak_window_samples", stats.peak_window_samples},
          {"window_s", windows.window_s}};
   r.update(extra);
-  spdlog::info("job {}: {} {} ({:.1f} s audio, {} frames, {} windows) in {:.2f} s", dump_line(id), task, audio_path,
+  spdlog::info("job {}: {} {} ({:.1f} s audio, {} frames, {} windows) in {:.2f} s", dump_line(id), task, audio_shown,
                audio_s, em.frames, stats.windows, wall_s);
   return r;
 }

@@ -16,16 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// Synthesises `pieces` ("1000:0.3" = 1000 Hz for 0.3 s) into a 16 kHz WAV with sox.
 void synth(const fs::path& path, const std::vector<std::string>& pieces, const fs::path& dir) {
-  fs::create_directories(path.parent_path());
-  std::vector<std::string> argv = {"/usr/bin/sox", "-n", "-r", "16000", "-c", "1", "-b", "16", path.string()};
-  for (std::size_t i = 0; i < pieces.size(); ++i) {
-    if (i) argv.push_back(":");
-    const auto colon = pieces[i].find(':');
-    argv.insert(argv.end(), {"synth", pieces[i].substr(colon + 1), "sine", pieces[i].substr(0, colon)});
-  }
-  REQUIRE(ab::cli::run(argv, dir).exit_code == 0);
+  REQUIRE(ab::cli::synth(path, pieces, dir));
 }
 
 }  // namespace

@@ -83,6 +83,20 @@ inline Result run(const std::vector<std::string>& argv, const std::filesystem::p
   return p.wait();
 }
 
+/// Synthesises `pieces` ("1000:0.3" = 1000 Hz for 0.3 s) into a 16 kHz mono WAV with sox; false
+/// if sox failed.
+inline bool synth(const std::filesystem::path& path, const std::vector<std::string>& pieces,
+                  const std::filesystem::path& dir) {
+  std::filesystem::create_directories(path.parent_path());
+  std::vector<std::string> argv = {"/usr/bin/sox", "-n", "-r", "16000", "-c", "1", "-b", "16", path.string()};
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    if (i) argv.push_back(":");
+    const auto colon = pieces[i].find(':');
+    argv.insert(argv.end(), {"synth", pieces[i].substr(colon + 1), "sine", pieces[i].substr(0, colon)});
+  }
+  return run(argv, dir).exit_code == 0;
+}
+
 /// Polls `done` every 20 ms for up to `limit_ms`; true once it holds.
 inline bool eventually(const std::function<bool()>& done, int limit_ms = 20000) {
   const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms);

@@ -200,7 +200,7 @@ TEST_CASE("a run records each file's audio duration in history; --dry-run and hi
   CAPTURE(plan.out);
   CHECK(plan.exit_code == 0);
   CHECK(plan.out.find("w8k.wav\t" + std::to_string(fs::file_size(f.corpus() / "w8k.wav") / 1024) + ".") != std::string::npos);
-  CHECK(plan.out.find("\taudio 3.50 s\tpeak unknown (no history)\n") != std::string::npos);
+  CHECK(plan.out.find("\taudio 3.50 s\tpeak unknown (no history)\tcommand\t-\tnew\t") != std::string::npos);
   CHECK(plan.out.find("\taudio 1.25 s\t") != std::string::npos);
   CHECK(plan.out.find("not-audio.wav\t1.0 KiB\taudio unknown\t") != std::string::npos);
 
@@ -587,7 +587,8 @@ TEST_CASE("a run records the machine it had (MemTotal, cores, budget, limit), so
   f.add("b.wav", 2);
   Result r = f.run({"--progress", "json", "--reserve", "100M"}, f.command(1, 0, 0));
   REQUIRE(r.exit_code == 0);
-  const nlohmann::json summary = nlohmann::json::parse(r.out.substr(r.out.rfind("{\"")));
+  const std::string last_line = r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1);
+  const nlohmann::json summary = nlohmann::json::parse(last_line);
   const fs::path db = f.out() / ".align-batch/history.sqlite";
   const ab::RunRow run = newest_run(db);
   const std::uint64_t mem_total = meminfo_kib("MemTotal") * 1024;
