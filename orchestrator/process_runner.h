@@ -1,4 +1,4 @@
-// ProcessRunner: the real WorkerRunner — fork/exec, one process group per worker, pipes, reaping.
+// ProcessRunner: the real WorkerRunner — clone(CLONE_VFORK)/exec, one process group per worker, pipes, reaping.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,10 @@
 namespace ab {
 
 struct ProcessRunnerConfig {
-  std::filesystem::path log_dir;  ///< per-job (external) and per-worker (built-in) stderr logs
+  /// Logs: `worker-N.log` per persistent worker (built-in engine); for commands, `slot-N.log` per
+  /// slot of concurrent jobs (each command's output followed by a line naming its job), and
+  /// `ID-NAME.log` with the output of each command that failed. Not one file per job.
+  std::filesystem::path log_dir;
   /// Written to each worker's /proc/PID/oom_score_adj, so the kernel picks a worker, never the
   /// parent (which keeps 0). 500: half-way to "always first", above any ordinary process.
   int oom_score_adj = 500;
@@ -58,15 +61,32 @@ class ProcessRunner : public WorkerRunner {
 
  private:
   struct Proc;
-  std::shared_ptr<Proc> spawn(const std::vector<std::string>& argv, bool persistent, const std::string& log_name,
-                              std::string& error);
+  /// A log shared by the commands that run one after the other in it (one at a time).
+  struct LogSlot {
+    int fd = -1;
+    std::filesystem::path path;
+    std::uint64_t size_bytes = 0;
+    bool busy = false;
+  };
+  /// `log_fd` (stdout and stderr of a command, stderr of a worker; -1: /dev/null) stays the caller's.
+  std::shared_ptr<Proc> spawn(const std::vector<std::string>& argv, bool persistent, int log_fd,
+                              const std::filesystem::path& log, std::string& error);
+  int take_log_slot(std::string& error);
+  /// Ends a reaped command's part of its slot log; returns its tail for a failed command's error.
+  std::string end_command_log(Proc& p, bool ok, const std::string& how);
   void read_output(Proc& p, std::vector<JobEnd>& ended);
   void reap(std::vector<JobEnd>& ended);
   void escalate_kills();
   void read_status();
 
+  /// 64 KiB: the child runs a few syscalls and execv on it (glibc's posix_spawn uses 32 KiB + argv).
+  static constexpr std::size_t kSpawnStackBytes = 64 * 1024;
+
   ProcessRunnerConfig config_;
   ProcessRunnerStats stats_;
+  std::unique_ptr<char[]> spawn_stack_;  ///< the spawned child's stack until it execs
+  std::vector<LogSlot> log_slots_;
+  int null_fd_ = -1;
   std::vector<std::shared_ptr<Proc>> procs_;
   std::string broken_;  ///< a worker could not load its model: every later start fails with this
   std::uint32_t next_worker_ = 0;

@@ -2,12 +2,15 @@
 // kill escalation, reaping, and a persistent protocol worker.
 #include "orchestrator/process_runner.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -104,6 +107,70 @@ TEST_CASE("each job runs in its own process group with a raised oom_score_adj") 
   CHECK(pgid == pid);
   CHECK(pgid != ::getpgrp());
   CHECK(adj == 500);
+}
+
+TEST_CASE("a command starts with default signals, an empty mask and the parent-death signal") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));  // ignores SIGPIPE in this process
+  // An ignored SIGINT here, and a blocked SIGUSR1: neither may reach the command.
+  struct sigaction ignore {}, old_int {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGINT, &ignore, &old_int);
+  sigset_t usr1, old_mask;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
+  const std::string sig = (t.path() / "sig").string(), death = (t.path() / "death").string();
+  std::string error;
+  const bool started = runner.start(sh_job(1, "exec grep -E '^Sig(Blk|Ign)' /proc/self/status > '" + sig + "'"), error) &&
+                       runner.start({2, "death", {"/usr/bin/python3", "-c",
+                                                  "import ctypes; v = ctypes.c_int(); "
+                                                  "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); "  // PR_GET_PDEATHSIG
+                                                  "open('" + death + "', 'w').write(str(v.value))"}, ""},
+                                    error);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGINT, &old_int, nullptr);
+  REQUIRE_MESSAGE(started, error);
+  auto ends = wait_all(runner, 2);
+  REQUIRE(ends[1].ok);
+  REQUIRE(ends[2].ok);
+  CHECK(read_file(sig) == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+  CHECK(read_file(death) == std::to_string(SIGKILL));
+}
+
+TEST_CASE("commands log per slot, not per job; a failed one's output also gets a file of its own") {
+  ab::test::TempDir t;
+  ProcessRunner runner(config_for(t));
+  std::string error;
+  // 12 commands, at most 2 at a time; job 7 fails, job 4 writes nothing.
+  std::map<ab::JobId, JobEnd> ends;
+  ab::JobId next = 1;
+  while (ends.size() < 12) {
+    while (next <= 12 && runner.live().size() < 2) {
+      const std::string script = next == 7 ? "echo 'seven went wrong' >&2; exit 1"
+                                 : next == 4 ? "true"
+                                             : "echo out-" + std::to_string(next);
+      REQUIRE(runner.start(sh_job(next, script), error));
+      ++next;
+    }
+    for (auto& e : runner.wait(50)) ends[e.id] = e;
+  }
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(t.path() / "logs"))
+    names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"7-job7.log", "slot-1.log", "slot-2.log"});
+  const std::string all = read_file((t.path() / "logs" / "slot-1.log").string()) +
+                          read_file((t.path() / "logs" / "slot-2.log").string());
+  for (int id : {1, 2, 3, 5, 6, 8, 9, 10, 11, 12}) {
+    const std::string out = "out-" + std::to_string(id) + "\n";
+    CHECK(all.find(out + "--- job " + std::to_string(id) + " job" + std::to_string(id) + ": " +
+                   std::to_string(out.size()) + " bytes above, exited with status 0 ---\n") != std::string::npos);
+  }
+  CHECK(all.find("--- job 4 ") == std::string::npos);  // no output, no line
+  CHECK(read_file((t.path() / "logs" / "7-job7.log").string()) == "seven went wrong\n");
+  CHECK(ends[7].error.find("seven went wrong") != std::string::npos);
+  CHECK(ends[7].error.find("7-job7.log") != std::string::npos);
 }
 
 TEST_CASE("kill sends SIGTERM, then SIGKILL after the grace period, to the whole group") {

@@ -84,6 +84,10 @@ class RunLoop {
   RunnerJob make_runner_job(Job& job);
   bool finish_outputs(Job& job, const JobEnd& end, std::string& error);
   std::string task_for(const CorpusFile& file) const;
+  /// External engine: a staging directory for `job`'s attempt, from the pool (or a new one).
+  void take_staging(Job& job);
+  /// Empties `job`'s staging directory (unless `known_empty`) and returns it to the pool.
+  void release_staging(Job& job, bool known_empty);
   std::uint64_t scaled(std::uint64_t predicted_peak_bytes) const;
 
   RunLoopConfig config_;
@@ -95,6 +99,8 @@ class RunLoop {
   RunLoopStats stats_;
   std::int64_t run_id_ = 0;
   std::filesystem::path staging_dir_;
+  std::vector<std::filesystem::path> free_staging_;
+  std::size_t staging_made_ = 0;
 };
 
 /// Removes staging directories under `out_dir`/.align-batch/staging left by runs that died
