@@ -82,6 +82,14 @@ CREATE TABLE job_outputs (
   PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 )sql",
+    // 2 -> 3: what a report of any past run needs to draw each job (issue 15): when it started,
+    // the peak history predicted for it then, and whether the kernel's OOM killer is suspected
+    // of its death. Older rows keep NULL / 0: their start is then finished_at_ms - wall_s.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN started_at_ms INTEGER;
+ALTER TABLE jobs ADD COLUMN predicted_peak_bytes INTEGER;
+ALTER TABLE jobs ADD COLUMN oom_suspected INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kHistorySchemaVersion,
               "one migration per schema version");
@@ -211,7 +219,8 @@ class Transaction {
 const char* const kJobColumns =
     "id, run_id, input_path, input_size_bytes, input_mtime_ns, audio_duration_s, job_key, status, "
     "attempts, peak_rss_bytes, peak_pss_bytes, peak_uss_bytes, peak_vram_bytes, wall_s, cpu_s, "
-    "exit_status, term_signal, error, finished_at_ms, task, transcript_hash";
+    "exit_status, term_signal, error, finished_at_ms, task, transcript_hash, started_at_ms, "
+    "predicted_peak_bytes, oom_suspected";
 
 JobRow read_job(const Stmt& s) {
   JobRow j;
@@ -236,6 +245,9 @@ JobRow read_job(const Stmt& s) {
   j.finished_at_ms = s.i64(18);
   j.task = s.text(19);
   if (!s.null(20)) j.transcript_hash = s.text(20);
+  j.started_at_ms = s.opt_i64(21);
+  if (auto v = s.opt_i64(22)) j.predicted_peak_bytes = static_cast<std::uint64_t>(*v);
+  j.oom_suspected = s.i64(23) != 0;
   return j;
 }
 
@@ -474,8 +486,8 @@ StoreResult<std::int64_t> HistoryStore::record_job(const JobRecord& job,
          "INSERT INTO jobs (run_id, input_path, input_size_bytes, input_mtime_ns, "
          "audio_duration_s, job_key, status, attempts, peak_rss_bytes, peak_pss_bytes, "
          "peak_uss_bytes, peak_vram_bytes, wall_s, cpu_s, exit_status, term_signal, error, "
-         "finished_at_ms, task, transcript_hash) "
-         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+         "finished_at_ms, task, transcript_hash, started_at_ms, predicted_peak_bytes, oom_suspected) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   s.bind(1, job.run_id)
       .bind(2, job.input_path)
       .bind(3, job.input_size_bytes)
@@ -495,7 +507,10 @@ StoreResult<std::int64_t> HistoryStore::record_job(const JobRecord& job,
       .bind(17, job.error)
       .bind(18, job.finished_at_ms ? job.finished_at_ms : now_ms())
       .bind(19, job.task.empty() ? std::optional<std::string>() : std::optional<std::string>(job.task))
-      .bind(20, job.transcript_hash);
+      .bind(20, job.transcript_hash)
+      .bind(21, job.started_at_ms)
+      .bind(22, job.predicted_peak_bytes)
+      .bind(23, job.oom_suspected ? 1 : 0);
   if (s.step() != SQLITE_DONE) return R::failure(failure(what));
   const std::int64_t id = sqlite3_last_insert_rowid(db_);
   Stmt o(db_, "INSERT INTO job_outputs (job_id, seq, path, size_bytes, mtime_ns) VALUES (?, ?, ?, ?, ?)");

@@ -93,6 +93,13 @@ struct JobRecord {
   std::string task;  ///< "align" or "transcribe" (built-in engine), "command" (external)
   std::optional<std::string> transcript_hash;  ///< XXH3-128 hex of the transcript's bytes; none: no transcript
   std::vector<OutputFile> outputs;  ///< ok jobs: every file written (read back by last_ok_job only)
+  /// Unix ms when this attempt started; none in rows from before schema 3.
+  std::optional<std::int64_t> started_at_ms;
+  /// History's predicted peak for this attempt when it started (scaled by --margin); none when
+  /// history had none. A retry's raised reservation is admission's, not a prediction: not here.
+  std::optional<std::uint64_t> predicted_peak_bytes;
+  /// It died and the kernel's OOM killer is suspected (the OOM counter rose, or SIGKILL not ours).
+  bool oom_suspected = false;
 };
 
 /// A recorded job, as read back.
@@ -113,7 +120,7 @@ struct KeyRow {
 std::filesystem::path default_history_path(const std::filesystem::path& out_dir);
 
 /// The schema version this build writes; files with a higher PRAGMA user_version are refused.
-constexpr int kHistorySchemaVersion = 2;
+constexpr int kHistorySchemaVersion = 3;
 /// PRAGMA application_id of align-batch history files ("ABH1"), so that another program's SQLite
 /// file is never mistaken for ours.
 constexpr std::int32_t kHistoryApplicationId = 0x41424831;

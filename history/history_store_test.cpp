@@ -77,6 +77,40 @@ TEST_CASE("open creates the directory and a WAL database stamped with our id and
   CHECK(again->keys()->empty());
 }
 
+TEST_CASE("a schema 2 history migrates to 3 keeping its jobs; the report's new fields read as unknown") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "h.sqlite";
+  {
+    auto store = open_ok(db);
+    const auto run = store->begin_run({});
+    REQUIRE(run.ok());
+    JobRecord j = make_job(*run, "/c/old.wav", "ctc:aa");
+    j.started_at_ms = 5;
+    REQUIRE(store->record_job(j).ok());
+  }
+  // Back to schema 2 exactly as it was: the three columns migration 2 -> 3 adds removed.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h,
+                       "ALTER TABLE jobs DROP COLUMN started_at_ms; ALTER TABLE jobs DROP COLUMN "
+                       "predicted_peak_bytes; ALTER TABLE jobs DROP COLUMN oom_suspected; "
+                       "PRAGMA user_version = 2",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  REQUIRE(raw_int(db, "PRAGMA user_version") == 2);
+
+  auto store = open_ok(db);
+  CHECK(raw_int(db, "PRAGMA user_version") == 3);
+  const auto jobs = store->jobs_for_run(1);
+  REQUIRE(jobs.ok());
+  REQUIRE(jobs->size() == 1);
+  CHECK(jobs->at(0).input_path == "/c/old.wav");
+  CHECK(jobs->at(0).peak_pss_bytes == 1'500'000'000);
+  CHECK_FALSE(jobs->at(0).started_at_ms);
+  CHECK_FALSE(jobs->at(0).predicted_peak_bytes);
+  CHECK_FALSE(jobs->at(0).oom_suspected);
+}
+
 TEST_CASE("Create::kNever refuses a missing file and creates nothing") {
   ab::test::TempDir dir;
   const auto db = dir.path() / "sub" / "history.sqlite";
@@ -108,9 +142,12 @@ TEST_CASE("runs and jobs round-trip every field") {
   a.wall_s = 1.25;
   a.cpu_s = 2.5;
   a.exit_status = 0;
+  a.started_at_ms = a.finished_at_ms - 1250;
+  a.predicted_peak_bytes = 1'400'000'000;
   JobRecord b = make_job(*run, "/c/b.wav", "ctc:aa", JobStatus::kDied);
   b.term_signal = 9;
   b.error = "worker killed by SIGKILL (the kernel's OOM killer?)";
+  b.oom_suspected = true;
   b.finished_at_ms = a.finished_at_ms + 10;
   REQUIRE(store->record_job(a).ok());
   REQUIRE(store->record_job(b).ok());
@@ -134,12 +171,18 @@ TEST_CASE("runs and jobs round-trip every field") {
   CHECK(ja.cpu_s == 2.5);
   CHECK(ja.exit_status == 0);
   CHECK_FALSE(ja.term_signal);
+  CHECK(ja.started_at_ms == a.finished_at_ms - 1250);
+  CHECK(ja.predicted_peak_bytes == 1'400'000'000);
+  CHECK_FALSE(ja.oom_suspected);
   const auto& jb = (*jobs)[1];
   CHECK(jb.status == JobStatus::kDied);
   CHECK_FALSE(jb.audio_duration_s);
   CHECK_FALSE(jb.exit_status);
   CHECK(jb.term_signal == 9);
   CHECK(jb.error == b.error);
+  CHECK_FALSE(jb.started_at_ms);
+  CHECK_FALSE(jb.predicted_peak_bytes);
+  CHECK(jb.oom_suspected);
 
   const auto r = store->run(*run);
   REQUIRE(r.ok());
@@ -255,6 +298,9 @@ TEST_CASE("a schema-1 history is migrated: its jobs stay, with no task, so resum
   REQUIRE(found.value().has_value());
   CHECK(found.value()->task.empty());
   CHECK(found.value()->outputs.empty());
+  CHECK_FALSE(found.value()->started_at_ms);
+  CHECK_FALSE(found.value()->predicted_peak_bytes);
+  CHECK_FALSE(found.value()->oom_suspected);
   CHECK(*store->find_done("/c/a.wav", 5, 6, "ctc:aa"));
 }
 
