@@ -4,6 +4,7 @@
 #include "history/history_store.h"
 #include "history/key_summary.h"
 #include "memguard/size.h"
+#include "orchestrator/run_report.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/chrono.h>
@@ -202,13 +203,14 @@ nlohmann::json run_json(const RunRow& r) {
           {"budget_bytes", r.info.budget_bytes},
           {"version", r.info.version},
           {"flags", r.info.flags},
+          {"engine", run_engine(r.info.flags)},
           {"jobs", r.job_count},
           {"ok_jobs", r.ok_count}};
 }
 
 std::vector<std::string> run_header() {
   return {"id", "started", "ended", "exit", "host", "cores", "mem_total", "budget", "jobs",
-          "ok", "version"};
+          "ok", "version", "engine"};
 }
 
 std::vector<std::string> run_cells(const RunRow& r, bool raw) {
@@ -224,7 +226,8 @@ std::vector<std::string> run_cells(const RunRow& r, bool raw) {
           bytes(r.info.budget_bytes),
           std::to_string(r.job_count),
           std::to_string(r.ok_count),
-          r.info.version};
+          r.info.version,
+          run_engine(r.info.flags).empty() ? (raw ? "" : "-") : run_engine(r.info.flags)};
 }
 
 int list_runs(HistoryStore& store, Format format) {

@@ -6,6 +6,7 @@
 #include "orchestrator/doctor_command.h"
 #include "orchestrator/history_command.h"
 #include "orchestrator/replay_command.h"
+#include "orchestrator/report_command.h"
 #include "orchestrator/run_command.h"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   ab::add_doctor_command(app, exit_code);
   ab::add_history_command(app, exit_code);
   ab::add_replay_command(app, exit_code);
+  ab::add_report_command(app, exit_code);
   std::vector<const char*> cli_argv;
   for (const auto& a : split.cli) cli_argv.push_back(a.c_str());
   try {

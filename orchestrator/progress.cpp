@@ -1,7 +1,13 @@
 // Progress: live line on a terminal, log lines otherwise, JSON events for programs; the summary.
 #include "orchestrator/progress.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -36,6 +42,8 @@ nlohmann::json RunSummary::to_json() const {
           {"reran", reran_json},
           {"transcribed_without_transcript", transcribed_without_transcript},
           {"max_trellis_mib", max_trellis_mib},
+          {"out_dir", out_dir},
+          {"report", report_path},
           {"exit_code", exit_code()}};
 }
 
@@ -54,7 +62,52 @@ bool Progress::parse_mode(const std::string& text, std::FILE* log, Mode& mode) {
   return true;
 }
 
+std::optional<double> eta_seconds(const ProgressState& s) {
+  const std::size_t finished = s.done + s.failed;
+  if (finished >= s.total) return s.total ? std::optional<double>(0.0) : std::nullopt;
+  if (s.audio_total_s > 0) {
+    const double left = std::max(0.0, s.audio_total_s - s.audio_done_s);
+    if (finished > 0 && s.elapsed_s > 0 && s.audio_done_s >= kOwnRateShare * s.audio_total_s)
+      return left * s.elapsed_s / s.audio_done_s;
+    if (s.history_s_per_audio_s)
+      return left * *s.history_s_per_audio_s / static_cast<double>(std::max<std::size_t>(1, s.running));
+    return std::nullopt;
+  }
+  // No durations known (an external command's inputs, say): files are all there is.
+  if (finished == 0 || s.elapsed_s <= 0) return std::nullopt;
+  return s.elapsed_s / static_cast<double>(finished) * static_cast<double>(s.total - finished);
+}
+
+std::string fit_to_columns(const std::string& line, std::size_t columns) {
+  // Code point starts up to the cut; continuation bytes are 10xxxxxx.
+  std::size_t points = 0;
+  for (unsigned char c : line) points += (c & 0xC0) != 0x80;
+  if (points <= columns) return line;
+  if (columns == 0) return {};
+  std::size_t kept = 0, i = 0;
+  for (; i < line.size(); ++i) {
+    if ((static_cast<unsigned char>(line[i]) & 0xC0) != 0x80) {
+      if (kept == columns - 1) break;
+      ++kept;
+    }
+  }
+  return line.substr(0, i) + "\u2026";
+}
+
+std::size_t terminal_columns(std::FILE* file) {
+  struct winsize ws {};
+  if (::ioctl(::fileno(file), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  if (const char* env = std::getenv("COLUMNS"); env && *env) {
+    const long n = std::strtol(env, nullptr, 10);
+    if (n > 0 && n < 10000) return static_cast<std::size_t>(n);
+  }
+  return 80;
+}
+
 void Progress::emit(nlohmann::json event) {
+  event["ts_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
   // Paths in events are display_path()s already; replace, never throw, should one slip through.
   std::fputs((event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), events_);
   std::fflush(events_);
@@ -67,14 +120,13 @@ void Progress::clear_line() {
   }
 }
 
-std::string Progress::live_line(const ProgressState& s) const {
-  const std::size_t finished = s.done + s.failed;
+std::string Progress::live_line(const ProgressState& s) {
   std::string eta = "-";
-  if (s.done > 0 && s.elapsed_s > 0 && finished < s.total) {
-    const double per_file_s = s.elapsed_s / static_cast<double>(finished);
-    const double left_s = per_file_s * static_cast<double>(s.total - finished);
-    eta = left_s >= 3600 ? fmt::format("{:.1f}h", left_s / 3600) : left_s >= 60 ? fmt::format("{:.0f}m", left_s / 60)
-                                                                                 : fmt::format("{:.0f}s", left_s);
+  if (auto left = eta_seconds(s)) {
+    const double left_s = *left;
+    eta = left_s >= 3600 ? fmt::format("{:.1f}h", left_s / 3600)
+          : left_s >= 60 ? fmt::format("{:.0f}m{:02.0f}s", std::floor(left_s / 60), std::fmod(left_s, 60))
+                         : fmt::format("{:.0f}s", left_s);
   }
   const double per_hour = s.elapsed_s > 0 ? static_cast<double>(s.done) * 3600.0 / s.elapsed_s : 0;
   return fmt::format("{}/{} done{} | running {}{} | memory {} of {} | {:.0f} files/h | ETA {}{}", s.done, s.total,
@@ -100,9 +152,11 @@ void Progress::job_started(const std::string& name, std::uint32_t attempt, std::
 void Progress::job_ended(const std::string& name, const std::string& status, const std::string& detail,
                          std::uint64_t peak_bytes, double wall_s, const ProgressState& state, bool band_limited) {
   if (mode_ == Mode::kJson) {
+    const auto eta = eta_seconds(state);
     emit({{"event", "end"}, {"file", name}, {"status", status}, {"detail", detail}, {"peak_pss_bytes", peak_bytes},
           {"wall_s", wall_s}, {"band_limited", band_limited}, {"done", state.done}, {"failed", state.failed},
-          {"total", state.total}});
+          {"total", state.total}, {"elapsed_s", state.elapsed_s}, {"audio_done_s", state.audio_done_s},
+          {"audio_total_s", state.audio_total_s}, {"eta_s", eta ? nlohmann::json(*eta) : nlohmann::json(nullptr)}});
     return;
   }
   if (mode_ == Mode::kQuiet) return;
@@ -129,7 +183,9 @@ void Progress::tick(const ProgressState& state) {
   if (mode_ != Mode::kTty) return;
   if (last_draw_s_ >= 0 && state.elapsed_s - last_draw_s_ < 0.25) return;
   last_draw_s_ = state.elapsed_s;
-  std::fprintf(log_, "\r\033[K%s", live_line(state).c_str());
+  // One column short of the width: a line that fills the last column wraps on many terminals.
+  const std::size_t columns = terminal_columns(log_);
+  std::fprintf(log_, "\r\033[K%s", fit_to_columns(live_line(state), columns > 1 ? columns - 1 : columns).c_str());
   std::fflush(log_);
   line_shown_ = true;
 }
@@ -180,6 +236,8 @@ void Progress::summary(const RunSummary& s, std::FILE* out) {
     for (const auto& f : s.failed) std::fprintf(out, "  %s: %s\n", f.path.c_str(), f.reason.c_str());
   }
   if (s.interrupted) std::fprintf(out, "run again with the same command to finish the remaining files\n");
+  if (!s.out_dir.empty()) std::fprintf(out, "outputs in %s\n", s.out_dir.c_str());
+  if (!s.report_path.empty()) std::fprintf(out, "report: %s\n", s.report_path.c_str());
   std::fflush(out);
 }
 

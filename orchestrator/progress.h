@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,29 @@ struct ProgressState {
   double elapsed_s = 0;
   /// The oldest running job's worker status ("spk/a.wav emissions 43%"); empty when unknown.
   std::string current;
+  /// Audio seconds of this run's files (a file of unknown duration counts as the mean of the
+  /// known ones); 0 when none is known: the ETA then counts files.
+  double audio_total_s = 0;
+  /// Audio seconds behind us: finished files (any outcome) plus the done share of running ones.
+  double audio_done_s = 0;
+  /// History's wall seconds per audio second of one job, over the key's ok jobs; none without.
+  std::optional<double> history_s_per_audio_s;
 };
+
+/// Seconds left in the run, or none when there is nothing to go on yet. Once this run has
+/// finished a file and has at least kOwnRateShare of its audio behind it, its own rate (audio
+/// seconds done per second of the run) divides the audio left; before that, history's seconds
+/// per audio second of one job, spread over the jobs running (at least one). Audio, not files:
+/// large files run first, so counting files gave 3m, 5m, 2m, 45 s in a 16 s run.
+std::optional<double> eta_seconds(const ProgressState& state);
+/// 5%: with less behind it a run's own rate is mostly its workers' start-up.
+constexpr double kOwnRateShare = 0.05;
+
+/// `line` cut to at most `columns` terminal columns (UTF-8 aware: one column per code point,
+/// never a broken character), so a live line never wraps; "…" marks a cut.
+std::string fit_to_columns(const std::string& line, std::size_t columns);
+/// The terminal's width for `file` (TIOCGWINSZ), else $COLUMNS, else 80.
+std::size_t terminal_columns(std::FILE* file);
 
 /// One failed file, for the summary.
 struct FailedFile {
@@ -63,6 +86,8 @@ struct RunSummary {
   /// --task auto: files done by transcribing because they have no transcript, while other
   /// files of the corpus have one.
   std::vector<std::string> transcribed_without_transcript;
+  std::string out_dir;      ///< where the outputs went (--out, absolute); empty: not said
+  std::string report_path;  ///< the run's HTML report; empty: none written
   /// 0 all done, 1 some failed, 130 interrupted.
   int exit_code() const;
   nlohmann::json to_json() const;
@@ -92,10 +117,13 @@ class Progress {
   /// emits a "summary" event.
   void summary(const RunSummary& summary, std::FILE* out);
 
+  /// The live line, before it is cut to the terminal's width.
+  static std::string live_line(const ProgressState& state);
+
  private:
+  /// Writes one JSON event line, stamped with "ts_ms" (Unix ms).
   void emit(nlohmann::json event);
   void clear_line();
-  std::string live_line(const ProgressState& state) const;
 
   Mode mode_;
   std::FILE* log_;

@@ -1,9 +1,11 @@
-// Tests of Progress's output: which job ends get a line of their own in each mode.
+// Tests of Progress's output: which job ends get a line of their own, the ETA, the line's width, events.
 #include "orchestrator/progress.h"
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -41,4 +43,100 @@ TEST_CASE("every JSON end event says band_limited, true only where the worker sa
   CHECK(first["band_limited"] == false);
   CHECK(second["band_limited"] == true);
   CHECK(second["status"] == "done");
+}
+
+TEST_CASE("eta_seconds: audio left at this run's own rate, history's rate before it has one, files without durations") {
+  struct Row {
+    const char* what;
+    std::size_t total, done, running;
+    double elapsed_s, audio_total_s, audio_done_s;
+    std::optional<double> history_rate;
+    std::optional<double> eta;
+  };
+  const Row rows[] = {
+      {"nothing known yet", 10, 0, 2, 1, 100, 0, std::nullopt, std::nullopt},
+      {"history's per-job rate over 2 running jobs", 10, 0, 2, 1, 100, 0, 0.1, 5.0},
+      {"history, no job running yet: as one", 10, 0, 0, 0, 100, 0, 0.1, 10.0},
+      // Own rate: 40 audio s in 8 s, 60 left: 12 s (history's rate is no longer used).
+      {"own rate", 10, 3, 2, 8, 100, 40, 0.1, 12.0},
+      {"own rate needs a finished file", 10, 0, 2, 8, 100, 40, 0.1, 3.0},
+      {"own rate needs 5% behind it", 10, 1, 2, 1, 100, 4, 0.1, 4.8},
+      {"big files first: 1 of 4 files done is 90% of the audio", 4, 1, 1, 9, 100, 90, std::nullopt, 1.0},
+      {"no durations: files", 10, 5, 1, 10, 0, 0, std::nullopt, 10.0},
+      {"done", 10, 10, 0, 10, 100, 100, 0.1, 0.0},
+  };
+  for (const auto& r : rows) {
+    INFO(r.what);
+    ProgressState s;
+    s.total = r.total;
+    s.done = r.done;
+    s.running = r.running;
+    s.elapsed_s = r.elapsed_s;
+    s.audio_total_s = r.audio_total_s;
+    s.audio_done_s = r.audio_done_s;
+    s.history_s_per_audio_s = r.history_rate;
+    const auto eta = eta_seconds(s);
+    REQUIRE(eta.has_value() == r.eta.has_value());
+    if (eta) CHECK(*eta == doctest::Approx(*r.eta));
+  }
+}
+
+TEST_CASE("fit_to_columns cuts at code points, never inside a character, and marks the cut") {
+  CHECK(fit_to_columns("short", 80) == "short");
+  CHECK(fit_to_columns("exactly10!", 10) == "exactly10!");
+  CHECK(fit_to_columns("0123456789abc", 10) == "012345678\u2026");
+  // "é" is two bytes, one column: 5 columns of it fit in 5.
+  CHECK(fit_to_columns("\u00e9\u00e9\u00e9\u00e9\u00e9", 5) == "\u00e9\u00e9\u00e9\u00e9\u00e9");
+  CHECK(fit_to_columns("\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9", 5) == "\u00e9\u00e9\u00e9\u00e9\u2026");
+  CHECK(fit_to_columns("abc", 0).empty());
+}
+
+TEST_CASE("on an 80-column terminal the live line stays within 79 columns") {
+  ProgressState s;
+  s.total = 140;
+  s.done = 37;
+  s.running = 2;
+  s.cap = 2;
+  s.in_use_bytes = 260ull << 20;
+  s.budget_bytes = 21ull << 30;
+  s.elapsed_s = 5;
+  s.audio_total_s = 7500;
+  s.audio_done_s = 2000;
+  s.current = "speaker1/a-rather-long-directory-name/mp3_16k_27-with-a-long-name.mp3 emissions 43%";
+  const std::string full = Progress::live_line(s);
+  CHECK(full.size() > 80);
+  CHECK(full.find("ETA 14s") != std::string::npos);  // 5500 audio s left at 400 audio s per second
+  const std::string cut = fit_to_columns(full, 79);
+  std::size_t columns = 0;
+  for (unsigned char c : cut) columns += (c & 0xC0) != 0x80;
+  CHECK(columns == 79);
+  CHECK(cut.rfind(full.substr(0, 40), 0) == 0);
+}
+
+TEST_CASE("every JSON event carries a Unix-ms timestamp, and end events the ETA") {
+  std::FILE* events = std::tmpfile();
+  REQUIRE(events != nullptr);
+  Progress progress(Progress::Mode::kJson, stderr, events);
+  ProgressState state;
+  state.total = 2;
+  state.done = 1;
+  state.elapsed_s = 2;
+  state.audio_total_s = 20;
+  state.audio_done_s = 10;
+  const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  progress.message("hello");
+  progress.job_started("a.wav", 1, 0, state);
+  progress.job_ended("a.wav", "done", "", 0, 1, state);
+  const std::string text = test::read_all_and_close(events);
+  std::size_t lines = 0, at = 0;
+  for (auto nl = text.find('\n'); nl != std::string::npos; at = nl + 1, nl = text.find('\n', at)) {
+    const auto e = nlohmann::json::parse(text.substr(at, nl - at));
+    REQUIRE(e.contains("ts_ms"));
+    CHECK(e["ts_ms"].get<std::int64_t>() >= before);
+    CHECK(e["ts_ms"].get<std::int64_t>() < before + 60000);
+    if (e["event"] == "end") CHECK(e["eta_s"].get<double>() == doctest::Approx(2.0));
+    ++lines;
+  }
+  CHECK(lines == 3);
 }

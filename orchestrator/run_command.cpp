@@ -23,6 +23,8 @@
 #include "orchestrator/memory_probe.h"
 #include "orchestrator/process_runner.h"
 #include "orchestrator/progress.h"
+#include "orchestrator/report_command.h"
+#include "orchestrator/run_report.h"
 #include "orchestrator/run_loop.h"
 #include "orchestrator/signals.h"
 
@@ -193,6 +195,7 @@ void add_run_options(CLI::App& app, RunOptions& o) {
                  "built-in engine: a worker whose heartbeat stops this long during a job is killed and the job retried")
       ->capture_default_str();
   app.add_flag("--force", o.force, "redo files history says are done");
+  app.add_flag("--no-report", o.no_report, "do not write the run's HTML report (OUT/.align-batch/report-RUN.html) at its end");
   app.add_flag("--dry-run", o.dry_run, "print the plan (files, predicted peaks, the budget) and exit");
   app.add_option("--progress", o.progress, "auto (live line on a terminal), plain, or json (events on stdout)")
       ->check(CLI::IsMember({"auto", "plain", "json"}))
@@ -401,6 +404,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                   {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
                   {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
                   {"timeout", o.timeout}, {"force", o.force}, {"command", command},
+                  // The engine, named by `history runs`, the report and the header.
+                  {"model", model_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(model_path)},
+                  {"budget_source", budget.ceiling_source},
                   {"max_trellis_mib", max_trellis_mib ? nlohmann::json(max_trellis_mib) : nlohmann::json(nullptr)},
                   // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of
                   // this run resolves exactly as a run given that flag would have.
@@ -530,13 +536,22 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   SignalWatcher signals;
   ProcMemoryProbe probe;
   ProcessRunner runner(runner_config);
-  progress.message(fmt::format("{} files; budget {} ({}); workers {}{}; history {}", corpus.files.size(),
+  progress.message(fmt::format("{} files; {}; budget {} ({}); workers {}{}; history {}", corpus.files.size(),
+                               run_engine(config.flags),
                                format_bytes(budget.effective_bytes), budget.ceiling_source, o.workers,
                                max_workers ? fmt::format(" (at most {} at once)", max_workers) : std::string(),
                                history ? history->path().string() : std::string("off")));
   RunLoop loop(config, runner, probe, history.get(), progress, &SignalWatcher::interrupts);
   RunSummary summary = loop.run(corpus);
   summary.max_trellis_mib = max_trellis_mib;
+  summary.out_dir = config.out_dir.string();
+  // The report reads the run back from history once the loop is over, never while it runs.
+  if (history && loop.run_id() != 0 && !o.no_report) {
+    const fs::path report_path = config.out_dir / ".align-batch" / fmt::format("report-{}.html", loop.run_id());
+    auto written = write_run_report(*history, loop.run_id(), report_path);
+    if (written) summary.report_path = written->string();
+    else progress.message("report: " + written.error());
+  }
   progress.summary(summary, stdout);
   return summary.exit_code();
 }

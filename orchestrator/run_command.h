@@ -34,6 +34,7 @@ struct RunOptions {
   std::string hang_timeout = "60s";
   bool force = false;
   bool dry_run = false;
+  bool no_report = false;  ///< skip writing OUT/.align-batch/report-RUN.html at the end
   std::string progress = "auto";
   int sample_ms = 50;
   double high_water = 0.90;

@@ -27,6 +27,11 @@ namespace {
 // Points kept per running job before it is thinned (bounded memory for hour-long jobs).
 constexpr std::size_t kTimelineThinAt = 4096;
 
+std::int64_t unix_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
 struct RunLoop::Job {
@@ -36,6 +41,8 @@ struct RunLoop::Job {
   bool running = false;
   bool finished = false;
   std::int64_t started_ms = 0;
+  std::int64_t started_unix_ms = 0;                 ///< for history (reports draw it)
+  std::optional<std::uint64_t> predicted_peak_bytes;  ///< history's (scaled) prediction, refits included
   bool guard_kill = false;
   bool timed_out = false;
   bool hung = false;  ///< killed because its worker's heartbeat stopped
@@ -259,6 +266,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     job.transcribed_for_want = p.transcribed_for_want;
     ++summary.run_reasons[p.reason.substr(0, p.reason.find(':'))];
     if (p.reason != kReasonNew) summary.reran.push_back({job.file.audio.string(), p.reason});
+    job.predicted_peak_bytes = p.predicted_peak_bytes;
     scheduler.add_job({job.id, p.file->size_bytes, p.predicted_peak_bytes, 0});
     jobs.emplace(job.id, std::move(job));
     ++to_run;
@@ -266,6 +274,33 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
   ProgressState state;
   state.total = to_run;
+  // The ETA counts audio seconds: a file of unknown duration as the mean of the known ones.
+  double known_audio_s = 0;
+  std::size_t known = 0;
+  for (const auto& [id, job] : jobs)
+    if (job.file.audio_duration_s) {
+      known_audio_s += *job.file.audio_duration_s;
+      ++known;
+    }
+  const double mean_audio_s = known ? known_audio_s / static_cast<double>(known) : 0;
+  auto audio_of = [&](const Job& job) { return job.file.audio_duration_s.value_or(mean_audio_s); };
+  for (const auto& [id, job] : jobs) state.audio_total_s += audio_of(job);
+  {
+    double wall = 0, audio = 0;
+    for (const auto& r : key_rows)
+      if (r.status == JobStatus::kOk && r.audio_duration_s && *r.audio_duration_s > 0 && r.wall_s > 0) {
+        wall += r.wall_s;
+        audio += *r.audio_duration_s;
+      }
+    if (audio > 0) state.history_s_per_audio_s = wall / audio;
+  }
+  double finished_audio_s = 0;
+  std::map<JobId, double> running_fraction;  // the workers' status blocks: share of the file done
+  auto update_audio_done = [&]() {
+    state.audio_done_s = finished_audio_s;
+    for (const auto& [id, fraction] : running_fraction) state.audio_done_s += fraction * audio_of(jobs.at(id));
+    state.elapsed_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+  };
   state.cap = config_.scheduler.max_workers;
   state.budget_bytes = config_.scheduler.budget_bytes;
   std::optional<std::uint64_t> oom_kills_now;
@@ -274,6 +309,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
   auto fail_file = [&](Job& job, std::string reason) {
     job.finished = true;
+    finished_audio_s += audio_of(job);
+    running_fraction.erase(job.id);
+    update_audio_done();
     // The summary names the file; a reason that starts with the same path (the worker's errors
     // do) would say it twice.
     const std::string prefix = job.file.audio.string() + ": ";
@@ -281,7 +319,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     summary.failed.push_back({job.file.audio.string(), reason});
     ++state.failed;
   };
-  auto record = [&](Job& job, JobStatus status, const JobEnd* end, const std::string& error) {
+  auto record = [&](Job& job, JobStatus status, const JobEnd* end, const std::string& error, bool oom_suspected = false) {
     if (!history_ || run_id_ == 0) return;
     JobRecord rec;
     rec.run_id = run_id_;
@@ -304,6 +342,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     rec.task = job.task;
     rec.transcript_hash = job.transcript_hash;
     if (status == JobStatus::kOk) rec.outputs = job.outputs;
+    if (job.started_unix_ms) rec.started_at_ms = job.started_unix_ms;
+    rec.predicted_peak_bytes = job.predicted_peak_bytes;
+    rec.oom_suspected = oom_suspected;
     auto r = history_->record_job(rec, job.timeline, config_.timeline_points);
     if (!r) progress_.message("history: " + r.error());
   };
@@ -325,8 +366,10 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     std::vector<std::pair<JobId, std::uint64_t>> predictions;
     for (auto& [id, other] : jobs)
       if (!other.finished && !other.running)
-        if (auto e = estimator->predict(other.file.size_bytes, other.file.audio_duration_s))
-          predictions.emplace_back(id, scaled(e->peak_bytes));
+        if (auto e = estimator->predict(other.file.size_bytes, other.file.audio_duration_s)) {
+          other.predicted_peak_bytes = scaled(e->peak_bytes);
+          predictions.emplace_back(id, *other.predicted_peak_bytes);
+        }
     scheduler.set_predictions(predictions);
     ++stats_.refits;
     stats_.predictions_updated += predictions.size();
@@ -337,6 +380,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     if (it == jobs.end()) return;
     Job& job = it->second;
     job.running = false;
+    running_fraction.erase(job.id);
     // A job shorter than the sampling interval may have no sample at all: its own peak RSS (the
     // worker's per-job VmHWM, or wait4's for a command) stands in, an upper bound of its PSS.
     if (end.peak_rss_bytes) {
@@ -402,13 +446,16 @@ RunSummary RunLoop::run(const Corpus& corpus) {
                              : outcome.kind == JobOutcome::Kind::kFailed ? JobStatus::kFailed
                              : outcome.kind == JobOutcome::Kind::kDied   ? JobStatus::kDied
                                                                          : JobStatus::kKilled;
-    record(job, status, &end, outcome.kind == JobOutcome::Kind::kOk ? std::string() : error);
+    record(job, status, &end, outcome.kind == JobOutcome::Kind::kOk ? std::string() : error,
+           outcome.kind == JobOutcome::Kind::kDied && outcome.oom_suspected);
     scheduler.on_job_ended(job.id, outcome, monotonic_ms() - t0_ms);
     switch (outcome.kind) {
       case JobOutcome::Kind::kOk:
         job.finished = true;
         ++summary.done;
         ++state.done;
+        finished_audio_s += audio_of(job);
+        update_audio_done();
         if (end.band_limited) summary.band_limited.push_back(job.file.audio.string());
         if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(job.file.audio.string());
         progress_.job_ended(name, "done",
@@ -499,6 +546,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           job.running = true;
           started = true;
           job.started_ms = now_ms;
+          job.started_unix_ms = unix_now_ms();
           progress_.job_started(job.file.relative.string(), job.attempts,
                                 scheduler.estimate_bytes(job.id).value_or(0), state);
         }
@@ -554,6 +602,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
                                       job.file.relative.string(), static_cast<double>(w.silent_ms) / 1000.0));
         runner_.kill(w.id, 0);
       }
+      running_fraction[w.id] = std::clamp(w.fraction_done, 0.0, 1.0);
       if (oldest_start_ms < 0 || job.started_ms < oldest_start_ms) {
         oldest_start_ms = job.started_ms;
         state.current = fmt::format("{} {} {:.0f}%", job.file.relative.string(), w.phase, w.fraction_done * 100);
@@ -562,7 +611,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
     state.running = live.size();
     state.in_use_bytes = in_use_bytes;
-    state.elapsed_s = static_cast<double>(read_ms) / 1000.0;
+    update_audio_done();
     progress_.tick(state);
   }
 

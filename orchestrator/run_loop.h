@@ -78,6 +78,8 @@ class RunLoop {
   RunSummary run(const Corpus& corpus);
 
   const RunLoopStats& stats() const { return stats_; }
+  /// The run's id in history after run(); 0 without history (or when it could not be recorded).
+  std::int64_t run_id() const { return run_id_; }
 
  private:
   struct Job;

@@ -279,6 +279,21 @@ TEST_CASE("with history, admission keeps predicted peaks inside the budget and r
   CHECK(runner.max_concurrent_ <= 3);  // and never more than fit
   CHECK(probe.max_total_bytes <= 300 * kMiB);
   CHECK(runner.kills_ == 0);
+  // Each job of the second run went to history with the prediction it started under (history's
+  // 100 MiB) and its start time, so a report of this run can be drawn later.
+  auto runs = w.history->runs();
+  REQUIRE(runs.ok());
+  auto jobs = w.history->jobs_for_run(runs.value().at(0).id);
+  REQUIRE(jobs.ok());
+  REQUIRE(jobs.value().size() == 8);
+  for (const auto& j : jobs.value()) {
+    REQUIRE(j.predicted_peak_bytes);
+    CHECK(*j.predicted_peak_bytes >= 90 * kMiB);
+    CHECK(*j.predicted_peak_bytes <= 150 * kMiB);
+    REQUIRE(j.started_at_ms);
+    CHECK(*j.started_at_ms <= j.finished_at_ms);
+    CHECK(*j.started_at_ms >= j.finished_at_ms - 10000);
+  }
 }
 
 TEST_CASE("a job growing past the budget is stopped by the guard and fails clearly; the rest finish") {
@@ -346,6 +361,14 @@ TEST_CASE("a SIGKILL we did not send counts as an OOM death: requeued, then done
   CHECK(s.done == 2);
   CHECK(s.oom_deaths == 1);
   CHECK(runner.launches_["oom-100-6"] == 2);
+  // History marks the death as the OOM killer's, so a report can draw it as one.
+  auto runs = w.history->runs();
+  REQUIRE(runs.ok());
+  auto jobs = w.history->jobs_for_run(runs.value().at(0).id);
+  REQUIRE(jobs.ok());
+  int oom_rows = 0;
+  for (const auto& j : jobs.value()) oom_rows += j.oom_suspected ? 1 : 0;
+  CHECK(oom_rows == 1);
 }
 
 TEST_CASE("resume: a second run skips what history says is done; --force redoes it") {

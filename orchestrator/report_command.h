@@ -1,0 +1,31 @@
+// `align-batch report`: one run's HTML report from history; also written at the end of every run.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "common/result.h"
+
+namespace CLI {
+class App;
+}
+
+namespace ab {
+
+class HistoryStore;
+
+/// `<history's directory>/report-RUN.html`: beside the history (OUT/.align-batch/ by default).
+std::filesystem::path default_report_path(const std::filesystem::path& history_path, std::int64_t run_id);
+
+/// Reads run `run_id`, its jobs and their timelines, and the key's fitted law from `store`, and
+/// writes the page to `path` atomically (a temporary file renamed over it). Returns `path`.
+Result<std::filesystem::path> write_run_report(HistoryStore& store, std::int64_t run_id,
+                                               const std::filesystem::path& path);
+
+/// Registers `align-batch report [--run N] [--out FILE] [--history PATH | --dir DIR]` on `app`:
+/// the newest run unless --run, written to default_report_path unless --out; the database is
+/// --history, else default_history_path(--dir, default "aligned"), never created here. Sets
+/// `exit_code`: 0 written; 1 no such database or run, or the file could not be written.
+void add_report_command(CLI::App& app, int& exit_code);
+
+}  // namespace ab
