@@ -125,15 +125,16 @@ std::string Progress::live_line(const ProgressState& s) {
   if (auto left = eta_seconds(s)) {
     const double left_s = *left;
     eta = left_s >= 3600 ? fmt::format("{:.1f}h", left_s / 3600)
-          : left_s >= 60 ? fmt::format("{:.0f}m{:02.0f}s", std::floor(left_s / 60), std::fmod(left_s, 60))
+          : left_s >= 59.5 ? fmt::format("{}m{:02}s", std::lround(left_s) / 60, std::lround(left_s) % 60)
                          : fmt::format("{:.0f}s", left_s);
   }
   const double per_hour = s.elapsed_s > 0 ? static_cast<double>(s.done) * 3600.0 / s.elapsed_s : 0;
-  return fmt::format("{}/{} done{} | running {}{} | memory {} of {} | {:.0f} files/h | ETA {}{}", s.done, s.total,
+  // Most telling first: a line cut to an 80-column terminal loses the rate, then the file's name.
+  return fmt::format("{}/{} done{} | running {}{} | {} of {} | ETA {}{} | {:.0f} files/h", s.done, s.total,
                      s.failed ? fmt::format(", {} failed", s.failed) : std::string(), s.running,
                      s.cap ? fmt::format("/{}", s.cap) : std::string(), format_bytes(s.in_use_bytes),
-                     s.budget_bytes ? format_bytes(s.budget_bytes) : std::string("unlimited"), per_hour, eta,
-                     s.current.empty() ? std::string() : " | " + s.current);
+                     s.budget_bytes ? format_bytes(s.budget_bytes) : std::string("unlimited"), eta,
+                     s.current.empty() ? std::string() : " | " + s.current, per_hour);
 }
 
 void Progress::job_started(const std::string& name, std::uint32_t attempt, std::uint64_t estimate_bytes,

@@ -111,6 +111,7 @@ TEST_CASE("on an 80-column terminal the live line stays within 79 columns") {
   for (unsigned char c : cut) columns += (c & 0xC0) != 0x80;
   CHECK(columns == 79);
   CHECK(cut.rfind(full.substr(0, 40), 0) == 0);
+  CHECK(cut.find("ETA 14s") != std::string::npos);  // the cut takes the file name and the rate, not the ETA
 }
 
 TEST_CASE("every JSON event carries a Unix-ms timestamp, and end events the ETA") {

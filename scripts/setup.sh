@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs exactly the Debian packages align-batch needs, builds it, then does one thing:
 #   scripts/setup.sh example   align the shipped example corpus (the README's first command)
-#   scripts/setup.sh test      run the whole test suite (the README's second command; .ci/run)
+#   scripts/setup.sh test      run the whole test suite (the README's second command; .ci/run),
+#                              with headless chromium and python3-pil for the report's browser tests
 #   scripts/setup.sh build     only install and build
 #   scripts/setup.sh bench     also install the benchmarks' peers (GNU parallel, python3-torch, espeak-ng)
 # Idempotent: apt-get skips what is installed, cmake and ccache rebuild only what changed.
@@ -21,6 +22,8 @@ packages=(
   python3                                  # tests: scripted stand-ins for a protocol worker
   python3-torchaudio                       # tests: tools/export_wav2vec2.py exports a real wav2vec2 architecture
 )
+# The browser tests of run reports: headless chromium renders them, PIL reads the screenshots.
+[ "$mode" = test ] && packages+=(chromium python3-pil)
 # Benchmarks and the example generators: the peers we measure against, and espeak-ng speech.
 [ "$mode" = bench ] && packages+=(parallel python3-torch espeak-ng libsox-fmt-all)
 
