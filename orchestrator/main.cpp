@@ -12,7 +12,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"align-batch: align or transcribe a speech corpus with as many workers as memory allows\n"
                "usage: align-batch [OPTIONS] CORPUS... [-- COMMAND ARGS...]   (external command: {in} {out} {stem} {dir})\n"
-               "exit status: 0 all done, 1 some files failed (listed), 2 bad usage, 130 interrupted"};
+               "exit status: 0 all done, 1 some files failed (listed), 2 bad usage, setup error or output in use by another run, 130 interrupted"};
   app.set_version_flag("--version", AB_VERSION);
   int exit_code = 0;
   // Everything after the first "--" is the external command, never an option of ours.
@@ -29,6 +29,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(static_cast<int>(cli_argv.size()), cli_argv.data());
   } catch (const CLI::ParseError& e) {
+    if (const std::string explained = ab::explain_parse_error(app, e); !explained.empty()) {
+      std::fprintf(stderr, "align-batch: %s\n", explained.c_str());
+      return 2;
+    }
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }

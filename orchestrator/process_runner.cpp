@@ -43,7 +43,13 @@ std::int64_t monotonic_ms() {
 
 std::string resolve_program(const std::string& program) {
   if (program.empty()) return {};
-  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0 ? program : std::string();
+  if (program.find('/') != std::string::npos) {
+    // A directory passes access(X_OK) too; execv would then fail for every file.
+    struct stat st {};
+    return ::stat(program.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(program.c_str(), X_OK) == 0
+               ? program
+               : std::string();
+  }
   const char* path_env = std::getenv("PATH");
   std::string path = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
   std::size_t pos = 0;
@@ -332,6 +338,7 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   if (program.empty()) {
     error = "command '" + (argv.empty() ? std::string() : argv[0]) +
             "' not found or not executable; check the program after '--' (or --model's worker) and $PATH";
+    if (setup_error_.empty()) setup_error_ = error;
     return nullptr;
   }
   auto p = std::make_shared<Proc>();
@@ -390,7 +397,10 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
       ::close(in_pipe[1]);
       ::close(out_pipe[0]);
     }
-    error = "cannot run '" + program + "': " + std::strerror(req.child_errno);
+    error = "cannot run '" + program + "': " + std::strerror(req.child_errno) +
+            "; check the program (its #! interpreter too) and its permissions";
+    // Every file would fail the same way: the run's fault, not the file's.
+    if (setup_error_.empty()) setup_error_ = error;
     return nullptr;
   }
   p->pid = pid;
@@ -487,10 +497,19 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
     if (msg.is_discarded() || !msg.is_object()) continue;  // not protocol: ignore (it goes nowhere)
     if (msg.contains("ready")) {
       if (msg.value("ready", false)) {
-        p.ready = true;
+        p.ready = any_ready_ = true;
+        // What one loaded worker holds, as the budget counts it: PSS (RSS would count LibTorch's
+        // pages in full even when other processes share them), else the ready line's RSS.
+        std::optional<std::uint64_t> idle_bytes;
+        if (auto rollup = read_smaps_rollup("/proc", p.pid)) idle_bytes = rollup->pss_bytes;
+        else if (msg.contains("rss_bytes") && msg["rss_bytes"].is_number_unsigned())
+          idle_bytes = msg["rss_bytes"].get<std::uint64_t>();
+        // The smallest: a worker already busy with its first job when this is read holds more.
+        if (idle_bytes) ready_idle_bytes_ = std::min(ready_idle_bytes_.value_or(*idle_bytes), *idle_bytes);
       } else {
         broken_ = "align-batch-worker could not start: " + msg.value("error", std::string("unknown error")) +
                   "; check --model (see " + p.log.string() + ")";
+        if (setup_error_.empty()) setup_error_ = broken_;
       }
       continue;
     }
@@ -551,6 +570,13 @@ void ProcessRunner::reap(std::vector<JobEnd>& ended) {
     while (::wait4(p.pid, &status, 0, &ru) < 0 && errno == EINTR) {
     }
     if (p.stdout_fd >= 0) read_output(p, ended);  // a result written just before exiting
+    // The first worker of the run ending before its ready line, unasked: no worker can start
+    // (killed while loading the model, a broken installation, ...). Later ones may be unlucky.
+    if (p.persistent && !p.ready && !any_ready_ && !p.kill_sent && !p.exiting && setup_error_.empty()) {
+      const std::string tail = log_tail(p.log);
+      setup_error_ = "align-batch-worker " + describe_status(status) + " before it was ready (loading the model)" +
+                     (tail.empty() ? std::string() : "; its log " + p.log.string() + " ends: " + tail);
+    }
     if (p.busy) {
       JobEnd end;
       end.id = p.job;

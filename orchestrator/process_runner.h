@@ -56,6 +56,8 @@ class ProcessRunner : public WorkerRunner {
   /// Names of the status blocks of the workers alive now.
   std::vector<std::string> status_block_names() const;
   std::vector<JobEnd> shutdown(int grace_ms) override;
+  std::string setup_error() const override { return setup_error_; }
+  std::optional<std::uint64_t> ready_idle_bytes() const override { return ready_idle_bytes_; }
 
   const ProcessRunnerStats& stats() const { return stats_; }
 
@@ -89,6 +91,9 @@ class ProcessRunner : public WorkerRunner {
   int null_fd_ = -1;
   std::vector<std::shared_ptr<Proc>> procs_;
   std::string broken_;  ///< a worker could not load its model: every later start fails with this
+  std::string setup_error_;  ///< see WorkerRunner::setup_error(); the first such error wins
+  bool any_ready_ = false;   ///< some persistent worker has sent `ready: true`
+  std::optional<std::uint64_t> ready_idle_bytes_;
   std::uint32_t next_worker_ = 0;
 };
 

@@ -16,6 +16,7 @@
 namespace ab {
 
 int RunSummary::exit_code() const {
+  if (!setup_error.empty()) return 2;
   if (interrupted) return 130;
   return failed.empty() ? 0 : 1;
 }
@@ -44,6 +45,7 @@ nlohmann::json RunSummary::to_json() const {
           {"max_trellis_mib", max_trellis_mib},
           {"out_dir", out_dir},
           {"report", report_path},
+          {"setup_error", setup_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(setup_error)},
           {"exit_code", exit_code()}};
 }
 
@@ -197,6 +199,12 @@ void Progress::summary(const RunSummary& s, std::FILE* out) {
     auto event = s.to_json();
     event["event"] = "summary";
     emit(event);
+    return;
+  }
+  if (!s.setup_error.empty()) {
+    // One message, not one failure per file: nothing of the corpus was processed.
+    std::fprintf(log_, "align-batch: %s\n", s.setup_error.c_str());
+    std::fflush(log_);
     return;
   }
   const double per_hour = s.wall_s > 0 ? static_cast<double>(s.done) * 3600.0 / s.wall_s : 0;

@@ -88,7 +88,10 @@ struct RunSummary {
   std::vector<std::string> transcribed_without_transcript;
   std::string out_dir;      ///< where the outputs went (--out, absolute); empty: not said
   std::string report_path;  ///< the run's HTML report; empty: none written
-  /// 0 all done, 1 some failed, 130 interrupted.
+  /// Set when the run stopped before processing the corpus because of its own setup (the model
+  /// cannot be loaded, one worker needs more than the budget, ...): the one message; exit 2.
+  std::string setup_error;
+  /// 0 all done, 1 some failed, 2 setup error, 130 interrupted.
   int exit_code() const;
   nlohmann::json to_json() const;
 };

@@ -25,6 +25,7 @@
 #include "orchestrator/progress.h"
 #include "orchestrator/report_command.h"
 #include "orchestrator/run_report.h"
+#include "orchestrator/run_lock.h"
 #include "orchestrator/run_loop.h"
 #include "orchestrator/signals.h"
 
@@ -165,11 +166,71 @@ SplitArgs split_at_dashdash(int argc, const char* const* argv) {
   return s;
 }
 
+std::string closest_name(const std::string& given, const std::vector<std::string>& names) {
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      std::size_t diagonal = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        const std::size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string best;
+  std::size_t best_distance = 0;
+  for (const auto& n : names) {
+    const std::size_t d = distance(given, n);
+    if (best.empty() || d < best_distance) best = n, best_distance = d;
+  }
+  if (best.empty() || best_distance > std::max<std::size_t>(2, given.size() / 3)) return {};
+  return best;
+}
+
+std::string explain_parse_error(const CLI::App& app, const std::exception& error) {
+  std::vector<std::string> long_names;
+  for (const CLI::Option* opt : app.get_options())
+    for (const auto& n : opt->get_lnames()) long_names.push_back(n);
+  if (dynamic_cast<const CLI::ConfigError*>(&error)) {
+    // CLI11: "INI was not able to parse KEY" (KEY is "section.key" inside a section).
+    const std::string text = error.what();
+    const std::string marker = "not able to parse ";
+    const auto at = text.find(marker);
+    if (at == std::string::npos) return {};
+    const std::string key = text.substr(at + marker.size());
+    // A section opens as "NAME.++": a section that is no subcommand.
+    if (key.size() > 3 && key.compare(key.size() - 3, 3, ".++") == 0)
+      return "--config: unknown section [" + key.substr(0, key.size() - 3) +
+             "] (sections are subcommands: doctor, history, replay; the main command's keys go before any section)";
+    const std::string near = closest_name(key, long_names);
+    return "--config: unknown key '" + key + "'" + (near.empty() ? std::string() : "; did you mean '" + near + "'?") +
+           " (keys are the long options without '--', sections are subcommands; see --help)";
+  }
+  if (dynamic_cast<const CLI::ExtrasError*>(&error)) {
+    for (const auto& arg : app.remaining()) {
+      if (arg.size() < 2 || arg[0] != '-') continue;
+      const std::string name = arg.substr(arg.find_first_not_of('-'));
+      const std::string bare = name.substr(0, name.find('='));
+      const std::string near = closest_name(bare, long_names);
+      return arg + ": unknown option" + (near.empty() ? std::string() : "; did you mean --" + near + "?") +
+             " (see --help)";
+    }
+  }
+  return {};
+}
+
 void add_run_options(CLI::App& app, RunOptions& o) {
   app.set_config("--config", "", "read options from a TOML/INI file (CLI11 format: `mem-budget = \"8G\"`)");
+  // An unknown key is a usage error naming it, never silently ignored (`workerz = 3`).
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("corpus", o.corpus,
                  "audio files, directories (searched recursively) or @LIST files (one path per line)");
-  app.add_option("--workers", o.workers, "auto (memory decides; the built-in engine runs at most one worker per core) or N: an upper bound, still subject to the budget")
+  // -j as GNU parallel, make and MFA (-j/--num_jobs) users type it.
+  app.add_option("-j,--workers", o.workers, "auto (memory decides; the built-in engine runs at most one worker per core) or N: an upper bound, still subject to the budget")
       ->capture_default_str();
   app.add_option("--mem-budget", o.mem_budget,
                  "memory for all workers together: 12G, 800M, 1.5T or 75% (of the cgroup limit or MemTotal)");
@@ -415,6 +476,28 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                   {"cgroup_limit_bytes", inputs.cgroup_limit_bytes ? nlohmann::json(*inputs.cgroup_limit_bytes)
                                                                     : nlohmann::json(nullptr)}};
 
+  // One run per output directory and per history (run_lock.h). Taken before the scan when the
+  // output's folder exists already, so a second run stops at once; a first run takes it after the
+  // scan, since a usage error found there must leave nothing behind.
+  std::vector<std::unique_ptr<RunLock>> locks;
+  auto take_locks = [&]() -> std::string {
+    if (o.dry_run || !locks.empty()) return {};
+    auto out_lock = RunLock::acquire(config.out_dir / ".align-batch" / "lock",
+                                     "output directory " + display_path(config.out_dir.string()));
+    if (!out_lock) return out_lock.error();
+    locks.push_back(std::move(out_lock.value()));
+    if (!o.no_history && history_path != default_history_path(config.out_dir)) {
+      fs::path lock_path = history_path;
+      lock_path += ".lock";
+      auto history_lock = RunLock::acquire(lock_path, "history " + display_path(history_path.string()));
+      if (!history_lock) return history_lock.error();
+      locks.push_back(std::move(history_lock.value()));
+    }
+    return {};
+  };
+  if (std::error_code lock_ec; fs::is_directory(config.out_dir / ".align-batch", lock_ec))
+    if (auto error = take_locks(); !error.empty()) return usage_error(error);
+
   // A big corpus takes a while to scan (stat + header per file): a live count on a terminal, and
   // a line saying what it cost when that was noticeable.
   const std::int64_t scan_start_ms = monotonic_ms();
@@ -436,6 +519,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
   }
 
+  if (auto error = take_locks(); !error.empty()) return usage_error(error);
   if (!o.no_history && !history && !o.dry_run) {
     auto created = HistoryStore::open(history_path, HistoryStore::Create::kIfMissing);
     if (!created) return usage_error(created.error());

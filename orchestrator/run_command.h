@@ -96,6 +96,15 @@ std::optional<std::int64_t> parse_duration_ms(const std::string& text);
 /// Pure: "auto" → 0 (memory alone decides), "N" ≥ 1 → N; nullopt otherwise.
 std::optional<std::uint32_t> parse_workers(const std::string& text);
 
+/// Pure: the name in `names` closest to `given` (edit distance), or empty when none is close
+/// enough to be a likely typo (at most 2 edits, or a third of the name's length if longer).
+std::string closest_name(const std::string& given, const std::vector<std::string>& names);
+
+/// Turns a CLI11 parse error into align-batch's message: an unknown option or --config key named,
+/// with the closest real one suggested ("--workerz: unknown option; did you mean --workers?").
+/// Empty for errors CLI11's own message already says well.
+std::string explain_parse_error(const CLI::App& app, const std::exception& error);
+
 /// Splits argv at the first "--": the part before (with argv[0]) for CLI11, the command after.
 struct SplitArgs {
   std::vector<std::string> cli;

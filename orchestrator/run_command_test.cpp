@@ -84,3 +84,13 @@ TEST_CASE("model_job_key: a --max-trellis-mib other than the default is a key of
   CHECK(ab::model_job_key(key, 1) == "ctc:0123abcd:trellis=1");
   CHECK(ab::model_job_key(key, 1) != ab::model_job_key(key, 2));
 }
+
+TEST_CASE("closest_name: a likely typo's option, nothing for a stranger") {
+  const std::vector<std::string> names = {"workers", "mem-budget", "reserve", "max-trellis-mib", "model"};
+  CHECK(ab::closest_name("workerz", names) == "workers");
+  CHECK(ab::closest_name("mem-budgt", names) == "mem-budget");
+  CHECK(ab::closest_name("max-trelis-mb", names) == "max-trellis-mib");
+  CHECK(ab::closest_name("modle", names) == "model");
+  CHECK(ab::closest_name("colour", names).empty());
+  CHECK(ab::closest_name("x", {}).empty());
+}

@@ -246,6 +246,26 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   }
   auto estimator = std::make_unique<Estimator>(observations_from_jobs(key_rows));
 
+  // The built-in engine's every job holds a loaded model: no job of this key ever needed less
+  // than the smallest recorded peak. Above the budget, no file can run: say so once, start nothing.
+  if (!config_.command && config_.scheduler.budget_bytes > 0) {
+    std::uint64_t smallest = 0;
+    std::size_t ok_jobs = 0;
+    for (const auto& r : key_rows)
+      if (r.status == JobStatus::kOk && r.peak_pss_bytes > 0) {
+        smallest = ok_jobs++ == 0 ? r.peak_pss_bytes : std::min(smallest, r.peak_pss_bytes);
+      }
+    if (ok_jobs > 0 && smallest > config_.scheduler.budget_bytes) {
+      summary.setup_error = fmt::format(
+          "one align-batch-worker needs at least {} (the smallest peak of the {} jobs history holds for this model), "
+          "more than the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
+          format_bytes(smallest), ok_jobs, format_bytes(config_.scheduler.budget_bytes));
+      summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+      if (history_ && run_id_ != 0) (void)history_->end_run(run_id_, summary.exit_code());
+      return summary;
+    }
+  }
+
   Scheduler scheduler(config_.scheduler);
   std::map<JobId, Job> jobs;
   std::vector<FailedFile> plan_errors;
@@ -375,12 +395,40 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     stats_.predictions_updated += predictions.size();
   };
 
+  bool stopping = false, hard_stop = false;
+  // Setup errors (WorkerRunner::setup_error, or one worker's idle memory above the budget) stop
+  // the run at once, with one message and exit 2, instead of failing every file the same way.
+  bool setup_failed = false;
+  auto fail_setup = [&](std::string error) {
+    setup_failed = stopping = true;
+    summary.setup_error = std::move(error);
+    for (const auto& l : runner_.live()) runner_.kill(l.id, 0);
+  };
+  auto check_setup = [&]() {
+    if (setup_failed) return true;
+    std::string error = runner_.setup_error();
+    const auto idle = runner_.ready_idle_bytes();
+    if (error.empty() && idle && config_.scheduler.budget_bytes > 0 && *idle > config_.scheduler.budget_bytes)
+      error = fmt::format(
+          "one align-batch-worker needs {} even idle (its PSS once the model was loaded), more than the budget {}; "
+          "raise --mem-budget (or the container's memory limit), or use a smaller model",
+          format_bytes(*idle), format_bytes(config_.scheduler.budget_bytes));
+    if (error.empty()) return false;
+    fail_setup(std::move(error));
+    return true;
+  };
   auto handle_end = [&](const JobEnd& end, bool stopping) {
     auto it = jobs.find(end.id);
     if (it == jobs.end()) return;
     Job& job = it->second;
     job.running = false;
     running_fraction.erase(job.id);
+    if (setup_failed) {
+      // Not the file's doing: nothing to record or report for it; it runs next time.
+      std::error_code ec;
+      if (!job.staging.empty()) fs::remove_all(job.staging, ec);
+      return;
+    }
     // A job shorter than the sampling interval may have no sample at all: its own peak RSS (the
     // worker's per-job VmHWM, or wait4's for a command) stands in, an upper bound of its PSS.
     if (end.peak_rss_bytes) {
@@ -474,6 +522,18 @@ RunSummary RunLoop::run(const Corpus& corpus) {
                             job.peak_pss_bytes, end.wall_s, state);
         break;
       case JobOutcome::Kind::kGuardKilled:
+        // Stopped above the high-water mark on its own while no worker had loaded its model yet:
+        // one worker does not fit even idle, and every file would go the same way.
+        if (!config_.command && !runner_.ready_idle_bytes() && config_.scheduler.budget_bytes > 0 &&
+            static_cast<double>(job.peak_pss_bytes) >=
+                config_.scheduler.high_water * static_cast<double>(config_.scheduler.budget_bytes)) {
+          fail_setup(fmt::format(
+              "one align-batch-worker needs more than the budget even idle: it held {} while still loading the model, "
+              "above {:.0f}% of the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
+              format_bytes(job.peak_pss_bytes), config_.scheduler.high_water * 100,
+              format_bytes(config_.scheduler.budget_bytes)));
+          break;
+        }
         progress_.job_ended(name, "killed", "stopped by the memory guard, will run again with a raised estimate",
                             job.peak_pss_bytes, end.wall_s, state);
         break;
@@ -486,7 +546,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     oom_kills_now = first.oom_kill_count;
     cgroup_limit_bytes = first.cgroup_limit_bytes;
   }
-  bool stopping = false, hard_stop = false;
+
   // Memory is read, and timeouts, heartbeats and the live line checked, on a deadline: once per
   // tick_ms, the first at once. In between the loop only waits, handles job ends as they come and
   // admits (a finished job's room is used at once, not at the next sample). Waking into a
@@ -538,6 +598,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           job.oom_kills_at_start = oom_kills_now;
           RunnerJob rj = make_runner_job(job);
           if (!runner_.start(rj, error)) {
+            if (check_setup()) break;
             scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
             fail_file(job, error);
             progress_.job_ended(job.file.relative.string(), "failed", error, 0, 0, state);
@@ -559,8 +620,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     }
 
     const std::int64_t wait_ms = std::max<std::int64_t>(0, next_sample_ms - (monotonic_ms() - t0_ms));
-    for (const auto& end : runner_.wait(static_cast<int>(std::min<std::int64_t>(wait_ms, config_.tick_ms))))
-      handle_end(end, stopping);
+    const auto ended = runner_.wait(static_cast<int>(std::min<std::int64_t>(wait_ms, config_.tick_ms)));
+    check_setup();  // before the ends: a job its broken worker ended is not the file's failure
+    for (const auto& end : ended) handle_end(end, stopping);
     const std::int64_t read_ms = monotonic_ms() - t0_ms;
     if (read_ms < next_sample_ms) continue;  // woken early (a job ended, output, a signal): not due yet
     next_sample_ms = read_ms + config_.tick_ms;

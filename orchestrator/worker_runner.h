@@ -83,6 +83,14 @@ class WorkerRunner {
     (void)keep;
     return 0;
   }
+  /// Non-empty once the run cannot go on whatever the file: the worker cannot load its model
+  /// (`ready: false`), the first worker died before it was ready, the program cannot be executed.
+  /// The loop then stops before any further job and the run exits 2 with this one message.
+  virtual std::string setup_error() const { return {}; }
+  /// What one persistent worker holds once its model is loaded (its PSS when its ready line
+  /// arrived, else the line's `rss_bytes`; the least over workers): what one worker needs even
+  /// idle. None until a worker was ready, and for runners without persistent workers.
+  virtual std::optional<std::uint64_t> ready_idle_bytes() const { return std::nullopt; }
   /// Stops every worker (idle ones by closing stdin), SIGTERM then SIGKILL after `grace_ms`, and
   /// reaps them all: no orphan, no zombie. Jobs still running end as killed_by_us.
   virtual std::vector<JobEnd> shutdown(int grace_ms) = 0;
