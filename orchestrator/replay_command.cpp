@@ -164,6 +164,9 @@ int run_replay(const ReplayOptions& o) {
     return 1;
   }
   ReplaySource& src = *loaded;
+  if (src.passed_over > 0 && src.run)
+    fmt::print(stderr, "align-batch replay: the newest {} finished no job (every file done already?); replaying run {}\n",
+               src.passed_over == 1 ? std::string("run") : fmt::format("{} runs", src.passed_over), src.run->id);
   if (src.jobs.empty()) {
     fmt::print(stderr,
                "align-batch replay: {}: no finished jobs to replay{}; run a corpus first, or see "
@@ -344,13 +347,17 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
     auto run = store.run(rows.front().run_id);
     if (run && *run) src.run = **run;
   } else {
-    auto runs = store.runs(1);
+    auto runs = store.runs();
     if (!runs) return R::failure(runs.error());
     if (runs->empty()) {
       return R::failure(fmt::format("{}: no runs recorded yet; run a corpus first",
                                     store.path().string()));
     }
-    src.run = runs->front();
+    // The newest run that finished a job: a run that found every file done finished none.
+    auto it = std::find_if(runs->begin(), runs->end(), [](const RunRow& r) { return r.ok_count > 0; });
+    if (it == runs->end()) it = runs->begin();
+    src.passed_over = static_cast<std::uint32_t>(it - runs->begin());
+    src.run = *it;
     auto jobs = store.jobs_for_run(src.run->id);
     if (!jobs) return R::failure(jobs.error());
     rows = std::move(*jobs);

@@ -22,9 +22,11 @@ struct ReplaySource {
   std::uint32_t skipped = 0;          ///< jobs left out: not ok (a killed job's peak is a lower bound)
   std::vector<std::string> keys;      ///< distinct job keys among `jobs`
   std::optional<RunRow> run;          ///< the run replayed, or the newest run of the key's jobs
+  std::uint32_t passed_over = 0;      ///< newer runs left out by default: they finished no job
 };
 
-/// Loads the jobs of run `run_id`, or of `key` (all runs), or, with neither, of the newest run.
+/// Loads the jobs of run `run_id`, or of `key` (all runs), or, with neither, of the newest run
+/// that finished a job (a run that found every file done finished none).
 /// Each job's prediction is what history, fitted on all of its key's ok jobs, predicts for it.
 StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
                                              const std::string& key);

@@ -316,9 +316,23 @@ TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines an
   auto newest = load_replay_source(store, std::nullopt, "");
   REQUIRE(newest.ok());
   CHECK(newest->jobs.size() == 10);
+  CHECK(newest->passed_over == 0);
   auto missing = load_replay_source(store, 99, "");
   CHECK_FALSE(missing.ok());
   CHECK(missing.error().find("no run 99") != std::string::npos);
+
+  // A later run that found every file done finished nothing: the default passes over it.
+  auto empty_run = store.begin_run(info);
+  REQUIRE(empty_run.ok());
+  REQUIRE(store.end_run(*empty_run, 0).ok());
+  auto past_empty = load_replay_source(store, std::nullopt, "");
+  REQUIRE(past_empty.ok());
+  CHECK(past_empty->jobs.size() == 10);
+  CHECK(past_empty->run->id == *run);
+  CHECK(past_empty->passed_over == 1);
+  auto asked = load_replay_source(store, *empty_run, "");  // asked for by id: that run, empty
+  REQUIRE(asked.ok());
+  CHECK(asked->jobs.empty());
 
   // Replayed under the recorded budget and cores: never above the budget, all done.
   ReplaySettings s;
