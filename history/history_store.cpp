@@ -479,66 +479,87 @@ StoreResult<std::int64_t> HistoryStore::record_job(const JobRecord& job,
                                                    const std::vector<TimelinePoint>& timeline,
                                                    std::size_t max_points) {
   using R = StoreResult<std::int64_t>;
-  const std::string what = fmt::format("recording job {}", job.input_path);
+  std::vector<JobWrite> one{{job, timeline}};
+  auto r = record_jobs(one, max_points);
+  if (!r) return R::failure(r.error());
+  return R(r.value().front());
+}
+
+StoreResult<std::vector<std::int64_t>> HistoryStore::record_jobs(const std::vector<JobWrite>& jobs,
+                                                                 std::size_t max_points) {
+  using R = StoreResult<std::vector<std::int64_t>>;
+  std::vector<std::int64_t> ids;
+  if (jobs.empty()) return R(std::move(ids));
+  ids.reserve(jobs.size());
+  const std::string first = fmt::format("recording job {}", jobs.front().job.input_path);
   Transaction tx(db_);
-  if (tx.begin_rc() != SQLITE_OK) return R::failure(failure(what));
+  if (tx.begin_rc() != SQLITE_OK)
+    return R::failure(failure(jobs.size() == 1 ? first : fmt::format("recording {} jobs", jobs.size())));
+  // Prepared once for the whole batch.
   Stmt s(db_,
          "INSERT INTO jobs (run_id, input_path, input_size_bytes, input_mtime_ns, "
          "audio_duration_s, job_key, status, attempts, peak_rss_bytes, peak_pss_bytes, "
          "peak_uss_bytes, peak_vram_bytes, wall_s, cpu_s, exit_status, term_signal, error, "
          "finished_at_ms, task, transcript_hash, started_at_ms, predicted_peak_bytes, oom_suspected) "
          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  s.bind(1, job.run_id)
-      .bind(2, job.input_path)
-      .bind(3, job.input_size_bytes)
-      .bind(4, job.input_mtime_ns)
-      .bind(5, job.audio_duration_s)
-      .bind(6, job.job_key)
-      .bind(7, std::string(to_string(job.status)))
-      .bind(8, job.attempts)
-      .bind(9, job.peak_rss_bytes)
-      .bind(10, job.peak_pss_bytes)
-      .bind(11, job.peak_uss_bytes)
-      .bind(12, job.peak_vram_bytes)
-      .bind(13, job.wall_s)
-      .bind(14, job.cpu_s)
-      .bind(15, job.exit_status)
-      .bind(16, job.term_signal)
-      .bind(17, job.error)
-      .bind(18, job.finished_at_ms ? job.finished_at_ms : now_ms())
-      .bind(19, job.task.empty() ? std::optional<std::string>() : std::optional<std::string>(job.task))
-      .bind(20, job.transcript_hash)
-      .bind(21, job.started_at_ms)
-      .bind(22, job.predicted_peak_bytes)
-      .bind(23, job.oom_suspected ? 1 : 0);
-  if (s.step() != SQLITE_DONE) return R::failure(failure(what));
-  const std::int64_t id = sqlite3_last_insert_rowid(db_);
   Stmt o(db_, "INSERT INTO job_outputs (job_id, seq, path, size_bytes, mtime_ns) VALUES (?, ?, ?, ?, ?)");
-  for (std::size_t i = 0; i < job.outputs.size(); ++i) {
-    o.reset();
-    o.bind(1, id)
-        .bind(2, static_cast<std::int64_t>(i))
-        .bind(3, job.outputs[i].path)
-        .bind(4, job.outputs[i].size_bytes)
-        .bind(5, job.outputs[i].mtime_ns);
-    if (o.step() != SQLITE_DONE) return R::failure(failure(what + "'s outputs"));
-  }
-  const auto kept = downsample_timeline(timeline, max_points);
   Stmt p(db_,
          "INSERT INTO job_timelines (job_id, seq, t_ms, rss_bytes, pss_bytes, vram_bytes) "
          "VALUES (?, ?, ?, ?, ?, ?)");
-  for (std::size_t i = 0; i < kept.size(); ++i) {
-    p.reset();
-    p.bind(1, id)
-        .bind(2, static_cast<std::int64_t>(i))
-        .bind(3, kept[i].t_ms)
-        .bind(4, kept[i].rss_bytes)
-        .bind(5, kept[i].pss_bytes)
-        .bind(6, kept[i].vram_bytes);
-    if (p.step() != SQLITE_DONE) return R::failure(failure(what + "'s timeline"));
+  for (const JobWrite& w : jobs) {
+    const JobRecord& job = w.job;
+    const std::string what = fmt::format("recording job {}", job.input_path);
+    s.reset();
+    s.bind(1, job.run_id)
+        .bind(2, job.input_path)
+        .bind(3, job.input_size_bytes)
+        .bind(4, job.input_mtime_ns)
+        .bind(5, job.audio_duration_s)
+        .bind(6, job.job_key)
+        .bind(7, std::string(to_string(job.status)))
+        .bind(8, job.attempts)
+        .bind(9, job.peak_rss_bytes)
+        .bind(10, job.peak_pss_bytes)
+        .bind(11, job.peak_uss_bytes)
+        .bind(12, job.peak_vram_bytes)
+        .bind(13, job.wall_s)
+        .bind(14, job.cpu_s)
+        .bind(15, job.exit_status)
+        .bind(16, job.term_signal)
+        .bind(17, job.error)
+        .bind(18, job.finished_at_ms ? job.finished_at_ms : now_ms())
+        .bind(19, job.task.empty() ? std::optional<std::string>() : std::optional<std::string>(job.task))
+        .bind(20, job.transcript_hash)
+        .bind(21, job.started_at_ms)
+        .bind(22, job.predicted_peak_bytes)
+        .bind(23, job.oom_suspected ? 1 : 0);
+    if (s.step() != SQLITE_DONE) return R::failure(failure(what));
+    const std::int64_t id = sqlite3_last_insert_rowid(db_);
+    ids.push_back(id);
+    for (std::size_t i = 0; i < job.outputs.size(); ++i) {
+      o.reset();
+      o.bind(1, id)
+          .bind(2, static_cast<std::int64_t>(i))
+          .bind(3, job.outputs[i].path)
+          .bind(4, job.outputs[i].size_bytes)
+          .bind(5, job.outputs[i].mtime_ns);
+      if (o.step() != SQLITE_DONE) return R::failure(failure(what + "'s outputs"));
+    }
+    const auto kept = downsample_timeline(w.timeline, max_points);
+    for (std::size_t i = 0; i < kept.size(); ++i) {
+      p.reset();
+      p.bind(1, id)
+          .bind(2, static_cast<std::int64_t>(i))
+          .bind(3, kept[i].t_ms)
+          .bind(4, kept[i].rss_bytes)
+          .bind(5, kept[i].pss_bytes)
+          .bind(6, kept[i].vram_bytes);
+      if (p.step() != SQLITE_DONE) return R::failure(failure(what + "'s timeline"));
+    }
   }
-  if (tx.commit() != SQLITE_OK) return R::failure(failure(what));
-  return R(id);
+  if (tx.commit() != SQLITE_OK)
+    return R::failure(failure(jobs.size() == 1 ? first : fmt::format("recording {} jobs", jobs.size())));
+  return R(std::move(ids));
 }
 
 StoreResult<bool> HistoryStore::find_done(const std::string& input_path, std::uint64_t size_bytes,

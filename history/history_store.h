@@ -102,6 +102,12 @@ struct JobRecord {
   bool oom_suspected = false;
 };
 
+/// One job for record_jobs(): its record and its memory timeline.
+struct JobWrite {
+  JobRecord job;
+  std::vector<TimelinePoint> timeline;
+};
+
 /// A recorded job, as read back.
 struct JobRow : JobRecord {
   std::int64_t id = 0;
@@ -157,6 +163,12 @@ class HistoryStore {
   StoreResult<std::int64_t> record_job(const JobRecord& job,
                                        const std::vector<TimelinePoint>& timeline = {},
                                        std::size_t max_points = kDefaultTimelinePoints);
+
+  /// Records `jobs` as record_job does, all in one transaction (all or none); returns their ids
+  /// in order. A run records its jobs in batches: one commit per job made the database the
+  /// bottleneck of tiny jobs (run_loop.cpp).
+  StoreResult<std::vector<std::int64_t>> record_jobs(const std::vector<JobWrite>& jobs,
+                                                     std::size_t max_points = kDefaultTimelinePoints);
 
   /// Resume: true if an ok job exists for this input path, size, mtime and key.
   StoreResult<bool> find_done(const std::string& input_path, std::uint64_t size_bytes,

@@ -211,6 +211,33 @@ TEST_CASE("a job must belong to a recorded run (foreign keys are on)") {
   CHECK(r.error().find("FOREIGN KEY") != std::string::npos);
 }
 
+TEST_CASE("record_jobs writes a batch in one transaction: every job with its timeline, or none") {
+  ab::test::TempDir dir;
+  auto store = open_ok(dir.path() / "h.sqlite");
+  const auto run = *store->begin_run({});
+  std::vector<ab::JobWrite> batch;
+  for (int i = 0; i < 3; ++i)
+    batch.push_back({make_job(run, "/c/" + std::to_string(i) + ".wav", "ctc:aa"),
+                     {{10, 100, 90, 0}, {20, 200 + static_cast<std::uint64_t>(i), 180, 0}}});
+  const auto ids = store->record_jobs(batch);
+  REQUIRE(ids.ok());
+  REQUIRE(ids.value().size() == 3);
+  const auto rows = *store->jobs_for_run(run);
+  REQUIRE(rows.size() == 3);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(rows[static_cast<std::size_t>(i)].id == ids.value()[static_cast<std::size_t>(i)]);
+    const auto tl = *store->timeline(ids.value()[static_cast<std::size_t>(i)]);
+    REQUIRE(tl.size() == 2);
+    CHECK(tl[1].rss_bytes == 200 + static_cast<std::uint64_t>(i));
+  }
+  // The second of a new batch belongs to no run: the whole batch is refused, the first included.
+  std::vector<ab::JobWrite> bad = {{make_job(run, "/c/ok.wav", "ctc:aa"), {}}, {make_job(42, "/c/orphan.wav", "ctc:aa"), {}}};
+  const auto refused = store->record_jobs(bad);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().find("/c/orphan.wav") != std::string::npos);
+  CHECK(raw_int(dir.path() / "h.sqlite", "SELECT COUNT(*) FROM jobs") == 3);
+}
+
 TEST_CASE("find_done: an ok job with the same path, size, mtime and key") {
   ab::test::TempDir dir;
   auto store = open_ok(dir.path() / "h.sqlite");

@@ -26,6 +26,11 @@ namespace {
 
 // Points kept per running job before it is thinned (bounded memory for hour-long jobs).
 constexpr std::size_t kTimelineThinAt = 4096;
+// History batches: written once this many jobs have ended, or this long after the last write.
+// 1000 jobs of 0.5 KiB: a transaction of about 0.5 MiB; 1 s: what a run killed by SIGKILL
+// may lose of its record.
+constexpr std::size_t kHistoryBatchJobs = 1000;
+constexpr std::int64_t kHistoryBatchMs = 1000;
 
 std::int64_t unix_now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -339,6 +344,21 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     summary.failed.push_back({job.file.audio.string(), reason});
     ++state.failed;
   };
+  // Ended jobs are recorded in batches, one transaction each: one commit per job cost more than
+  // the job itself for tiny ones (10,000 /bin/true jobs: parent CPU 4.6 s with history, 2.5 s
+  // without). A batch waits at most kHistoryBatchMs, so a run that dies loses at most that
+  // much of its record (those files simply run again next time).
+  std::vector<JobWrite> pending_history;
+  std::int64_t history_flushed_ms = monotonic_ms();
+  auto flush_history = [&](bool force) {
+    if (pending_history.empty()) return;
+    const std::int64_t now = monotonic_ms();
+    if (!force && pending_history.size() < kHistoryBatchJobs && now - history_flushed_ms < kHistoryBatchMs) return;
+    auto r = history_->record_jobs(pending_history, config_.timeline_points);
+    if (!r) progress_.message("history: " + r.error());
+    pending_history.clear();
+    history_flushed_ms = now;
+  };
   auto record = [&](Job& job, JobStatus status, const JobEnd* end, const std::string& error, bool oom_suspected = false) {
     if (!history_ || run_id_ == 0) return;
     JobRecord rec;
@@ -365,8 +385,8 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     if (job.started_unix_ms) rec.started_at_ms = job.started_unix_ms;
     rec.predicted_peak_bytes = job.predicted_peak_bytes;
     rec.oom_suspected = oom_suspected;
-    auto r = history_->record_job(rec, job.timeline, config_.timeline_points);
-    if (!r) progress_.message("history: " + r.error());
+    pending_history.push_back({std::move(rec), job.timeline});
+    flush_history(false);
   };
   auto refit = [&](Job& job) {
     JobRow row;
@@ -623,6 +643,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     const auto ended = runner_.wait(static_cast<int>(std::min<std::int64_t>(wait_ms, config_.tick_ms)));
     check_setup();  // before the ends: a job its broken worker ended is not the file's failure
     for (const auto& end : ended) handle_end(end, stopping);
+    flush_history(false);  // a batch's time may be up with no job ending (long jobs)
     const std::int64_t read_ms = monotonic_ms() - t0_ms;
     if (read_ms < next_sample_ms) continue;  // woken early (a job ended, output, a signal): not due yet
     next_sample_ms = read_ms + config_.tick_ms;
@@ -678,6 +699,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   }
 
   for (const auto& end : runner_.shutdown(config_.stop_grace_ms)) handle_end(end, true);
+  flush_history(true);
 
   const SchedulerStats& st = scheduler.stats();
   summary.retried = st.retried;
