@@ -37,6 +37,7 @@ TreeMemory sum_tree(const std::vector<pid_t>& pids, const std::filesystem::path&
       t.uss_bytes += rollup->uss_bytes;
       t.smaps_rss_bytes += rollup->rss_bytes;
       t.swap_bytes += rollup->swap_bytes;
+      t.pss_shmem_bytes += rollup->pss_shmem_bytes;
     } else {
       // Denied (another user namespace) or exited between the two reads: count its RSS whole,
       // which over- rather than under-states what it holds.
@@ -247,6 +248,7 @@ void ProcSampler::tick() {
         r.pss_bytes = m.pss_bytes;
         r.uss_bytes = m.uss_bytes;
         r.swap_bytes = m.swap_bytes;
+        r.pss_shmem_bytes = m.pss_shmem_bytes;
         r.vram_bytes = m.vram_bytes;
         r.pss_measured = m.pss_measured;
         w.smaps_tick = n;
@@ -263,7 +265,7 @@ void ProcSampler::tick() {
         r.pss_bytes = m.processes ? plus_delta(w.pss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
         r.uss_bytes = m.processes ? plus_delta(w.uss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
         r.pss_measured = false;
-        if (!m.processes) r.swap_bytes = r.vram_bytes = 0;
+        if (!m.processes) r.swap_bytes = r.vram_bytes = r.pss_shmem_bytes = 0;
       }
       r.peak_rss_bytes = std::max(r.peak_rss_bytes, r.rss_bytes);
       r.peak_pss_bytes = std::max(r.peak_pss_bytes, r.pss_bytes);

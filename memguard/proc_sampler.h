@@ -51,6 +51,7 @@ struct TreeMemory {
   std::uint64_t pss_bytes = 0;   ///< shared pages split between their users: sums correctly
   std::uint64_t uss_bytes = 0;   ///< private pages only: what killing the tree frees
   std::uint64_t swap_bytes = 0;
+  std::uint64_t pss_shmem_bytes = 0;  ///< the part of pss_bytes in shared memory (SmapsRollup)
   std::uint64_t vram_bytes = 0;  ///< NVML per-process GPU memory; 0 without NVML
   std::size_t processes = 0;     ///< members read; 0 when the root is gone
   /// RSS as smaps_rollup itself reported it (statm's for members without a rollup): the base that
@@ -70,6 +71,9 @@ struct WatchReading {
   std::uint64_t key = 0;
   pid_t root_pid = 0;
   std::uint64_t rss_bytes = 0, pss_bytes = 0, uss_bytes = 0, swap_bytes = 0, vram_bytes = 0;
+  /// The part of pss_bytes in shared memory, as of the last smaps_rollup read (between reads the
+  /// estimate keeps it: only new private pages move PSS with RSS).
+  std::uint64_t pss_shmem_bytes = 0;
   std::uint64_t peak_rss_bytes = 0, peak_pss_bytes = 0, peak_uss_bytes = 0, peak_vram_bytes = 0;
   std::size_t processes = 0;   ///< 0: the root has exited (or not been sampled yet)
   bool pss_measured = false;   ///< this tick read smaps_rollup; otherwise PSS/USS are estimates

@@ -35,6 +35,7 @@ std::optional<SmapsRollup> parse_smaps_rollup(std::string_view text) {
     else if (key == "Private_Clean") target = &private_clean;
     else if (key == "Private_Dirty") target = &private_dirty;
     else if (key == "Swap") target = &r.swap_bytes;
+    else if (key == "Pss_Shmem") target = &r.pss_shmem_bytes;
     if (!target) return;
     auto bytes = parse_kib_value(value);
     if (!bytes) {

@@ -28,10 +28,13 @@ struct SmapsRollup {
   std::uint64_t pss_bytes = 0;
   std::uint64_t uss_bytes = 0;
   std::uint64_t swap_bytes = 0;
+  /// The part of PSS in shared memory (tmpfs, /dev/shm; kernel 5.8+, else 0): with shared
+  /// weights (worker/shared_weights.h) this worker's share of the one copy all workers map.
+  std::uint64_t pss_shmem_bytes = 0;
 };
 
-/// Parses smaps_rollup text ("Rss:   1700 kB" lines). Rss and Pss are required; Private_* and
-/// Swap default to 0 when absent. Unknown lines (Pss_Dirty, Pss_Anon on newer kernels) are ignored.
+/// Parses smaps_rollup text ("Rss:   1700 kB" lines). Rss and Pss are required; Private_*, Swap
+/// and Pss_Shmem default to 0 when absent. Unknown lines (Pss_Dirty, Pss_Anon) are ignored.
 std::optional<SmapsRollup> parse_smaps_rollup(std::string_view text);
 
 /// The fields of /proc/PID/stat the tree walk needs.

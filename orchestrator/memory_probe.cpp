@@ -6,6 +6,8 @@
 // 50 MiB workers at 50 ms (measured with /usr/bin/time on this 2-core machine).
 #include "orchestrator/memory_probe.h"
 
+#include <sys/stat.h>
+
 #include <map>
 #include <set>
 
@@ -23,8 +25,24 @@ constexpr std::uint64_t kIdleKeyBit = 1ull << 63;
 struct ProcMemoryProbe::Impl {
   ProcSampler sampler;
   std::map<std::uint64_t, pid_t> watched;  ///< key → root pid
+  std::filesystem::path shared_weights;
 
-  explicit Impl(const std::filesystem::path& proc_root) : sampler(config_for(proc_root)) {}
+  Impl(const std::filesystem::path& proc_root, std::filesystem::path shared)
+      : sampler(config_for(proc_root)), shared_weights(std::move(shared)) {}
+
+  /// A tree's PSS less its share of the shared weights (charged once, as shared_bytes).
+  std::uint64_t own_pss(std::uint64_t pss_bytes, std::uint64_t pss_shmem_bytes) const {
+    if (shared_weights.empty()) return pss_bytes;
+    return pss_bytes > pss_shmem_bytes ? pss_bytes - pss_shmem_bytes : 0;
+  }
+
+  /// The shared weights' resident size: tmpfs pages are allocated as written and stay until the
+  /// file is removed, mapped or not. 0 before the first worker writes it.
+  std::uint64_t shared_bytes() const {
+    struct stat st {};
+    if (shared_weights.empty() || ::stat(shared_weights.c_str(), &st) != 0) return 0;
+    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+  }
 
   static SamplerConfig config_for(const std::filesystem::path& proc_root) {
     SamplerConfig c;
@@ -50,7 +68,8 @@ struct ProcMemoryProbe::Impl {
   }
 };
 
-ProcMemoryProbe::ProcMemoryProbe(std::filesystem::path proc_root) : impl_(std::make_unique<Impl>(proc_root)) {}
+ProcMemoryProbe::ProcMemoryProbe(std::filesystem::path proc_root, std::filesystem::path shared_weights)
+    : impl_(std::make_unique<Impl>(proc_root, std::move(shared_weights))) {}
 ProcMemoryProbe::~ProcMemoryProbe() = default;
 
 ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle,
@@ -64,19 +83,20 @@ ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::
 
   ProbeReading r;
   r.sample.now_ms = now_ms;
+  r.sample.shared_bytes = impl_->shared_bytes();
   for (const auto& w : snap.watches) {
     if (w.key & kIdleKeyBit) {
-      r.sample.idle_pss_bytes += w.pss_bytes;
+      r.sample.idle_pss_bytes += impl_->own_pss(w.pss_bytes, w.pss_shmem_bytes);
       ++r.sample.idle_workers;
       continue;
     }
     if (exact && !w.pss_measured) {
       const TreeMemory now = impl_->sampler.read_tree_now(w.root_pid);
-      r.sample.jobs.push_back({w.key, now.pss_bytes, now.vram_bytes});
+      r.sample.jobs.push_back({w.key, impl_->own_pss(now.pss_bytes, now.pss_shmem_bytes), now.vram_bytes});
       r.rss_bytes[w.key] = now.rss_bytes;
       continue;
     }
-    r.sample.jobs.push_back({w.key, w.pss_bytes, w.vram_bytes});
+    r.sample.jobs.push_back({w.key, impl_->own_pss(w.pss_bytes, w.pss_shmem_bytes), w.vram_bytes});
     r.rss_bytes[w.key] = w.rss_bytes;
   }
   const MachineReading& m = snap.machine;

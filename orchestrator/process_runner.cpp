@@ -23,6 +23,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -118,6 +119,7 @@ struct ProcessRunner::Proc {
   std::int64_t sigkill_at_ms = -1;   ///< -1: no escalation pending
   bool exiting = false;              ///< told to exit (stdin closed); reaped silently
   std::optional<std::uint64_t> first_idle_rss_bytes;
+  std::uint64_t shared_weights_bytes = 0;  ///< from the ready line: the mapping this worker shares
   std::optional<JobEnd> pending;     ///< a result line arrived; delivered at once
   bool exited = false;
   std::unique_ptr<StatusBlock> status;  ///< built-in engine; the shm object goes with it
@@ -235,25 +237,49 @@ pid_t spawn_process(SpawnRequest& req, char* stack, std::size_t stack_bytes) {
 
 }  // namespace
 
-std::size_t remove_stale_status_blocks() {
-  std::size_t removed = 0;
+namespace {
+
+/// Names "PREFIXPID-..." in `dir` whose PID is no process now: files a dead parent left.
+std::vector<std::string> names_of_dead_parents(const fs::path& dir, const std::string& prefix) {
+  std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/dev/shm", ec)) {
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    const std::string prefix = "ab-status-";
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
     char* end = nullptr;
     const long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
     if (pid <= 0 || *end != '-') continue;
     if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // its parent is alive
-    if (boost::interprocess::shared_memory_object::remove(name.c_str())) ++removed;
+    out.push_back(name);
   }
+  return out;
+}
+
+}  // namespace
+
+std::size_t remove_stale_status_blocks() {
+  std::size_t removed = 0;
+  for (const auto& name : names_of_dead_parents("/dev/shm", "ab-status-"))
+    if (boost::interprocess::shared_memory_object::remove(name.c_str())) ++removed;
+  return removed;
+}
+
+fs::path shared_weights_path(const std::string& job_key, pid_t pid) {
+  return fs::path("/dev/shm") / fmt::format("ab-weights-{}-{:016x}", pid, std::hash<std::string>{}(job_key));
+}
+
+std::size_t remove_stale_shared_weights(const fs::path& shm_dir) {
+  std::size_t removed = 0;
+  std::error_code ec;
+  for (const auto& name : names_of_dead_parents(shm_dir, "ab-weights-"))
+    if (fs::remove(shm_dir / name, ec)) ++removed;
   return removed;
 }
 
 ProcessRunner::ProcessRunner(ProcessRunnerConfig config)
     : config_(std::move(config)), spawn_stack_(new char[kSpawnStackBytes]) {
   if (config_.status_blocks) remove_stale_status_blocks();
+  if (!config_.shared_weights.empty()) remove_stale_shared_weights(config_.shared_weights.parent_path());
   std::error_code ec;
   if (!config_.log_dir.empty()) fs::create_directories(config_.log_dir, ec);
   // A worker that dies while we write its job line must not kill the parent.
@@ -334,6 +360,8 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
     }
     argv.insert(argv.end(), {"--status-shm", name});
   }
+  if (persistent && !config_.shared_weights.empty())
+    argv.insert(argv.end(), {"--shared-weights", config_.shared_weights.string()});
   const std::string program = resolve_program(argv.empty() ? std::string() : argv[0]);
   if (program.empty()) {
     error = "command '" + (argv.empty() ? std::string() : argv[0]) +
@@ -498,12 +526,20 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
     if (msg.contains("ready")) {
       if (msg.value("ready", false)) {
         p.ready = any_ready_ = true;
+        if (msg.contains("shared_weights_bytes") && msg["shared_weights_bytes"].is_number_unsigned())
+          p.shared_weights_bytes = msg["shared_weights_bytes"].get<std::uint64_t>();
         // What one loaded worker holds, as the budget counts it: PSS (RSS would count LibTorch's
-        // pages in full even when other processes share them), else the ready line's RSS.
+        // pages in full even when other processes share them), else the ready line's RSS. With
+        // shared weights, its PSS without its share of them plus the one copy, whole: what a
+        // lone worker needs, however many others map the copy now.
         std::optional<std::uint64_t> idle_bytes;
-        if (auto rollup = read_smaps_rollup("/proc", p.pid)) idle_bytes = rollup->pss_bytes;
-        else if (msg.contains("rss_bytes") && msg["rss_bytes"].is_number_unsigned())
+        if (auto rollup = read_smaps_rollup("/proc", p.pid)) {
+          idle_bytes = rollup->pss_bytes;
+          if (p.shared_weights_bytes)
+            idle_bytes = rollup->pss_bytes - std::min(rollup->pss_bytes, rollup->pss_shmem_bytes) + p.shared_weights_bytes;
+        } else if (msg.contains("rss_bytes") && msg["rss_bytes"].is_number_unsigned()) {
           idle_bytes = msg["rss_bytes"].get<std::uint64_t>();
+        }
         // The smallest: a worker already busy with its first job when this is read holds more.
         if (idle_bytes) ready_idle_bytes_ = std::min(ready_idle_bytes_.value_or(*idle_bytes), *idle_bytes);
       } else {
@@ -525,8 +561,12 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
       end.cpu_s = static_cast<double>(ticks - p.job_started_cpu_ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
     if (msg.contains("idle_rss_bytes") && msg["idle_rss_bytes"].is_number_unsigned())
       end.idle_rss_bytes = msg["idle_rss_bytes"].get<std::uint64_t>();
-    if (msg.contains("peak_rss_bytes") && msg["peak_rss_bytes"].is_number_unsigned())
-      end.peak_rss_bytes = msg["peak_rss_bytes"].get<std::uint64_t>();
+    // VmHWM counts the shared weights whole; history learns the worker's own memory, and the
+    // mapping is charged once for all workers (MemorySample::shared_bytes).
+    if (msg.contains("peak_rss_bytes") && msg["peak_rss_bytes"].is_number_unsigned()) {
+      const auto peak = msg["peak_rss_bytes"].get<std::uint64_t>();
+      end.peak_rss_bytes = peak > p.shared_weights_bytes ? peak - p.shared_weights_bytes : 0;
+    }
     if (end.ok && msg.contains("band_limited") && msg["band_limited"].is_boolean())
       end.band_limited = msg["band_limited"].get<bool>();
     if (end.ok && msg.contains("outputs") && msg["outputs"].is_array())
@@ -725,7 +765,10 @@ std::size_t ProcessRunner::retire_idle(std::size_t keep) {
 
 std::vector<JobEnd> ProcessRunner::shutdown(int grace_ms) {
   std::vector<JobEnd> ended;
-  if (procs_.empty()) return ended;
+  if (procs_.empty()) {
+    remove_shared_weights();
+    return ended;
+  }
   for (auto& p : procs_) {
     close_fd(p->stdin_fd);  // idle persistent workers exit on EOF
     if (p->busy) {
@@ -743,7 +786,14 @@ std::vector<JobEnd> ProcessRunner::shutdown(int grace_ms) {
     auto part = wait(20);
     ended.insert(ended.end(), part.begin(), part.end());
   }
+  remove_shared_weights();
   return ended;
+}
+
+void ProcessRunner::remove_shared_weights() {
+  if (config_.shared_weights.empty() || !procs_.empty()) return;
+  std::error_code ec;
+  fs::remove(config_.shared_weights, ec);
 }
 
 }  // namespace ab

@@ -30,6 +30,11 @@ struct ProcessRunnerConfig {
   /// shared-memory object "ab-status-PARENTPID-N" passed as `--status-shm`, removed when the
   /// worker is reaped (and, for a parent that died, by the next ProcessRunner).
   bool status_blocks = false;
+  /// Built-in engine: the file every persistent worker is given as `--shared-weights` (one
+  /// read-only copy of the model's tensors for all of them; worker/shared_weights.h), named
+  /// shared_weights_path(); removed when the runner shuts down, and (for a parent that died) by
+  /// the next ProcessRunner. Empty: every worker keeps its own copy.
+  std::filesystem::path shared_weights;
 };
 
 /// Counters for the summary.
@@ -80,6 +85,8 @@ class ProcessRunner : public WorkerRunner {
   void reap(std::vector<JobEnd>& ended);
   void escalate_kills();
   void read_status();
+  /// Unlinks config_.shared_weights once no worker is left (workers still mapping it keep its pages).
+  void remove_shared_weights();
 
   /// 64 KiB: the child runs a few syscalls and execv on it (glibc's posix_spawn uses 32 KiB + argv).
   static constexpr std::size_t kSpawnStackBytes = 64 * 1024;
@@ -100,6 +107,14 @@ class ProcessRunner : public WorkerRunner {
 /// Removes status blocks ("/dev/shm/ab-status-PID-*") left by align-batch processes that no
 /// longer exist. Returns how many were removed.
 std::size_t remove_stale_status_blocks();
+
+/// Where this parent's workers of `job_key` share their weights: "/dev/shm/ab-weights-PID-HASH"
+/// (HASH: 16 hex digits of the key; `pid` is the parent's, so a dead run's file can be told).
+std::filesystem::path shared_weights_path(const std::string& job_key, pid_t pid);
+
+/// Removes shared weights files ("/dev/shm/ab-weights-PID-*") left by align-batch processes that
+/// no longer exist (`shm_dir`: /dev/shm, or a test's directory). Returns how many were removed.
+std::size_t remove_stale_shared_weights(const std::filesystem::path& shm_dir = "/dev/shm");
 
 /// Resolves `program` like execvp would (a name without '/' is searched in $PATH). Empty if not found.
 std::string resolve_program(const std::string& program);

@@ -149,9 +149,11 @@ VramDefault default_vram_budget(const NvmlProbe& probe) {
   return d;
 }
 
-std::string model_job_key(const std::string& model_key, std::uint32_t max_trellis_mib) {
-  if (max_trellis_mib == 0 || max_trellis_mib == kDefaultMaxTrellisMib) return model_key;
-  return model_key + ":trellis=" + std::to_string(max_trellis_mib);
+std::string model_job_key(const std::string& model_key, std::uint32_t max_trellis_mib, bool shared_weights) {
+  std::string key = model_key;
+  if (max_trellis_mib != 0 && max_trellis_mib != kDefaultMaxTrellisMib) key += ":trellis=" + std::to_string(max_trellis_mib);
+  if (!shared_weights) key += ":weights=private";
+  return key;
 }
 
 SplitArgs split_at_dashdash(int argc, const char* const* argv) {
@@ -250,6 +252,11 @@ void add_run_options(CLI::App& app, RunOptions& o) {
                      std::to_string(kDefaultMaxTrellisMib) +
                      "); raise it for files the summary says were aligned within a limited search band")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--shared-weights", o.shared_weights,
+                 "built-in engine: on (all workers map one read-only copy of the model's weights under /dev/shm, "
+                 "counted once) or off (each worker loads its own)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app.add_option("--retries", o.retries, "times a job that crashed is retried")->capture_default_str();
   app.add_option("--timeout", o.timeout, "per job, e.g. 90s, 10m, 2h; a job running longer fails");
   app.add_option("--hang-timeout", o.hang_timeout,
@@ -343,6 +350,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     if (!o.model.empty()) builtin_only.push_back("--model");
     if (o.task != "auto") builtin_only.push_back("--task");
     if (o.max_trellis_mib != 0) builtin_only.push_back("--max-trellis-mib");
+    if (o.shared_weights != "on") builtin_only.push_back("--shared-weights");
     if (!builtin_only.empty())
       return usage_error(fmt::format("{} {} to the built-in engine's workers, not to a command after '--'; drop {}, or drop the command",
                                      fmt::join(builtin_only, ", "), builtin_only.size() == 1 ? "applies" : "apply",
@@ -362,7 +370,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                          "or give an external command after '--'");
     auto key = job_key_for_model(model);
     if (!key.ok()) return usage_error(key.error());
-    config.job_key = model_job_key(key.value(), o.max_trellis_mib);
+    config.job_key = model_job_key(key.value(), o.max_trellis_mib, o.shared_weights == "on");
     worker_path = find_worker();
     if (worker_path.empty())
       return usage_error("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
@@ -468,6 +476,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
                   // The engine, named by `history runs`, the report and the header.
                   {"model", model_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(model_path)},
                   {"budget_source", budget.ceiling_source},
+                  {"shared_weights", dashdash ? nlohmann::json(nullptr) : nlohmann::json(o.shared_weights)},
                   {"max_trellis_mib", max_trellis_mib ? nlohmann::json(max_trellis_mib) : nlohmann::json(nullptr)},
                   // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of
                   // this run resolves exactly as a run given that flag would have.
@@ -554,6 +563,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   runner_config.log_dir = config.out_dir / ".align-batch" / "logs";
   runner_config.worker_argv = worker_argv;
   runner_config.status_blocks = !dashdash;
+  if (!dashdash && o.shared_weights == "on") runner_config.shared_weights = shared_weights_path(config.job_key, ::getpid());
   std::error_code ec;
   if (!o.dry_run) {
     fs::create_directories(runner_config.log_dir, ec);
@@ -618,7 +628,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
 
   SignalWatcher signals;
-  ProcMemoryProbe probe;
+  ProcMemoryProbe probe("/proc", runner_config.shared_weights);
   ProcessRunner runner(runner_config);
   progress.message(fmt::format("{} files; {}; budget {} ({}); workers {}{}; history {}", corpus.files.size(),
                                run_engine(config.flags),

@@ -41,6 +41,9 @@ struct RunOptions {
   double margin = 1.0;  ///< history's predicted peaks are multiplied by this
   /// Built-in engine: each worker's --max-trellis-mib; 0: not given (kDefaultMaxTrellisMib).
   std::uint32_t max_trellis_mib = 0;
+  /// Built-in engine: "on" (default) gives all workers one shared read-only copy of the model's
+  /// weights (worker/shared_weights.h); "off" lets each worker keep its own.
+  std::string shared_weights = "on";
   /// Options the user set (command line or --config), e.g. "--workers": tuned settings from
   /// history never override these. Filled by note_explicit_options() after parsing.
   std::set<std::string> explicit_options;
@@ -53,7 +56,9 @@ constexpr std::uint32_t kDefaultMaxTrellisMib = 32;
 /// Pure: the built-in engine's job key for `model_key` (history/job_key.h) with workers capped at
 /// `max_trellis_mib`: unchanged for 0 (not given) or the default, else `model_key + ":trellis=N"`,
 /// since the cap changes the workers' memory and history must not mix runs with different caps.
-std::string model_job_key(const std::string& model_key, std::uint32_t max_trellis_mib);
+/// `shared_weights` false (--shared-weights off) appends ":weights=private": a worker's peak then
+/// holds its own copy of the weights, which shared workers' peaks leave out (charged once).
+std::string model_job_key(const std::string& model_key, std::uint32_t max_trellis_mib, bool shared_weights = true);
 
 /// Records in `options.explicit_options` which tunable options `app` was given (CLI11's count()).
 void note_explicit_options(const CLI::App& app, RunOptions& options);

@@ -83,6 +83,10 @@ TEST_CASE("model_job_key: a --max-trellis-mib other than the default is a key of
   CHECK(ab::model_job_key(key, 512) == "ctc:0123abcd:trellis=512");
   CHECK(ab::model_job_key(key, 1) == "ctc:0123abcd:trellis=1");
   CHECK(ab::model_job_key(key, 1) != ab::model_job_key(key, 2));
+  // Private weights: each worker's peak holds the whole model, a shared worker's does not.
+  CHECK(ab::model_job_key(key, 0, /*shared_weights=*/false) == "ctc:0123abcd:weights=private");
+  CHECK(ab::model_job_key(key, 512, false) == "ctc:0123abcd:trellis=512:weights=private");
+  CHECK(ab::model_job_key(key, 0, true) == key);
 }
 
 TEST_CASE("closest_name: a likely typo's option, nothing for a stranger") {

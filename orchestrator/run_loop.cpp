@@ -652,7 +652,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     ProbeReading reading = probe_.read(live, runner_.idle_pids(), read_ms);
     if (reading.oom_kill_count) oom_kills_now = reading.oom_kill_count;
     if (reading.cgroup_limit_bytes) cgroup_limit_bytes = reading.cgroup_limit_bytes;
-    in_use_bytes = reading.sample.idle_pss_bytes;
+    in_use_bytes = reading.sample.idle_pss_bytes + reading.sample.shared_bytes;
     for (const auto& s : reading.sample.jobs) {
       in_use_bytes += s.pss_bytes;
       auto it = jobs.find(s.id);

@@ -223,10 +223,10 @@ void Scheduler::observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_by
 
 std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample,
                                                       bool lone_job) const {
-  std::uint64_t total = sample.idle_pss_bytes, total_vram = 0;
+  std::uint64_t total = sample.idle_pss_bytes + sample.shared_bytes, total_vram = 0;
   // What the plan, corrected by what is seen, says the total can reach: each running job at the
   // larger of its reservation and its current use.
-  std::uint64_t projected = sample.idle_pss_bytes, projected_vram = 0;
+  std::uint64_t projected = total, projected_vram = 0;
   // Whether some job clearly outgrew its reservation (and may keep growing).
   bool outgrown = false, outgrown_vram = false;
   auto beyond = [](std::uint64_t used, std::uint64_t reserved) {
@@ -295,7 +295,7 @@ std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample
 }
 
 void Scheduler::on_sample(const MemorySample& sample) {
-  std::uint64_t total = sample.idle_pss_bytes;
+  std::uint64_t total = sample.idle_pss_bytes + sample.shared_bytes;
   for (const auto& s : sample.jobs) {
     total += s.pss_bytes;
     auto it = jobs_.find(s.id);
@@ -305,6 +305,7 @@ void Scheduler::on_sample(const MemorySample& sample) {
   }
   idle_pss_bytes_ = sample.idle_pss_bytes;
   idle_workers_ = sample.idle_workers;
+  shared_bytes_ = sample.shared_bytes;
   idle_reused_ = 0;
   stats_.peak_total_pss_bytes = std::max(stats_.peak_total_pss_bytes, total);
 
@@ -335,6 +336,7 @@ bool Scheduler::confirm_kill(JobId id, const MemorySample& fresh) {
     }
   }
   idle_pss_bytes_ = fresh.idle_pss_bytes;
+  shared_bytes_ = fresh.shared_bytes;
   auto it = jobs_.find(id);
   const bool still_running = it != jobs_.end() && it->second.where == Where::kRunning;
   if (still_running && pressure_reason(fresh, running_by_start_.size() == 1)) return true;
@@ -442,12 +444,13 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
   for (;;) {
     if (config_.max_workers > 0 && running_by_start_.size() >= config_.max_workers) return;
     const bool nothing_running = running_by_start_.empty();
-    // With nothing running the whole budget is there: idle workers can be recycled to make room.
+    // With nothing running the whole budget is there (idle workers can be recycled to make
+    // room), less the shared weights, which stay until the run ends.
     std::uint64_t headroom = kUnlimited;
     if (config_.budget_bytes > 0) {
       // The job about to start takes an idle worker if there is one: its prediction holds that
       // worker's memory already, so the worker's idle share is not charged twice.
-      const std::uint64_t used = nothing_running ? 0 : committed_jobs_ + idle_charge_after(1);
+      const std::uint64_t used = shared_bytes_ + (nothing_running ? 0 : committed_jobs_ + idle_charge_after(1));
       headroom = used >= config_.budget_bytes ? 0 : config_.budget_bytes - used;
     }
 
@@ -464,6 +467,19 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
         overtakes_ = 0;
       }
       head_fits = std::get<0>(key) <= headroom && vram_fits(*head);
+      if (!head_fits && nothing_running && shared_bytes_ > 0 && config_.budget_bytes > 0 &&
+          std::get<0>(key) > headroom) {
+        // It fits the budget, but not beside the shared weights, and nothing else will end to
+        // make room: it can never start.
+        const std::uint64_t need = std::get<0>(key);
+        const JobId id = head->spec.id;
+        dequeue(*head);
+        fail(id, fmt::format("needs ~{} at peak, plus {} of model weights shared by all workers, but the budget "
+                             "is {}; raise --mem-budget or split the file",
+                             format_bytes(need), format_bytes(shared_bytes_), format_bytes(config_.budget_bytes)));
+        head_known_ = false;
+        continue;
+      }
       if (!head_fits && overtakes_ >= config_.max_overtakes) return;
     }
 
@@ -520,7 +536,7 @@ std::size_t Scheduler::queued() const { return predicted_queue_.size() + cold_qu
 
 std::size_t Scheduler::running() const { return running_by_start_.size(); }
 
-std::uint64_t Scheduler::committed_bytes() const { return committed_jobs_ + idle_charge_after(0); }
+std::uint64_t Scheduler::committed_bytes() const { return committed_jobs_ + idle_charge_after(0) + shared_bytes_; }
 
 std::uint64_t Scheduler::idle_charge_after(std::uint32_t reuses) const {
   if (idle_workers_ == 0) return idle_pss_bytes_;

@@ -74,6 +74,11 @@ struct MemorySample {
   /// reuses one, and its prediction already holds the worker's own memory, so admission stops
   /// counting that worker's share of idle_pss_bytes.
   std::uint32_t idle_workers = 0;
+  /// Memory every worker maps and none owns, charged once for the run: the shared weights file
+  /// (worker/shared_weights.h), which stays until the run ends. Jobs' and idle workers' figures
+  /// exclude their share of it, so history learns each worker's own memory and admission charges
+  /// the weights once, not once per worker.
+  std::uint64_t shared_bytes = 0;
   std::optional<std::uint64_t> mem_available_bytes;  ///< machine or cgroup, whichever is lower
   std::optional<double> psi_full_avg10;   ///< percent, where the kernel has PSI
 };
@@ -156,7 +161,8 @@ class Scheduler {
   /// Queued jobs with neither a prediction nor a raised estimate (waiting on slow start).
   std::size_t queued_unpredicted() const { return cold_queue_.size(); }
   std::size_t running() const;
-  /// Sum over running jobs of max(predicted, observed) plus idle workers: what admission uses.
+  /// Sum over running jobs of max(predicted, observed) plus idle workers plus the shared weights:
+  /// what admission uses.
   std::uint64_t committed_bytes() const;
   /// The same for VRAM (0 when no job declares or shows any).
   std::uint64_t committed_vram_bytes() const { return committed_vram_; }
@@ -229,6 +235,7 @@ class Scheduler {
   std::uint64_t committed_vram_ = 0;
   std::uint64_t idle_pss_bytes_ = 0;
   std::uint32_t idle_workers_ = 0;
+  std::uint64_t shared_bytes_ = 0;  ///< MemorySample::shared_bytes of the last sample
   std::uint32_t idle_reused_ = 0;  ///< starts since the last sample, each on an idle worker
   /// Idle workers' memory still charged when `reuses` more of them take jobs.
   std::uint64_t idle_charge_after(std::uint32_t reuses) const;

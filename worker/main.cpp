@@ -82,12 +82,16 @@ int main(int argc, char** argv) {
   CLI::App app{"align-batch-worker: persistent CTC alignment and transcription worker (see docs/worker-protocol.md)"};
   std::string model_path;
   std::string status_shm;
+  std::string shared_weights;
   int threads = 1;
   ab::WorkerConfig config;
   std::uint64_t max_trellis_mib = config.max_trellis_bytes >> 20;
   app.add_option("--model", model_path, "TorchScript model file; its sidecar MODEL.json sits beside it")->required();
   app.add_option("--threads", threads, "LibTorch intra-op threads (inter-op threads are 1)")->check(CLI::Range(1, 1024));
   app.add_option("--status-shm", status_shm, "Boost.Interprocess shared-memory object holding this worker's status");
+  app.add_option("--shared-weights", shared_weights,
+                 "file (under /dev/shm) holding one read-only copy of the model's tensors for every worker of "
+                 "the model key: the first worker writes it, the others map it");
   app.add_option("--window-s", config.windows.window_s, "seconds of audio per model window")
       ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--context-s", config.windows.context_s, "seconds of context on each side of a window")
@@ -119,13 +123,25 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<ab::TorchEmissionModel> model;
   try {
-    model = std::make_unique<ab::TorchEmissionModel>(model_path, *sidecar.info);
+    model = std::make_unique<ab::TorchEmissionModel>(model_path, *sidecar.info, shared_weights);
   } catch (const std::exception& e) {
     status.set_phase(ab::WorkerPhase::kExited);
     return not_ready(e.what());
   }
   nlohmann::json ready = ab::ready_message(model->info());
   ready["threads"] = ab::torch_threads();
+  const ab::WeightSharing& sharing = model->sharing();
+  if (sharing.shared) {
+    ready["shared_weights_bytes"] = sharing.bytes;
+    spdlog::info("weights {} {} ({} tensors, {:.1f} MiB; private copy freed: {:.1f} MiB of RSS)",
+                 sharing.created ? "written to" : "mapped from", shared_weights, sharing.tensors,
+                 static_cast<double>(sharing.bytes) / (1 << 20),
+                 static_cast<double>(sharing.private_rss_freed_bytes) / (1 << 20));
+  } else if (!shared_weights.empty()) {
+    ready["shared_weights_error"] = sharing.error;
+    spdlog::warn("weights not shared, this worker keeps its own copy: {}", sharing.error);
+  }
+  ready["rss_bytes"] = ab::current_rss_bytes();
   std::cout << ready.dump() << std::endl;
   spdlog::info("model {} loaded ({} labels, {} Hz, {} threads, {} s windows + {} s context)", model_path,
                model->info().labels.size(), model->info().sample_rate_hz, threads, config.windows.window_s,

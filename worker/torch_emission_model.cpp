@@ -1,13 +1,19 @@
 // TorchEmissionModel: the worker's only LibTorch translation unit (besides the test-model tool).
 #include "worker/torch_emission_model.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <unordered_map>
 
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 #include <torch/version.h>
+
+#include "worker/shared_weights.h"
+#include "worker/worker_loop.h"
 
 namespace ab {
 
@@ -45,10 +51,65 @@ void set_torch_threads(int threads) {
 int torch_threads() { return at::get_num_threads(); }
 
 struct TorchEmissionModel::Impl {
+  // Declared first so it is unmapped last, after the module whose tensors point into it.
+  std::unique_ptr<SharedWeights> shared;
   torch::jit::Module module;
+
+  /// Moves every dense contiguous CPU parameter and buffer into the file at `path` (written by
+  /// the first worker of the key), frees the private copies and returns the heap to the kernel.
+  void share(const std::filesystem::path& path, WeightSharing& report);
 };
 
-TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, ModelInfo info)
+void TorchEmissionModel::Impl::share(const std::filesystem::path& path, WeightSharing& report) {
+  std::vector<torch::Tensor> tensors;
+  std::vector<std::size_t> blob_of;  // tensors[i] lives in blobs[blob_of[i]]
+  std::vector<WeightBlob> blobs;
+  std::unordered_map<const void*, std::size_t> by_data;  // tied tensors share one blob
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (!t.defined() || !t.device().is_cpu() || t.layout() != torch::kStrided || t.is_quantized() ||
+        !t.is_contiguous() || t.storage_offset() != 0 || t.nbytes() == 0)
+      return;  // stays private: nothing to gain or not a plain block of memory
+    const auto [it, fresh] = by_data.try_emplace(t.data_ptr(), blobs.size());
+    if (fresh) {
+      blobs.push_back({name, std::string(c10::toString(t.scalar_type())), t.sizes().vec(), t.data_ptr(), t.nbytes()});
+    } else if (blobs[it->second].bytes != t.nbytes() || blobs[it->second].sizes != t.sizes().vec()) {
+      return;  // a different view of the same storage: leave it private
+    }
+    tensors.push_back(t);
+    blob_of.push_back(it->second);
+  };
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) add(p.name, p.value);
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) add(b.name, b.value);
+  auto mapped = SharedWeights::open(path, blobs);
+  if (!mapped) {
+    report.error = mapped.error();
+    return;
+  }
+  shared = std::move(mapped.value());
+  const std::uint64_t rss_before = current_rss_bytes();
+  {
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      torch::Tensor& t = tensors[i];
+      // No copy and no deleter: the bytes belong to the mapping, which outlives the module.
+      torch::Tensor view = torch::from_blob(const_cast<void*>(shared->data(blob_of[i])), t.sizes(), [](void*) {},
+                                            t.options().requires_grad(false));
+      t.set_data(view);
+    }
+  }
+  tensors.clear();
+  blobs.clear();
+  ::malloc_trim(0);
+  const std::uint64_t rss_after = current_rss_bytes();
+  report.shared = true;
+  report.created = shared->created();
+  report.bytes = shared->mapped_bytes();
+  report.tensors = blob_of.size();
+  report.private_rss_freed_bytes = rss_before > rss_after ? rss_before - rss_after : 0;
+}
+
+TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, ModelInfo info,
+                                       const std::filesystem::path& shared_weights)
     : impl_(std::make_unique<Impl>()), info_(std::move(info)), model_path_(model_path) {
   try {
     impl_->module = torch::jit::load(model_path.string(), torch::kCPU);
@@ -65,6 +126,7 @@ TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, 
     throw std::runtime_error(model_path.string() + ": the TorchScript module has no forward(); it must follow the "
                              "wav2vec2 contract forward(waveforms, lengths) -> (emissions, lengths)");
   }
+  if (!shared_weights.empty()) impl_->share(shared_weights, sharing_);
 }
 
 TorchEmissionModel::~TorchEmissionModel() = default;
