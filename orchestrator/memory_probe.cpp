@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -26,9 +27,10 @@ struct ProcMemoryProbe::Impl {
   ProcSampler sampler;
   std::map<std::uint64_t, pid_t> watched;  ///< key → root pid
   std::filesystem::path shared_weights;
+  std::uint64_t expected_shared_bytes = 0;
 
-  Impl(const std::filesystem::path& proc_root, std::filesystem::path shared)
-      : sampler(config_for(proc_root)), shared_weights(std::move(shared)) {}
+  Impl(const std::filesystem::path& proc_root, std::filesystem::path shared, std::uint64_t expected)
+      : sampler(config_for(proc_root)), shared_weights(std::move(shared)), expected_shared_bytes(expected) {}
 
   /// A tree's PSS less its share of the shared weights (charged once, as shared_bytes).
   std::uint64_t own_pss(std::uint64_t pss_bytes, std::uint64_t pss_shmem_bytes) const {
@@ -36,12 +38,16 @@ struct ProcMemoryProbe::Impl {
     return pss_bytes > pss_shmem_bytes ? pss_bytes - pss_shmem_bytes : 0;
   }
 
-  /// The shared weights' resident size: tmpfs pages are allocated as written and stay until the
-  /// file is removed, mapped or not. 0 before the first worker writes it.
+  /// The shared weights' resident size (tmpfs pages are allocated as written and stay until the
+  /// file is removed, mapped or not), but never below the expected size: before the first worker
+  /// has written it the room must already be held. The model file is larger than its tensors by
+  /// its code and pickles only (1.2 MiB for wav2vec2-large), so the charge is about exact; if no
+  /// worker could share, it is one copy too many, on the safe side.
   std::uint64_t shared_bytes() const {
+    if (shared_weights.empty()) return 0;
     struct stat st {};
-    if (shared_weights.empty() || ::stat(shared_weights.c_str(), &st) != 0) return 0;
-    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+    const std::uint64_t now = ::stat(shared_weights.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+    return std::max(now, expected_shared_bytes);
   }
 
   static SamplerConfig config_for(const std::filesystem::path& proc_root) {
@@ -68,8 +74,9 @@ struct ProcMemoryProbe::Impl {
   }
 };
 
-ProcMemoryProbe::ProcMemoryProbe(std::filesystem::path proc_root, std::filesystem::path shared_weights)
-    : impl_(std::make_unique<Impl>(proc_root, std::move(shared_weights))) {}
+ProcMemoryProbe::ProcMemoryProbe(std::filesystem::path proc_root, std::filesystem::path shared_weights,
+                                 std::uint64_t expected_shared_bytes)
+    : impl_(std::make_unique<Impl>(proc_root, std::move(shared_weights), expected_shared_bytes)) {}
 ProcMemoryProbe::~ProcMemoryProbe() = default;
 
 ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle,

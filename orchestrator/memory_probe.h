@@ -41,10 +41,13 @@ class MemoryProbe {
 /// With `shared_weights` (the file the workers share their model's tensors in, under /dev/shm),
 /// each tree's PSS is charged without its share of shared memory (smaps_rollup's Pss_Shmem), and
 /// the file's allocated size is MemorySample::shared_bytes, charged once: history then learns
-/// each worker's own memory, and admission does not count the weights once per worker.
+/// each worker's own memory, and admission does not count the weights once per worker. The charge
+/// is never below `expected_shared_bytes` (the model file's size: TorchScript stores tensors
+/// uncompressed), so the first admissions, before any worker has written the file, leave room.
 class ProcMemoryProbe : public MemoryProbe {
  public:
-  explicit ProcMemoryProbe(std::filesystem::path proc_root = "/proc", std::filesystem::path shared_weights = {});
+  explicit ProcMemoryProbe(std::filesystem::path proc_root = "/proc", std::filesystem::path shared_weights = {},
+                           std::uint64_t expected_shared_bytes = 0);
   ~ProcMemoryProbe() override;
   ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
                     bool exact = false) override;

@@ -398,3 +398,49 @@ TEST_CASE("status blocks of a parent that died are removed; a live parent's are 
   CHECK(std::filesystem::exists("/dev/shm/" + alive));
   bip::shared_memory_object::remove(alive.c_str());
 }
+
+TEST_CASE("shared weights: each worker is given the file, its peak leaves the weights out, the file goes at the end") {
+  ab::test::TempDir t;
+  // A stand-in worker that writes the shared file as the first real worker would, says how big
+  // it is, and reports a per-job peak (VmHWM) that counts the mapping whole.
+  const auto script = t.write("worker.py", R"(import json, sys
+path = sys.argv[sys.argv.index("--shared-weights") + 1]
+open(path, "wb").write(b"w" * 4096)
+print(json.dumps({"ready": True, "shared_weights_bytes": 3000}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    print(json.dumps({"id": job["id"], "ok": True, "idle_rss_bytes": 1000, "peak_rss_bytes": 5000}), flush=True)
+)");
+  // Files a dead parent left beside it go when the runner starts; a live parent's stay.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+  const auto stale = t.write("ab-weights-" + std::to_string(dead) + "-00000000000000ab", "old");
+  const auto alive = t.write("ab-weights-" + std::to_string(::getpid()) + "-00000000000000cd", "in use");
+  const auto mine = t.path() / ("ab-weights-" + std::to_string(::getpid()) + "-00000000000000ef");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  config.shared_weights = mine;
+  {
+    ProcessRunner runner(config);
+    CHECK_FALSE(std::filesystem::exists(stale));
+    CHECK(std::filesystem::exists(alive));
+    std::string error;
+    REQUIRE(runner.start({1, "a", {}, "{\"id\": 1}"}, error));
+    REQUIRE(runner.start({2, "b", {}, "{\"id\": 2}"}, error));
+    auto ends = wait_all(runner, 2);
+    REQUIRE(ends.size() == 2);
+    for (ab::JobId id : {1, 2}) {
+      CHECK(ends[id].ok);
+      CHECK(ends[id].peak_rss_bytes.value_or(0) == 2000);  // 5000 less the 3000 mapped
+    }
+    CHECK(std::filesystem::exists(mine));
+    runner.shutdown(2000);
+    CHECK_FALSE(std::filesystem::exists(mine));  // the run is over: no worker maps it any more
+  }
+  CHECK(std::filesystem::exists(alive));
+  CHECK(ab::shared_weights_path("ctc:abc", 42).parent_path() == "/dev/shm");
+  CHECK(ab::shared_weights_path("ctc:abc", 42).filename().string().rfind("ab-weights-42-", 0) == 0);
+  CHECK(ab::shared_weights_path("ctc:abc", 42) != ab::shared_weights_path("ctc:abd", 42));
+}

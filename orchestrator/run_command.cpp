@@ -628,7 +628,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
 
   SignalWatcher signals;
-  ProcMemoryProbe probe("/proc", runner_config.shared_weights);
+  std::error_code size_ec;
+  const std::uintmax_t model_bytes = dashdash ? 0 : fs::file_size(model_path, size_ec);
+  ProcMemoryProbe probe("/proc", runner_config.shared_weights, size_ec ? 0 : model_bytes);
   ProcessRunner runner(runner_config);
   progress.message(fmt::format("{} files; {}; budget {} ({}); workers {}{}; history {}", corpus.files.size(),
                                run_engine(config.flags),

@@ -477,6 +477,8 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
         fail(id, fmt::format("needs ~{} at peak, plus {} of model weights shared by all workers, but the budget "
                              "is {}; raise --mem-budget or split the file",
                              format_bytes(need), format_bytes(shared_bytes_), format_bytes(config_.budget_bytes)));
+        out.push_back(std::move(pending_fails_.back()));  // decided now, carried out with this poll
+        pending_fails_.pop_back();
         head_known_ = false;
         continue;
       }

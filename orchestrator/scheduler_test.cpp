@@ -121,6 +121,45 @@ TEST_CASE("admission: idle workers' memory and observed overruns count against t
   CHECK(starts(s.poll(100)) == std::vector<JobId>{4});
 }
 
+TEST_CASE("admission: shared weights are charged once, not once per worker") {
+  // Four workers of one model share 4 GiB of weights; each job's own memory is 1 GiB. Charged
+  // per worker (5 GiB each) a 12 GiB budget would take two jobs; charged once, 4 + 4 × 1 = 8 GiB.
+  Scheduler s(budget_of(12 * kGiB));
+  for (JobId id = 1; id <= 10; ++id) s.add_job(predicted(id, kGiB));
+  MemorySample m = sample(0, {});
+  m.shared_bytes = 4 * kGiB;
+  s.on_sample(m);
+  CHECK(s.committed_bytes() == 4 * kGiB);
+  CHECK(starts(s.poll(10)).size() == 8);  // 4 + 8 × 1 = 12 GiB
+  CHECK(s.committed_bytes() == 12 * kGiB);
+  CHECK(s.stats().peak_total_pss_bytes == 4 * kGiB);
+  // The weights count toward the measured total too: above the mark with a job overrunning.
+  MemorySample over = sample(30, {{1, 2 * kGiB}, {2, kGiB}, {3, kGiB}, {4, kGiB}, {5, kGiB}, {6, kGiB}, {7, kGiB},
+                                   {8, kGiB}});
+  over.shared_bytes = 4 * kGiB;
+  s.on_sample(over);
+  CHECK(kills(s.poll(40)).size() == 1);
+}
+
+TEST_CASE("admission: a job that fits the budget but not beside the shared weights fails, naming both") {
+  Scheduler s(budget_of(10 * kGiB));
+  s.add_job(predicted(1, 8 * kGiB));
+  s.add_job(predicted(2, kGiB));
+  MemorySample m = sample(0, {});
+  m.shared_bytes = 4 * kGiB;
+  s.on_sample(m);
+  const auto d = s.poll(10);
+  CHECK(fails(d) == std::vector<JobId>{1});
+  CHECK(starts(d) == std::vector<JobId>{2});
+  REQUIRE(d.size() == 2);
+  for (const auto& x : d)
+    if (x.kind == Decision::Kind::kFail) {
+      CHECK(x.reason.find("8.0 GiB") != std::string::npos);
+      CHECK(x.reason.find("4.0 GiB of model weights shared") != std::string::npos);
+      CHECK(x.reason.find("10.0 GiB") != std::string::npos);
+    }
+}
+
 TEST_CASE("admission: a job that reuses an idle worker is not charged that worker's memory twice") {
   // Persistent workers: a job's predicted peak is its worker tree's, model included, so the idle
   // worker it takes over stops counting as idle memory. Budget 10; job 1 runs at 3; two idle

@@ -504,3 +504,121 @@ TEST_CASE("worker process: it does not outlive its parent (PR_SET_PDEATHSIG)") {
 }
 
 }  // namespace ab
+
+namespace ab {
+namespace {
+
+/// The smaps_rollup fields the sharing tests compare, in bytes.
+struct Rollup {
+  std::uint64_t pss = 0, pss_shmem = 0, private_bytes = 0, shared_bytes = 0;
+};
+Rollup rollup_of(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  Rollup r;
+  std::string key;
+  std::uint64_t kib = 0;
+  std::string unit;
+  std::getline(f, key);  // the "[rollup]" range line
+  while (f >> key >> kib >> unit) {
+    if (key == "Pss:") r.pss = kib << 10;
+    if (key == "Pss_Shmem:") r.pss_shmem = kib << 10;
+    if (key == "Private_Clean:" || key == "Private_Dirty:") r.private_bytes += kib << 10;
+    if (key == "Shared_Clean:" || key == "Shared_Dirty:") r.shared_bytes += kib << 10;
+  }
+  return r;
+}
+
+/// A shared weights path under /dev/shm for one test, removed with it.
+struct ShmPath {
+  std::string path = "/dev/shm/ab-test-weights-" + std::to_string(::getpid()) + "-" + std::to_string(::rand());
+  ~ShmPath() { std::remove(path.c_str()); }
+};
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+constexpr std::uint64_t kMiB = 1 << 20;
+
+}  // namespace
+
+TEST_CASE("worker process: workers of one model share one copy of its 64 MiB of weights, outputs byte-identical") {
+  test::TempDir dir;
+  const std::string model = (dir.path() / "big.pt").string();
+  REQUIRE(std::system((std::string(AB_MAKE_TONE_MODEL_BIN) + " --ballast-mib 64 " + model + " >/dev/null").c_str()) == 0);
+  const std::string audio = write_utterance(dir, test::audio_formats().front(), 16000, 1);
+  const auto transcript = dir.write("u.txt", "bad cafe hh\n").string();
+
+  // Sharing off: the worker holds its own copy of the 64 MiB (this is what the bound must beat).
+  auto own = start_worker(dir, model);
+  const Rollup alone = rollup_of(own->pid());
+  CHECK(alone.pss >= 64 * kMiB);
+  CHECK(alone.pss_shmem < kMiB);
+  own->send(job_line(1, audio, (dir.path() / "private").string(), "align", transcript));
+  REQUIRE(own->read_result()["ok"] == true);
+
+  ShmPath shm;
+  constexpr int kWorkers = 3;
+  std::vector<std::unique_ptr<WorkerProcess>> ws;
+  std::uint64_t weights = 0;
+  for (int i = 0; i < kWorkers; ++i) {
+    ws.push_back(std::make_unique<WorkerProcess>(
+        std::vector<std::string>{"--model", model, "--shared-weights", shm.path}, (dir.path() / "w.log").string()));
+    const json ready = json::parse(ws.back()->read_line().value_or("null"));
+    REQUIRE_MESSAGE(ready["ready"] == true, ready.dump());
+    REQUIRE_MESSAGE(ready.contains("shared_weights_bytes"), ready.dump());
+    weights = ready["shared_weights_bytes"].get<std::uint64_t>();
+  }
+  CHECK(weights >= 64 * kMiB);
+  CHECK(weights < 65 * kMiB);
+  std::uint64_t sum_pss = 0;
+  for (const auto& w : ws) {
+    const Rollup r = rollup_of(w->pid());
+    MESSAGE("sharing worker: PSS " << r.pss / kMiB << " MiB (Pss_Shmem " << r.pss_shmem / kMiB << "), private "
+                                   << r.private_bytes / kMiB << " MiB, shared " << r.shared_bytes / kMiB << " MiB");
+    // Every page is mapped by every worker, so PSS splits the one copy evenly (the status block
+    // of a worker started with --status-shm would add a page; these have none).
+    CHECK(r.pss_shmem >= weights / kWorkers - kMiB);
+    CHECK(r.pss_shmem <= weights / kWorkers + kMiB);
+    CHECK(r.shared_bytes >= weights);
+    sum_pss += r.pss;
+  }
+  // The bound: one copy of the weights plus, per worker, what a private worker holds besides its
+  // weights, plus 16 MiB for heap noise across four processes. Three private copies would be
+  // 128 MiB above it.
+  const std::uint64_t bound = weights + kWorkers * (alone.pss - weights) + 16 * kMiB;
+  MESSAGE("sum of PSS of " << kWorkers << " sharing workers " << sum_pss / kMiB << " MiB; one private worker "
+                           << alone.pss / kMiB << " MiB; bound " << bound / kMiB << " MiB");
+  CHECK(sum_pss <= bound);
+
+  // The same job on a sharing worker (not the one that wrote the file) gives the same bytes.
+  ws[1]->send(job_line(1, audio, (dir.path() / "shared").string(), "align", transcript));
+  REQUIRE(ws[1]->read_result()["ok"] == true);
+  for (const char* ext : {".json", ".TextGrid", ".ctm"}) {
+    CAPTURE(ext);
+    const std::string a = file_bytes((dir.path() / "private").string() + ext);
+    CHECK(!a.empty());
+    CHECK(a == file_bytes((dir.path() / "shared").string() + ext));
+  }
+}
+
+TEST_CASE("worker process: a shared weights file of another model is refused; the worker keeps its own copy") {
+  test::TempDir dir;
+  const std::string big = (dir.path() / "big.pt").string();
+  REQUIRE(std::system((std::string(AB_MAKE_TONE_MODEL_BIN) + " --ballast-mib 1 " + big + " >/dev/null").c_str()) == 0);
+  ShmPath shm;
+  auto writer = start_worker(dir, big, {"--shared-weights", shm.path});
+  WorkerProcess other({"--model", tone_model(), "--shared-weights", shm.path}, (dir.path() / "w.log").string());
+  const json ready = json::parse(other.read_line().value_or("null"));
+  REQUIRE(ready["ready"] == true);
+  CHECK_FALSE(ready.contains("shared_weights_bytes"));
+  CHECK(ready["shared_weights_error"].get<std::string>().find("other tensors than this model's") != std::string::npos);
+  const std::string audio = write_utterance(dir, test::audio_formats().front(), 16000, 1);
+  other.send(job_line(1, audio, (dir.path() / "tr").string(), "transcribe"));
+  const json t = other.read_result();
+  REQUIRE(t["ok"] == true);
+  CHECK(t["text"] == kUtteranceText);
+}
+
+}  // namespace ab

@@ -3,8 +3,12 @@
 // Label k >= 1 is a sine at tone::frequency_hz(k); blank is silence. forward() computes, per 20 ms
 // frame, the amplitude at each label's frequency (conv1d with sin/cos kernels), scales it to logits
 // with blank at a fixed threshold, and returns log_softmax emissions (or raw logits with --logits).
+// --ballast-mib N adds a parameter of N MiB (seeded random floats in [0, 1)) whose mean nudges the
+// blank threshold, so the model is big enough to measure sharing its weights and its outputs
+// depend on every byte of them.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -16,10 +20,13 @@
 int main(int argc, char** argv) {
   std::string out;
   bool logits = false;
+  long ballast_mib = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--logits") {
       logits = true;
+    } else if (a == "--ballast-mib" && i + 1 < argc) {
+      ballast_mib = std::strtol(argv[++i], nullptr, 10);
     } else if (out.empty() && !a.empty() && a[0] != '-') {
       out = a;
     } else {
@@ -28,7 +35,7 @@ int main(int argc, char** argv) {
     }
   }
   if (out.empty()) {
-    std::fprintf(stderr, "usage: make-tone-model [--logits] OUT.pt   (also writes OUT.json)\n");
+    std::fprintf(stderr, "usage: make-tone-model [--logits] [--ballast-mib N] OUT.pt   (also writes OUT.json)\n");
     return 2;
   }
   namespace tone = ab::tone;
@@ -46,13 +53,18 @@ int main(int argc, char** argv) {
   }
   torch::jit::Module m("ToneModel");
   m.register_buffer("kernels", kernels);
+  if (ballast_mib > 0) {
+    torch::manual_seed(14);
+    m.register_parameter("ballast", torch::rand({ballast_mib, 256, 1024}, torch::kFloat32), /*is_buffer=*/false);
+  }
   const std::string src = R"(
 def forward(self, waveforms: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
     x = waveforms.unsqueeze(1)
     y = torch.conv1d(x, self.kernels, None, [)" + std::to_string(frame) + R"(])
     y = y * y
     a = torch.sqrt(y[:, 0:)" + std::to_string(n_tones) + "] + y[:, " + std::to_string(n_tones) + R"(:])
-    blank = torch.full_like(a[:, 0:1, :], )" + std::to_string(tone::kBlankAmplitude) + R"()
+    blank = torch.full_like(a[:, 0:1, :], )" + std::to_string(tone::kBlankAmplitude) + R"())" +
+                          (ballast_mib > 0 ? " + 0.01 * self.ballast.mean()" : "") + R"(
     scores = torch.cat([blank, a], 1) * )" + std::to_string(tone::kGain) + R"(
     emissions = scores.transpose(1, 2))" + (logits ? "" : R"(
     emissions = torch.log_softmax(emissions, -1))") + R"(
