@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "history/estimator.h"
 #include "memguard/size.h"
 
 namespace ab {
@@ -67,17 +68,29 @@ bool Progress::parse_mode(const std::string& text, std::FILE* log, Mode& mode) {
 std::optional<double> eta_seconds(const ProgressState& s) {
   const std::size_t finished = s.done + s.failed;
   if (finished >= s.total) return s.total ? std::optional<double>(0.0) : std::nullopt;
-  if (s.audio_total_s > 0) {
-    const double left = std::max(0.0, s.audio_total_s - s.audio_done_s);
-    if (finished > 0 && s.elapsed_s > 0 && s.audio_done_s >= kOwnRateShare * s.audio_total_s)
-      return left * s.elapsed_s / s.audio_done_s;
-    if (s.history_s_per_audio_s)
-      return left * *s.history_s_per_audio_s / static_cast<double>(std::max<std::size_t>(1, s.running));
+  if (s.work_total_s > 0) {
+    const double left = std::max(0.0, s.work_total_s - s.work_done_s);
+    if (finished > 0 && s.elapsed_s > 0 && s.work_done_s >= kOwnRateShare * s.work_total_s)
+      return left * s.elapsed_s / s.work_done_s;
+    if (s.work_calibrated) return left / static_cast<double>(std::max<std::size_t>(1, s.running));
     return std::nullopt;
   }
   // No durations known (an external command's inputs, say): files are all there is.
   if (finished == 0 || s.elapsed_s <= 0) return std::nullopt;
   return s.elapsed_s / static_cast<double>(finished) * static_cast<double>(s.total - finished);
+}
+
+JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s) {
+  if (audio_wall_s.size() < kJobCostMinJobs) return {};
+  std::vector<double> x, y, w;
+  for (const auto& [audio, wall] : audio_wall_s) {
+    x.push_back(audio);
+    y.push_back(wall);
+    w.push_back(1.0);
+  }
+  const LinearFit fit = theil_sen(x, y, w, 20000);
+  if (fit.ratio <= 0 && fit.baseline_bytes <= 0) return {};
+  return {fit.baseline_bytes, fit.ratio, true};  // the fit's "bytes" are seconds here
 }
 
 std::string fit_to_columns(const std::string& line, std::size_t columns) {
@@ -158,8 +171,7 @@ void Progress::job_ended(const std::string& name, const std::string& status, con
     const auto eta = eta_seconds(state);
     emit({{"event", "end"}, {"file", name}, {"status", status}, {"detail", detail}, {"peak_pss_bytes", peak_bytes},
           {"wall_s", wall_s}, {"band_limited", band_limited}, {"done", state.done}, {"failed", state.failed},
-          {"total", state.total}, {"elapsed_s", state.elapsed_s}, {"audio_done_s", state.audio_done_s},
-          {"audio_total_s", state.audio_total_s}, {"eta_s", eta ? nlohmann::json(*eta) : nlohmann::json(nullptr)}});
+          {"total", state.total}, {"elapsed_s", state.elapsed_s}, {"eta_s", eta ? nlohmann::json(*eta) : nlohmann::json(nullptr)}});
     return;
   }
   if (mode_ == Mode::kQuiet) return;
@@ -183,6 +195,16 @@ void Progress::message(const std::string& text) {
 }
 
 void Progress::tick(const ProgressState& state) {
+  if (mode_ == Mode::kJson) {
+    // For programs following a run (and bench/eta.sh): where it stands, once a second.
+    if (last_event_s_ >= 0 && state.elapsed_s - last_event_s_ < 1.0) return;
+    last_event_s_ = state.elapsed_s;
+    const auto eta = eta_seconds(state);
+    emit({{"event", "progress"}, {"done", state.done}, {"failed", state.failed}, {"total", state.total},
+          {"running", state.running}, {"in_use_bytes", state.in_use_bytes}, {"elapsed_s", state.elapsed_s},
+          {"eta_s", eta ? nlohmann::json(*eta) : nlohmann::json(nullptr)}});
+    return;
+  }
   if (mode_ != Mode::kTty) return;
   if (last_draw_s_ >= 0 && state.elapsed_s - last_draw_s_ < 0.25) return;
   last_draw_s_ = state.elapsed_s;

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -24,23 +25,36 @@ struct ProgressState {
   double elapsed_s = 0;
   /// The oldest running job's worker status ("spk/a.wav emissions 43%"); empty when unknown.
   std::string current;
-  /// Audio seconds of this run's files (a file of unknown duration counts as the mean of the
-  /// known ones); 0 when none is known: the ETA then counts files.
-  double audio_total_s = 0;
-  /// Audio seconds behind us: finished files (any outcome) plus the done share of running ones.
-  double audio_done_s = 0;
-  /// History's wall seconds per audio second of one job, over the key's ok jobs; none without.
-  std::optional<double> history_s_per_audio_s;
+  /// This run's work in predicted job seconds (JobCostLaw over each file's audio seconds; a
+  /// file of unknown duration as the mean of the known ones); 0 when no duration is known: the
+  /// ETA then counts files.
+  double work_total_s = 0;
+  /// Of that, behind us: finished files (any outcome) plus the done share of running ones.
+  double work_done_s = 0;
+  /// The law was fitted on measured jobs (history's or this run's), so work is in real seconds
+  /// of one job; otherwise it is audio seconds (fixed 0, 1 per audio second), a proportion only.
+  bool work_calibrated = false;
 };
 
 /// Seconds left in the run, or none when there is nothing to go on yet. Once this run has
-/// finished a file and has at least kOwnRateShare of its audio behind it, its own rate (audio
-/// seconds done per second of the run) divides the audio left; before that, history's seconds
-/// per audio second of one job, spread over the jobs running (at least one). Audio, not files:
-/// large files run first, so counting files gave 3m, 5m, 2m, 45 s in a 16 s run.
+/// finished a file and has at least kOwnRateShare of its work behind it, its own rate (work done
+/// per second of the run) divides the work left; before that, a calibrated law's job seconds
+/// left, spread over the jobs running (at least one). Work, not files: large files run first, so
+/// counting files gave 3m, 5m, 2m, 45 s in a 16 s run.
 std::optional<double> eta_seconds(const ProgressState& state);
-/// 5%: with less behind it a run's own rate is mostly its workers' start-up.
 constexpr double kOwnRateShare = 0.05;
+
+/// One job's wall time ≈ fixed_s + per_audio_s × its audio seconds.
+struct JobCostLaw {
+  double fixed_s = 0;
+  double per_audio_s = 1;
+  bool calibrated = false;  ///< fitted on measured jobs (else: audio seconds, a proportion)
+};
+/// Jobs a cost law is fitted on at least: fewer give the uncalibrated law.
+constexpr std::size_t kJobCostMinJobs = 5;
+/// Theil–Sen over (audio seconds, wall seconds) of ok jobs: the fixed cost per file (opening,
+/// decoding set-up, writing outputs) weighs on a run's small files, which run last.
+JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s);
 
 /// `line` cut to at most `columns` terminal columns (UTF-8 aware: one column per code point,
 /// never a broken character), so a live line never wraps; "…" marks a cut.
@@ -114,7 +128,8 @@ class Progress {
                  std::uint64_t peak_bytes, double wall_s, const ProgressState& state, bool band_limited = false);
   /// A plain message (warnings, interrupt notices).
   void message(const std::string& text);
-  /// Called every loop tick; redraws the live line at most every 250 ms.
+  /// Called every loop tick; redraws the live line at most every 250 ms (JSON mode: a
+  /// "progress" event at most every second).
   void tick(const ProgressState& state);
   /// Clears the live line and, except in JSON mode, prints the summary to `out`; in JSON mode
   /// emits a "summary" event.
@@ -132,6 +147,7 @@ class Progress {
   std::FILE* log_;
   std::FILE* events_;
   double last_draw_s_ = -1;
+  double last_event_s_ = -1;  ///< JSON mode: when the last "progress" event went out
   bool line_shown_ = false;
 };
 

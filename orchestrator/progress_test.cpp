@@ -45,25 +45,25 @@ TEST_CASE("every JSON end event says band_limited, true only where the worker sa
   CHECK(second["status"] == "done");
 }
 
-TEST_CASE("eta_seconds: audio left at this run's own rate, history's rate before it has one, files without durations") {
+TEST_CASE("eta_seconds: work left at this run's own rate, a calibrated law's before it has one, files without durations") {
   struct Row {
     const char* what;
     std::size_t total, done, running;
-    double elapsed_s, audio_total_s, audio_done_s;
-    std::optional<double> history_rate;
+    double elapsed_s, work_total_s, work_done_s;
+    bool calibrated;
     std::optional<double> eta;
   };
   const Row rows[] = {
-      {"nothing known yet", 10, 0, 2, 1, 100, 0, std::nullopt, std::nullopt},
-      {"history's per-job rate over 2 running jobs", 10, 0, 2, 1, 100, 0, 0.1, 5.0},
-      {"history, no job running yet: as one", 10, 0, 0, 0, 100, 0, 0.1, 10.0},
-      // Own rate: 40 audio s in 8 s, 60 left: 12 s (history's rate is no longer used).
-      {"own rate", 10, 3, 2, 8, 100, 40, 0.1, 12.0},
-      {"own rate needs a finished file", 10, 0, 2, 8, 100, 40, 0.1, 3.0},
-      {"own rate needs 5% behind it", 10, 1, 2, 1, 100, 4, 0.1, 4.8},
-      {"big files first: 1 of 4 files done is 90% of the audio", 4, 1, 1, 9, 100, 90, std::nullopt, 1.0},
-      {"no durations: files", 10, 5, 1, 10, 0, 0, std::nullopt, 10.0},
-      {"done", 10, 10, 0, 10, 100, 100, 0.1, 0.0},
+      {"nothing known yet", 10, 0, 2, 1, 100, 0, false, std::nullopt},
+      {"a calibrated law: 10 job seconds over 2 running jobs", 10, 0, 2, 1, 10, 0, true, 5.0},
+      {"calibrated, no job running yet: as one", 10, 0, 0, 0, 10, 0, true, 10.0},
+      // Own rate: 40 units in 8 s, 60 left: 12 s (the law's absolute seconds no longer count).
+      {"own rate", 10, 3, 2, 8, 100, 40, true, 12.0},
+      {"own rate needs a finished file", 10, 0, 2, 8, 100, 40, true, 30.0},
+      {"own rate needs 5% behind it", 10, 1, 2, 1, 100, 4, true, 48.0},
+      {"big files first: 1 of 4 files done is 90% of the work", 4, 1, 1, 9, 100, 90, false, 1.0},
+      {"no durations: files", 10, 5, 1, 10, 0, 0, false, 10.0},
+      {"done", 10, 10, 0, 10, 100, 100, true, 0.0},
   };
   for (const auto& r : rows) {
     INFO(r.what);
@@ -72,13 +72,27 @@ TEST_CASE("eta_seconds: audio left at this run's own rate, history's rate before
     s.done = r.done;
     s.running = r.running;
     s.elapsed_s = r.elapsed_s;
-    s.audio_total_s = r.audio_total_s;
-    s.audio_done_s = r.audio_done_s;
-    s.history_s_per_audio_s = r.history_rate;
+    s.work_total_s = r.work_total_s;
+    s.work_done_s = r.work_done_s;
+    s.work_calibrated = r.calibrated;
     const auto eta = eta_seconds(s);
     REQUIRE(eta.has_value() == r.eta.has_value());
     if (eta) CHECK(*eta == doctest::Approx(*r.eta));
   }
+}
+
+TEST_CASE("fit_job_cost: a fixed cost per file plus a cost per audio second, from 5 jobs on") {
+  std::vector<std::pair<double, double>> jobs;
+  for (double audio : {3.0, 10.0, 30.0, 60.0}) jobs.emplace_back(audio, 0.2 + 0.01 * audio);
+  CHECK_FALSE(fit_job_cost(jobs).calibrated);  // 4 jobs: audio seconds, a proportion
+  CHECK(fit_job_cost(jobs).fixed_s == 0);
+  CHECK(fit_job_cost(jobs).per_audio_s == 1);
+  jobs.emplace_back(600.0, 0.2 + 0.01 * 600);
+  jobs.emplace_back(5.0, 3.0);  // one outlier (a cold start) does not move a Theil–Sen line
+  const JobCostLaw law = fit_job_cost(jobs);
+  CHECK(law.calibrated);
+  CHECK(law.fixed_s == doctest::Approx(0.2).epsilon(0.01));
+  CHECK(law.per_audio_s == doctest::Approx(0.01).epsilon(0.01));
 }
 
 TEST_CASE("fit_to_columns cuts at code points, never inside a character, and marks the cut") {
@@ -100,12 +114,12 @@ TEST_CASE("on an 80-column terminal the live line stays within 79 columns") {
   s.in_use_bytes = 260ull << 20;
   s.budget_bytes = 21ull << 30;
   s.elapsed_s = 5;
-  s.audio_total_s = 7500;
-  s.audio_done_s = 2000;
+  s.work_total_s = 7500;
+  s.work_done_s = 2000;
   s.current = "speaker1/a-rather-long-directory-name/mp3_16k_27-with-a-long-name.mp3 emissions 43%";
   const std::string full = Progress::live_line(s);
   CHECK(full.size() > 80);
-  CHECK(full.find("ETA 14s") != std::string::npos);  // 5500 audio s left at 400 audio s per second
+  CHECK(full.find("ETA 14s") != std::string::npos);  // 5500 units left at 400 per second
   const std::string cut = fit_to_columns(full, 79);
   std::size_t columns = 0;
   for (unsigned char c : cut) columns += (c & 0xC0) != 0x80;
@@ -122,8 +136,8 @@ TEST_CASE("every JSON event carries a Unix-ms timestamp, and end events the ETA"
   state.total = 2;
   state.done = 1;
   state.elapsed_s = 2;
-  state.audio_total_s = 20;
-  state.audio_done_s = 10;
+  state.work_total_s = 20;
+  state.work_done_s = 10;
   const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count();
   progress.message("hello");

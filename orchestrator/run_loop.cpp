@@ -300,7 +300,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
   ProgressState state;
   state.total = to_run;
-  // The ETA counts audio seconds: a file of unknown duration as the mean of the known ones.
+  // The ETA counts predicted job seconds, wall ≈ fixed + per audio second × audio (progress.h's
+  // JobCostLaw), fitted on history's ok jobs of the key, else on this run's first ones; a file of
+  // unknown duration counts as the mean of the known ones.
   double known_audio_s = 0;
   std::size_t known = 0;
   for (const auto& [id, job] : jobs)
@@ -310,21 +312,27 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     }
   const double mean_audio_s = known ? known_audio_s / static_cast<double>(known) : 0;
   auto audio_of = [&](const Job& job) { return job.file.audio_duration_s.value_or(mean_audio_s); };
-  for (const auto& [id, job] : jobs) state.audio_total_s += audio_of(job);
-  {
-    double wall = 0, audio = 0;
-    for (const auto& r : key_rows)
-      if (r.status == JobStatus::kOk && r.audio_duration_s && *r.audio_duration_s > 0 && r.wall_s > 0) {
-        wall += r.wall_s;
-        audio += *r.audio_duration_s;
-      }
-    if (audio > 0) state.history_s_per_audio_s = wall / audio;
-  }
-  double finished_audio_s = 0;
+  std::vector<std::pair<double, double>> costs_seen;  // (audio s, wall s) of ok jobs
+  for (const auto& r : key_rows)
+    if (r.status == JobStatus::kOk && r.audio_duration_s && *r.audio_duration_s > 0 && r.wall_s > 0)
+      costs_seen.emplace_back(*r.audio_duration_s, r.wall_s);
+  JobCostLaw cost_law = fit_job_cost(costs_seen);
+  costs_seen.clear();
+  auto cost_of = [&](const Job& job) { return cost_law.fixed_s + cost_law.per_audio_s * audio_of(job); };
+  double finished_work_s = 0;
   std::map<JobId, double> running_fraction;  // the workers' status blocks: share of the file done
-  auto update_audio_done = [&]() {
-    state.audio_done_s = finished_audio_s;
-    for (const auto& [id, fraction] : running_fraction) state.audio_done_s += fraction * audio_of(jobs.at(id));
+  auto retotal_work = [&]() {
+    state.work_total_s = finished_work_s = 0;
+    for (const auto& [id, job] : jobs) {
+      state.work_total_s += cost_of(job);
+      if (job.finished) finished_work_s += cost_of(job);
+    }
+    state.work_calibrated = cost_law.calibrated;
+  };
+  retotal_work();
+  auto update_work_done = [&]() {
+    state.work_done_s = finished_work_s;
+    for (const auto& [id, fraction] : running_fraction) state.work_done_s += fraction * cost_of(jobs.at(id));
     state.elapsed_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
   };
   state.cap = config_.scheduler.max_workers;
@@ -335,9 +343,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
   auto fail_file = [&](Job& job, std::string reason) {
     job.finished = true;
-    finished_audio_s += audio_of(job);
+    finished_work_s += cost_of(job);
     running_fraction.erase(job.id);
-    update_audio_done();
+    update_work_done();
     // The summary names the file; a reason that starts with the same path (the worker's errors
     // do) would say it twice.
     const std::string prefix = job.file.audio.string() + ": ";
@@ -522,8 +530,16 @@ RunSummary RunLoop::run(const Corpus& corpus) {
         job.finished = true;
         ++summary.done;
         ++state.done;
-        finished_audio_s += audio_of(job);
-        update_audio_done();
+        finished_work_s += cost_of(job);
+        // Without history the cost law comes from this run's own first jobs, once.
+        if (!cost_law.calibrated && job.file.audio_duration_s && end.wall_s > 0) {
+          costs_seen.emplace_back(*job.file.audio_duration_s, end.wall_s);
+          if (costs_seen.size() == kJobCostMinJobs) {
+            cost_law = fit_job_cost(costs_seen);
+            retotal_work();
+          }
+        }
+        update_work_done();
         if (end.band_limited) summary.band_limited.push_back(job.file.audio.string());
         if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(job.file.audio.string());
         progress_.job_ended(name, "done",
@@ -694,7 +710,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
     state.running = live.size();
     state.in_use_bytes = in_use_bytes;
-    update_audio_done();
+    update_work_done();
     progress_.tick(state);
   }
 
