@@ -70,8 +70,9 @@ std::optional<double> eta_seconds(const ProgressState& s) {
   if (finished >= s.total) return s.total ? std::optional<double>(0.0) : std::nullopt;
   if (s.work_total_s > 0) {
     const double left = std::max(0.0, s.work_total_s - s.work_done_s);
-    if (finished > 0 && s.elapsed_s > 0 && s.work_done_s >= kOwnRateShare * s.work_total_s)
-      return left * s.elapsed_s / s.work_done_s;
+    const double since_s = s.elapsed_s - s.rate_origin_s, work_since_s = s.work_done_s - s.rate_origin_work_s;
+    if (finished > 0 && since_s > 0 && work_since_s > 0 && work_since_s >= kOwnRateShare * s.work_total_s)
+      return left * since_s / work_since_s;
     if (s.work_calibrated) return left / static_cast<double>(std::max<std::size_t>(1, s.running));
     return std::nullopt;
   }
@@ -82,6 +83,15 @@ std::optional<double> eta_seconds(const ProgressState& s) {
 
 JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s) {
   if (audio_wall_s.size() < kJobCostMinJobs) return {};
+  // A line needs a spread of durations: fitted on files of one length (a run's first jobs are
+  // its largest, often copies), its intercept would be a whole job's time charged to every file
+  // (bench/eta.sh saw 6.5x the time left).
+  double lo = audio_wall_s.front().first, hi = lo;
+  for (const auto& p : audio_wall_s) {
+    lo = std::min(lo, p.first);
+    hi = std::max(hi, p.first);
+  }
+  if (!(hi >= kJobCostMinSpread * lo)) return {};
   std::vector<double> x, y, w;
   for (const auto& [audio, wall] : audio_wall_s) {
     x.push_back(audio);

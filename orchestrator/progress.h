@@ -34,11 +34,15 @@ struct ProgressState {
   /// The law was fitted on measured jobs (history's or this run's), so work is in real seconds
   /// of one job; otherwise it is audio seconds (fixed 0, 1 per audio second), a proportion only.
   bool work_calibrated = false;
+  /// When the run's own rate starts counting (the first file's end: before it, the workers were
+  /// starting and loading their model) and how much work was behind it then.
+  double rate_origin_s = 0;
+  double rate_origin_work_s = 0;
 };
 
 /// Seconds left in the run, or none when there is nothing to go on yet. Once this run has
-/// finished a file and has at least kOwnRateShare of its work behind it, its own rate (work done
-/// per second of the run) divides the work left; before that, a calibrated law's job seconds
+/// finished a file and done at least kOwnRateShare of its work since the first end (rate_origin),
+/// its own rate since then (work per second) divides the work left; before that, a calibrated law's job seconds
 /// left, spread over the jobs running (at least one). Work, not files: large files run first, so
 /// counting files gave 3m, 5m, 2m, 45 s in a 16 s run.
 std::optional<double> eta_seconds(const ProgressState& state);
@@ -50,8 +54,10 @@ struct JobCostLaw {
   double per_audio_s = 1;
   bool calibrated = false;  ///< fitted on measured jobs (else: audio seconds, a proportion)
 };
-/// Jobs a cost law is fitted on at least: fewer give the uncalibrated law.
+/// Jobs a cost law is fitted on at least, and the spread of their durations (longest ÷
+/// shortest) it needs: less gives the uncalibrated law.
 constexpr std::size_t kJobCostMinJobs = 5;
+constexpr double kJobCostMinSpread = 4.0;
 /// Theil–Sen over (audio seconds, wall seconds) of ok jobs: the fixed cost per file (opening,
 /// decoding set-up, writing outputs) weighs on a run's small files, which run last.
 JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s);

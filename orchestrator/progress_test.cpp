@@ -79,6 +79,21 @@ TEST_CASE("eta_seconds: work left at this run's own rate, a calibrated law's bef
     REQUIRE(eta.has_value() == r.eta.has_value());
     if (eta) CHECK(*eta == doctest::Approx(*r.eta));
   }
+  // The own rate counts from the first file's end: the workers' start-up before it is not work.
+  ProgressState s;
+  s.total = 10;
+  s.done = 3;
+  s.running = 2;
+  s.elapsed_s = 8;
+  s.work_total_s = 100;
+  s.work_done_s = 40;
+  s.rate_origin_s = 2;
+  s.rate_origin_work_s = 10;
+  REQUIRE(eta_seconds(s).has_value());
+  CHECK(*eta_seconds(s) == doctest::Approx(12.0));  // 30 work in 6 s, 60 left
+  s.rate_origin_work_s = 38;  // 2 since the origin: under 5% of the work, a calibrated law instead
+  s.work_calibrated = true;
+  CHECK(*eta_seconds(s) == doctest::Approx(30.0));
 }
 
 TEST_CASE("fit_job_cost: a fixed cost per file plus a cost per audio second, from 5 jobs on") {
@@ -91,6 +106,8 @@ TEST_CASE("fit_job_cost: a fixed cost per file plus a cost per audio second, fro
   jobs.emplace_back(5.0, 3.0);  // one outlier (a cold start) does not move a Theil–Sen line
   const JobCostLaw law = fit_job_cost(jobs);
   CHECK(law.calibrated);
+  // Five copies of one file give no line: the law stays a proportion of audio seconds.
+  CHECK_FALSE(fit_job_cost({{600, 3}, {600, 3.1}, {590, 3}, {600, 2.9}, {300, 1.6}}).calibrated);
   CHECK(law.fixed_s == doctest::Approx(0.2).epsilon(0.01));
   CHECK(law.per_audio_s == doctest::Approx(0.01).epsilon(0.01));
 }

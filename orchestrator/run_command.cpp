@@ -82,9 +82,14 @@ std::string find_worker() {
   return resolve_program("align-batch-worker");
 }
 
-/// The default model: $AB_MODEL, else the example model of the source tree this was built from.
+/// The default model: $AB_MODEL, else the installed example model (`cmake --install`:
+/// PREFIX/share/align-batch/en_char_ctc.pt beside PREFIX/bin/align-batch), else the example model
+/// of the source tree this was built from.
 std::string default_model() {
   if (const char* env = std::getenv("AB_MODEL"); env && *env) return env;
+  const fs::path installed = self_dir().parent_path() / "share" / "align-batch" / "en_char_ctc.pt";
+  std::error_code ec;
+  if (fs::is_regular_file(installed, ec)) return installed.string();
 #ifdef AB_DEFAULT_MODEL
   return AB_DEFAULT_MODEL;
 #else

@@ -321,6 +321,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   auto cost_of = [&](const Job& job) { return cost_law.fixed_s + cost_law.per_audio_s * audio_of(job); };
   double finished_work_s = 0;
   std::map<JobId, double> running_fraction;  // the workers' status blocks: share of the file done
+  bool rate_origin_set = false;
   auto retotal_work = [&]() {
     state.work_total_s = finished_work_s = 0;
     for (const auto& [id, job] : jobs) {
@@ -328,12 +329,18 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       if (job.finished) finished_work_s += cost_of(job);
     }
     state.work_calibrated = cost_law.calibrated;
+    rate_origin_set = false;  // measured in the old law's units: the next update sets it again
   };
   retotal_work();
   auto update_work_done = [&]() {
     state.work_done_s = finished_work_s;
     for (const auto& [id, fraction] : running_fraction) state.work_done_s += fraction * cost_of(jobs.at(id));
     state.elapsed_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+    if (!rate_origin_set && state.done + state.failed > 0) {
+      rate_origin_set = true;
+      state.rate_origin_s = state.elapsed_s;
+      state.rate_origin_work_s = state.work_done_s;
+    }
   };
   state.cap = config_.scheduler.max_workers;
   state.budget_bytes = config_.scheduler.budget_bytes;
@@ -531,12 +538,17 @@ RunSummary RunLoop::run(const Corpus& corpus) {
         ++summary.done;
         ++state.done;
         finished_work_s += cost_of(job);
-        // Without history the cost law comes from this run's own first jobs, once.
+        // Without history the cost law comes from this run's own jobs, tried at 5, 10, 20, ...
+        // of them until their durations spread enough for a line.
         if (!cost_law.calibrated && job.file.audio_duration_s && end.wall_s > 0) {
           costs_seen.emplace_back(*job.file.audio_duration_s, end.wall_s);
-          if (costs_seen.size() == kJobCostMinJobs) {
-            cost_law = fit_job_cost(costs_seen);
-            retotal_work();
+          const std::size_t n = costs_seen.size();
+          if (n >= kJobCostMinJobs && n % kJobCostMinJobs == 0 && ((n / kJobCostMinJobs) & (n / kJobCostMinJobs - 1)) == 0) {
+            const JobCostLaw fitted = fit_job_cost(costs_seen);
+            if (fitted.calibrated) {
+              cost_law = fitted;
+              retotal_work();
+            }
           }
         }
         update_work_done();

@@ -101,19 +101,18 @@ std::vector<double> linear_ticks(double max, int target = 6) {
   return ticks;
 }
 
-/// 1-2-5 × 10^k inside [lo, hi]; 1..9 × 10^k when that gives fewer than 3; evenly spaced
-/// round values when even that does (a range narrower than 2×).
+/// 1-2-5 × 10^k inside [lo, hi]; across less than a decade, evenly spaced round values (a log
+/// axis over 80-160 MiB would otherwise show one or two ticks).
 std::vector<double> log_ticks(double lo, double hi) {
-  for (const auto& mantissas : {std::vector<double>{1, 2, 5}, std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9}}) {
-    std::vector<double> ticks;
-    for (double mag = std::pow(10.0, std::floor(std::log10(lo))); mag <= hi; mag *= 10)
-      for (double m : mantissas)
-        if (m * mag >= lo && m * mag <= hi) ticks.push_back(m * mag);
-    if (ticks.size() >= 3) return ticks;
-  }
   std::vector<double> ticks;
-  for (double t : linear_ticks(hi, 10))
-    if (t >= lo) ticks.push_back(t);
+  if (hi < lo * 10) {
+    for (double t : linear_ticks(hi, 8))
+      if (t >= lo) ticks.push_back(t);
+    return ticks;
+  }
+  for (double mag = std::pow(10.0, std::floor(std::log10(lo))); mag <= hi; mag *= 10)
+    for (double m : {1.0, 2.0, 5.0})
+      if (m * mag >= lo && m * mag <= hi) ticks.push_back(m * mag);
   return ticks;
 }
 
