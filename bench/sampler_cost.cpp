@@ -1,10 +1,10 @@
-// sampler_cost: CPU cost of ProcSampler's thread watching N live processes, against a `ps` polling peer.
+// sampler_cost: CPU cost of ProcSampler ticked at its interval watching N live processes, against a `ps` polling peer.
 //
 // Usage: sampler_cost MEMHOG [PROCESSES=16] [SECONDS=10] [MIB_EACH=64]
 // Starts PROCESSES memhogs (each touching MIB_EACH MiB, so smaps_rollup has real page tables to
 // walk), then measures for SECONDS each:
-//   1. ProcSampler at its defaults (50 ms, smaps_rollup every 4th tick): CPU time of its thread,
-//      from /proc/self/task/TID/schedstat (nanoseconds on CPU);
+//   1. ProcSampler at its defaults (50 ms, smaps_rollup every 4th tick): CPU time of the thread ticking it,
+//      from CLOCK_THREAD_CPUTIME_ID;
 //   2. RSS and machine readings only (smaps ration ~0): the fixed cost of a tick;
 //   3. no ration, smaps_rollup every 4th tick (what the ration saves);
 //   4. the peer: `ps -o rss= -p PIDS` run every 50 ms, the usual shell-script watcher (CPU time of
@@ -14,6 +14,7 @@
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -62,11 +63,10 @@ Hog start_hog(const std::string& memhog, int mib) {
   return h;
 }
 
-std::uint64_t thread_cpu_ns(pid_t tid) {
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/schedstat");
-  std::uint64_t ns = 0;
-  in >> ns;
-  return ns;
+std::uint64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 double percent_of_core(std::uint64_t cpu_ns, double wall_s) { return 100.0 * static_cast<double>(cpu_ns) / (wall_s * 1e9); }
@@ -82,16 +82,23 @@ Measure measure_sampler(const std::vector<Hog>& hogs, double smaps_cpu_share, do
   config.smaps_cpu_share = smaps_cpu_share;
   ab::ProcSampler sampler(config);
   for (std::size_t i = 0; i < hogs.size(); ++i) sampler.watch(i, hogs[i].pid);
-  sampler.start();
-  while (sampler.thread_tid() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past the first (cold) ticks
-  const pid_t tid = sampler.thread_tid();
+  // Ticked as the run loop ticks it: once per interval, on a deadline, on this thread.
+  const auto interval = std::chrono::milliseconds(config.interval_ms);
+  auto next = std::chrono::steady_clock::now();
+  auto tick_for = [&](std::chrono::duration<double> span) {
+    const auto end = std::chrono::steady_clock::now() + span;
+    while (std::chrono::steady_clock::now() < end) {
+      sampler.tick();
+      next += interval;
+      std::this_thread::sleep_until(next);
+    }
+  };
+  tick_for(std::chrono::milliseconds(200));  // past the first (cold) ticks
   const auto t0 = std::chrono::steady_clock::now();
-  const std::uint64_t cpu0 = thread_cpu_ns(tid), tick0 = sampler.snapshot().tick;
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  const std::uint64_t cpu1 = thread_cpu_ns(tid), tick1 = sampler.snapshot().tick;
+  const std::uint64_t cpu0 = thread_cpu_ns(), tick0 = sampler.snapshot().tick;
+  tick_for(std::chrono::duration<double>(seconds));
+  const std::uint64_t cpu1 = thread_cpu_ns(), tick1 = sampler.snapshot().tick;
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  sampler.stop();
   Measure m;
   m.percent = percent_of_core(cpu1 - cpu0, wall);
   m.ticks = tick1 - tick0;

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Sampler CPU cost: ProcSampler's thread at its default interval watching 16 live processes, as a
+# Sampler CPU cost: ProcSampler ticked at its default interval watching 16 live processes, as a
 # percentage of one core (target < 1%), beside smaps-every-tick and a `ps` polling peer.
 # Usage: bench/sampler_cost.sh [PROCESSES=16] [SECONDS=10] [MIB_EACH=64]
 # Needs a C++17 compiler and libfmt-dev (both in scripts/setup.sh). Exit status 1 if the target is missed.

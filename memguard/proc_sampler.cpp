@@ -1,7 +1,6 @@
-// The sampler thread: per-tree RSS every tick, PSS/USS/swap/VRAM every few ticks, the machine every tick.
+// The sampler: per-tree RSS every tick, PSS/USS/swap/VRAM every few ticks, the machine every tick.
 #include "memguard/proc_sampler.h"
 
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <time.h>
@@ -97,55 +96,21 @@ ProcSampler::ProcSampler(SamplerConfig config)
   }
 }
 
-ProcSampler::~ProcSampler() { stop(); }
-
-void ProcSampler::start() {
-  std::lock_guard<std::mutex> lock(stop_mutex_);
-  if (thread_.joinable()) return;
-  stopping_ = false;
-  thread_ = std::thread([this] { run(); });
-}
-
-void ProcSampler::stop() {
-  {
-    std::lock_guard<std::mutex> lock(stop_mutex_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
-
-void ProcSampler::run() {
-  thread_tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
-  const auto interval = std::chrono::milliseconds(config_.interval_ms);
-  auto next = std::chrono::steady_clock::now();
-  for (;;) {
-    tick();
-    next += interval;
-    auto now = std::chrono::steady_clock::now();
-    if (next < now) next = now + interval;  // fell behind (a stalled machine): skip, do not burst
-    std::unique_lock<std::mutex> lock(stop_mutex_);
-    if (stop_cv_.wait_until(lock, next, [this] { return stopping_; })) return;
-  }
-}
+ProcSampler::~ProcSampler() = default;
 
 void ProcSampler::watch(std::uint64_t key, pid_t root_pid) {
-  std::lock_guard<std::mutex> lock(mutex_);
   Watch w;
   w.root_pid = root_pid;
-  w.generation = next_generation_++;
   w.reading.key = key;
   w.reading.root_pid = root_pid;
   watches_[key] = w;
 }
 
 void ProcSampler::unwatch(std::uint64_t key) {
-  std::lock_guard<std::mutex> lock(mutex_);
   watches_.erase(key);
 }
 
 void ProcSampler::reset_peaks(std::uint64_t key) {
-  std::lock_guard<std::mutex> lock(mutex_);
   auto it = watches_.find(key);
   if (it == watches_.end()) return;
   auto& r = it->second.reading;
@@ -153,13 +118,9 @@ void ProcSampler::reset_peaks(std::uint64_t key) {
   r.peak_pss_bytes = r.pss_bytes;
   r.peak_uss_bytes = r.uss_bytes;
   r.peak_vram_bytes = r.vram_bytes;
-  it->second.generation = next_generation_++;
 }
 
-SamplerSnapshot ProcSampler::snapshot() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return snapshot_;
-}
+SamplerSnapshot ProcSampler::snapshot() const { return snapshot_; }
 
 TreeMemory ProcSampler::read_tree_now(pid_t root_pid) const {
   ProcessTable table(proc_root_);
@@ -169,14 +130,12 @@ TreeMemory ProcSampler::read_tree_now(pid_t root_pid) const {
 }
 
 void ProcSampler::tick() {
-  std::lock_guard<std::mutex> tick_lock(tick_mutex_);
   const std::uint64_t n = tick_count_++;
   const bool full_scan = n % config_.full_scan_every_ticks == 0;
 
   struct Job {
     std::uint64_t key;
     pid_t root_pid;
-    std::uint64_t generation;
     bool first;                 // never read with smaps yet
     bool smaps_due;             // smaps_every_ticks have passed since the last read
     std::uint64_t smaps_tick;   // for oldest-first
@@ -184,15 +143,11 @@ void ProcSampler::tick() {
     TreeMemory memory;
   };
   std::vector<Job> jobs;
-  MachineReading machine;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    jobs.reserve(watches_.size());
-    for (const auto& [key, w] : watches_)
-      jobs.push_back({key, w.root_pid, w.generation, !w.have_smaps, n >= w.smaps_tick + config_.smaps_every_ticks,
-                      w.smaps_tick, false, TreeMemory{}});
-    machine = snapshot_.machine;
-  }
+  jobs.reserve(watches_.size());
+  for (const auto& [key, w] : watches_)
+    jobs.push_back({key, w.root_pid, !w.have_smaps, n >= w.smaps_tick + config_.smaps_every_ticks, w.smaps_tick, false,
+                    TreeMemory{}});
+  MachineReading machine = snapshot_.machine;
 
   // The smaps ration accrues with wall time.
   const auto started = std::chrono::steady_clock::now();
@@ -203,7 +158,7 @@ void ProcSampler::tick() {
   }
   last_tick_at_ = started;
 
-  // The I/O, outside the lock so snapshot() and watch() never wait on /proc. Oldest smaps first.
+  // The I/O. Oldest smaps first.
   const bool new_watch = std::any_of(jobs.begin(), jobs.end(), [](const Job& j) { return j.first; });
   if (!jobs.empty() && (full_scan || new_watch || n % config_.scan_every_ticks == 0)) {
     auto last_pid = read_last_pid(proc_root_);
@@ -232,54 +187,48 @@ void ProcSampler::tick() {
   machine_.read(&machine, full_scan);
   const auto now = std::chrono::steady_clock::now();
 
-  SamplerSnapshot snap;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& j : jobs) {
-      auto it = watches_.find(j.key);
-      if (it == watches_.end() || it->second.generation != j.generation) continue;  // unwatched or reset meanwhile
-      Watch& w = it->second;
-      WatchReading& r = w.reading;
-      const TreeMemory& m = j.memory;
-      r.processes = m.processes;
-      r.rss_bytes = m.rss_bytes;
-      r.sampled_at = now;
-      if (j.with_smaps) {
-        r.pss_bytes = m.pss_bytes;
-        r.uss_bytes = m.uss_bytes;
-        r.swap_bytes = m.swap_bytes;
-        r.pss_shmem_bytes = m.pss_shmem_bytes;
-        r.vram_bytes = m.vram_bytes;
-        r.pss_measured = m.pss_measured;
-        w.smaps_tick = n;
-        if (m.processes > 0) {
-          w.have_smaps = true;
-          // The rollup's own RSS, not statm's: a tree growing between the two reads would
-          // otherwise have that growth counted twice in every estimate until the next rollup.
-          w.rss_at_smaps_bytes = m.smaps_rss_bytes;
-          w.pss_at_smaps_bytes = m.pss_bytes;
-          w.uss_at_smaps_bytes = m.uss_bytes;
-        }
-      } else {
-        // Between smaps reads a tree's PSS moves with its RSS: new private pages count fully.
-        r.pss_bytes = m.processes ? plus_delta(w.pss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
-        r.uss_bytes = m.processes ? plus_delta(w.uss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
-        r.pss_measured = false;
-        if (!m.processes) r.swap_bytes = r.vram_bytes = r.pss_shmem_bytes = 0;
+  for (const auto& j : jobs) {
+    auto it = watches_.find(j.key);
+    if (it == watches_.end()) continue;
+    Watch& w = it->second;
+    WatchReading& r = w.reading;
+    const TreeMemory& m = j.memory;
+    r.processes = m.processes;
+    r.rss_bytes = m.rss_bytes;
+    r.sampled_at = now;
+    if (j.with_smaps) {
+      r.pss_bytes = m.pss_bytes;
+      r.uss_bytes = m.uss_bytes;
+      r.swap_bytes = m.swap_bytes;
+      r.pss_shmem_bytes = m.pss_shmem_bytes;
+      r.vram_bytes = m.vram_bytes;
+      r.pss_measured = m.pss_measured;
+      w.smaps_tick = n;
+      if (m.processes > 0) {
+        w.have_smaps = true;
+        // The rollup's own RSS, not statm's: a tree growing between the two reads would
+        // otherwise have that growth counted twice in every estimate until the next rollup.
+        w.rss_at_smaps_bytes = m.smaps_rss_bytes;
+        w.pss_at_smaps_bytes = m.pss_bytes;
+        w.uss_at_smaps_bytes = m.uss_bytes;
       }
-      r.peak_rss_bytes = std::max(r.peak_rss_bytes, r.rss_bytes);
-      r.peak_pss_bytes = std::max(r.peak_pss_bytes, r.pss_bytes);
-      r.peak_uss_bytes = std::max(r.peak_uss_bytes, r.uss_bytes);
-      r.peak_vram_bytes = std::max(r.peak_vram_bytes, r.vram_bytes);
+    } else {
+      // Between smaps reads a tree's PSS moves with its RSS: new private pages count fully.
+      r.pss_bytes = m.processes ? plus_delta(w.pss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
+      r.uss_bytes = m.processes ? plus_delta(w.uss_at_smaps_bytes, m.rss_bytes, w.rss_at_smaps_bytes) : 0;
+      r.pss_measured = false;
+      if (!m.processes) r.swap_bytes = r.vram_bytes = r.pss_shmem_bytes = 0;
     }
-    snapshot_.tick = n + 1;
-    snapshot_.sampled_at = now;
-    snapshot_.machine = std::move(machine);
-    snapshot_.watches.clear();
-    for (const auto& [key, w] : watches_) snapshot_.watches.push_back(w.reading);
-    if (config_.on_tick) snap = snapshot_;
+    r.peak_rss_bytes = std::max(r.peak_rss_bytes, r.rss_bytes);
+    r.peak_pss_bytes = std::max(r.peak_pss_bytes, r.pss_bytes);
+    r.peak_uss_bytes = std::max(r.peak_uss_bytes, r.uss_bytes);
+    r.peak_vram_bytes = std::max(r.peak_vram_bytes, r.vram_bytes);
   }
-  if (config_.on_tick) config_.on_tick(snap);
+  snapshot_.tick = n + 1;
+  snapshot_.sampled_at = now;
+  snapshot_.machine = std::move(machine);
+  snapshot_.watches.clear();
+  for (const auto& [key, w] : watches_) snapshot_.watches.push_back(w.reading);
 }
 
 }  // namespace ab

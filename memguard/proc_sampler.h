@@ -1,19 +1,14 @@
-// ProcSampler: a thread that samples the memory of watched process trees and of the machine.
+// ProcSampler: samples the memory of watched process trees and of the machine, one tick at a time.
 #pragma once
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "memguard/machine_memory.h"
@@ -100,12 +95,10 @@ struct SamplerConfig {
   std::uint32_t scan_every_ticks = kDefaultScanEveryTicks;  ///< 1: every tick
   std::uint32_t full_scan_every_ticks = kDefaultFullScanEveryTicks;
   bool read_vram = true;  ///< open NVML once, if present
-  /// Called on the sampler thread after every tick, outside any lock: react at sampling speed. It
-  /// must be quick and must not call stop().
-  std::function<void(const SamplerSnapshot&)> on_tick;
 };
 
-/// Samples watched process trees on its own thread. All methods are thread-safe.
+/// Samples watched process trees, one tick() at a time on the caller's thread: the run loop
+/// ticks it at most once per --sample-ms (orchestrator/memory_probe). Not thread-safe.
 ///
 /// Each tick: RSS of every tree member from statm, plus the machine (meminfo, cgroup usage, PSI).
 /// On a tree's first tick, and then at most every smaps_every_ticks ticks within a CPU ration
@@ -115,15 +108,11 @@ struct SamplerConfig {
 class ProcSampler {
  public:
   explicit ProcSampler(SamplerConfig config = {});
-  ~ProcSampler();  ///< stops the thread
+  ~ProcSampler();
   ProcSampler(const ProcSampler&) = delete;
   ProcSampler& operator=(const ProcSampler&) = delete;
 
-  /// Starts the sampling thread (once).
-  void start();
-  /// Stops and joins it; safe to call twice.
-  void stop();
-  /// Takes one sample on the caller's thread: tests drive the sampler with this instead of start().
+  /// Takes one sample.
   void tick();
 
   /// Watches `root_pid` and all its descendants under `key` (a worker or job id). Re-watching a
@@ -135,12 +124,10 @@ class ProcSampler {
 
   /// The latest tick's readings.
   SamplerSnapshot snapshot() const;
-  /// A fresh reading of one tree, smaps_rollup and VRAM included, independent of the thread: taken
+  /// A fresh reading of one tree, smaps_rollup and VRAM included, apart from the ticks: taken
   /// right before a kill, because the situation may have changed since the last tick.
   TreeMemory read_tree_now(pid_t root_pid) const;
 
-  /// The sampler thread's kernel thread id (0 before start): for measuring its CPU time.
-  pid_t thread_tid() const { return thread_tid_.load(); }
   const MachineMemory& machine() const { return machine_; }
   /// Why VRAM reads are unavailable ("" when NVML is open).
   const std::string& vram_unavailable_reason() const { return nvml_reason_; }
@@ -148,13 +135,11 @@ class ProcSampler {
  private:
   struct Watch {
     pid_t root_pid = 0;
-    std::uint64_t generation = 0;   // bumped by watch()/reset_peaks(): a tick begun before is stale for peaks
     bool have_smaps = false;
     std::uint64_t smaps_tick = 0;   // the tick of the last smaps read
     std::uint64_t rss_at_smaps_bytes = 0, pss_at_smaps_bytes = 0, uss_at_smaps_bytes = 0;
     WatchReading reading;
   };
-  void run();
 
   SamplerConfig config_;
   std::filesystem::path proc_root_;
@@ -162,7 +147,6 @@ class ProcSampler {
   std::unique_ptr<Nvml> nvml_;
   std::string nvml_reason_;
 
-  std::mutex tick_mutex_;  // one tick at a time (thread or tick() callers); guards table_, tick_count_
   ProcessTable table_;
   StatmReader statm_reader_;
   std::uint64_t tick_count_ = 0;
@@ -170,16 +154,8 @@ class ProcSampler {
   std::int64_t smaps_credit_ns_ = 0;  // the ration's balance; may go negative
   std::chrono::steady_clock::time_point last_tick_at_{};
 
-  mutable std::mutex mutex_;  // guards watches_, snapshot_, next_generation_
   std::map<std::uint64_t, Watch> watches_;
   SamplerSnapshot snapshot_;
-  std::uint64_t next_generation_ = 1;
-
-  std::mutex stop_mutex_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
-  std::thread thread_;
-  std::atomic<pid_t> thread_tid_{0};
 };
 
 }  // namespace ab

@@ -48,10 +48,11 @@ const WatchReading* find(const SamplerSnapshot& s, std::uint64_t key) {
   return nullptr;
 }
 
-// Waits (bounded; not a timing assertion) until the sampler has read smaps_rollup for `key` after `after`.
-WatchReading wait_for_measured(const ProcSampler& sampler, std::uint64_t key, std::chrono::steady_clock::time_point after) {
+// Ticks (bounded; not a timing assertion) until the sampler has read smaps_rollup for `key` after `after`.
+WatchReading tick_until_measured(ProcSampler& sampler, std::uint64_t key, std::chrono::steady_clock::time_point after) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
+    sampler.tick();
     auto snap = sampler.snapshot();
     if (auto w = find(snap, key); w && w->pss_measured && w->sampled_at > after) return *w;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -91,15 +92,11 @@ TEST_CASE("ProcSampler on a fake /proc: cheap ticks estimate PSS from RSS, peaks
   config.smaps_every_ticks = 4;
   config.scan_every_ticks = 1;  // the fake tree has no loadavg: look for new processes every tick
   config.read_vram = false;
-  int callbacks = 0;
-  config.on_tick = [&](const SamplerSnapshot& s) {
-    ++callbacks;
-    CHECK(s.tick == static_cast<std::uint64_t>(callbacks));
-  };
   ProcSampler sampler(config);
   sampler.watch(7, 100);
 
   sampler.tick();  // tick 1: dear
+  CHECK(sampler.snapshot().tick == 1);
   auto w = *find(sampler.snapshot(), 7);
   CHECK(w.processes == 2);
   CHECK(w.pss_measured);
@@ -163,7 +160,7 @@ TEST_CASE("ProcSampler on a fake /proc: cheap ticks estimate PSS from RSS, peaks
   sampler.unwatch(7);
   sampler.tick();
   CHECK(sampler.snapshot().watches.empty());
-  CHECK(callbacks == 9);
+  CHECK(sampler.snapshot().tick == 9);
 
   // read_tree_now reads smaps for every member, independent of the ticks.
   auto now = sampler.read_tree_now(101);
@@ -185,13 +182,13 @@ TEST_CASE("ProcSampler: the smaps ration stops dear reads once spent; without a 
     config.smaps_credit_cap_ns = 0;  // nothing saved up: the first reads overdraw the ration
     config.read_vram = false;
     int measured = 0;
-    config.on_tick = [&](const SamplerSnapshot& s) {
-      for (const auto& w : s.watches) measured += w.pss_measured;
-    };
     ProcSampler sampler(config);
     sampler.watch(1, 100);
     sampler.watch(2, 200);
-    for (int i = 0; i < 20; ++i) sampler.tick();
+    for (int i = 0; i < 20; ++i) {
+      sampler.tick();
+      for (const auto& w : sampler.snapshot().watches) measured += w.pss_measured;
+    }
     return measured;
   };
   CHECK(count_measured(0) == 10);      // ticks 0, 4, 8, 12, 16 for each of two trees
@@ -199,14 +196,12 @@ TEST_CASE("ProcSampler: the smaps ration stops dear reads once spent; without a 
 }
 
 TEST_CASE("ProcSampler: a real child touching 200 MiB is measured within 5% (RSS and PSS)") {
-  ProcSampler sampler;  // the defaults: 50 ms interval, smaps every 4th tick
-  std::atomic<int> ticks{0};
+  ProcSampler sampler;  // the defaults: smaps every 4th tick
   test::MemhogProcess hog(AB_MEMHOG_BIN, {"--mib", "200"});
   sampler.watch(1, hog.pid());
-  sampler.start();
   REQUIRE(hog.wait_ready());
   auto ready_at = std::chrono::steady_clock::now();
-  auto w = wait_for_measured(sampler, 1, ready_at);
+  auto w = tick_until_measured(sampler, 1, ready_at);
   const std::uint64_t truth = 200 * kMiB;
   std::printf("200 MiB child: peak RSS %.1f MiB, peak PSS %.1f MiB, USS %.1f MiB, kernel VmHWM %.1f MiB\n",
               w.peak_rss_bytes / double(kMiB), w.peak_pss_bytes / double(kMiB), w.uss_bytes / double(kMiB),
@@ -226,8 +221,6 @@ TEST_CASE("ProcSampler: a real child touching 200 MiB is measured within 5% (RSS
   REQUIRE(snap.machine.meminfo);
   CHECK(snap.machine.meminfo->mem_total_bytes.value_or(0) > truth);
   CHECK(snap.machine.available_bytes.value_or(0) > 0);
-  sampler.stop();
-  CHECK(sampler.thread_tid() > 0);
 }
 
 TEST_CASE("ProcSampler: two children sharing 100 MiB — RSS counts it twice, PSS once") {
