@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,9 @@ namespace ab::cli {
 struct Result {
   int exit_code = -1;   ///< exit status, or 128 + signal
   std::string out, err;
+  /// The process's own CPU (user + system of its threads, not of its children), read from
+  /// /proc/PID/stat while it was a zombie; -1 if unreadable.
+  double own_cpu_s = -1;
 };
 
 inline std::string slurp(const std::filesystem::path& p) {
@@ -56,10 +60,25 @@ class Process {
   void signal(int sig) const { ::kill(pid_, sig); }
   /// Waits for the process; returns its result.
   Result wait() {
+    Result r;
+    siginfo_t info{};
+    while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+    }
+    const std::string stat = slurp("/proc/" + std::to_string(pid_) + "/stat");
+    if (const auto close = stat.rfind(')'); close != std::string::npos) {
+      // After "(comm)": state, then fields 4..; utime and stime are fields 14 and 15.
+      std::istringstream in(stat.substr(close + 1));
+      std::string field;
+      double utime = -1, stime = -1;
+      for (int i = 3; i <= 15 && in >> field; ++i) {
+        if (i == 14) utime = std::stod(field);
+        if (i == 15) stime = std::stod(field);
+      }
+      if (utime >= 0 && stime >= 0) r.own_cpu_s = (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
     int status = 0;
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
-    Result r;
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     r.out = slurp(out_);
     r.err = slurp(err_);
