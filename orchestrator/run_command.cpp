@@ -28,6 +28,7 @@
 #include "orchestrator/run_lock.h"
 #include "orchestrator/run_loop.h"
 #include "orchestrator/signals.h"
+#include "orchestrator/slurm_command.h"
 
 namespace fs = std::filesystem;
 
@@ -280,6 +281,14 @@ void add_run_options(CLI::App& app, RunOptions& o) {
   app.add_option("--margin", o.margin, "multiply history's predicted peaks by this (replay --sweep tunes it)")
       ->check(CLI::Range(0.5, 4.0))
       ->capture_default_str();
+  app.add_option("--executor", o.executor, "local (this machine) or slurm (job arrays, each task's --mem from history; docs/slurm.md)")
+      ->check(CLI::IsMember({"local", "slurm"}))
+      ->capture_default_str();
+  app.add_option("--slurm-partition", o.slurm_partition, "--executor slurm: the partition to submit to");
+  app.add_option("--slurm-max-tasks", o.slurm_max_tasks, "--executor slurm: tasks of one array running at once (sbatch --array=...%N)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--slurm-arg", o.slurm_args, "--executor slurm: passed to sbatch unchanged (repeat it), e.g. --slurm-arg=--account=A")
+      ->allow_extra_args(false);
 }
 
 void note_explicit_options(const CLI::App& app, RunOptions& o) {
@@ -337,6 +346,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     return usage_error("no corpus given; usage: align-batch [OPTIONS] CORPUS... [-- COMMAND {in} {out}] (see --help)");
   if (!parse_workers(o.workers))
     return usage_error("--workers '" + o.workers + "': use auto or a whole number >= 1, e.g. --workers 4");
+  if (std::string e = check_slurm_options(o); !e.empty()) return usage_error(e);
   std::optional<std::int64_t> timeout_ms;
   if (!o.timeout.empty()) {
     timeout_ms = parse_duration_ms(o.timeout);
@@ -574,6 +584,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     fs::create_directories(runner_config.log_dir, ec);
     if (ec) return usage_error("cannot create " + runner_config.log_dir.string() + ": " + ec.message() + "; check --out");
   }
+
+  if (o.executor == "slurm")
+    return run_slurm_batch(o, config, corpus, history.get(), progress, command, dashdash, model_path, mode == Progress::Mode::kTty);
 
   if (o.dry_run) {
     ProcMemoryProbe probe;

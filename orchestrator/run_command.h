@@ -44,6 +44,11 @@ struct RunOptions {
   /// Built-in engine: "on" (default) gives all workers one shared read-only copy of the model's
   /// weights (worker/shared_weights.h); "off" lets each worker keep its own.
   std::string shared_weights = "on";
+  /// --executor local|slurm and the Slurm executor's options (orchestrator/slurm_command.h).
+  std::string executor = "local";
+  std::string slurm_partition;
+  std::uint32_t slurm_max_tasks = 0;
+  std::vector<std::string> slurm_args;
   /// Options the user set (command line or --config), e.g. "--workers": tuned settings from
   /// history never override these. Filled by note_explicit_options() after parsing.
   std::set<std::string> explicit_options;

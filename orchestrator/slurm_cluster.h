@@ -1,0 +1,47 @@
+// SlurmCluster: the Slurm executor's one seam to Slurm (submit, query, cancel, node memory); the
+// real one runs sbatch, sacct, scancel and sinfo, the tests' fake scripts task outcomes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "orchestrator/slurm_plan.h"
+
+namespace ab {
+
+class SlurmCluster {
+ public:
+  virtual ~SlurmCluster() = default;
+  /// Submits one job array; returns its job id ("123").
+  virtual Result<std::string> submit(const SbatchArray& array) = 0;
+  /// What sacct knows of these arrays: one row per task, and per step (".batch" holds MaxRSS).
+  virtual Result<std::vector<SacctRow>> query(const std::vector<std::string>& array_job_ids) = 0;
+  /// Cancels these arrays (only these: the caller passes what it submitted).
+  virtual Result<bool> cancel(const std::vector<std::string>& array_job_ids) = 0;
+  /// The memory of the largest node in `partition` (empty: the default partition).
+  virtual Result<std::uint64_t> largest_node_memory_bytes(const std::string& partition) = 0;
+};
+
+/// The real cluster: Slurm's client tools on $PATH, as configured ($SLURM_CONF or /etc/slurm).
+class SlurmCommands : public SlurmCluster {
+ public:
+  Result<std::string> submit(const SbatchArray& array) override;
+  Result<std::vector<SacctRow>> query(const std::vector<std::string>& array_job_ids) override;
+  Result<bool> cancel(const std::vector<std::string>& array_job_ids) override;
+  Result<std::uint64_t> largest_node_memory_bytes(const std::string& partition) override;
+};
+
+/// What a command printed and how it ended.
+struct CommandOutput {
+  int exit_code = -1;  ///< -1: could not run, or killed by a signal
+  std::string out;
+  std::string err;
+};
+
+/// Runs `argv` (argv[0] looked up on $PATH) in its own process group, so a Ctrl-C at the terminal
+/// reaches align-batch alone, and returns its output. Used for Slurm's client tools.
+CommandOutput run_and_capture(const std::vector<std::string>& argv);
+
+}  // namespace ab
