@@ -592,14 +592,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     ProcMemoryProbe probe;
     std::vector<FailedFile> errors;
     // plan() needs no runner or probe; a RunLoop is built only to share its logic.
-    struct NullRunner : WorkerRunner {
-      bool start(const RunnerJob&, std::string&) override { return false; }
-      std::vector<JobEnd> wait(int) override { return {}; }
-      void kill(JobId, int) override {}
-      std::vector<LiveJob> live() const override { return {}; }
-      std::vector<pid_t> idle_pids() const override { return {}; }
-      std::vector<JobEnd> shutdown(int) override { return {}; }
-    } null_runner;
+    PlanOnlyRunner null_runner;
     RunLoop loop(config, null_runner, probe, history.get(), progress, nullptr);
     auto plan = loop.plan(corpus, errors);
     std::size_t to_run = 0, above_budget = 0;

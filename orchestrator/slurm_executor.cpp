@@ -28,16 +28,6 @@ namespace {
 /// budget is the task's --mem, so the request was too small, not the file bad.
 constexpr const char* kDoesNotFit = "at peak but the budget is";
 
-/// Plans only: RunLoop::plan (done-ness, predictions) needs a runner it never calls.
-struct PlanOnlyRunner : WorkerRunner {
-  bool start(const RunnerJob&, std::string&) override { return false; }
-  std::vector<JobEnd> wait(int) override { return {}; }
-  void kill(JobId, int) override {}
-  std::vector<LiveJob> live() const override { return {}; }
-  std::vector<pid_t> idle_pids() const override { return {}; }
-  std::vector<JobEnd> shutdown(int) override { return {}; }
-};
-
 bool write_text(const fs::path& path, const std::string& text) {
   std::ofstream f(path, std::ios::trunc);
   f << text;
@@ -156,6 +146,19 @@ std::vector<PlannedArray> SlurmExecutor::plan_waiting(std::vector<File>& files, 
   return arrays;
 }
 
+SbatchArray SlurmExecutor::sbatch_array(const PlannedArray& planned, const fs::path& dir) const {
+  SbatchArray sb;
+  sb.mem_bytes = planned.mem_bytes;
+  sb.task_count = planned.tasks.size();
+  sb.max_running = config_.max_tasks;
+  sb.cpus_per_task = config_.plan.concurrency;
+  sb.partition = config_.partition;
+  sb.extra_args = config_.sbatch_args;
+  sb.log_pattern = (dir / "%a.log").string();
+  sb.script_path = (dir / "task.sh").string();
+  return sb;
+}
+
 bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays,
                            std::vector<Task>& tasks, std::string& error) {
   Array a;
@@ -178,7 +181,7 @@ bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files
       return false;
     }
   }
-  const fs::path script = a.dir / "task.sh";
+  const fs::path script = a.dir / "task.sh";  // as sbatch_array() names it
   std::vector<std::string> argv = {config_.align_batch_path};
   argv.insert(argv.end(), config_.task_options.begin(), config_.task_options.end());
   if (!write_text(script, task_script(argv, a.dir.string(), config_.tail))) {
@@ -186,16 +189,7 @@ bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files
     return false;
   }
   ::chmod(script.c_str(), 0755);
-  SbatchArray sb;
-  sb.mem_bytes = planned.mem_bytes;
-  sb.task_count = planned.tasks.size();
-  sb.max_running = config_.max_tasks;
-  sb.cpus_per_task = config_.plan.concurrency;
-  sb.partition = config_.partition;
-  sb.extra_args = config_.sbatch_args;
-  sb.log_pattern = (a.dir / "%a.log").string();
-  sb.script_path = script.string();
-  auto id = cluster_.submit(sb);
+  auto id = cluster_.submit(sbatch_array(planned, a.dir));
   if (!id) {
     error = id.error();
     return false;
@@ -358,17 +352,8 @@ void SlurmExecutor::dry_run(const Corpus& corpus, std::FILE* out) {
   auto arrays = plan_waiting(files, cold, later);
   std::size_t n = 0;
   for (const auto& a : arrays) {
-    SbatchArray sb;
-    sb.mem_bytes = a.mem_bytes;
-    sb.task_count = a.tasks.size();
-    sb.max_running = config_.max_tasks;
-    sb.cpus_per_task = config_.plan.concurrency;
-    sb.partition = config_.partition;
-    sb.extra_args = config_.sbatch_args;
-    sb.log_pattern = "OUT/.align-batch/slurm/RUN/array-" + std::to_string(n) + "/%a.log";
-    sb.script_path = "OUT/.align-batch/slurm/RUN/array-" + std::to_string(n) + "/task.sh";
     std::string cmd;
-    for (const auto& w : sbatch_argv(sb)) cmd += (cmd.empty() ? "" : " ") + shell_quote(w);
+    for (const auto& w : sbatch_argv(sbatch_array(a, loop_.out_dir / ".align-batch" / "slurm" / "run-N" / fmt::format("array-{}", n)))) cmd += (cmd.empty() ? "" : " ") + shell_quote(w);
     std::fprintf(out, "%s\n", cmd.c_str());
     for (std::size_t t = 0; t < a.tasks.size(); ++t) {
       std::fprintf(out, "  task %zu: --mem=%s", t, format_bytes(a.mem_bytes).c_str());
@@ -500,8 +485,10 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
           if (t.terminal_seen_ms < 0) t.terminal_seen_ms = now_ms;
           auto step = steps.find(t.job_id);
           const SacctRow* batch = step == steps.end() ? nullptr : step->second;
+          // After Ctrl-C a cancelled task is final at once: what it had not recorded is redone next run.
           const bool final = (batch && batch->max_rss_bytes && task_fate(batch->state) != TaskFate::kRunning) ||
-                             (fate == TaskFate::kCancelled && !batch) || now_ms - t.terminal_seen_ms >= config_.settle_ms;
+                             (fate == TaskFate::kCancelled && (!batch || stopping)) ||
+                             now_ms - t.terminal_seen_ms >= config_.settle_ms;
           if (!final) {
             ++running;
             continue;

@@ -31,9 +31,10 @@ struct SlurmConfig {
   int poll_ms = 1000;                    ///< sacct is asked this often
   /// OUT_OF_MEMORY: a file is resubmitted at most this many times, its need raised each time.
   std::uint32_t max_oom_resubmits = 3;
-  /// Each resubmission asks for at least this times the last request's need. 1.5: a file
-  /// predicted 40% low fits at the first resubmission, and three reach 3.4 x.
-  double oom_raise = 1.5;
+  /// Each resubmission asks for at least this times the last request's need (or the peak the task
+  /// saw, if higher). 2: three resubmissions cover a prediction 8 x too low; at most half of
+  /// the last request is wasted.
+  double oom_raise = 2.0;
   /// Without history, the first wave: this many files (spread over sizes), one per task, each
   /// asking for half the largest node: enough for the estimator's first fit (min_fit_jobs).
   std::size_t cold_wave_files = 5;
@@ -76,6 +77,7 @@ class SlurmExecutor {
   struct Array;
   std::vector<File> plan_files(const Corpus& corpus, RunSummary& summary);
   std::vector<PlannedArray> plan_waiting(std::vector<File>& files, bool cold, std::vector<std::size_t>& unplanned);
+  SbatchArray sbatch_array(const PlannedArray& planned, const std::filesystem::path& dir) const;
   bool submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays, std::vector<Task>& tasks,
               std::string& error);
   void finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files, RunSummary& summary,

@@ -96,4 +96,15 @@ class WorkerRunner {
   virtual std::vector<JobEnd> shutdown(int grace_ms) = 0;
 };
 
+/// A runner that starts nothing: RunLoop::plan() (done-ness, predictions) needs a runner it never
+/// calls, for --dry-run and the Slurm executor's planning.
+struct PlanOnlyRunner : WorkerRunner {
+  bool start(const RunnerJob&, std::string&) override { return false; }
+  std::vector<JobEnd> wait(int) override { return {}; }
+  void kill(JobId, int) override {}
+  std::vector<LiveJob> live() const override { return {}; }
+  std::vector<pid_t> idle_pids() const override { return {}; }
+  std::vector<JobEnd> shutdown(int) override { return {}; }
+};
+
 }  // namespace ab

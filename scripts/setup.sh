@@ -21,6 +21,8 @@ packages=(
   sox                                      # tests synthesise their audio, never download it
   python3                                  # tests: scripted stand-ins for a protocol worker
   python3-torchaudio                       # tests: tools/export_wav2vec2.py exports a real wav2vec2 architecture
+  slurmctld slurmd slurm-client munge      # tests: a real single-node Slurm for --executor slurm
+  slurmdbd mariadb-server                  # ... with accounting, so sacct reports MaxRSS
 )
 # The browser tests of run reports: headless chromium renders them, PIL reads the screenshots.
 [ "$mode" = test ] && packages+=(chromium python3-pil)
