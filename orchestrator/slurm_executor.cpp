@@ -255,6 +255,11 @@ void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow*
         if (f == by_path.end()) continue;
         JobRecord rec = *it;
         rec.run_id = run_id_;
+        // The outputs an ok job wrote (resume checks them) come back with the newest ok row only.
+        if (it->status == JobStatus::kOk)
+          if (auto newest = opened.value()->last_ok_job(it->input_path, loop_.job_key); newest && newest.value() &&
+                                                                                          newest.value()->id == it->id)
+            rec.outputs = newest.value()->outputs;
         auto timeline = opened.value()->timeline(it->id);
         if (auto r = history_->record_job(rec, timeline ? timeline.value() : std::vector<TimelinePoint>{}); !r)
           progress_.message("history: " + r.error());

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "history/history_store.h"
+#include "orchestrator/resume.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -137,7 +138,16 @@ class FakeCluster : public SlurmCluster {
         o.exit_code = 1;
       } else {
         rec.peak_pss_bytes = rec.peak_rss_bytes = need;
+        // Its output, where the task's --out puts it, recorded as a real task records it.
+        std::ifstream out_dir_file(p.dir / (std::to_string(p.task) + ".out"));
+        std::string out_dir;
+        std::getline(out_dir_file, out_dir);
+        const fs::path out = fs::path(out_dir) / (fs::path(path).stem().string() + ".done");
+        fs::create_directories(out.parent_path());
+        std::ofstream(out) << "done\n";
+        rec.outputs.push_back(*stat_output(out.string()));
       }
+      rec.task = "command";
       o.max_rss_bytes = std::max(o.max_rss_bytes, need);
       REQUIRE(h.value()->record_job(rec).ok());
     }
