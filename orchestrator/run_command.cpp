@@ -289,6 +289,7 @@ void add_run_options(CLI::App& app, RunOptions& o) {
       ->check(CLI::Range(1, 1000000));
   app.add_option("--slurm-arg", o.slurm_args, "--executor slurm: passed to sbatch unchanged (repeat it), e.g. --slurm-arg=--account=A")
       ->allow_extra_args(false);
+  app.add_flag("--slurm-task", o.slurm_task, "")->group("");  // internal: set by --executor slurm on its tasks
 }
 
 void note_explicit_options(const CLI::App& app, RunOptions& o) {
@@ -506,10 +507,12 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   std::vector<std::unique_ptr<RunLock>> locks;
   auto take_locks = [&]() -> std::string {
     if (o.dry_run || !locks.empty()) return {};
-    auto out_lock = RunLock::acquire(config.out_dir / ".align-batch" / "lock",
-                                     "output directory " + display_path(config.out_dir.string()));
-    if (!out_lock) return out_lock.error();
-    locks.push_back(std::move(out_lock.value()));
+    if (!o.slurm_task) {  // a Slurm task shares its submitter's --out (slurm_command.h)
+      auto out_lock = RunLock::acquire(config.out_dir / ".align-batch" / "lock",
+                                       "output directory " + display_path(config.out_dir.string()));
+      if (!out_lock) return out_lock.error();
+      locks.push_back(std::move(out_lock.value()));
+    }
     if (!o.no_history && history_path != default_history_path(config.out_dir)) {
       fs::path lock_path = history_path;
       lock_path += ".lock";

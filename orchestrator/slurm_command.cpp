@@ -39,7 +39,9 @@ int run_slurm_batch(const RunOptions& o, const RunLoopConfig& config, const Corp
   // no idle worker is added: a task never holds more workers than it runs jobs at once.
   sc.plan.worker_idle_bytes = 0;
   sc.plan.high_water = o.high_water;
-  sc.task_options = {"--workers", std::to_string(sc.plan.concurrency), "--reserve",
+  // --slurm-task: the tasks share --out (no output lock); --no-report: the submitter's run is the one
+  // to report on, and the tasks' run ids (each 1, in its own history) would share one report name.
+  sc.task_options = {"--slurm-task", "--no-report", "--workers", std::to_string(sc.plan.concurrency), "--reserve",
                      fmt::format("{}M", sc.plan.task_overhead_bytes >> 20), "--progress", "plain",
                      "--retries", std::to_string(o.retries), "--hang-timeout", o.hang_timeout,
                      "--sample-ms", std::to_string(o.sample_ms), "--high-water", fmt::format("{}", o.high_water)};
