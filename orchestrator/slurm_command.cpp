@@ -51,7 +51,8 @@ int run_slurm_batch(const RunOptions& o, const RunLoopConfig& config, const Corp
     sc.tail = {"--"};
     sc.tail.insert(sc.tail.end(), command.begin(), command.end());
   } else {
-    sc.task_options.insert(sc.task_options.end(), {"--model", model_path, "--task", o.task});
+    sc.task_options.insert(sc.task_options.end(),
+                           {"--model", model_path, "--task", o.task, "--shared-weights", o.shared_weights});
     if (o.max_trellis_mib) sc.task_options.insert(sc.task_options.end(), {"--max-trellis-mib", std::to_string(o.max_trellis_mib)});
   }
   sc.partition = o.slurm_partition;
