@@ -98,6 +98,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 600.0));
   app.add_option("--max-trellis-mib", max_trellis_mib, "cap on the aligner's working memory, MiB")
       ->check(CLI::Range(1, 1 << 20));
+  std::size_t mmap_threshold_kib = ab::kMallocMmapThresholdKib;
+  app.add_option("--malloc-mmap-threshold-kib", mmap_threshold_kib,
+                 "glibc mmap threshold, held fixed (0: glibc's own, which rises with freed blocks)")
+      ->check(CLI::Range(0, 32 << 10));
   app.set_version_flag("--version", std::string("align-batch-worker ") + AB_VERSION);
   CLI11_PARSE(app, argc, argv);
   config.max_trellis_bytes = max_trellis_mib << 20;
@@ -116,6 +120,8 @@ int main(int argc, char** argv) {
   Heartbeat heartbeat(status);
 
   ab::set_torch_threads(threads);
+  if (!ab::pin_malloc_mmap_threshold(mmap_threshold_kib))
+    spdlog::warn("mallopt(M_MMAP_THRESHOLD, {} KiB) failed; memory may grow with the file", mmap_threshold_kib);
   ab::ModelInfoParse sidecar = ab::read_model_info(model_path);
   if (!sidecar.info) {
     status.set_phase(ab::WorkerPhase::kExited);

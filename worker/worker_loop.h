@@ -1,6 +1,7 @@
 // The worker's protocol loop: one JSON job per stdin line in, progress and one result line out (torch-free).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <iosfwd>
 #include <string>
@@ -39,6 +40,15 @@ std::uint64_t peak_rss_bytes();
 
 /// Bytes malloc has handed out and not taken back (glibc mallinfo2: arena + mmapped in use).
 std::uint64_t malloc_in_use_bytes();
+
+/// --malloc-mmap-threshold-kib's default: glibc's own starting value (128 KiB), held there. Every
+/// block at least this large is its own mapping, unmapped (its pages returned) when freed.
+inline constexpr std::size_t kMallocMmapThresholdKib = 128;
+
+/// Stops glibc from raising its mmap threshold: M_MMAP_THRESHOLD := `kib` KiB (which also stops
+/// the trim threshold from moving). Call once, before the model is loaded. 0 leaves glibc's
+/// sliding threshold alone (returns true). False if mallopt refused.
+bool pin_malloc_mmap_threshold(std::size_t kib);
 
 /// The `{"ready": true, ...}` line's object (pid, sample rate, labels, RSS now).
 nlohmann::json ready_message(const ModelInfo& info);

@@ -1,7 +1,12 @@
 // Tests for the protocol loop with a plain C++ EmissionModel (the LibTorch seam) over real audio files.
 #include "worker/worker_loop.h"
 
+#include <malloc.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -448,6 +453,44 @@ TEST_CASE("worker_loop: a trellis cap too small for the band the path needs give
     CHECK(res[0]["exact"] == true);
     CHECK(log.text().find("[warning]") == std::string::npos);
   }
+}
+
+namespace {
+
+/// In a forked child (so this binary's own malloc state is untouched): frees one mmapped 4 MiB
+/// block, then allocates another and reports whether glibc mapped it too (mallinfo2's hblkhd grew).
+/// `pin_kib` as for pin_malloc_mmap_threshold (0: glibc's sliding threshold).
+bool second_block_is_mapped(std::size_t pin_kib) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (!pin_malloc_mmap_threshold(pin_kib)) _exit(2);
+    constexpr std::size_t kBlock = std::size_t(4) << 20;
+    void* first = std::malloc(kBlock);  // above the 128 KiB start: always its own mapping
+    static_cast<volatile char*>(first)[0] = 1;
+    std::free(first);  // unpinned, glibc now raises its threshold to 4 MiB
+    const std::size_t mapped_before = mallinfo2().hblkhd;
+    void* second = std::malloc(kBlock);
+    static_cast<volatile char*>(second)[0] = 1;
+    const bool mapped = mallinfo2().hblkhd >= mapped_before + kBlock;
+    std::free(second);
+    _exit(mapped ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) != 2);
+  return WEXITSTATUS(status) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("pin_malloc_mmap_threshold: a large block freed does not move later ones onto the heap") {
+  // The worker's fix for memory that grew with the file (issue 14): with glibc's sliding threshold
+  // the second 4 MiB block comes from the heap, where freed blocks stay resident; pinned, it is
+  // mapped again and unmapped when freed.
+  CHECK(second_block_is_mapped(kMallocMmapThresholdKib));
+  CHECK_FALSE(second_block_is_mapped(0));
 }
 
 }  // namespace ab
