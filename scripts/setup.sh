@@ -15,7 +15,7 @@ packages=(
   build-essential cmake ccache pkg-config
   libboost-dev                             # Boost.Interprocess: the workers' shared status blocks
   libtorch-dev                             # LibTorch: the worker's engine only
-  libopenblas0-openmp                      # LibTorch's BLAS (libblas.so.3): ~30x the reference BLAS on wav2vec2
+  libopenblas0-openmp                      # LibTorch's BLAS (libblas.so.3): 5-9x the reference BLAS on wav2vec2
   libsndfile1-dev libsamplerate0-dev       # audio decoding, streaming resampling
   libcli11-dev libsqlite3-dev libspdlog-dev libfmt-dev doctest-dev nlohmann-json3-dev
   libxxhash-dev                            # job keys: XXH3-128 of model files
