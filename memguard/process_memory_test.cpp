@@ -62,6 +62,7 @@ TEST_CASE("parse_smaps_rollup on real and older-kernel text") {
   CHECK(a->pss_bytes == 543ull * 1024);
   CHECK(a->uss_bytes == (128ull + 116) * 1024);
   CHECK(a->swap_bytes == 0);
+  CHECK(a->pss_shmem_bytes == 0);
 
   auto b = parse_smaps_rollup(kRollupLinux414);
   REQUIRE(b);
@@ -69,6 +70,13 @@ TEST_CASE("parse_smaps_rollup on real and older-kernel text") {
   CHECK(b->pss_bytes == 153600ull * 1024);
   CHECK(b->uss_bytes == (1024ull + 152576) * 1024);
   CHECK(b->swap_bytes == 2048ull * 1024);
+  CHECK(b->pss_shmem_bytes == 0);  // no such line before 5.8
+
+  // A worker mapping shared weights under /dev/shm: their share shows as Pss_Shmem.
+  auto c = parse_smaps_rollup("Rss: 1398784 kB\nPss: 380928 kB\nPss_Shmem: 308224 kB\nPrivate_Dirty: 63488 kB\n");
+  REQUIRE(c);
+  CHECK(c->pss_shmem_bytes == 308224ull * 1024);
+  CHECK(c->pss_bytes == 380928ull * 1024);
 }
 
 TEST_CASE("parse_smaps_rollup rejects hostile text") {

@@ -162,3 +162,53 @@ exec WORKER "$@"
   }
   CHECK(ab::cli::processes_with(model.string()).empty());
 }
+
+TEST_CASE("built-in engine: workers share one copy of the weights, removed at the end (a dead run's at the next start); off gives the same outputs") {
+  ab::test::TempDir t{"ab-cli-shared-weights"};
+  const fs::path model = t.path() / "big.pt";
+  REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, "--ballast-mib", "8", model.string()}, t.path()).exit_code == 0);
+  for (int i = 0; i < 4; ++i) {
+    synth(t.path() / ("c/f" + std::to_string(i) + ".wav"), {"1000:0.3", "1300:0.3"}, t.path());
+    t.write("c/f" + std::to_string(i) + ".txt", "ab\n");
+  }
+  // What a SIGKILLed run would leave: its pid is gone.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+  const fs::path leftover = "/dev/shm/ab-weights-" + std::to_string(dead) + "-0000000000000001";
+  { std::ofstream(leftover) << "weights of a run that died"; }
+
+  auto argv = [&](const std::string& out, const std::string& shared) {
+    return std::vector<std::string>{AB_BIN, "--model", model.string(), "--progress", "plain", "--workers", "2",
+                                    "--shared-weights", shared, "--out", (t.path() / out).string(),
+                                    (t.path() / "c").string()};
+  };
+  ab::cli::Process p(argv("shared", "on"), t.path());
+  const ab::cli::Result r = p.wait();
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_FALSE(fs::exists(leftover));
+  // Two unpredicted jobs start at once (slow start), so two workers: one wrote the copy, one mapped it.
+  const std::string logs = ab::cli::slurp(t.path() / "shared/.align-batch/logs/worker-1.log") +
+                           ab::cli::slurp(t.path() / "shared/.align-batch/logs/worker-2.log");
+  CHECK(logs.find("weights written to /dev/shm/ab-weights-" + std::to_string(p.pid()) + "-") != std::string::npos);
+  CHECK(logs.find("weights mapped from /dev/shm/ab-weights-" + std::to_string(p.pid()) + "-") != std::string::npos);
+  for (const auto& e : fs::directory_iterator("/dev/shm"))
+    CHECK(e.path().filename().string().rfind("ab-weights-" + std::to_string(p.pid()) + "-", 0) != 0);
+
+  const ab::cli::Result off = ab::cli::run(argv("private", "off"), t.path());
+  REQUIRE(off.exit_code == 0);
+  const std::string private_log = ab::cli::slurp(t.path() / "private/.align-batch/logs/worker-1.log");
+  CHECK(private_log.find("loaded") != std::string::npos);
+  CHECK(private_log.find("weights written") == std::string::npos);
+  CHECK(private_log.find("weights mapped") == std::string::npos);
+  for (int i = 0; i < 4; ++i)
+    for (const char* ext : {".TextGrid", ".json", ".ctm"}) {
+      const std::string name = "f" + std::to_string(i) + ext;
+      CAPTURE(name);
+      const std::string a = ab::cli::slurp(t.path() / "shared" / name);
+      CHECK(!a.empty());
+      CHECK(a == ab::cli::slurp(t.path() / "private" / name));
+    }
+}
