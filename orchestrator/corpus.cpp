@@ -118,7 +118,10 @@ fs::path absolute_normal(const fs::path& p) {
 class Scanner {
  public:
   Scanner(const fs::path& out_dir, Corpus& corpus, const std::function<void(std::size_t)>& on_file)
-      : out_dir_(absolute_normal(out_dir)), corpus_(corpus), on_file_(on_file) {}
+      : out_dir_(absolute_normal(out_dir)), corpus_(corpus), on_file_(on_file) {
+    struct stat st {};
+    if (::stat(out_dir_.c_str(), &st) == 0) out_dir_id_ = std::make_pair(st.st_dev, st.st_ino);
+  }
 
   void add_input(const std::string& input, const fs::path& base, int depth) {
     if (!input.empty() && input[0] == '@') {
@@ -173,31 +176,64 @@ class Scanner {
   void add_directory(const fs::path& root) {
     std::vector<fs::path> found;
     std::unordered_set<std::string> transcripts;
-    std::error_code ec;
-    fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
-    if (ec) {
-      problem(root, "directory cannot be read (" + ec.message() + "); check its permissions");
-      return;
-    }
-    for (; it != end; it.increment(ec)) {
-      if (ec) {
-        problem(root, "error while scanning (" + ec.message() + "); some files may be missing");
-        break;
-      }
-      std::error_code fec;
-      if (!it->is_regular_file(fec)) continue;
-      if (is_audio_path(it->path())) {
-        found.push_back(it->path().lexically_normal());
-      } else {
-        const std::string ext = lower(it->path().extension().string());
-        if (ext == ".txt" || ext == ".lab") transcripts.insert(it->path().lexically_normal().native());
-      }
-    }
+    std::set<std::pair<dev_t, ino_t>> visited;  // directories entered, so a symlink loop ends
+    walk(root, root, found, transcripts, visited);
     std::sort(found.begin(), found.end());
     if (found.empty()) problem(root, "holds no audio files (" + extension_list() + ")");
     listed_transcripts_ = &transcripts;
     for (const auto& f : found) add_file(f, root);
     listed_transcripts_ = nullptr;
+  }
+
+  // Recursion by hand rather than recursive_directory_iterator: symlinked directories are
+  // followed (a corpus assembled from links is common), each directory entered once by device
+  // and inode, and the run's own --out is never entered (its outputs are no inputs).
+  void walk(const fs::path& dir, const fs::path& root, std::vector<fs::path>& found,
+            std::unordered_set<std::string>& transcripts, std::set<std::pair<dev_t, ino_t>>& visited) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+      problem(dir, "directory cannot be read (" + std::string(std::strerror(errno)) + "); check its permissions");
+      return;
+    }
+    if (out_dir_id_ && st.st_dev == out_dir_id_->first && st.st_ino == out_dir_id_->second) return;
+    if (!visited.insert({st.st_dev, st.st_ino}).second) {
+      if (dir != root)
+        problem(dir, "is a symlink loop (a directory already scanned); skipped: remove the link or point it elsewhere");
+      return;
+    }
+    std::error_code ec;
+    fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+    if (ec) {
+      problem(dir, "directory cannot be read (" + ec.message() + "); check its permissions");
+      return;
+    }
+    std::vector<fs::path> subdirs;
+    for (; it != end; it.increment(ec)) {
+      if (ec) {
+        problem(dir, "error while scanning (" + ec.message() + "); some files may be missing");
+        break;
+      }
+      const fs::path path = it->path().lexically_normal();
+      std::error_code fec;
+      const bool is_link = it->is_symlink(fec);
+      const auto status = fs::status(path, fec);  // follows links
+      if (fec || !fs::exists(status)) {
+        if (is_link)
+          problem(path, "is a symlink whose target is missing or unreadable; skipped: fix or remove the link");
+        continue;
+      }
+      if (fs::is_directory(status)) {
+        subdirs.push_back(path);
+      } else if (fs::is_regular_file(status)) {
+        if (is_audio_path(path)) {
+          found.push_back(path);
+        } else {
+          const std::string ext = lower(path.extension().string());
+          if (ext == ".txt" || ext == ".lab") transcripts.insert(path.native());
+        }
+      }
+    }
+    for (const auto& sub : subdirs) walk(sub, root, found, transcripts, visited);
   }
 
   void add_file(const fs::path& audio, const fs::path& root) {
@@ -226,6 +262,7 @@ class Scanner {
   }
 
   fs::path out_dir_;
+  std::optional<std::pair<dev_t, ino_t>> out_dir_id_;  ///< --out's device and inode, when it exists
   Corpus& corpus_;
   const std::function<void(std::size_t)>& on_file_;
   // Hashed, and the owner by its index in corpus_.files: a std::map holding an fs::path (with

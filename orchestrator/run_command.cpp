@@ -542,7 +542,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   if (scan_s >= 1.0 && mode != Progress::Mode::kJson)
     std::fprintf(stderr, "align-batch: scanned the corpus in %.1f s: %zu audio files\n", scan_s, corpus.files.size());
   if (corpus.files.empty()) {
-    for (const auto& p : corpus.problems) std::fprintf(stderr, "align-batch: %s: %s\n", p.path.c_str(), p.message.c_str());
+    for (const auto& p : corpus.problems) std::fprintf(stderr, "align-batch: %s: %s\n", display_path(p.path.string()).c_str(), p.message.c_str());
     return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
   }
 

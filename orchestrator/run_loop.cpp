@@ -112,7 +112,7 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
     if (!config_.command && config_.task == "align" && !f.transcript) {
       fs::path stem = f.audio;
       stem.replace_extension();
-      errors.push_back({f.audio.string(), "no transcript beside it (" + stem.filename().string() + ".txt or .lab); add one or use --task transcribe"});
+      errors.push_back({display_path(f.audio.string()), "no transcript beside it (" + stem.filename().string() + ".txt or .lab); add one or use --task transcribe"});
       continue;
     }
     if (config_.force) {
@@ -227,7 +227,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   RunSummary summary;
   summary.total = corpus.files.size() + corpus.problems.size();
   summary.budget_bytes = config_.scheduler.budget_bytes;
-  for (const auto& p : corpus.problems) summary.failed.push_back({p.path.string(), p.message});
+  for (const auto& p : corpus.problems) summary.failed.push_back({display_path(p.path.string()), p.message});
 
   if (history_) {
     RunInfo info;
@@ -291,7 +291,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     job.reason = p.reason;
     job.transcribed_for_want = p.transcribed_for_want;
     ++summary.run_reasons[p.reason.substr(0, p.reason.find(':'))];
-    if (p.reason != kReasonNew) summary.reran.push_back({job.file.audio.string(), p.reason});
+    if (p.reason != kReasonNew) summary.reran.push_back({display_path(job.file.audio.string()), p.reason});
     job.predicted_peak_bytes = p.predicted_peak_bytes;
     scheduler.add_job({job.id, p.file->size_bytes, p.predicted_peak_bytes, 0});
     jobs.emplace(job.id, std::move(job));
@@ -355,9 +355,9 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     update_work_done();
     // The summary names the file; a reason that starts with the same path (the worker's errors
     // do) would say it twice.
-    const std::string prefix = job.file.audio.string() + ": ";
+    const std::string prefix = display_path(job.file.audio.string()) + ": ";
     if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
-    summary.failed.push_back({job.file.audio.string(), reason});
+    summary.failed.push_back({display_path(job.file.audio.string()), reason});
     ++state.failed;
   };
   // Ended jobs are recorded in batches, one transaction each: one commit per job cost more than
@@ -378,7 +378,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     if (!history_ || run_id_ == 0) return;
     JobRecord rec;
     rec.run_id = run_id_;
-    rec.input_path = job.file.audio.string();
+    rec.input_path = job.file.audio.string();  // the bytes as they are: resume looks it up by them
     rec.input_size_bytes = job.file.size_bytes;
     rec.input_mtime_ns = job.file.mtime_ns;
     rec.audio_duration_s = job.file.audio_duration_s;
@@ -470,7 +470,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       job.peak_rss_bytes = std::max(job.peak_rss_bytes, *end.peak_rss_bytes);
       if (job.peak_pss_bytes == 0) job.peak_pss_bytes = *end.peak_rss_bytes;
     }
-    const std::string name = job.file.relative.string();
+    const std::string name = display_path(job.file.relative.string());
     if (stopping && !end.ok) {
       // Interrupted: not the job's fault and not finished; the next run does it again.
       record(job, JobStatus::kKilled, &end, "interrupted");
@@ -552,8 +552,8 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           }
         }
         update_work_done();
-        if (end.band_limited) summary.band_limited.push_back(job.file.audio.string());
-        if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(job.file.audio.string());
+        if (end.band_limited) summary.band_limited.push_back(display_path(job.file.audio.string()));
+        if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(display_path(job.file.audio.string()));
         progress_.job_ended(name, "done",
                             end.band_limited ? "aligned within a limited search band (may be off): raise --max-trellis-mib"
                                              : "",
@@ -625,11 +625,11 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms, /*exact=*/true);
           if (scheduler.confirm_kill(d.job, fresh.sample)) {
             job.guard_kill = true;
-            progress_.message(job.file.relative.string() + ": stopping it to stay inside the budget (" + d.reason + ")");
+            progress_.message(display_path(job.file.relative.string()) + ": stopping it to stay inside the budget (" + d.reason + ")");
             runner_.kill(d.job, config_.kill_grace_ms);
           }
         } else if (d.kind == Decision::Kind::kFail) {
-          const std::string name = job.file.relative.string();
+          const std::string name = display_path(job.file.relative.string());
           fail_file(job, d.reason);
           progress_.job_ended(name, "failed", d.reason, job.peak_pss_bytes, 0, state);
         } else {
@@ -649,14 +649,14 @@ RunSummary RunLoop::run(const Corpus& corpus) {
             if (check_setup()) break;
             scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
             fail_file(job, error);
-            progress_.job_ended(job.file.relative.string(), "failed", error, 0, 0, state);
+            progress_.job_ended(display_path(job.file.relative.string()), "failed", error, 0, 0, state);
             continue;
           }
           job.running = true;
           started = true;
           job.started_ms = now_ms;
           job.started_unix_ms = unix_now_ms();
-          progress_.job_started(job.file.relative.string(), job.attempts,
+          progress_.job_started(display_path(job.file.relative.string()), job.attempts,
                                 scheduler.estimate_bytes(job.id).value_or(0), state);
         }
       }
@@ -710,13 +710,13 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       if (config_.hang_ms > 0 && !job.hung && w.silent_ms > config_.hang_ms) {
         job.hung = true;
         progress_.message(fmt::format("{}: its worker has not beaten for {:.1f} s; killing it and retrying the file",
-                                      job.file.relative.string(), static_cast<double>(w.silent_ms) / 1000.0));
+                                      display_path(job.file.relative.string()), static_cast<double>(w.silent_ms) / 1000.0));
         runner_.kill(w.id, 0);
       }
       running_fraction[w.id] = std::clamp(w.fraction_done, 0.0, 1.0);
       if (oldest_start_ms < 0 || job.started_ms < oldest_start_ms) {
         oldest_start_ms = job.started_ms;
-        state.current = fmt::format("{} {} {:.0f}%", job.file.relative.string(), w.phase, w.fraction_done * 100);
+        state.current = fmt::format("{} {} {:.0f}%", display_path(job.file.relative.string()), w.phase, w.fraction_done * 100);
       }
     }
 

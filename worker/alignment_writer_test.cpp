@@ -223,7 +223,7 @@ TEST_CASE("atomic write: a writer killed mid-write never leaves a partial file u
     for (int i = 0; i < 20000 && !temp_seen; ++i) {
       for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
         std::error_code ec;
-        if (e.path().filename().string().rfind("big.json.tmp.", 0) == 0 && e.file_size(ec) > 0 && !ec) temp_seen = true;
+        if (e.path().filename().string().rfind(".big.json.tmp.", 0) == 0 && e.file_size(ec) > 0 && !ec) temp_seen = true;
       }
       if (!temp_seen) ::usleep(500);
     }

@@ -22,7 +22,14 @@ std::atomic<unsigned> g_temp_counter{0};
 
 Result<std::string> write_file_atomically(const std::string& path, std::string_view content) {
   using R = Result<std::string>;
-  const std::string temp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(g_temp_counter++);
+  // The temporary's name must fit NAME_MAX (255 bytes) whatever the final name is: a 250-byte
+  // name plus ".tmp.PID.N" would not. So: a dot, at most the first 100 bytes of the name, then
+  // ".tmp.PID.N" (at most 128 bytes), in the same directory.
+  const std::filesystem::path target(path);
+  const std::string name = target.filename().string();
+  const std::string temp = (target.parent_path() / ("." + name.substr(0, 100) + ".tmp." + std::to_string(::getpid()) +
+                                                    "." + std::to_string(g_temp_counter++)))
+                               .string();
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;

@@ -1,0 +1,112 @@
+// Black-box tests of hostile names and trees: non-UTF-8 names, names at NAME_MAX, symlinked
+// directories and their loops, and --out inside the corpus.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+
+#include "tests/cli/cli_process.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Tones {
+  ab::test::TempDir t{"ab-cli-hostile"};
+  fs::path model = t.path() / "tone.pt";
+  Tones() { REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, model.string()}, t.path()).exit_code == 0); }
+  /// An aligned file: tones a b, transcript "ab".
+  void add(const fs::path& audio) const {
+    REQUIRE(ab::cli::synth(audio, {"1000:0.3", "1300:0.3"}, t.path()));
+    fs::path txt = audio;
+    txt.replace_extension(".txt");
+    t.write(txt.lexically_relative(t.path()).string(), "ab\n");
+  }
+  ab::cli::Result run(const fs::path& corpus, const fs::path& out, std::vector<std::string> extra = {}) const {
+    std::vector<std::string> argv = {AB_BIN, "--model", model.string(), "--out", out.string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(corpus.string());
+    return ab::cli::run(argv, t.path());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("hostile names: a Latin-1 name is aligned byte-exact and shown escaped; a 250-byte name fits its temporaries") {
+  Tones k;
+  const std::string latin1 = "caf\xe9";         // "café" in Latin-1: not UTF-8
+  const std::string long_stem(246, 'n');       // 246 + ".wav" = 250 bytes; + ".TextGrid" = 255 = NAME_MAX
+  k.add(k.t.path() / "c" / (latin1 + ".wav"));
+  k.add(k.t.path() / "c" / (long_stem + ".wav"));
+  k.add(k.t.path() / "c/plain.wav");
+  const fs::path out = k.t.path() / "out";
+  ab::cli::Result r = k.run(k.t.path() / "c", out, {"--progress", "plain"});
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("3 done") != std::string::npos);
+  for (const char* ext : {".TextGrid", ".json", ".ctm"}) {
+    CHECK(fs::is_regular_file(out / (latin1 + ext)));
+    CHECK(fs::is_regular_file(out / (long_stem + ext)));
+  }
+  CHECK(r.err.find("done   caf\\xe9.wav") != std::string::npos);  // shown escaped
+  CHECK(r.err.find(latin1) == std::string::npos);                   // never the raw bytes
+  // Every JSON event parses (names escaped), and resume finds the files done.
+  ab::cli::Result again = k.run(k.t.path() / "c", out, {"--progress", "json"});
+  CHECK(again.exit_code == 0);
+  std::istringstream lines(again.out);
+  std::string line;
+  nlohmann::json last;
+  while (std::getline(lines, line)) last = nlohmann::json::parse(line);
+  CHECK(last["event"] == "summary");
+  CHECK(last["skipped"] == 3);
+  // The dry run shows the name escaped too.
+  ab::cli::Result plan = k.run(k.t.path() / "c", out, {"--dry-run", "--force"});
+  CHECK(plan.out.find("/caf\\xe9.wav\t") != std::string::npos);
+}
+
+TEST_CASE("hostile trees: symlinked directories are followed, a loop is reported once; --out inside the corpus is never scanned") {
+  Tones k;
+  k.add(k.t.path() / "c/a.wav");
+  k.add(k.t.path() / "elsewhere/spk/b.wav");
+  fs::create_directory_symlink(k.t.path() / "elsewhere", k.t.path() / "c/linked");
+  fs::create_directory_symlink(k.t.path() / "c", k.t.path() / "c/loop");  // c/loop/loop/... forever
+  fs::create_symlink(k.t.path() / "nowhere", k.t.path() / "c/dangling");
+  const fs::path out = k.t.path() / "c/aligned";  // inside the corpus
+  ab::cli::Result r = k.run(k.t.path() / "c", out, {"--progress", "plain"});
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.out.find("2 done") != std::string::npos);
+  CHECK(fs::is_regular_file(out / "linked/spk/b.TextGrid"));
+  CHECK(r.out.find((k.t.path() / "c/loop").string() + ": is a symlink loop") != std::string::npos);
+  CHECK(r.out.find((k.t.path() / "c/dangling").string() + ": is a symlink whose target is missing") != std::string::npos);
+  CHECK(r.exit_code == 1);  // the loop and the dangling link are reported as problems
+  // The second run scans the same two files: its own outputs are not inputs (no aligned/aligned).
+  ab::cli::Result again = k.run(k.t.path() / "c", out, {"--progress", "plain"});
+  CHECK(again.out.find("0 done, 2 skipped") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "aligned"));
+}
+
+TEST_CASE("hostile trees: a command whose outputs are audio, --out inside the corpus: outputs never become inputs") {
+  ab::test::TempDir t{"ab-cli-hostile-out"};
+  t.write("c/a.wav", "aaaa");
+  t.write("c/spk/b.wav", "bbbb");
+  const fs::path out = t.path() / "c/converted";
+  auto run = [&] {
+    return ab::cli::run({AB_BIN, "--progress", "plain", "--out", out.string(), (t.path() / "c").string(), "--", "/bin/cp",
+                         "{in}", "{out}.wav"},
+                        t.path());
+  };
+  ab::cli::Result first = run();
+  CHECK(first.exit_code == 0);
+  CHECK(first.out.find("2 done") != std::string::npos);
+  for (int i = 0; i < 2; ++i) {
+    ab::cli::Result again = run();  // before: 2 -> 4 -> 6 files, converted/converted/...
+    CAPTURE(again.out);
+    CHECK(again.exit_code == 0);
+    CHECK(again.out.find("0 done, 2 skipped") != std::string::npos);
+  }
+  CHECK_FALSE(fs::exists(out / "converted"));
+}
