@@ -629,6 +629,16 @@ RunSummary RunLoop::run(const Corpus& corpus) {
             runner_.kill(d.job, config_.kill_grace_ms);
           }
         } else if (d.kind == Decision::Kind::kFail) {
+          // A started job whose raised estimate no longer fits, while no worker has finished
+          // loading its model: the estimate is a loading worker's memory, the same for every file.
+          if (!config_.command && job.attempts > 0 && !runner_.ready_idle_bytes()) {
+            fail_setup(fmt::format(
+                "one align-batch-worker needs more than the budget even idle: stopped while still loading the model "
+                "(it held {}), it would need more than the budget {} to finish loading; raise --mem-budget (or the "
+                "container's memory limit), or use a smaller model",
+                format_bytes(job.peak_pss_bytes), format_bytes(config_.scheduler.budget_bytes)));
+            break;
+          }
           const std::string name = display_path(job.file.relative.string());
           fail_file(job, d.reason);
           progress_.job_ended(name, "failed", d.reason, job.peak_pss_bytes, 0, state);
