@@ -12,7 +12,9 @@
 #include <map>
 #include <set>
 
+#include "memguard/cgroup.h"
 #include "memguard/machine_memory.h"
+#include "memguard/process_memory.h"
 #include "memguard/proc_sampler.h"
 
 namespace ab {
@@ -21,6 +23,13 @@ namespace {
 // Idle workers are watched under keys that cannot collide with job ids.
 constexpr std::uint64_t kIdleKeyBit = 1ull << 63;
 
+/// The kernel's count of OOM kills since boot (`oom_kill` in PROC/vmstat), none before 4.13.
+std::optional<std::uint64_t> read_vmstat_oom_kills(const std::filesystem::path& proc_root) {
+  const auto text = read_small_file(proc_root / "vmstat");
+  if (!text) return std::nullopt;
+  return parse_keyed_u64(*text, "oom_kill");
+}
+
 }  // namespace
 
 struct ProcMemoryProbe::Impl {
@@ -28,9 +37,10 @@ struct ProcMemoryProbe::Impl {
   std::map<std::uint64_t, pid_t> watched;  ///< key → root pid
   std::filesystem::path shared_weights;
   std::uint64_t expected_shared_bytes = 0;
+  std::filesystem::path proc_root;
 
-  Impl(const std::filesystem::path& proc_root, std::filesystem::path shared, std::uint64_t expected)
-      : sampler(config_for(proc_root)), shared_weights(std::move(shared)), expected_shared_bytes(expected) {}
+  Impl(const std::filesystem::path& proc, std::filesystem::path shared, std::uint64_t expected)
+      : sampler(config_for(proc)), shared_weights(std::move(shared)), expected_shared_bytes(expected), proc_root(proc) {}
 
   /// A tree's PSS less its share of the shared weights (charged once, as shared_bytes).
   std::uint64_t own_pss(std::uint64_t pss_bytes, std::uint64_t pss_shmem_bytes) const {
@@ -112,6 +122,9 @@ ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::
     r.oom_kill_count = m.cgroup->oom_kill_count;
     if (!m.cgroup->unlimited) r.cgroup_limit_bytes = m.cgroup->limit_bytes;
   }
+  // Outside a memory cgroup with a counter: the kernel's machine-wide one (/proc/vmstat oom_kill,
+  // Linux 4.13+). Any OOM kill on the machine during a job then counts as evidence for its SIGKILL.
+  if (!r.oom_kill_count) r.oom_kill_count = read_vmstat_oom_kills(impl_->proc_root);
   if (m.psi && m.psi->has_full) r.sample.psi_full_avg10 = m.psi->full_avg10;
   return r;
 }

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -257,6 +258,17 @@ std::vector<std::string> names_of_dead_parents(const fs::path& dir, const std::s
 
 }  // namespace
 
+std::string status_block_name(pid_t parent_pid) {
+  std::uint64_t random = 0;
+  if (::getrandom(&random, sizeof random, 0) != static_cast<ssize_t>(sizeof random)) {
+    // No entropy source (ancient kernel): the clock's nanoseconds still make a guess unlikely.
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    random = static_cast<std::uint64_t>(ts.tv_nsec) * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(ts.tv_sec);
+  }
+  return fmt::format("ab-status-{}-{:016x}", parent_pid, random);
+}
+
 std::size_t remove_stale_status_blocks() {
   std::size_t removed = 0;
   for (const auto& name : names_of_dead_parents("/dev/shm", "ab-status-"))
@@ -350,13 +362,20 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   std::vector<std::string> argv = argv_in;
   std::unique_ptr<StatusBlock> status;
   if (persistent && config_.status_blocks) {
-    const std::string name = "ab-status-" + std::to_string(::getpid()) + "-" + std::to_string(next_worker_);
-    try {
-      status = StatusBlock::create(name);
-    } catch (const std::exception& e) {
-      error = "cannot create the worker's status block /dev/shm/" + name + " (" + e.what() +
-              "); check that /dev/shm is writable and not full";
-      return nullptr;
+    // An unguessable name, created exclusively: another local user could pre-create a
+    // predictable one (ab-status-PID-N) and make every job fail. A clash is retried.
+    std::string name;
+    for (int attempt = 0; !status; ++attempt) {
+      name = status_block_name(::getpid());
+      try {
+        status = StatusBlock::create(name);
+      } catch (const boost::interprocess::interprocess_exception& e) {
+        if (e.get_error_code() == boost::interprocess::already_exists_error && attempt < 16) continue;
+        error = "cannot create the worker's status block /dev/shm/" + name + " (" + e.what() +
+                "); check that /dev/shm is writable and not full";
+        if (setup_error_.empty()) setup_error_ = error;
+        return nullptr;
+      }
     }
     argv.insert(argv.end(), {"--status-shm", name});
   }

@@ -27,7 +27,8 @@ struct ProcessRunnerConfig {
   /// replaced (it is told to exit by closing its stdin). 0: never recycle.
   std::uint64_t recycle_growth_bytes = 256ull << 20;
   /// Built-in engine: give each persistent worker a status block (worker/status_block.h), a
-  /// shared-memory object "ab-status-PARENTPID-N" passed as `--status-shm`, removed when the
+  /// shared-memory object "ab-status-PARENTPID-RANDOM" (status_block_name) passed as
+  /// `--status-shm`, removed when the
   /// worker is reaped (and, for a parent that died, by the next ProcessRunner).
   bool status_blocks = false;
   /// Built-in engine: the file every persistent worker is given as `--shared-weights` (one
@@ -103,6 +104,10 @@ class ProcessRunner : public WorkerRunner {
   std::optional<std::uint64_t> ready_idle_bytes_;
   std::uint32_t next_worker_ = 0;
 };
+
+/// A fresh status block name for a worker of `parent_pid`: "ab-status-PID-" and 16 random hex
+/// digits (getrandom), so no other user can create it first.
+std::string status_block_name(pid_t parent_pid);
 
 /// Removes status blocks ("/dev/shm/ab-status-PID-*") left by align-batch processes that no
 /// longer exist. Returns how many were removed.

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include <boost/interprocess/shared_memory_object.hpp>
 
@@ -339,6 +340,21 @@ sys.exit(3)
   CHECK(error.find("model.pt: not a TorchScript file") != std::string::npos);
   CHECK(error.find("check --model") != std::string::npos);
   CHECK(runner.stats().workers_started == 1);
+  // The run's fault, not the file's: the loop ends the run with this one message.
+  CHECK(runner.setup_error().find("model.pt: not a TorchScript file") != std::string::npos);
+}
+
+TEST_CASE("status block names are unguessable: the parent's pid and 64 random bits, new each time") {
+  std::set<std::string> names;
+  const std::string prefix = "ab-status-" + std::to_string(::getpid()) + "-";
+  for (int i = 0; i < 100; ++i) {
+    const std::string name = ab::status_block_name(::getpid());
+    CHECK(name.rfind(prefix, 0) == 0);
+    CHECK(name.size() == prefix.size() + 16);
+    CHECK(name.find_first_not_of("0123456789abcdef", prefix.size()) == std::string::npos);
+    names.insert(name);
+  }
+  CHECK(names.size() == 100);
 }
 
 TEST_CASE("retire_idle tells idle persistent workers beyond `keep` to exit; they are reaped, busy ones untouched") {

@@ -511,7 +511,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       outcome.kind = JobOutcome::Kind::kGuardKilled;
     } else if (end.term_signal != 0 || oom_rose) {
       outcome.kind = JobOutcome::Kind::kDied;
-      outcome.oom_suspected = oom_rose || (end.term_signal == SIGKILL && !end.killed_by_us);
+      // OOM only with evidence: the cgroup's (or the machine's) oom_kill counter rose during the
+      // job. A bare SIGKILL may be a user's `kill -9`; calling it OOM would raise its estimate.
+      outcome.oom_suspected = oom_rose;
+      if (end.term_signal == SIGKILL && !end.killed_by_us && !oom_rose)
+        error = outcome.error = error + " (not by align-batch, and no out-of-memory kill was recorded: someone or "
+                                        "something else sent it)";
       if (outcome.oom_suspected && cgroup_limit_bytes) {
         // The kernel stopped it, so it needed at least what the cgroup left it: the limit minus
         // everything else in use. A burst faster than sampling shows no peak of its own, and

@@ -29,7 +29,9 @@ constexpr std::uint64_t kMiB = 1ull << 20;
 
 /// Scripts each job from its file name "<kind>-<mib>-<ticks>.wav": it grows linearly to <mib>
 /// MiB over <ticks> wait() calls, then ends. Kinds: ok; fail (exit 1); crash (SIGSEGV half-way,
-/// first attempt only); oom (the "kernel" SIGKILLs it half-way, first attempt only); slow (never
+/// first attempt only); oom (the "kernel" SIGKILLs it half-way, first attempt only, and the OOM
+/// counter the probe reports rises); kill9 (a SIGKILL from someone else half-way, first attempt
+/// only, no OOM record); slow (never
 /// ends by itself); edge (ok, but the worker says band_limited); blip (ok at its first wait(), before
 /// any sample, reporting its own peak RSS of <mib> as a worker or wait4 would).
 class FakeRunner : public WorkerRunner {
@@ -42,6 +44,8 @@ class FakeRunner : public WorkerRunner {
     bool killed = false;
     int kill_in = -1;
   };
+
+  std::uint64_t oom_kills_ = 0;  ///< the "kernel's" OOM kill counter (FakeProbe reports it)
 
   bool start(const RunnerJob& job, std::string&) override {
     const std::string stem = fs::path(job.name).stem().string();
@@ -78,9 +82,10 @@ class FakeRunner : public WorkerRunner {
         e.term_signal = SIGSEGV;
         e.error = "worker killed by signal 11";
         ended = true;
-      } else if (r.kind == "oom" && first && r.age >= r.ticks / 2) {
+      } else if ((r.kind == "oom" || r.kind == "kill9") && first && r.age >= r.ticks / 2) {
         e.term_signal = SIGKILL;
         e.error = "worker killed by signal 9";
+        if (r.kind == "oom") ++oom_kills_;
         ended = true;
       } else if (r.kind != "slow" && r.age >= r.ticks) {
         e.ok = r.kind != "fail";
@@ -171,6 +176,7 @@ class FakeProbe : public MemoryProbe {
       total += pss;
     }
     max_total_bytes = std::max(max_total_bytes, total);
+    r.oom_kill_count = runner_.oom_kills_;
     return r;
   }
   std::uint64_t max_total_bytes = 0;
@@ -351,7 +357,23 @@ TEST_CASE("a crashed job is retried and finishes; a failing command is not retri
   CHECK(st["fail-10-2:failed"] == 1);
 }
 
-TEST_CASE("a SIGKILL we did not send counts as an OOM death: requeued, then done") {
+TEST_CASE("a SIGKILL we did not send, without an OOM record, is a crash said as such: retried, never called OOM") {
+  World w;
+  auto corpus = w.corpus({"kill9-100-6", "ok-10-2"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  CHECK(s.exit_code() == 0);
+  CHECK(s.done == 2);
+  CHECK(s.oom_deaths == 0);
+  CHECK(s.retried == 1);
+  CHECK(runner.launches_["kill9-100-6"] == 2);
+  auto jobs = w.history->jobs_for_run(w.history->runs().value().at(0).id);
+  REQUIRE(jobs.ok());
+  for (const auto& j : jobs.value()) CHECK_FALSE(j.oom_suspected);
+}
+
+TEST_CASE("a SIGKILL we did not send, with the OOM counter risen, counts as an OOM death: requeued, then done") {
   World w;
   auto corpus = w.corpus({"oom-100-6", "ok-10-2"});
   FakeRunner runner;

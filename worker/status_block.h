@@ -150,16 +150,17 @@ struct WorkerStatus {
 /// (local(): a worker started without --status-shm writes to a private block).
 class StatusBlock {
  public:
-  /// Parent side: creates (replacing any stale one) and zero-initialises the object `name`; the
-  /// object is removed again when this StatusBlock is destroyed. Throws boost::interprocess's
-  /// interprocess_exception on failure.
+  /// Parent side: creates the object `name` exclusively and zero-initialises it; the object is
+  /// removed again when this StatusBlock is destroyed. An existing object of that name is never
+  /// touched (it may be another user's: removing or reusing it would let them feed the parent a
+  /// forged status): this throws boost::interprocess's interprocess_exception, with
+  /// get_error_code() == already_exists_error, and the caller tries another name.
   static std::unique_ptr<StatusBlock> create(const std::string& name) {
     namespace bip = boost::interprocess;
-    bip::shared_memory_object::remove(name.c_str());
     auto b = std::unique_ptr<StatusBlock>(new StatusBlock());
     b->name_ = name;
-    b->owner_ = true;
     bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write);
+    b->owner_ = true;  // only now is the object ours to remove
     shm.truncate(sizeof(WorkerStatus));
     b->region_ = bip::mapped_region(shm, bip::read_write);
     b->status_ = new (b->region_.get_address()) WorkerStatus();

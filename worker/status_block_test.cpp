@@ -36,6 +36,26 @@ TEST_CASE("status_block: a fresh block reads as starting with no job") {
   CHECK(std::string(phase_name(WorkerPhase::kEmissions)) == "emissions");
 }
 
+TEST_CASE("status_block: create never takes over an object that exists already (another user's, say)") {
+  const std::string name = unique_name("taken");
+  {
+    // Someone else's object of that name, with something in it.
+    boost::interprocess::shared_memory_object other(boost::interprocess::create_only, name.c_str(),
+                                                    boost::interprocess::read_write);
+    other.truncate(4096);
+  }
+  bool already_exists = false;
+  try {
+    StatusBlock::create(name);
+  } catch (const boost::interprocess::interprocess_exception& e) {
+    already_exists = e.get_error_code() == boost::interprocess::already_exists_error;
+  }
+  CHECK(already_exists);
+  CHECK(shm_exists(name));  // neither removed nor replaced by the failed create
+  CHECK_THROWS(StatusBlock::open(name));  // and still not a status block: nothing was written to it
+  boost::interprocess::shared_memory_object::remove(name.c_str());
+}
+
 TEST_CASE("status_block: what a child process writes, the parent reads without a round trip") {
   const std::string name = unique_name("child");
   auto owner = StatusBlock::create(name);

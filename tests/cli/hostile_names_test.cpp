@@ -2,6 +2,8 @@
 // directories and their loops, and --out inside the corpus.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
 #include <nlohmann/json.hpp>
 
 #include <sstream>
@@ -10,6 +12,7 @@
 #include "tests/testutil/temp_dir.h"
 
 namespace fs = std::filesystem;
+using ab::cli::Process;
 
 namespace {
 
@@ -109,4 +112,28 @@ TEST_CASE("hostile trees: a command whose outputs are audio, --out inside the co
     CHECK(again.out.find("0 done, 2 skipped") != std::string::npos);
   }
   CHECK_FALSE(fs::exists(out / "converted"));
+}
+
+TEST_CASE("a SIGKILL from someone else is reported as such, not as the kernel's OOM kill; the file is retried and done") {
+  ab::test::TempDir t{"ab-cli-hostile-kill"};
+  t.write("c/victim.wav", "x");
+  const fs::path mark = t.path() / "first";
+  // The first attempt writes its pid and waits to be killed; the second finishes at once.
+  Process p({AB_BIN, "--progress", "plain", "--out", (t.path() / "out").string(), (t.path() / "c").string(), "--", "/bin/sh",
+             "-c", "if [ ! -e \"$1\" ]; then echo $$ > \"$1\"; exec sleep 30; fi; touch \"$2.done\"", "sh", mark.string(),
+             "{out}"},
+            t.path());
+  REQUIRE(ab::cli::eventually([&] { return ab::cli::slurp(mark).find('\n') != std::string::npos; }));
+  const pid_t victim = static_cast<pid_t>(std::stol(ab::cli::slurp(mark)));
+  REQUIRE(::kill(victim, SIGKILL) == 0);  // a user's kill -9, no memory pressure anywhere
+  ab::cli::Result r = p.wait();
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("1 done") != std::string::npos);
+  CHECK(r.out.find("1 retried") != std::string::npos);
+  CHECK(r.err.find("killed by signal 9") != std::string::npos);
+  CHECK(r.err.find("not by align-batch, and no out-of-memory kill was recorded") != std::string::npos);
+  CHECK(r.err.find("killed by the kernel (out of memory)") == std::string::npos);
+  CHECK(r.out.find("killed by the kernel (OOM)") == std::string::npos);
 }
