@@ -636,7 +636,8 @@ RunSummary RunLoop::run(const Corpus& corpus) {
         } else if (d.kind == Decision::Kind::kFail) {
           // A started job whose raised estimate no longer fits, while no worker has finished
           // loading its model: the estimate is a loading worker's memory, the same for every file.
-          if (!config_.command && job.attempts > 0 && !runner_.ready_idle_bytes()) {
+          if (!config_.command && job.attempts > 0 && !runner_.ready_idle_bytes() &&
+              d.reason.find("at peak but the budget is") != std::string::npos) {
             fail_setup(fmt::format(
                 "one align-batch-worker needs more than the budget even idle: stopped while still loading the model "
                 "(it held {}), it would need more than the budget {} to finish loading; raise --mem-budget (or the "
