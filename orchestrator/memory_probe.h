@@ -29,7 +29,7 @@ class MemoryProbe {
  public:
   virtual ~MemoryProbe() = default;
   /// Reads every running job's worker tree and the idle workers now. `exact`: measure every
-  /// job's PSS now (smaps_rollup), not an estimate; taken right before a kill (STYLE.md 12).
+  /// job's PSS now (smaps_rollup), not an estimate; taken right before a kill (the situation may have changed since the last tick).
   virtual ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
                             bool exact = false) = 0;
 };

@@ -144,7 +144,7 @@ class Scheduler {
   void on_sample(const MemorySample& sample);
   /// A started job ended (reported by the loop, whatever the cause).
   void on_job_ended(JobId job, const JobOutcome& outcome, std::int64_t now_ms);
-  /// Re-checks a pending kill against a fresh reading taken right before acting (STYLE.md 12):
+  /// Re-checks a pending kill against a fresh reading taken right before acting (the situation may have changed since the sample):
   /// true if the kill should still go ahead. False cancels the kill and the pause it started.
   bool confirm_kill(JobId job, const MemorySample& fresh);
 

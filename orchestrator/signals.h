@@ -1,4 +1,4 @@
-// Signals: handlers that only count (STYLE.md 12); the run loop polls the count every tick.
+// Signals: handlers that only count (no work inside a handler); the run loop polls the count every tick.
 #pragma once
 
 namespace ab {
