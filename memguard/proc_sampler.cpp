@@ -120,7 +120,6 @@ void ProcSampler::reset_peaks(std::uint64_t key) {
   r.peak_vram_bytes = r.vram_bytes;
 }
 
-SamplerSnapshot ProcSampler::snapshot() const { return snapshot_; }
 
 TreeMemory ProcSampler::read_tree_now(pid_t root_pid) const {
   ProcessTable table(proc_root_);

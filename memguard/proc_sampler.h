@@ -122,8 +122,8 @@ class ProcSampler {
   /// Restarts a key's peaks from its current reading: a persistent worker begins a new job.
   void reset_peaks(std::uint64_t key);
 
-  /// The latest tick's readings.
-  SamplerSnapshot snapshot() const;
+  /// The latest tick's readings, valid until the next tick(): no copy on the run loop's tick.
+  const SamplerSnapshot& snapshot() const { return snapshot_; }
   /// A fresh reading of one tree, smaps_rollup and VRAM included, apart from the ticks: taken
   /// right before a kill, because the situation may have changed since the last tick.
   TreeMemory read_tree_now(pid_t root_pid) const;

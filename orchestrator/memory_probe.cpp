@@ -96,7 +96,7 @@ ProbeReading ProcMemoryProbe::read(const std::vector<LiveJob>& live, const std::
   for (pid_t pid : idle) want[kIdleKeyBit | static_cast<std::uint64_t>(pid)] = pid;
   impl_->sync(want);
   impl_->sampler.tick();
-  const SamplerSnapshot snap = impl_->sampler.snapshot();
+  const SamplerSnapshot& snap = impl_->sampler.snapshot();
 
   ProbeReading r;
   r.sample.now_ms = now_ms;
