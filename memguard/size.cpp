@@ -104,16 +104,4 @@ std::uint64_t resolve_budget_spec(const BudgetSpec& spec, std::uint64_t limit_by
   return static_cast<std::uint64_t>(static_cast<long double>(limit_bytes) * spec.percent / 100.0L);
 }
 
-std::string format_bytes(std::uint64_t bytes) {
-  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  double v = static_cast<double>(bytes) / 1024.0;
-  std::size_t u = 0;
-  while (v >= 1024.0 && u + 1 < std::size(kUnits)) {
-    v /= 1024.0;
-    ++u;
-  }
-  return fmt::format("{:.1f} {}", v, kUnits[u]);
-}
-
 }  // namespace ab

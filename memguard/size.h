@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/bytes.h"  // format_bytes
 #include "common/result.h"
 
 namespace ab {
@@ -31,8 +32,5 @@ Result<BudgetSpec> parse_budget_spec(std::string_view text, std::string_view fla
 
 /// Resolves a spec against the limit a percentage refers to.
 std::uint64_t resolve_budget_spec(const BudgetSpec& spec, std::uint64_t limit_bytes);
-
-/// "100 B", "1.5 KiB", "800.0 MiB", "3.0 GiB", "1.5 TiB": one decimal above bytes.
-std::string format_bytes(std::uint64_t bytes);
 
 }  // namespace ab

@@ -16,7 +16,7 @@
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
-#include "common/wire_path.h"
+#include "protocol/wire_path.h"
 #include "worker/alignment_writer.h"
 #include "worker/audio_source.h"
 #include "worker/ctc_aligner.h"

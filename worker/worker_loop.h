@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/emission_model.h"
-#include "worker/status_block.h"
+#include "protocol/status_block.h"
 #include "worker/transcript.h"
 #include "worker/windowed_emissions.h"
 

@@ -21,7 +21,7 @@
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/temp_dir.h"
 #include "worker/test_jobs.h"
-#include "worker/status_block.h"
+#include "protocol/status_block.h"
 #include "worker/tools/tone_spec.h"
 
 namespace ab {

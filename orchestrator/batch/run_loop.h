@@ -1,0 +1,112 @@
+// RunLoop: wires corpus → predictions → Scheduler → WorkerRunner, with memory guarding and history.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "orchestrator/batch/command_template.h"
+#include "orchestrator/batch/corpus.h"
+#include "orchestrator/batch/memory_probe.h"
+#include "orchestrator/batch/progress_sink.h"
+#include "orchestrator/core/scheduler.h"
+#include "orchestrator/batch/worker_runner.h"
+
+namespace ab {
+
+class HistoryStore;
+
+/// Settings of one run (from the command line).
+struct RunLoopConfig {
+  SchedulerConfig scheduler;
+  std::filesystem::path out_dir;
+  std::string job_key;                     ///< history/job_key.h: model or command key
+  std::optional<CommandTemplate> command;  ///< external-command engine; none: built-in worker
+  std::string task = "auto";               ///< built-in engine: align, transcribe or auto
+  bool force = false;                      ///< ignore history's "done" (redo everything)
+  std::int64_t timeout_ms = 0;             ///< per job; 0: none
+  /// 50 ms: a job allocating at 1 GiB/s grows ~50 MiB between two readings, well inside the
+  /// 10% high-water margin of any budget above 0.5 GiB.
+  int tick_ms = 50;
+  /// Guard kills and timeouts: SIGTERM, then SIGKILL after this. Short, because memory is short.
+  int kill_grace_ms = 1000;
+  /// First Ctrl-C: SIGTERM to every worker, SIGKILL after this (or at the second Ctrl-C).
+  int stop_grace_ms = 10000;
+  /// Built-in engine: a running job whose worker's heartbeat has not moved for this long is
+  /// killed and retried (counted as a crash). 0: never.
+  std::int64_t hang_ms = 0;
+  std::uint32_t timeline_points = 64;
+  /// History's predicted peaks are multiplied by this (--margin, or a key's tuned settings).
+  double prediction_scale = 1.0;
+  std::uint64_t mem_total_bytes = 0;  ///< recorded with the run in history
+  nlohmann::json flags = nlohmann::json::object();  ///< recorded with the run in history
+};
+
+/// One file's plan (--dry-run prints it; run() follows it).
+struct PlannedFile {
+  const CorpusFile* file = nullptr;
+  bool skip = false;                           ///< done in history already (resume.h)
+  std::string reason;                          ///< why it runs: "new", "transcript changed", ... (resume.h)
+  std::string task;                            ///< "align", "transcribe" (built-in engine) or "command"
+  /// --task auto: transcribed because it has no transcript, while other files of the corpus have one.
+  bool transcribed_for_want = false;
+  std::optional<std::uint64_t> predicted_peak_bytes;
+};
+
+/// What the loop did beyond the summary (for tests and benchmarks).
+struct RunLoopStats {
+  std::uint32_t refits = 0;                ///< times predictions were refitted from history
+  std::uint64_t predictions_updated = 0;   ///< queued jobs handed a refitted prediction, in total
+  std::uint32_t workers_retired = 0;       ///< idle workers let go (WorkerRunner::retire_idle)
+};
+
+class RunLoop {
+ public:
+  /// `history` may be null (no history: no resume, no predictions). `interrupts` returns how
+  /// many SIGINT/SIGTERM have arrived (signals.h); the loop polls it every tick.
+  RunLoop(RunLoopConfig config, WorkerRunner& runner, MemoryProbe& probe, HistoryStore* history,
+          ProgressSink& progress, std::function<int()> interrupts);
+
+  /// Predictions and resume decisions for every file, without running anything.
+  std::vector<PlannedFile> plan(const Corpus& corpus, std::vector<FailedFile>& errors);
+
+  /// Runs the batch to the end (or to an interrupt) and returns the summary. Every ended attempt
+  /// is recorded in history as it ends.
+  RunSummary run(const Corpus& corpus);
+
+  const RunLoopStats& stats() const { return stats_; }
+  /// The run's id in history after run(); 0 without history (or when it could not be recorded).
+  std::int64_t run_id() const { return run_id_; }
+
+ private:
+  struct Job;
+  RunnerJob make_runner_job(Job& job);
+  bool finish_outputs(Job& job, const JobEnd& end, std::string& error);
+  std::string task_for(const CorpusFile& file) const;
+  /// External engine: a staging directory for `job`'s attempt, from the pool (or a new one).
+  void take_staging(Job& job);
+  /// Empties `job`'s staging directory (unless `known_empty`) and returns it to the pool.
+  void release_staging(Job& job, bool known_empty);
+  std::uint64_t scaled(std::uint64_t predicted_peak_bytes) const;
+
+  RunLoopConfig config_;
+  WorkerRunner& runner_;
+  MemoryProbe& probe_;
+  HistoryStore* history_;
+  ProgressSink& progress_;
+  std::function<int()> interrupts_;
+  RunLoopStats stats_;
+  std::int64_t run_id_ = 0;
+  std::filesystem::path staging_dir_;
+  std::vector<std::filesystem::path> free_staging_;
+  std::size_t staging_made_ = 0;
+};
+
+/// Removes staging directories under `out_dir`/.align-batch/staging left by runs that died
+/// (their pid no longer exists). Returns how many were removed.
+std::size_t clean_stale_staging(const std::filesystem::path& out_dir);
+
+}  // namespace ab

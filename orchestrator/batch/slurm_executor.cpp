@@ -1,0 +1,546 @@
+// SlurmExecutor: plans arrays from history's predictions, submits them, follows sacct, merges each
+// ended task's history into the main one, resubmits what ran out of memory, cancels on Ctrl-C.
+#include "orchestrator/batch/slurm_executor.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "history/estimator.h"
+#include "history/history_store.h"
+#include "common/bytes.h"
+#include "orchestrator/batch/clock.h"
+
+namespace fs = std::filesystem;
+
+namespace ab {
+namespace {
+
+/// The scheduler's words for a job that cannot fit alone (scheduler.cpp): inside a task, its
+/// budget is the task's --mem, so the request was too small, not the file bad.
+constexpr const char* kDoesNotFit = "at peak but the budget is";
+
+bool write_text(const fs::path& path, const std::string& text) {
+  std::ofstream f(path, std::ios::trunc);
+  f << text;
+  return static_cast<bool>(f.flush());
+}
+
+std::string task_id(const std::string& array_id, std::uint32_t index) { return array_id + "_" + std::to_string(index); }
+
+}  // namespace
+
+struct SlurmExecutor::File {
+  CorpusFile file;
+  enum class State { kWaiting, kSubmitted, kDone, kFailed } state = State::kWaiting;
+  std::uint64_t need_bytes = 0;  ///< 0: unknown (no history yet)
+  std::uint32_t oom_resubmits = 0;
+  std::uint32_t lost_resubmits = 0;
+  std::uint64_t last_task_mem_bytes = 0;
+};
+
+struct SlurmExecutor::Task {
+  std::size_t array = 0;
+  std::uint32_t index = 0;
+  std::string job_id;  ///< "123_4"
+  fs::path dir;        ///< its array's directory: INDEX.list, .out, .sqlite, .log
+  std::uint64_t mem_bytes = 0;
+  std::vector<std::size_t> files;
+  std::int64_t terminal_seen_ms = -1;
+  bool ended = false;
+};
+
+struct SlurmExecutor::Array {
+  std::string id;
+  std::uint64_t mem_bytes = 0;
+  fs::path dir;
+  bool cold = false;
+  std::vector<std::size_t> tasks;  ///< into the run's task table
+};
+
+SlurmExecutor::SlurmExecutor(RunLoopConfig loop, SlurmConfig config, SlurmCluster& cluster, HistoryStore* history,
+                             ProgressSink& progress, std::function<int()> interrupts)
+    : loop_(std::move(loop)),
+      config_(std::move(config)),
+      cluster_(cluster),
+      history_(history),
+      progress_(progress),
+      interrupts_(std::move(interrupts)) {}
+
+std::string SlurmExecutor::prepare() {
+  auto mem = cluster_.largest_node_memory_bytes(config_.partition);
+  if (!mem) return mem.error();
+  node_mem_bytes_ = mem.value();
+  return {};
+}
+
+std::vector<SlurmExecutor::File> SlurmExecutor::plan_files(const Corpus& corpus, RunSummary& summary) {
+  PlanOnlyRunner runner;
+  NoMemoryProbe probe;
+  RunLoop loop(loop_, runner, probe, history_, progress_, nullptr);
+  std::vector<FailedFile> errors;
+  std::vector<File> files;
+  for (const auto& p : loop.plan(corpus, errors)) {
+    if (p.skip) {
+      ++summary.skipped;
+      continue;
+    }
+    File f;
+    f.file = *p.file;
+    f.need_bytes = p.predicted_peak_bytes.value_or(0);
+    files.push_back(std::move(f));
+  }
+  for (auto& e : errors) summary.failed.push_back(e);
+  return files;
+}
+
+std::vector<PlannedArray> SlurmExecutor::plan_waiting(std::vector<File>& files, bool cold,
+                                                      std::vector<std::size_t>& unplanned) {
+  SlurmPlanConfig plan = config_.plan;
+  std::vector<ShardFile> known;
+  std::vector<std::size_t> unknown;
+  std::map<fs::path, std::size_t> groups;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (files[i].state != File::State::kWaiting) continue;
+    if (files[i].need_bytes == 0) {
+      unknown.push_back(i);
+      continue;
+    }
+    const auto g = groups.emplace(files[i].file.out_base.parent_path(), groups.size()).first->second;
+    known.push_back({i, files[i].need_bytes, g});
+  }
+  plan.files_per_task = config_.plan.files_per_task ? config_.plan.files_per_task : files_per_task_for(known.size());
+  // The largest request a node can grant: needs above it are capped there (and fail if they
+  // still do not fit: finish_task says so).
+  std::vector<PlannedArray> arrays = plan_arrays(known, plan);
+  for (auto& a : arrays) a.mem_bytes = std::min(a.mem_bytes, node_mem_bytes_);
+  unplanned.clear();
+  if (unknown.empty()) return arrays;
+  if (!cold) {
+    unplanned = unknown;
+    return arrays;
+  }
+  // No history: a small first wave of generous requests; the rest waits for its peaks.
+  std::vector<std::uint64_t> sizes;
+  for (auto i : unknown) sizes.push_back(files[i].file.size_bytes);
+  std::vector<bool> picked(unknown.size(), false);
+  PlannedArray wave;
+  wave.mem_bytes = std::max<std::uint64_t>(node_mem_bytes_ / 2, std::min<std::uint64_t>(node_mem_bytes_, 256ull << 20));
+  for (auto at : pick_cold_wave(sizes, config_.cold_wave_files)) {
+    picked[at] = true;
+    PlannedTask t;
+    t.files = {unknown[at]};
+    wave.tasks.push_back(t);
+  }
+  for (std::size_t k = 0; k < unknown.size(); ++k)
+    if (!picked[k]) unplanned.push_back(unknown[k]);
+  arrays.push_back(std::move(wave));
+  return arrays;
+}
+
+SbatchArray SlurmExecutor::sbatch_array(const PlannedArray& planned, const fs::path& dir) const {
+  SbatchArray sb;
+  sb.mem_bytes = planned.mem_bytes;
+  sb.task_count = planned.tasks.size();
+  sb.max_running = config_.max_tasks;
+  sb.cpus_per_task = config_.plan.concurrency;
+  sb.partition = config_.partition;
+  sb.extra_args = config_.sbatch_args;
+  sb.log_pattern = (dir / "%a.log").string();
+  sb.script_path = (dir / "task.sh").string();
+  return sb;
+}
+
+bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays,
+                           std::vector<Task>& tasks, std::string& error) {
+  Array a;
+  a.mem_bytes = planned.mem_bytes;
+  a.dir = run_dir_ / fmt::format("array-{}", arrays.size());
+  std::error_code ec;
+  fs::create_directories(a.dir, ec);
+  if (ec) {
+    error = "cannot create " + a.dir.string() + ": " + ec.message() + "; check --out (it must be on storage the nodes share)";
+    return false;
+  }
+  for (std::size_t t = 0; t < planned.tasks.size(); ++t) {
+    std::string list, out_dir;
+    for (auto i : planned.tasks[t].files) {
+      list += files[i].file.audio.string() + "\n";
+      out_dir = files[i].file.out_base.parent_path().string();
+    }
+    if (!write_text(a.dir / fmt::format("{}.list", t), list) || !write_text(a.dir / fmt::format("{}.out", t), out_dir)) {
+      error = "cannot write the shard lists in " + a.dir.string() + "; check --out";
+      return false;
+    }
+  }
+  const fs::path script = a.dir / "task.sh";  // as sbatch_array() names it
+  std::vector<std::string> argv = {config_.align_batch_path};
+  argv.insert(argv.end(), config_.task_options.begin(), config_.task_options.end());
+  if (!write_text(script, task_script(argv, a.dir.string(), config_.tail))) {
+    error = "cannot write " + script.string() + "; check --out";
+    return false;
+  }
+  ::chmod(script.c_str(), 0755);
+  auto id = cluster_.submit(sbatch_array(planned, a.dir));
+  if (!id) {
+    error = id.error();
+    return false;
+  }
+  a.id = id.value();
+  ++stats_.arrays;
+  progress_.message(fmt::format("submitted array {}: {} task{} at --mem={} each", a.id, planned.tasks.size(),
+                                planned.tasks.size() == 1 ? "" : "s", format_bytes(planned.mem_bytes)));
+  for (std::uint32_t t = 0; t < planned.tasks.size(); ++t) {
+    Task task;
+    task.array = arrays.size();
+    task.index = t;
+    task.job_id = task_id(a.id, t);
+    task.dir = a.dir;
+    task.mem_bytes = planned.mem_bytes;
+    task.files = planned.tasks[t].files;
+    for (auto i : task.files) {
+      files[i].state = File::State::kSubmitted;
+      files[i].last_task_mem_bytes = planned.mem_bytes;
+    }
+    a.tasks.push_back(tasks.size());
+    tasks.push_back(std::move(task));
+  }
+  stats_.tasks += static_cast<std::uint32_t>(planned.tasks.size());
+  arrays.push_back(std::move(a));
+  return true;
+}
+
+void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files,
+                                RunSummary& summary, bool stopping) {
+  task.ended = true;
+  const std::string state = row ? row->state : std::string("UNKNOWN");
+  const TaskFate fate = task_fate(state);
+  const std::string id = task.job_id;
+  const fs::path log = task.dir / fmt::format("{}.log", task.index);
+  const std::uint64_t max_rss = batch && batch->max_rss_bytes ? *batch->max_rss_bytes : 0;
+  const double elapsed_s = row ? row->elapsed_s : 0;
+  if (fate == TaskFate::kOutOfMemory) ++stats_.out_of_memory_tasks;
+  stats_.requested_mib_s += static_cast<double>(task.mem_bytes >> 20) * elapsed_s;
+  stats_.used_mib_s += static_cast<double>(max_rss >> 20) * elapsed_s;
+
+  // The task's own history: every attempt it recorded goes into the main history, under this run.
+  struct Last {
+    bool ok = false;
+    bool seen = false;
+    JobStatus status = JobStatus::kOk;
+    std::string error;
+    std::uint64_t peak_bytes = 0;
+  };
+  std::map<std::string, std::size_t> by_path;
+  for (auto f : task.files) by_path[files[f].file.audio.string()] = f;
+  std::map<std::size_t, Last> last;
+  const fs::path db = task.dir / fmt::format("{}.sqlite", task.index);
+  std::error_code ec;
+  if (fs::exists(db, ec)) {
+    auto opened = HistoryStore::open(db, HistoryStore::Create::kNever);
+    auto rows = opened ? opened.value()->jobs_for_key(loop_.job_key, 1u << 30)
+                       : StoreResult<std::vector<JobRow>>::failure(opened.error());
+    if (!rows) progress_.message(fmt::format("task {}: its history cannot be read: {}", id, rows.error()));
+    else
+      for (auto it = rows.value().rbegin(); it != rows.value().rend(); ++it) {  // oldest first
+        auto f = by_path.find(it->input_path);
+        if (f == by_path.end()) continue;
+        JobRecord rec = *it;
+        rec.run_id = run_id_;
+        // The outputs an ok job wrote (resume checks them) come back with the newest ok row only.
+        if (it->status == JobStatus::kOk)
+          if (auto newest = opened.value()->last_ok_job(it->input_path, loop_.job_key); newest && newest.value() &&
+                                                                                          newest.value()->id == it->id)
+            rec.outputs = newest.value()->outputs;
+        auto timeline = opened.value()->timeline(it->id);
+        if (auto r = history_->record_job(rec, timeline ? timeline.value() : std::vector<TimelinePoint>{}); !r)
+          progress_.message("history: " + r.error());
+        Last& l = last[f->second];
+        l.seen = true;
+        l.status = it->status;
+        l.error = it->error;
+        l.peak_bytes = std::max(l.peak_bytes, std::max(it->peak_pss_bytes, it->peak_rss_bytes));
+        if (it->status == JobStatus::kOk) l.ok = true;
+        summary.peak_pss_bytes = std::max(summary.peak_pss_bytes, it->peak_pss_bytes);
+      }
+  }
+  // sacct's view of the task, recorded beside the task's own readings (docs/slurm.md: which to trust).
+  JobRecord sacct_rec;
+  sacct_rec.run_id = run_id_;
+  sacct_rec.input_path = "slurm:" + id;
+  sacct_rec.job_key = loop_.job_key + "#slurm-task";
+  sacct_rec.status = fate == TaskFate::kCompleted ? JobStatus::kOk : JobStatus::kFailed;
+  sacct_rec.peak_rss_bytes = max_rss;
+  sacct_rec.wall_s = elapsed_s;
+  sacct_rec.exit_status = row ? row->exit_code : 0;
+  if (row && row->exit_signal) sacct_rec.term_signal = row->exit_signal;
+  sacct_rec.error = fmt::format("State={} ReqMem={} files={}", state, format_bytes(task.mem_bytes), task.files.size());
+  if (auto r = history_->record_job(sacct_rec); !r) progress_.message("history: " + r.error());
+  {
+    nlohmann::json line = {{"job_id", id}, {"state", state}, {"exit_code", row ? row->exit_code : -1},
+                           {"req_mem_bytes", task.mem_bytes}, {"max_rss_bytes", max_rss}, {"elapsed_s", elapsed_s},
+                           {"files", task.files.size()}};
+    std::ofstream(run_dir_ / "tasks.jsonl", std::ios::app) << line.dump() << "\n";
+  }
+
+  for (auto f : task.files) {
+    File& file = files[f];
+    const Last l = last.count(f) ? last[f] : Last{};
+    const std::string path = file.file.audio.string();
+    auto fail = [&](std::string reason) {
+      file.state = File::State::kFailed;
+      const std::string prefix = path + ": ";
+      if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
+      summary.failed.push_back({path, reason});
+    };
+    if (l.ok) {
+      file.state = File::State::kDone;
+      ++summary.done;
+      continue;
+    }
+    // Inside a task the budget is its --mem: a job the task's guard stopped (kKilled), the kernel
+    // killed (kDied), or its scheduler found too big means the request was too small.
+    const bool bad_file = l.seen && l.status == JobStatus::kFailed && l.error.find(kDoesNotFit) == std::string::npos;
+    const bool memory = fate == TaskFate::kOutOfMemory ||
+                        (fate == TaskFate::kFailed && l.seen && !bad_file);
+    if (bad_file && fate != TaskFate::kCancelled) {
+      fail(l.error);
+    } else if (memory && fate != TaskFate::kCancelled) {
+      if (file.oom_resubmits >= config_.max_oom_resubmits) {
+        fail(fmt::format("ran out of memory in {} Slurm tasks (the last, {}, asked for --mem={}); give it a node with "
+                         "more memory (--slurm-partition) or split the file",
+                         file.oom_resubmits + 1, id, format_bytes(task.mem_bytes)));
+        continue;
+      }
+      if (task.mem_bytes >= node_mem_bytes_) {
+        fail(fmt::format("needs more than the largest node's memory ({}): task {} asked for all of it and ran out; "
+                         "use a partition with bigger nodes (--slurm-partition) or split the file",
+                         format_bytes(node_mem_bytes_), id));
+        continue;
+      }
+      const std::uint64_t was = file.need_bytes ? file.need_bytes : task.mem_bytes;
+      file.need_bytes = std::max<std::uint64_t>(static_cast<std::uint64_t>(static_cast<double>(was) * config_.oom_raise),
+                                                task.files.size() == 1 ? std::max(l.peak_bytes, max_rss) : l.peak_bytes);
+      ++file.oom_resubmits;
+      ++stats_.resubmitted_files;
+      ++summary.retried;
+      file.state = File::State::kWaiting;
+    } else if (fate == TaskFate::kLost && file.lost_resubmits < config_.max_oom_resubmits) {
+      ++file.lost_resubmits;
+      ++summary.retried;
+      file.state = File::State::kWaiting;
+    } else if (fate == TaskFate::kCancelled) {
+      if (stopping) file.state = File::State::kWaiting;  // interrupted: the next run does it
+      else fail(fmt::format("its Slurm task {} was cancelled, not by align-batch (scancel?); run again to redo it", id));
+    } else if (fate == TaskFate::kTimeout) {
+      fail(fmt::format("its Slurm task {} hit its time limit; give tasks more with --slurm-arg=--time=...", id));
+    } else {
+      fail(fmt::format("its Slurm task {} ended {} (exit {}) without finishing it{}{}; see {}", id, state,
+                       row ? row->exit_code : -1, l.seen ? ": " : "", l.error, log.string()));
+    }
+  }
+}
+
+void SlurmExecutor::dry_run(const Corpus& corpus, std::FILE* out) {
+  RunSummary summary;
+  auto files = plan_files(corpus, summary);
+  std::vector<std::size_t> later;
+  const bool cold = std::none_of(files.begin(), files.end(), [](const File& f) { return f.need_bytes; });
+  auto arrays = plan_waiting(files, cold, later);
+  std::size_t n = 0;
+  for (const auto& a : arrays) {
+    std::string cmd;
+    for (const auto& w : sbatch_argv(sbatch_array(a, loop_.out_dir / ".align-batch" / "slurm" / "run-N" / fmt::format("array-{}", n)))) cmd += (cmd.empty() ? "" : " ") + shell_quote(w);
+    std::fprintf(out, "%s\n", cmd.c_str());
+    for (std::size_t t = 0; t < a.tasks.size(); ++t) {
+      std::fprintf(out, "  task %zu: --mem=%s", t, format_bytes(a.mem_bytes).c_str());
+      for (auto i : a.tasks[t].files) std::fprintf(out, " %s", files[i].file.audio.c_str());
+      std::fprintf(out, "\n");
+    }
+    ++n;
+  }
+  for (auto i : later) std::fprintf(out, "later\t%s\t(submitted once the first wave's peaks are known)\n", files[i].file.audio.c_str());
+  for (const auto& e : summary.failed) std::fprintf(out, "error\t%s\t%s\n", e.path.c_str(), e.reason.c_str());
+  for (const auto& e : corpus.problems) std::fprintf(out, "error\t%s\t%s\n", e.path.c_str(), e.message.c_str());
+  std::fprintf(out, "slurm plan: %zu arrays, %zu files to run, %zu later, %zu skipped (done); largest node %s\n", arrays.size(),
+               files.size() - later.size(), later.size(), summary.skipped, format_bytes(node_mem_bytes_).c_str());
+}
+
+RunSummary SlurmExecutor::run(const Corpus& corpus) {
+  const std::int64_t t0_ms = monotonic_ms();
+  RunSummary summary;
+  summary.total = corpus.files.size() + corpus.problems.size();
+  summary.budget_bytes = node_mem_bytes_;
+  for (const auto& p : corpus.problems) summary.failed.push_back({p.path.string(), p.message});
+  {
+    RunInfo info;
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    info.host = host;
+    info.budget_bytes = node_mem_bytes_;
+    info.flags = loop_.flags;
+    info.flags["executor"] = "slurm";
+    auto r = history_->begin_run(info);
+    if (!r) {
+      summary.failed.push_back({history_->path().string(), r.error()});
+      return summary;
+    }
+    run_id_ = r.value();
+  }
+  run_dir_ = loop_.out_dir / ".align-batch" / "slurm" / fmt::format("run-{}", run_id_);
+  std::vector<File> files = plan_files(corpus, summary);
+  std::vector<Array> arrays;
+  std::vector<Task> tasks;
+  bool stopping = false, fatal = false;
+  std::int64_t stop_ms = 0;
+  std::string last_line, query_error;
+
+  auto refresh_predictions = [&] {
+    auto rows = history_->jobs_for_key(loop_.job_key);
+    if (!rows) return false;
+    Estimator estimator(observations_from_jobs(rows.value()));
+    bool any = false;
+    for (auto& f : files)
+      if (f.state == File::State::kWaiting && f.need_bytes == 0)
+        if (auto e = estimator.predict(f.file.size_bytes, f.file.audio_duration_s)) {
+          f.need_bytes = scaled_bytes(e->peak_bytes, loop_.prediction_scale);
+          any = true;
+        }
+    return any;
+  };
+  auto submit_waiting = [&] {
+    const bool cold_running = std::any_of(tasks.begin(), tasks.end(), [&](const Task& t) { return !t.ended && arrays[t.array].cold; });
+    bool cold = false;
+    if (!cold_running && std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting && !f.need_bytes; })) {
+      refresh_predictions();
+      cold = std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting && !f.need_bytes; });
+    }
+    std::vector<std::size_t> later;
+    auto planned = plan_waiting(files, cold, later);
+    for (std::size_t k = 0; k < planned.size(); ++k) {
+      std::string error;
+      const bool is_cold = cold && k + 1 == planned.size();
+      if (!submit(planned[k], files, arrays, tasks, error)) {
+        progress_.message("cannot submit to Slurm: " + error);
+        for (auto& f : files)
+          if (f.state == File::State::kWaiting) {
+            f.state = File::State::kFailed;
+            summary.failed.push_back({f.file.audio.string(), "not submitted: " + error});
+          }
+        fatal = true;
+        return;
+      }
+      arrays.back().cold = is_cold;
+    }
+  };
+
+  for (;;) {
+    const std::int64_t now_ms = monotonic_ms() - t0_ms;
+    const int interrupts = interrupts_ ? interrupts_() : 0;
+    if (interrupts >= 1 && !stopping) {
+      stopping = true;
+      stop_ms = now_ms;
+      summary.interrupted = true;
+      std::vector<std::string> ids;
+      for (const auto& a : arrays)
+        if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !tasks[t].ended; })) ids.push_back(a.id);
+      progress_.message(fmt::format("interrupted: cancelling {} array{} (scancel {})", ids.size(), ids.size() == 1 ? "" : "s",
+                                    fmt::join(ids, " ")));
+      if (auto r = cluster_.cancel(ids); !r) progress_.message("scancel: " + r.error());
+    }
+    if (!stopping && !fatal) submit_waiting();
+
+    // Where every unfinished task stands.
+    std::vector<std::string> ids;
+    for (const auto& a : arrays)
+      if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !tasks[t].ended; })) ids.push_back(a.id);
+    std::size_t pending = 0, running = 0;
+    if (!ids.empty()) {
+      auto rows = cluster_.query(ids);
+      if (!rows) {
+        if (query_error != rows.error()) progress_.message("sacct: " + rows.error() + " (asking again)");
+        query_error = rows.error();
+      } else {
+        query_error.clear();
+        std::map<std::string, const SacctRow*> own, steps;
+        for (const auto& r : rows.value()) {
+          if (r.task && r.step.empty()) own[task_id(r.array_job_id, *r.task)] = &r;
+          if (r.task && r.step == "batch") steps[task_id(r.array_job_id, *r.task)] = &r;
+        }
+        for (auto& t : tasks) {
+          if (t.ended) continue;
+          auto it = own.find(t.job_id);
+          if (it == own.end()) {
+            ++pending;  // still inside a pending range (or not yet in sacct)
+            continue;
+          }
+          const TaskFate fate = task_fate(it->second->state);
+          if (fate == TaskFate::kRunning) {
+            (it->second->state == "PENDING" ? pending : running)++;
+            continue;
+          }
+          if (t.terminal_seen_ms < 0) t.terminal_seen_ms = now_ms;
+          auto step = steps.find(t.job_id);
+          const SacctRow* batch = step == steps.end() ? nullptr : step->second;
+          // After Ctrl-C a cancelled task is final at once: what it had not recorded is redone next run.
+          const bool final = (batch && batch->max_rss_bytes && task_fate(batch->state) != TaskFate::kRunning) ||
+                             (fate == TaskFate::kCancelled && (!batch || stopping)) ||
+                             now_ms - t.terminal_seen_ms >= config_.settle_ms;
+          if (!final) {
+            ++running;
+            continue;
+          }
+          finish_task(t, it->second, batch, files, summary, stopping);
+        }
+      }
+    }
+    const std::size_t ended = static_cast<std::size_t>(std::count_if(tasks.begin(), tasks.end(), [](const Task& t) { return t.ended; }));
+    const std::size_t done = static_cast<std::size_t>(std::count_if(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kDone; }));
+    const std::size_t failed = static_cast<std::size_t>(std::count_if(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kFailed; }));
+    std::uint64_t requested = 0;
+    for (const auto& t : tasks)
+      if (!t.ended) requested += t.mem_bytes;
+    const std::string line = fmt::format(
+        "slurm: tasks {} pending, {} running, {} ended; files {}/{} done, {} failed; memory requested now {}; "
+        "ended tasks used {:.0f}% of what they requested",
+        pending, running, ended, done, files.size(), failed, format_bytes(requested),
+        stats_.requested_mib_s > 0 ? 100.0 * stats_.used_mib_s / stats_.requested_mib_s : 0.0);
+    if (config_.live_line) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      std::fflush(stderr);
+    } else if (line != last_line) {
+      progress_.message(line);
+    }
+    last_line = line;
+
+    const bool all_ended = ended == tasks.size();
+    const bool waiting = std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting; });
+    if (all_ended && (stopping || fatal || !waiting)) break;
+    if (stopping && now_ms - stop_ms > config_.cancel_wait_ms) {
+      progress_.message("cancelled tasks have not ended after the wait; their files are done next run if they finished");
+      break;
+    }
+    // Wait for the next poll, waking at once for a Ctrl-C.
+    const std::int64_t until = monotonic_ms() + config_.poll_ms;
+    while (monotonic_ms() < until && (interrupts_ ? interrupts_() : 0) == interrupts)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (config_.live_line) std::fprintf(stderr, "\r\033[K");
+  progress_.message(fmt::format("slurm: {} arrays, {} tasks, {} out of memory ({} files resubmitted); requested {:.0f} MiB x s, "
+                                "sacct MaxRSS {:.0f} MiB x s",
+                                stats_.arrays, stats_.tasks, stats_.out_of_memory_tasks, stats_.resubmitted_files,
+                                stats_.requested_mib_s, stats_.used_mib_s));
+  summary.oom_deaths = stats_.out_of_memory_tasks;
+  summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+  if (auto r = history_->end_run(run_id_, summary.exit_code()); !r) progress_.message("history: " + r.error());
+  return summary;
+}
+
+}  // namespace ab

@@ -1,0 +1,98 @@
+// SlurmExecutor: `--executor slurm`: the corpus as Slurm job arrays, each task an align-batch run
+// over its shard with its own history, merged back into the main history as tasks end.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "orchestrator/batch/corpus.h"
+#include "orchestrator/batch/progress_sink.h"
+#include "orchestrator/batch/run_loop.h"
+#include "orchestrator/batch/slurm_cluster.h"
+#include "orchestrator/core/slurm_plan.h"
+
+namespace ab {
+
+class HistoryStore;
+
+/// Settings of a Slurm run beyond the local run's (RunLoopConfig: key, task, force, margin).
+struct SlurmConfig {
+  std::string align_batch_path;          ///< the binary every task runs (this one)
+  std::vector<std::string> task_options; ///< the tasks' options (--out, --workers, --reserve, engine options)
+  std::vector<std::string> tail;         ///< "--" and the command after it; empty: the built-in engine
+  SlurmPlanConfig plan;
+  std::string partition;                 ///< --slurm-partition; empty: the cluster's default
+  std::uint32_t max_tasks = 0;           ///< --slurm-max-tasks: each array's %N; 0: no throttle
+  std::vector<std::string> sbatch_args;  ///< --slurm-arg, unchanged
+  int poll_ms = 1000;                    ///< sacct is asked this often
+  /// OUT_OF_MEMORY: a file is resubmitted at most this many times, its need raised each time.
+  std::uint32_t max_oom_resubmits = 3;
+  /// Each resubmission asks for at least this times the last request's need (or the peak the task
+  /// saw, if higher). 2: three resubmissions cover a prediction 8 x too low; at most half of
+  /// the last request is wasted.
+  double oom_raise = 2.0;
+  /// Without history, the first wave: this many files (spread over sizes), one per task, each
+  /// asking for half the largest node: enough for the estimator's first fit (min_fit_jobs).
+  std::size_t cold_wave_files = 5;
+  /// A terminal task's sacct row is final once its .batch step shows MaxRSS (sacct lags ~3 s
+  /// after the end), or this long after it was first seen terminal.
+  int settle_ms = 8000;
+  /// Ctrl-C: how long to wait for cancelled tasks to end before giving up on them.
+  int cancel_wait_ms = 30000;
+  bool live_line = false;  ///< a terminal: redraw one status line; else a line when counts change
+};
+
+/// What the Slurm run did beyond the summary (tests, benchmarks, the closing line).
+struct SlurmStats {
+  std::uint32_t arrays = 0;
+  std::uint32_t tasks = 0;
+  std::uint32_t out_of_memory_tasks = 0;
+  std::uint32_t resubmitted_files = 0;
+  double requested_mib_s = 0;  ///< sum over ended tasks of ReqMem × elapsed
+  double used_mib_s = 0;       ///< sum over ended tasks of MaxRSS × elapsed (sacct)
+};
+
+class SlurmExecutor {
+ public:
+  /// `history` must not be null: predictions, done-ness and every task's peaks live there.
+  SlurmExecutor(RunLoopConfig loop, SlurmConfig config, SlurmCluster& cluster, HistoryStore* history,
+                ProgressSink& progress, std::function<int()> interrupts);
+
+  /// Asks the cluster for its largest node's memory; an error message (for exit 2) or empty.
+  std::string prepare();
+  /// --dry-run: prints the sbatch commands and every task's files and --mem to `out`; submits nothing.
+  void dry_run(const Corpus& corpus, std::FILE* out);
+  /// Submits, waits, merges, resubmits; returns the summary (exit codes as a local run's).
+  RunSummary run(const Corpus& corpus);
+
+  const SlurmStats& stats() const { return stats_; }
+
+ private:
+  struct File;
+  struct Task;
+  struct Array;
+  std::vector<File> plan_files(const Corpus& corpus, RunSummary& summary);
+  std::vector<PlannedArray> plan_waiting(std::vector<File>& files, bool cold, std::vector<std::size_t>& unplanned);
+  SbatchArray sbatch_array(const PlannedArray& planned, const std::filesystem::path& dir) const;
+  bool submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays, std::vector<Task>& tasks,
+              std::string& error);
+  void finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files, RunSummary& summary,
+                   bool stopping);
+
+  RunLoopConfig loop_;
+  SlurmConfig config_;
+  SlurmCluster& cluster_;
+  HistoryStore* history_;
+  ProgressSink& progress_;
+  std::function<int()> interrupts_;
+  SlurmStats stats_;
+  std::uint64_t node_mem_bytes_ = 0;
+  std::int64_t run_id_ = 0;
+  std::filesystem::path run_dir_;  ///< OUT/.align-batch/slurm/<run id>: scripts, lists, task histories, logs
+};
+
+}  // namespace ab

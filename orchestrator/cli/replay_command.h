@@ -1,0 +1,64 @@
+// `align-batch replay`: recorded jobs from history through the real scheduler in simulated time.
+#pragma once
+
+#include "history/history_store.h"
+#include "memguard/size.h"
+#include "orchestrator/core/replay.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace ab {
+
+/// What replay reads from history.
+struct ReplaySource {
+  std::vector<RecordedJob> jobs;      ///< ok jobs, with timelines and hindsight predictions
+  std::uint32_t skipped = 0;          ///< jobs left out: not ok (a killed job's peak is a lower bound)
+  std::vector<std::string> keys;      ///< distinct job keys among `jobs`
+  std::optional<RunRow> run;          ///< the run replayed, or the newest run of the key's jobs
+  std::uint32_t passed_over = 0;      ///< newer runs left out by default: they finished no job
+};
+
+/// Loads the jobs of run `run_id`, or of `key` (all runs), or, with neither, of the newest run
+/// that finished a job (a run that found every file done finished none).
+/// Each job's prediction is what history, fitted on all of its key's ok jobs, predicts for it.
+StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
+                                             const std::string& key);
+
+/// `replay --cold`'s learn step: per key, history's estimator fitted on the `finished` jobs
+/// (indices into `jobs`) from their sizes, audio durations and peaks, and its prediction for every
+/// job of `jobs` (none for a key nothing finished of), as the real loop refits and predicts.
+std::vector<std::optional<std::uint64_t>> learn_predictions(const std::vector<RecordedJob>& jobs,
+                                                            const std::vector<std::uint32_t>& finished);
+
+/// Pure: the budget a run recorded as `info` would have had with `--mem-budget PCT%`: the
+/// percentage of min(its cgroup limit, its MemTotal), capped by that minus its reserve (as
+/// memguard's effective_budget computes it). None when the run recorded no MemTotal.
+std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const RunInfo* info);
+
+/// The settings a recorded run had in force, as replay reuses them; none: not recorded (an older
+/// run), replay's own default applies.
+struct RecordedSettings {
+  std::optional<std::uint32_t> max_workers;  ///< the cap in force; 0: memory alone
+  std::optional<bool> builtin_engine;        ///< the built-in engine (CPU-bound), or a command
+  std::optional<double> high_water, margin;
+  std::optional<std::int64_t> sample_ms;
+  std::optional<std::uint32_t> max_attempts;
+};
+/// Pure: read from `info.flags`. Runs recorded before `workers_cap` was: `--workers auto` with
+/// the built-in engine meant one worker per recorded core.
+RecordedSettings recorded_settings(const RunInfo& info);
+
+/// Registers `align-batch replay [--history PATH | --out DIR] [--key KEY | --run ID]
+///   [--mem-budget SIZE] [--cores N] [--workers auto|N] [--high-water F] [--margin F] [--cold]
+///   [--scale K] [--seed N] [--sample-ms N] [--sweep [--apply]]`.
+/// Sets `exit_code` when it runs: 0 done; 1 no history / no jobs / the database failed; 2 bad usage.
+void add_replay_command(CLI::App& app, int& exit_code);
+
+}  // namespace ab

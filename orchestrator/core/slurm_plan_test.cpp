@@ -1,0 +1,162 @@
+// Level-1 tests of the Slurm executor's pure parts: sharding by need, sbatch arguments, the task
+// script, sacct/sinfo parsing, state mapping.
+#include "orchestrator/core/slurm_plan.h"
+
+#include <doctest/doctest.h>
+
+using namespace ab;
+
+namespace {
+constexpr std::uint64_t kMiB = 1ull << 20;
+}
+
+TEST_CASE("task_mem_bytes: need x jobs at once / high water + idle worker + overhead, whole MiB") {
+  SlurmPlanConfig c;
+  c.concurrency = 2;
+  c.worker_idle_bytes = 10 * kMiB;
+  c.task_overhead_bytes = 24 * kMiB;
+  c.high_water = 0.5;
+  CHECK(task_mem_bytes(100 * kMiB, 1, c) == (200 + 10 + 24) * kMiB);  // one file: one job at once
+  CHECK(task_mem_bytes(100 * kMiB, 5, c) == (400 + 10 + 24) * kMiB);  // two at once
+  CHECK(task_mem_bytes(100 * kMiB + 1, 1, c) % kMiB == 0);
+  CHECK(task_mem_bytes(100 * kMiB + 1, 1, c) == (201 + 10 + 24) * kMiB);
+}
+
+TEST_CASE("plan_arrays: classes within class_step share an array; largest first; files_per_task files a task") {
+  SlurmPlanConfig c;
+  c.task_overhead_bytes = 0;
+  c.high_water = 1.0;
+  c.files_per_task = 2;
+  c.class_step = 1.15;
+  // needs 300, 290 (same class as 300), 200, 100, 95, 60 (95 and 100 share; 60 is below 100/1.15 = 87).
+  std::vector<ShardFile> files = {{0, 100 * kMiB}, {1, 300 * kMiB}, {2, 60 * kMiB}, {3, 290 * kMiB}, {4, 200 * kMiB}, {5, 95 * kMiB}};
+  auto arrays = plan_arrays(files, c);
+  REQUIRE(arrays.size() == 4);
+  CHECK(arrays[0].mem_bytes == 300 * kMiB);
+  REQUIRE(arrays[0].tasks.size() == 1);
+  CHECK(arrays[0].tasks[0].files == std::vector<std::size_t>{1, 3});
+  CHECK(arrays[1].mem_bytes == 200 * kMiB);
+  CHECK(arrays[2].mem_bytes == 100 * kMiB);
+  CHECK(arrays[2].tasks[0].files == std::vector<std::size_t>{0, 5});
+  CHECK(arrays[3].mem_bytes == 60 * kMiB);
+  CHECK(plan_arrays({}, c).empty());
+  // Every file placed exactly once, whatever the sizes.
+  std::vector<ShardFile> many;
+  for (std::size_t i = 0; i < 100; ++i) many.push_back({i, (10 + (i * 37) % 300) * kMiB});
+  std::vector<int> seen(100, 0);
+  for (const auto& a : plan_arrays(many, c))
+    for (const auto& t : a.tasks) {
+      CHECK(t.files.size() <= 2);
+      CHECK(a.mem_bytes >= t.largest_need_bytes);
+      CHECK(static_cast<double>(a.mem_bytes) <= 1.15 * static_cast<double>(t.largest_need_bytes) + 1);
+      for (auto f : t.files) ++seen[f];
+    }
+  for (int s : seen) CHECK(s == 1);
+}
+
+TEST_CASE("plan_arrays: a task holds files of one group only (one --out per task)") {
+  SlurmPlanConfig c;
+  c.files_per_task = 4;
+  std::vector<ShardFile> files = {{0, 100 * kMiB, 0}, {1, 100 * kMiB, 1}, {2, 100 * kMiB, 0}, {3, 100 * kMiB, 1}, {4, 100 * kMiB, 2}};
+  auto arrays = plan_arrays(files, c);
+  REQUIRE(arrays.size() == 1);
+  REQUIRE(arrays[0].tasks.size() == 3);
+  CHECK(arrays[0].tasks[0].files == std::vector<std::size_t>{0, 2});
+  CHECK(arrays[0].tasks[1].files == std::vector<std::size_t>{1, 3});
+  CHECK(arrays[0].tasks[2].files == std::vector<std::size_t>{4});
+}
+
+TEST_CASE("files_per_task_for and pick_cold_wave") {
+  CHECK(files_per_task_for(0) == 1);
+  CHECK(files_per_task_for(256) == 1);
+  CHECK(files_per_task_for(257) == 2);
+  CHECK(files_per_task_for(65000) == 254);
+  // Spread over the size order, smallest and largest included.
+  std::vector<std::uint64_t> sizes = {50, 10, 90, 30, 70, 20, 80, 40, 60};
+  auto wave = pick_cold_wave(sizes, 3);
+  REQUIRE(wave.size() == 3);
+  CHECK(sizes[wave[0]] == 10);
+  CHECK(sizes[wave[1]] == 50);
+  CHECK(sizes[wave[2]] == 90);
+  CHECK(pick_cold_wave({5, 6}, 5).size() == 2);
+}
+
+TEST_CASE("sbatch_argv and task_script") {
+  SbatchArray a;
+  a.mem_bytes = 300 * kMiB + 5;
+  a.task_count = 4;
+  a.max_running = 2;
+  a.cpus_per_task = 1;
+  a.partition = "short";
+  a.extra_args = {"--account=lab", "--time=1:00:00"};
+  a.log_pattern = "/o/%a.log";
+  a.script_path = "/o/task.sh";
+  CHECK(sbatch_argv(a) == std::vector<std::string>{"sbatch", "--parsable", "--job-name=align-batch", "--array=0-3%2",
+                                                   "--mem=301M", "--cpus-per-task=1", "--output=/o/%a.log",
+                                                   "--partition=short", "--account=lab", "--time=1:00:00", "/o/task.sh"});
+  a.max_running = 0;
+  a.partition.clear();
+  a.extra_args.clear();
+  CHECK(sbatch_argv(a)[3] == "--array=0-3");
+  const std::string s = task_script({"/bin/align-batch", "--workers", "1"}, "/out dir/a", {"--", "cmd", "it's", "{in}"});
+  CHECK(s.rfind("#!/bin/sh\n", 0) == 0);
+  CHECK(s.find("exec /bin/align-batch --workers 1 --out \"$(cat '/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".out)\" --history "
+               "'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".sqlite @'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".list -- cmd 'it'\\''s' '{in}'\n") !=
+        std::string::npos);
+  CHECK(shell_quote("") == "''");
+  CHECK(shell_quote("a b") == "'a b'");
+}
+
+TEST_CASE("parse_sacct: tasks, steps, pending ranges, states with 'by', sizes") {
+  const char* text =
+      "12_3|OUT_OF_MEMORY|0:125|200M||2\n"
+      "12_3.batch|OUT_OF_MEMORY|0:125||87488K|2\n"
+      "12_[4-6,9%2]|PENDING|0:0|200M||0\n"
+      "13_0|CANCELLED by 0|0:15|1.5G||7\n"
+      "14|COMPLETED|0:0|100Mn||1\n"
+      "garbage line\n"
+      "x_1|COMPLETED|0:0|1M||1\n";
+  auto rows = parse_sacct(text);
+  REQUIRE(rows.size() == 5);
+  CHECK(rows[0].array_job_id == "12");
+  CHECK(rows[0].task == 3u);
+  CHECK(rows[0].step.empty());
+  CHECK(rows[0].state == "OUT_OF_MEMORY");
+  CHECK(rows[0].exit_code == 0);
+  CHECK(rows[0].exit_signal == 125);
+  CHECK(rows[0].req_mem_bytes == 200 * kMiB);
+  CHECK(!rows[0].max_rss_bytes);
+  CHECK(rows[0].elapsed_s == 2);
+  CHECK(rows[1].step == "batch");
+  CHECK(rows[1].max_rss_bytes == 87488ull * 1024);
+  CHECK(!rows[2].task);
+  CHECK(rows[2].pending_tasks == std::vector<std::uint32_t>{4, 5, 6, 9});
+  CHECK(rows[3].state == "CANCELLED");
+  CHECK(rows[3].req_mem_bytes == 1536 * kMiB);
+  CHECK(!rows[4].task);
+  CHECK(rows[4].req_mem_bytes == 100 * kMiB);
+}
+
+TEST_CASE("parse_slurm_size_bytes and parse_sinfo_memory_bytes") {
+  CHECK(parse_slurm_size_bytes("0", 1024) == 0u);
+  CHECK(parse_slurm_size_bytes("2000", kMiB) == 2000 * kMiB);
+  CHECK(parse_slurm_size_bytes("1T", 1) == 1ull << 40);
+  CHECK(!parse_slurm_size_bytes("", 1));
+  CHECK(!parse_slurm_size_bytes("abc", 1));
+  CHECK(parse_sinfo_memory_bytes("2000\n64000+\n1000\n") == 64000 * kMiB);
+  CHECK(!parse_sinfo_memory_bytes("\n"));
+}
+
+TEST_CASE("task_fate maps every Slurm state the executor acts on") {
+  CHECK(task_fate("COMPLETED") == TaskFate::kCompleted);
+  CHECK(task_fate("FAILED") == TaskFate::kFailed);
+  CHECK(task_fate("OUT_OF_MEMORY") == TaskFate::kOutOfMemory);
+  CHECK(task_fate("NODE_FAIL") == TaskFate::kLost);
+  CHECK(task_fate("PREEMPTED") == TaskFate::kLost);
+  CHECK(task_fate("BOOT_FAIL") == TaskFate::kLost);
+  CHECK(task_fate("CANCELLED") == TaskFate::kCancelled);
+  CHECK(task_fate("TIMEOUT") == TaskFate::kTimeout);
+  CHECK(task_fate("DEADLINE") == TaskFate::kTimeout);
+  for (const char* s : {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "SUSPENDED", "RESIZING"})
+    CHECK(task_fate(s) == TaskFate::kRunning);
+}

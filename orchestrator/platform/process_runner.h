@@ -1,0 +1,131 @@
+// ProcessRunner: the real WorkerRunner — clone(CLONE_VFORK)/exec, one process group per worker, pipes, reaping.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "orchestrator/batch/clock.h"
+#include "orchestrator/batch/worker_runner.h"
+
+namespace ab {
+
+struct ProcessRunnerConfig {
+  /// Logs: `worker-N.log` per persistent worker (built-in engine); for commands, `slot-N.log` per
+  /// slot of concurrent jobs (each command's output followed by a line naming its job), and
+  /// `ID-NAME.log` with the output of each command that failed. Not one file per job.
+  std::filesystem::path log_dir;
+  /// Written to each worker's /proc/PID/oom_score_adj, so the kernel picks a worker, never the
+  /// parent (which keeps 0). 500: half-way to "always first", above any ordinary process.
+  int oom_score_adj = 500;
+  /// Built-in engine: the persistent worker's argv (`align-batch-worker --model M --threads N`).
+  /// Empty: external-command mode, one process per job from RunnerJob::argv.
+  std::vector<std::string> worker_argv;
+  /// A persistent worker whose idle RSS has grown by more than this since its first job is
+  /// replaced (it is told to exit by closing its stdin). 0: never recycle.
+  std::uint64_t recycle_growth_bytes = 256ull << 20;
+  /// Built-in engine: give each persistent worker a status block (worker/status_block.h), a
+  /// shared-memory object "ab-status-PARENTPID-RANDOM" (status_block_name) passed as
+  /// `--status-shm`, removed when the
+  /// worker is reaped (and, for a parent that died, by the next ProcessRunner).
+  bool status_blocks = false;
+  /// Built-in engine: the file every persistent worker is given as `--shared-weights` (one
+  /// read-only copy of the model's tensors for all of them; worker/shared_weights.h), named
+  /// shared_weights_path(); removed when the runner shuts down, and (for a parent that died) by
+  /// the next ProcessRunner. Empty: every worker keeps its own copy.
+  std::filesystem::path shared_weights;
+};
+
+/// Counters for the summary.
+struct ProcessRunnerStats {
+  std::uint32_t workers_started = 0;
+  std::uint32_t workers_recycled = 0;
+  std::uint32_t workers_retired = 0;  ///< idle workers told to exit by retire_idle()
+};
+
+class ProcessRunner : public WorkerRunner {
+ public:
+  explicit ProcessRunner(ProcessRunnerConfig config);
+  ~ProcessRunner() override;
+  ProcessRunner(const ProcessRunner&) = delete;
+  ProcessRunner& operator=(const ProcessRunner&) = delete;
+
+  bool start(const RunnerJob& job, std::string& error) override;
+  std::vector<JobEnd> wait(int timeout_ms) override;
+  void kill(JobId id, int grace_ms) override;
+  std::vector<LiveJob> live() const override;
+  std::vector<pid_t> idle_pids() const override;
+  std::size_t retire_idle(std::size_t keep) override;
+  std::vector<WorkerProgress> progress() const override;
+  /// Names of the status blocks of the workers alive now.
+  std::vector<std::string> status_block_names() const;
+  std::vector<JobEnd> shutdown(int grace_ms) override;
+  std::string setup_error() const override { return setup_error_; }
+  std::optional<std::uint64_t> ready_idle_bytes() const override { return ready_idle_bytes_; }
+
+  const ProcessRunnerStats& stats() const { return stats_; }
+
+ private:
+  struct Proc;
+  /// A log shared by the commands that run one after the other in it (one at a time).
+  struct LogSlot {
+    int fd = -1;
+    std::filesystem::path path;
+    std::uint64_t size_bytes = 0;
+    bool busy = false;
+  };
+  /// `log_fd` (stdout and stderr of a command, stderr of a worker; -1: /dev/null) stays the caller's.
+  std::shared_ptr<Proc> spawn(const std::vector<std::string>& argv, bool persistent, int log_fd,
+                              const std::filesystem::path& log, std::string& error);
+  int take_log_slot(std::string& error);
+  /// Ends a reaped command's part of its slot log; returns its tail for a failed command's error.
+  std::string end_command_log(Proc& p, bool ok, const std::string& how);
+  void read_output(Proc& p, std::vector<JobEnd>& ended);
+  void reap(std::vector<JobEnd>& ended);
+  void escalate_kills();
+  void read_status();
+  /// Unlinks config_.shared_weights once no worker is left (workers still mapping it keep its pages).
+  void remove_shared_weights();
+
+  /// 64 KiB: the child runs a few syscalls and execv on it (glibc's posix_spawn uses 32 KiB + argv).
+  static constexpr std::size_t kSpawnStackBytes = 64 * 1024;
+
+  ProcessRunnerConfig config_;
+  ProcessRunnerStats stats_;
+  std::unique_ptr<char[]> spawn_stack_;  ///< the spawned child's stack until it execs
+  std::vector<LogSlot> log_slots_;
+  int null_fd_ = -1;
+  std::vector<std::shared_ptr<Proc>> procs_;
+  std::string broken_;  ///< a worker could not load its model: every later start fails with this
+  std::string setup_error_;  ///< see WorkerRunner::setup_error(); the first such error wins
+  bool any_ready_ = false;   ///< some persistent worker has sent `ready: true`
+  std::optional<std::uint64_t> ready_idle_bytes_;
+  std::uint32_t next_worker_ = 0;
+};
+
+/// A fresh status block name for a worker of `parent_pid`: "ab-status-PID-" and 16 random hex
+/// digits (getrandom), so no other user can create it first.
+std::string status_block_name(pid_t parent_pid);
+
+/// Removes status blocks ("/dev/shm/ab-status-PID-*") left by align-batch processes that no
+/// longer exist. Returns how many were removed.
+std::size_t remove_stale_status_blocks();
+
+/// Where this parent's workers of `job_key` share their weights: "/dev/shm/ab-weights-PID-HASH"
+/// (HASH: 16 hex digits of the key; `pid` is the parent's, so a dead run's file can be told).
+std::filesystem::path shared_weights_path(const std::string& job_key, pid_t pid);
+
+/// Removes shared weights files ("/dev/shm/ab-weights-PID-*") left by align-batch processes that
+/// no longer exist (`shm_dir`: /dev/shm, or a test's directory). Returns how many were removed.
+std::size_t remove_stale_shared_weights(const std::filesystem::path& shm_dir = "/dev/shm");
+
+/// Resolves `program` like execvp would (a name without '/' is searched in $PATH). Empty if not found.
+std::string resolve_program(const std::string& program);
+
+/// The last `max_bytes` of a log file, trimmed to whole lines (for error messages).
+std::string log_tail(const std::filesystem::path& log, std::size_t max_bytes = 600);
+
+}  // namespace ab
