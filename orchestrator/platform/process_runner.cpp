@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -167,6 +168,7 @@ std::string describe_status(int status) {
 struct SpawnRequest {
   const char* program = nullptr;
   char* const* argv = nullptr;
+  char* const* envp = nullptr;  ///< null: the parent's environ
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
   pid_t parent = 0;
   int death_signal = SIGKILL;
@@ -205,7 +207,10 @@ int spawn_child(void* arg) {
   ::dup2(req->stdin_fd, 0);
   ::dup2(req->stdout_fd, 1);
   ::dup2(req->stderr_fd, 2);
-  ::execv(req->program, req->argv);
+  if (req->envp)
+    ::execve(req->program, req->argv, req->envp);
+  else
+    ::execv(req->program, req->argv);
   req->child_errno = errno;
   ::_exit(127);
 }
@@ -402,11 +407,23 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   std::vector<char*> cargv;
   for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  std::vector<std::string> env;
+  std::vector<char*> cenv;
+  if (persistent && !config_.worker_env.empty()) {
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    for (const auto& add : config_.worker_env) {
+      const std::string name = add.substr(0, add.find('='));
+      if (!std::getenv(name.c_str())) env.push_back(add);
+    }
+    for (auto& e : env) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+  }
   char adj[16];
   int adj_len = std::snprintf(adj, sizeof adj, "%d\n", config_.oom_score_adj);
   SpawnRequest req;
   req.program = program.c_str();
   req.argv = cargv.data();
+  req.envp = cenv.empty() ? nullptr : cenv.data();
   req.stdin_fd = persistent ? in_pipe[0] : null_fd;
   req.stdout_fd = persistent ? out_pipe[1] : log_fd;
   req.stderr_fd = log_fd;

@@ -24,6 +24,10 @@ struct ProcessRunnerConfig {
   /// Built-in engine: the persistent worker's argv (`align-batch-worker --model M --threads N`).
   /// Empty: external-command mode, one process per job from RunnerJob::argv.
   std::vector<std::string> worker_argv;
+  /// Built-in engine: "NAME=VALUE" entries added to each persistent worker's environment, each
+  /// only where the parent's own environment has no NAME (a user's setting wins). run_batch gives
+  /// OMP_WAIT_POLICY=PASSIVE: see kWorkerEnvironment in run_command.cpp.
+  std::vector<std::string> worker_env;
   /// A persistent worker whose idle RSS has grown by more than this since its first job is
   /// replaced (it is told to exit by closing its stdin). 0: never recycle.
   std::uint64_t recycle_growth_bytes = 256ull << 20;

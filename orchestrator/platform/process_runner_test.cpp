@@ -288,6 +288,40 @@ for line in sys.stdin:
   runner.shutdown(1000);
 }
 
+TEST_CASE("worker_env reaches persistent workers where the parent's environment lacks the name; commands never get it") {
+  ab::test::TempDir t;
+  // The worker fails each job with the value of the variable the job names as its error.
+  const auto script = t.write("worker.py", R"PY(import json, os, sys
+print(json.dumps({"ready": True, "pid": os.getpid(), "sample_rate": 16000, "labels": 3, "rss_bytes": 1}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    print(json.dumps({"id": job["id"], "ok": False, "error": os.environ.get(job["audio"], "(unset)")}), flush=True)
+)PY");
+  ::setenv("AB_TEST_USER_SET", "mine", 1);
+  ::unsetenv("AB_TEST_ADDED");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  config.worker_env = {"AB_TEST_ADDED=PASSIVE", "AB_TEST_USER_SET=ours"};
+  ProcessRunner runner(config);
+  std::string error;
+  auto value_of = [&](ab::JobId id, const std::string& name) {
+    REQUIRE(runner.start(RunnerJob{id, name, {}, "{\"id\": " + std::to_string(id) + ", \"audio\": \"" + name + "\"}"},
+                         error));
+    return wait_all(runner, 1)[id].error;
+  };
+  CHECK(value_of(1, "AB_TEST_ADDED") == "PASSIVE");
+  CHECK(value_of(2, "AB_TEST_USER_SET") == "mine");  // the user's own setting wins
+  CHECK(value_of(3, "PATH") == std::getenv("PATH"));  // the rest of the parent's environment is there
+  runner.shutdown(1000);
+  // A command (external-command mode) runs with the parent's environment alone.
+  ProcessRunnerConfig command_config = config_for(t);
+  command_config.worker_env = config.worker_env;
+  ProcessRunner commands(command_config);
+  REQUIRE(commands.start(sh_job(4, "test -z \"$AB_TEST_ADDED\" && test \"$AB_TEST_USER_SET\" = mine"), error));
+  CHECK(wait_all(commands, 1)[4].ok);
+  ::unsetenv("AB_TEST_USER_SET");
+}
+
 TEST_CASE("a persistent worker whose idle memory creeps up is replaced") {
   ab::test::TempDir t;
   // Reports 100 MiB more idle RSS after every job: the second report crosses the 150 MiB limit.
