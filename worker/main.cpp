@@ -18,6 +18,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "protocol/wire_path.h"
 #include "worker/model_info.h"
 #include "protocol/status_block.h"
 #include "worker/torch_emission_model.h"
@@ -58,10 +59,10 @@ class Heartbeat {
   std::thread thread_;
 };
 
-int not_ready(const std::string& error) {
-  std::cout << nlohmann::json{{"ready", false}, {"error", error}}.dump(-1, ' ', false,
-                                                                        nlohmann::json::error_handler_t::replace)
-            << std::endl;
+int not_ready(const std::string& raw_error) {
+  // A model path, say, may be any bytes: shown as the parent shows paths (\xHH), valid UTF-8.
+  const std::string error = ab::display_path(raw_error);
+  std::cout << nlohmann::json{{"ready", false}, {"error", error}}.dump() << std::endl;
   spdlog::error("{}", error);
   return 3;
 }
@@ -144,12 +145,12 @@ int main(int argc, char** argv) {
                  static_cast<double>(sharing.bytes) / (1 << 20),
                  static_cast<double>(sharing.private_rss_freed_bytes) / (1 << 20));
   } else if (!shared_weights.empty()) {
-    ready["shared_weights_error"] = sharing.error;
+    ready["shared_weights_error"] = ab::display_path(sharing.error);
     spdlog::warn("weights not shared, this worker keeps its own copy: {}", sharing.error);
   }
   ready["rss_bytes"] = ab::current_rss_bytes();
   std::cout << ready.dump() << std::endl;
-  spdlog::info("model {} loaded ({} labels, {} Hz, {} threads, {} s windows + {} s context)", model_path,
+  spdlog::info("model {} loaded ({} labels, {} Hz, {} threads, {} s windows + {} s context)", ab::display_path(model_path),
                model->info().labels.size(), model->info().sample_rate_hz, threads, config.windows.window_s,
                config.windows.context_s);
 

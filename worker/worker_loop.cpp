@@ -33,8 +33,11 @@ std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error
 
 void write_line(std::ostream& out, const json& j) { out << dump_line(j) << '\n' << std::flush; }
 
-json error_result(const json& id, std::string message) {
-  return json{{"id", id}, {"ok", false}, {"error", std::move(message)}};
+/// A failed job's result. Messages embed paths (the audio, the transcript, an output, libsndfile's
+/// own text), which may be any bytes: shown as the parent shows them, each byte that is not UTF-8
+/// as \xHH (protocol/wire_path.h), never replaced by U+FFFD.
+json error_result(const json& id, const std::string& message) {
+  return json{{"id", id}, {"ok", false}, {"error", display_path(message)}};
 }
 
 /// Fractions of a job's progress given to each phase (emissions dominate the time).

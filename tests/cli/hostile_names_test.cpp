@@ -70,6 +70,42 @@ TEST_CASE("hostile names: a Latin-1 name is aligned byte-exact and shown escaped
   CHECK(plan.out.find("/caf\\xe9.wav\t") != std::string::npos);
 }
 
+TEST_CASE("hostile names: the worker's own errors show a Latin-1 name as \\xHH, as the parent does, never as U+FFFD") {
+  Tones k;
+  const std::string latin1 = "caf\xe9";
+  k.t.write("c/" + latin1 + "-empty.wav", "");  // the worker's AudioSource: "empty file (0 bytes)"
+  k.add(k.t.path() / "c" / (latin1 + "-text.wav"));
+  k.t.write("c/" + latin1 + "-text.txt", "a\xff" "b\n");  // read_transcript: "not valid UTF-8 at byte offset 1"
+  const fs::path out = k.t.path() / "out";
+  ab::cli::Result r = k.run(k.t.path() / "c", out, {"--progress", "plain"});
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 1);
+  const std::string dir = (k.t.path() / "c").string();
+  // Each failure names its file once (the summary strips the worker's own "PATH: " prefix, which
+  // it can only do when both spell the path alike) and says the worker's reason.
+  CHECK(r.out.find("  " + dir + "/caf\\xe9-empty.wav: empty file (0 bytes)") != std::string::npos);
+  CHECK(r.out.find("  " + dir + "/caf\\xe9-text.wav: " + dir + "/caf\\xe9-text.txt: not valid UTF-8 at byte offset 1") !=
+        std::string::npos);
+  const std::string replacement = "\xef\xbf\xbd";  // U+FFFD, what dumping invalid UTF-8 with 'replace' gives
+  CHECK(r.out.find(replacement) == std::string::npos);
+  CHECK(r.err.find(replacement) == std::string::npos);
+  CHECK(r.out.find(latin1) == std::string::npos);
+  // JSON events carry the same text: the end event's detail as the worker said it, the summary's
+  // reason without the path it is filed under.
+  ab::cli::Result j = k.run(k.t.path() / "c", out, {"--progress", "json"});
+  CHECK(j.out.find(replacement) == std::string::npos);
+  nlohmann::json summary;
+  std::istringstream events(j.out);
+  for (std::string line; std::getline(events, line);)
+    if (auto e = nlohmann::json::parse(line); e["event"] == "summary") summary = e;
+  REQUIRE(summary["failed"].size() == 2);
+  bool found = false;
+  for (const auto& f : summary["failed"])
+    if (f["path"] == dir + "/caf\\xe9-empty.wav") found = f["reason"].get<std::string>().rfind("empty file (0 bytes)", 0) == 0;
+  CHECK(found);
+}
+
 TEST_CASE("hostile trees: symlinked directories are followed, a loop is reported once; --out inside the corpus is never scanned") {
   Tones k;
   k.add(k.t.path() / "c/a.wav");
