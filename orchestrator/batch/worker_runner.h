@@ -49,8 +49,8 @@ struct WorkerProgress {
   JobId id = 0;
   std::string phase;           ///< "loading", "decoding", "emissions", "aligning", "writing", ...
   double fraction_done = 0;    ///< 0..1 of the current file
-  /// Parent's monotonic ms since the worker's heartbeat last moved (or since it was started, if
-  /// it never beat).
+  /// Parent's monotonic ms since the worker's heartbeat last moved, since the job started or
+  /// since the worker's ready line, whichever is latest; 0 while the worker is still loading.
   std::int64_t silent_ms = 0;
 };
 

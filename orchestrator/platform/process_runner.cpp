@@ -103,6 +103,7 @@ struct ProcessRunner::Proc {
   int log_slot = -1;                  ///< command: index into log_slots_
   std::uint64_t log_begin_bytes = 0;  ///< command: where its output starts in the slot's log
   bool ready = false;
+  std::int64_t ready_ms = 0;  ///< parent's monotonic clock when its ready line arrived
   bool busy = false;
   JobId job = 0;
   std::string job_name;
@@ -556,6 +557,7 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
     if (msg.contains("ready")) {
       if (msg.value("ready", false)) {
         p.ready = any_ready_ = true;
+        p.ready_ms = monotonic_ms();
         if (msg.contains("shared_weights_bytes") && msg["shared_weights_bytes"].is_number_unsigned())
           p.shared_weights_bytes = msg["shared_weights_bytes"].get<std::uint64_t>();
         // What one loaded worker holds, as the budget counts it: PSS (RSS would count LibTorch's
@@ -735,9 +737,12 @@ std::vector<WorkerProgress> ProcessRunner::progress() const {
     // The block's fraction belongs to our job only once the worker has taken it.
     const bool ours = p->last_status.job_id && static_cast<JobId>(*p->last_status.job_id) == p->job;
     w.fraction_done = ours ? p->last_status.fraction_done : 0.0;
-    // Since it moved, or since this job started if that is later: an idle worker that stopped
-    // beating long ago is only "silent" for as long as it has had a job.
-    w.silent_ms = now - std::max(p->heartbeat_moved_ms, p->job_started_ms);
+    // Since it moved, or since this job started or the worker became ready if later: an idle
+    // worker that stopped beating long ago is only "silent" for as long as it has had a job. A
+    // worker still loading is never silent: its first beat comes only after the dynamic loader
+    // has mapped LibTorch, which on a loaded machine alone took over 2 s, and its start-up has
+    // its own verdicts (ready:false, death before ready: setup errors).
+    w.silent_ms = p->ready ? now - std::max({p->heartbeat_moved_ms, p->job_started_ms, p->ready_ms}) : 0;
     out.push_back(std::move(w));
   }
   return out;

@@ -378,6 +378,50 @@ sys.exit(3)
   CHECK(runner.setup_error().find("model.pt: not a TorchScript file") != std::string::npos);
 }
 
+TEST_CASE("a worker still loading its model is never silent; its silence counts from its ready line") {
+  ab::test::TempDir t;
+  // It never beats (it does not map its status block) and takes 1.5 s to load: before the fix
+  // it was "silent" from its spawn, and on a loaded machine a real worker's start-up (LibTorch's
+  // dynamic loading comes before its first beat) was killed as hung by --hang-timeout 2s.
+  const auto script = t.write("worker.py", R"(import json, os, sys, time
+time.sleep(1.5)
+print(json.dumps({"ready": True, "pid": os.getpid(), "sample_rate": 16000, "labels": 3, "rss_bytes": 1}), flush=True)
+for line in sys.stdin:
+    time.sleep(1.0)
+    print(json.dumps({"id": json.loads(line)["id"], "ok": True, "idle_rss_bytes": 1}), flush=True)
+)");
+  ProcessRunnerConfig config = config_for(t);
+  config.worker_argv = {"/usr/bin/python3", script.string()};
+  config.status_blocks = true;
+  ProcessRunner runner(config);
+  std::string error;
+  const std::int64_t started = ab::monotonic_ms();
+  REQUIRE(runner.start({1, "a", {}, R"({"id": 1, "audio": "/a.wav"})"}, error));
+  std::int64_t loading_polls = 0, max_silent_loading = -1, max_silent_ready = -1, counted_before_ready = 0;
+  std::map<ab::JobId, JobEnd> ends;
+  while (ends.empty() && ab::monotonic_ms() - started < 20000) {
+    for (auto& e : runner.wait(50)) ends[e.id] = e;
+    const bool ready = runner.ready_idle_bytes().has_value();
+    for (const auto& w : runner.progress()) {
+      if (!ready) {
+        ++loading_polls;
+        max_silent_loading = std::max(max_silent_loading, w.silent_ms);
+      } else {
+        // Counted from the ready line, which came at least 1.5 s after `started`.
+        if (w.silent_ms > ab::monotonic_ms() - started - 1500) ++counted_before_ready;
+        max_silent_ready = std::max(max_silent_ready, w.silent_ms);
+      }
+    }
+  }
+  REQUIRE(ends.size() == 1);
+  CHECK(ends[1].ok);
+  CHECK(loading_polls > 5);          // it was polled while loading, for over a second
+  CHECK(max_silent_loading == 0);    // and never counted silent then
+  CHECK(max_silent_ready > 0);       // once ready, its silence (no beats at all) did count,
+  CHECK(counted_before_ready == 0);  // from the ready line on
+  runner.shutdown(1000);
+}
+
 TEST_CASE("status block names are unguessable: the parent's pid and 64 random bits, new each time") {
   std::set<std::string> names;
   const std::string prefix = "ab-status-" + std::to_string(::getpid()) + "-";
