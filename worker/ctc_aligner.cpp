@@ -223,7 +223,27 @@ PassOutcome viterbi_pass(const EmissionView& em, const std::vector<int>& tokens,
   return outcome;
 }
 
+/// Memory outside the passes: the state tables, the result's spans and 64 KiB for the allocator.
+std::uint64_t fixed_bytes_of(std::size_t tokens) {
+  return (2 * std::uint64_t(tokens) + 1) * 13 + tokens * sizeof(TokenSpan) + (64u << 10);
+}
+
 }  // namespace
+
+std::uint64_t alignment_floor_bytes(std::int64_t frames, std::size_t tokens, std::int64_t min_band_states) {
+  const std::int64_t T = std::max<std::int64_t>(frames, 1);
+  return fixed_bytes_of(tokens) + band_bp_bytes(T, min_band_states) + pass_overhead_bytes(T, min_band_states) +
+         tokens * sizeof(double) + std::uint64_t(T);
+}
+
+std::string alignment_too_big_message(const std::string& name, std::int64_t frames, std::size_t tokens,
+                                      std::uint64_t need_bytes, std::uint64_t cap_bytes) {
+  const std::uint64_t need_mib = (need_bytes + (1u << 20) - 1) >> 20;
+  return name + ": aligning " + std::to_string(frames) + " frames with " + std::to_string(tokens) +
+         " tokens needs at least " + mib_text(need_bytes) + " of search memory but the cap (--max-trellis-mib) is " +
+         mib_text(cap_bytes) + "; rerun it with --max-trellis-mib " + std::to_string(need_mib) +
+         " or more, or split the file";
+}
 
 std::int64_t min_frames_for(const std::vector<int>& tokens) {
   std::int64_t n = std::int64_t(tokens.size());
@@ -253,18 +273,11 @@ Result<Alignment> align_ctc(const EmissionView& em, const std::vector<int>& toke
   if (T >= std::numeric_limits<std::int32_t>::max() || 2 * std::int64_t(tokens.size()) + 1 >= std::numeric_limits<std::int32_t>::max())
     return R::failure(name + ": too many frames or tokens for one alignment; split the file");
 
-  // Memory outside the passes: the state tables, the result's spans and 64 KiB for the allocator.
   const std::uint64_t S = 2 * tokens.size() + 1;
-  const std::uint64_t fixed_bytes = S * 13 + tokens.size() * sizeof(TokenSpan) + (64u << 10);
+  const std::uint64_t fixed_bytes = fixed_bytes_of(tokens.size());
   const std::uint64_t cap = config.max_trellis_bytes;
-  const std::uint64_t minimal = fixed_bytes + band_bp_bytes(T, config.min_band_states) +
-                                pass_overhead_bytes(T, config.min_band_states) + tokens.size() * sizeof(double) +
-                                std::uint64_t(T);
-  auto too_big = [&] {
-    return R::failure(name + ": aligning " + std::to_string(T) + " frames with " + std::to_string(tokens.size()) +
-                      " tokens needs at least " + mib_text(minimal) + " but the cap (--max-trellis-mib) is " +
-                      mib_text(cap) + "; raise the cap or split the file");
-  };
+  const std::uint64_t minimal = alignment_floor_bytes(T, tokens.size(), config.min_band_states);
+  auto too_big = [&] { return R::failure(alignment_too_big_message(name, T, tokens.size(), minimal, cap)); };
   if (minimal > cap) return too_big();  // refuse before allocating anything sizeable
 
   const StateTables tab(tokens, config.blank, T);

@@ -231,6 +231,18 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
   if (!opened) return error_result(id, opened.error());
   AudioSource source = std::move(opened).value();
   const std::int64_t expected = std::max<std::int64_t>(1, source.expected_output_samples());
+  if (transcript) {
+    // The alignment's size is known now, from the header and the transcript: a file the cap
+    // cannot hold is refused before the model's pass over it (71 s of decoding, once). Two
+    // frames short of the header's count, for the resampler's rounding: never refuses a file
+    // align_ctc() would take.
+    const std::int64_t frames = std::max<std::int64_t>(0, expected / info.samples_per_frame - 2);
+    const std::uint64_t need = alignment_floor_bytes(frames, transcript->tokens.size());
+    if (need > config_.max_trellis_bytes)
+      return error_result(id, alignment_too_big_message(audio_path, frames, transcript->tokens.size(), need,
+                                                        config_.max_trellis_bytes) +
+                                  " (refused before decoding)");
+  }
 
   status_.set_phase(WorkerPhase::kEmissions);
   status_.beat();

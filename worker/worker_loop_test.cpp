@@ -455,6 +455,45 @@ TEST_CASE("worker_loop: a trellis cap too small for the band the path needs give
   }
 }
 
+TEST_CASE("worker_loop: a file whose alignment cannot fit the cap is refused before the model runs, never one that fits") {
+  test::TempDir dir;
+  // 60 s at 16 kHz with the loudness model's 320-sample frames: 3000 frames; "a a" is 3 tokens.
+  const auto path = (dir.path() / "long.wav").string();
+  const test::AudioFormat wav = test::audio_formats().front();
+  const std::string err = test::write_tones(path, wav, 16000, 1, {{440, 0.3}, {0, 29.7}, {440, 0.3}, {0, 29.7}});
+  REQUIRE_MESSAGE(err.empty(), err);
+  const std::string transcript = dir.write("long.txt", "a a\n").string();
+  const std::uint64_t need = alignment_floor_bytes(3000, 3);
+  auto block = StatusBlock::local();
+  auto run_with_cap = [&](std::uint64_t cap, LoudnessModel& model) {
+    WorkerConfig config;
+    config.max_trellis_bytes = cap;
+    const auto res = results(run_loop(model, {job_line(1, path, (dir.path() / "long").string(), "align", transcript)},
+                                      block->status(), config));
+    REQUIRE(res.size() == 1);
+    return res[0];
+  };
+  {
+    LoudnessModel model;
+    const json r = run_with_cap(need / 2, model);
+    CAPTURE(r.dump());
+    CHECK(r["ok"] == false);
+    const std::string e = r["error"].get<std::string>();
+    CHECK(e.rfind(path + ": aligning 2998 frames with 3 tokens needs at least ", 0) == 0);
+    CHECK(e.find("rerun it with --max-trellis-mib 1 or more, or split the file (refused before decoding)") != std::string::npos);
+    CHECK(model.windows_seen.empty());  // the model never ran
+  }
+  // Around the need: a refusal before decoding only where the aligner itself would refuse.
+  for (std::uint64_t cap = need - 2048; cap <= need + 2048; cap += 256) {
+    CAPTURE(cap);
+    LoudnessModel model;
+    const json r = run_with_cap(cap, model);
+    const bool early = r["ok"] == false && r["error"].get<std::string>().find("refused before decoding") != std::string::npos;
+    if (early) CHECK(cap < need);
+    if (cap >= need) CHECK_MESSAGE(r["ok"] == true, r.dump());
+  }
+}
+
 namespace {
 
 /// In a forked child (so this binary's own malloc state is untouched): frees one mmapped 4 MiB
