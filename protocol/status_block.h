@@ -150,7 +150,7 @@ struct WorkerStatus {
 /// (local(): a worker started without --status-shm writes to a private block).
 class StatusBlock {
  public:
-  /// Parent side: creates the object `name` exclusively and zero-initialises it; the object is
+  /// Parent side: creates the object `name` exclusively, mode 0600, and zero-initialises it; the object is
   /// removed again when this StatusBlock is destroyed. An existing object of that name is never
   /// touched (it may be another user's: removing or reusing it would let them feed the parent a
   /// forged status): this throws boost::interprocess's interprocess_exception, with
@@ -159,7 +159,8 @@ class StatusBlock {
     namespace bip = boost::interprocess;
     auto b = std::unique_ptr<StatusBlock>(new StatusBlock());
     b->name_ = name;
-    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write);
+    // 0600: the block names the file a worker is on; other users may neither read nor forge it.
+    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write, bip::permissions(0600));
     b->owner_ = true;  // only now is the object ours to remove
     shm.truncate(sizeof(WorkerStatus));
     b->region_ = bip::mapped_region(shm, bip::read_write);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -32,6 +33,13 @@ struct FileHeader {
 };
 
 std::uint64_t align_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
+
+/// "0644" for a file's permission bits.
+std::string fmt_mode(mode_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
 
 std::string sys_error(const std::filesystem::path& path, const std::string& what) {
   return path.string() + ": " + what + " (" + std::strerror(errno) + ")";
@@ -94,8 +102,21 @@ Result<std::unique_ptr<SharedWeights>> SharedWeights::open(const std::filesystem
                                                            const std::vector<WeightBlob>& blobs) {
   using R = Result<std::unique_ptr<SharedWeights>>;
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // The file lives in a directory every user may write (/dev/shm): never follow a link there (one
+  // to a file of ours would be truncated and overwritten), and never use a file someone else owns
+  // or may write (they could change the weights under our mapping after the check below).
+  f.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (f.fd < 0 && errno == ELOOP)
+    return R::failure(path.string() + ": is a symbolic link, not a shared weights file; not used (another user's?)");
   if (f.fd < 0) return R::failure(sys_error(path, "cannot open the shared weights file"));
+  {
+    struct stat own {};
+    if (::fstat(f.fd, &own) != 0) return R::failure(sys_error(path, "cannot stat the shared weights file"));
+    if (!S_ISREG(own.st_mode) || own.st_uid != ::geteuid() || (own.st_mode & 022) != 0)
+      return R::failure(path.string() + ": the shared weights file belongs to uid " + std::to_string(own.st_uid) +
+                        " or others may write it (mode " + fmt_mode(own.st_mode) +
+                        "); not used: this worker keeps its own copy");
+  }
   while (::flock(f.fd, LOCK_EX) != 0) {
     if (errno != EINTR) return R::failure(sys_error(path, "cannot lock the shared weights file"));
   }

@@ -3,11 +3,16 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <set>
 #include <sstream>
 
+#include "history/job_key.h"
 #include "tests/cli/cli_process.h"
 #include "tests/testutil/temp_dir.h"
 
@@ -34,6 +39,25 @@ struct Tones {
     return ab::cli::run(argv, t.path());
   }
 };
+
+/// For doctest::skip: true, printing why to stderr once, where a second user cannot be played
+/// (not root, or no setpriv to become `nobody`).
+bool second_user_unavailable() {
+  static const bool unavailable = [] {
+    std::string why;
+    if (::geteuid() != 0) why = "not root, so no second user can be played";
+    else if (::access("/usr/bin/setpriv", X_OK) != 0) why = "/usr/bin/setpriv (util-linux) is missing";
+    if (why.empty()) return false;
+    std::fprintf(stderr, "SKIPPING the test with a second local user (nobody): %s\n", why.c_str());
+    return true;
+  }();
+  return unavailable;
+}
+
+/// Runs `script` with /bin/sh as the user nobody (uid and gid 65534, no supplementary groups).
+ab::cli::Result as_nobody(const std::string& script, const fs::path& dir) {
+  return ab::cli::run({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c", script}, dir);
+}
 
 }  // namespace
 
@@ -172,4 +196,82 @@ TEST_CASE("a SIGKILL from someone else is reported as such, not as the kernel's 
   CHECK(r.err.find("not by align-batch, and no out-of-memory kill was recorded") != std::string::npos);
   CHECK(r.err.find("killed by the kernel (out of memory)") == std::string::npos);
   CHECK(r.out.find("killed by the kernel (OOM)") == std::string::npos);
+}
+
+TEST_CASE("another local user (nobody) pre-creates the run's status and weights names and tries to read its blocks: "
+          "align-batch is not fooled and loses nothing" *
+          doctest::skip(second_user_unavailable())) {
+  Tones k;
+  for (const char* name : {"a", "b"}) {
+    std::vector<std::string> pieces;  // 10 s each, so the workers' blocks live a while
+    for (int i = 0; i < 10; ++i) pieces.push_back(i % 2 ? "1300:1" : "1000:1");
+    REQUIRE(ab::cli::synth(k.t.path() / "c" / (std::string(name) + ".wav"), pieces, k.t.path()));
+    k.t.write(std::string("c/") + name + ".txt", "ababababab\n");
+  }
+  const fs::path precious = k.t.write("precious.txt", "the victim's own file\n");
+  auto key = ab::job_key_for_model(k.model);
+  REQUIRE(key.ok());
+  // align-batch is forked, then held before exec until nobody has laid the traps for its pid.
+  int gate[2];
+  REQUIRE(::pipe(gate) == 0);
+  const fs::path out = k.t.path() / "out";
+  ab::cli::Process p({AB_BIN, "--model", k.model.string(), "--progress", "plain", "--out", out.string(),
+                      (k.t.path() / "c").string()},
+                     k.t.path(), [&] {
+                       ::close(gate[1]);
+                       char c;
+                       if (::read(gate[0], &c, 1) != 1) ::_exit(125);
+                       ::close(gate[0]);
+                     });
+  ::close(gate[0]);
+  const std::string pid = std::to_string(p.pid());
+  char hash[32];
+  std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(key.value()));
+  const std::string weights = "/dev/shm/ab-weights-" + pid + "-" + hash;
+  // The names an attacker can predict: the old status names ab-status-PID-0..15, the weights
+  // file's (pid and key), here as a link to a file of the victim's, which a worker following it
+  // would truncate and overwrite with tensors.
+  std::string traps = "set -e; for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do f=/dev/shm/ab-status-" + pid +
+                      "-$i; printf forged > $f; chmod 666 $f; done; ln -s " + precious.string() + " " + weights;
+  const ab::cli::Result laid = as_nobody(traps, "/");
+  REQUIRE_MESSAGE(laid.exit_code == 0, laid.err);
+  REQUIRE(::write(gate[1], "x", 1) == 1);
+  ::close(gate[1]);
+
+  // While it runs, nobody tries to read each block align-batch made (they name the victim's files).
+  std::set<std::string> tried;
+  std::size_t readable = 0;
+  auto own_blocks = [&] {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+      const std::string name = e.path().filename().string();
+      struct stat st {};
+      if (name.rfind("ab-status-" + pid + "-", 0) == 0 && ::lstat(e.path().c_str(), &st) == 0 && st.st_uid == 0)
+        names.push_back(name);
+    }
+    return names;
+  };
+  CHECK(ab::cli::eventually([&] {
+    for (const auto& name : own_blocks())
+      if (tried.insert(name).second && as_nobody("cat /dev/shm/" + name + " > /dev/null", "/").exit_code == 0) ++readable;
+    return !tried.empty();
+  }));
+  ab::cli::Result r = p.wait();
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("2 done, 0 skipped (already done), 0 failed") != std::string::npos);
+  for (const char* f : {"a.TextGrid", "a.json", "a.ctm", "b.TextGrid", "b.json", "b.ctm"}) CHECK(fs::is_regular_file(out / f));
+  CHECK(readable == 0);                                                // no block was readable by nobody
+  CHECK(ab::cli::slurp(precious) == "the victim's own file\n");       // the link was not followed
+  // nobody's objects are left as they were: never removed, reused or written.
+  for (int i = 0; i < 16; ++i) {
+    const std::string f = "/dev/shm/ab-status-" + pid + "-" + std::to_string(i);
+    struct stat st {};
+    CHECK_MESSAGE((::lstat(f.c_str(), &st) == 0 && st.st_uid == 65534), f);
+    CHECK(ab::cli::slurp(f) == "forged");
+  }
+  CHECK(own_blocks().empty());  // and align-batch's own blocks are gone
+  CHECK(as_nobody("rm -f /dev/shm/ab-status-" + pid + "-* " + weights, "/").exit_code == 0);
 }
