@@ -9,7 +9,7 @@
 #
 # Run 1 of each pair starts with no history (the ETA uses the run's own rate once it has 5% of the
 # audio behind it); run 2 repeats it with --force on the same history (history's seconds per audio
-# second until then).
+# second blended with the run's own rate: docs/orchestrator.md, "ETA").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}

@@ -41,7 +41,8 @@ nlohmann::json RunSummary::to_json() const {
           {"exit_code", exit_code()}};
 }
 
-JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s) {
+JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s,
+                        std::optional<double> median_left_audio_s) {
   if (audio_wall_s.size() < kJobCostMinJobs) return {};
   // A line needs a spread of durations: fitted on files of one length (a run's first jobs are
   // its largest, often copies), its intercept would be a whole job's time charged to every file
@@ -52,6 +53,7 @@ JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall
     hi = std::max(hi, p.first);
   }
   if (!(hi >= kJobCostMinSpread * lo)) return {};
+  if (median_left_audio_s && !(lo <= kJobCostCover * *median_left_audio_s)) return {};
   std::vector<double> x, y, w;
   for (const auto& [audio, wall] : audio_wall_s) {
     x.push_back(audio);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,8 +34,11 @@ struct ProgressState {
   /// The law was fitted on measured jobs (history's or this run's), so work is in real seconds
   /// of one job; otherwise it is audio seconds (fixed 0, 1 per audio second), a proportion only.
   bool work_calibrated = false;
-  /// When the run's own rate starts counting (the first file's end: before it, the workers were
-  /// starting and loading their model) and how much work was behind it then.
+  /// When the run's own rate starts counting and how much work was behind it then (the run
+  /// loop sets it: the first end, or without a calibrated law the first progress), so the
+  /// workers' start-up (process, LibTorch, the model) before it is not charged as work. Until
+  /// it is set (has_rate_origin) there is no own rate.
+  bool has_rate_origin = false;
   double rate_origin_s = 0;
   double rate_origin_work_s = 0;
 };
@@ -51,7 +55,14 @@ constexpr std::size_t kJobCostMinJobs = 5;
 constexpr double kJobCostMinSpread = 4.0;
 /// Theil–Sen over (audio seconds, wall seconds) of ok jobs: the fixed cost per file (opening,
 /// decoding set-up, writing outputs) weighs on a run's small files, which run last.
-JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s);
+/// `median_left_audio_s` (a run's own jobs; history's cover every length it has seen): the
+/// law is calibrated only if its shortest job is at most kJobCostCover × the median audio of
+/// the files still to run: a line through a run's first, largest files says nothing of the
+/// fixed cost of the short ones (fitted on 600 s and 200 s files its intercept came out
+/// negative, clamped to 0, and the ETA at half-time was 0.65 × the real time left).
+JobCostLaw fit_job_cost(const std::vector<std::pair<double, double>>& audio_wall_s,
+                        std::optional<double> median_left_audio_s = std::nullopt);
+constexpr double kJobCostCover = 2.0;
 
 /// One failed file, for the summary.
 struct FailedFile {

@@ -321,7 +321,6 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   auto cost_of = [&](const Job& job) { return cost_law.fixed_s + cost_law.per_audio_s * audio_of(job); };
   double finished_work_s = 0;
   std::map<JobId, double> running_fraction;  // the workers' status blocks: share of the file done
-  bool rate_origin_set = false;
   auto retotal_work = [&]() {
     state.work_total_s = finished_work_s = 0;
     for (const auto& [id, job] : jobs) {
@@ -329,15 +328,23 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       if (job.finished) finished_work_s += cost_of(job);
     }
     state.work_calibrated = cost_law.calibrated;
-    rate_origin_set = false;  // measured in the old law's units: the next update sets it again
+    state.has_rate_origin = false;  // measured in the old law's units: the next update sets it again
   };
   retotal_work();
   auto update_work_done = [&]() {
     state.work_done_s = finished_work_s;
     for (const auto& [id, fraction] : running_fraction) state.work_done_s += fraction * cost_of(jobs.at(id));
     state.elapsed_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
-    if (!rate_origin_set && state.done + state.failed > 0) {
-      rate_origin_set = true;
+    // The own rate's origin. With a calibrated law (history), at the first end: a worker's first
+    // job runs up to twice as slow as its later ones (bench/eta.sh, 600 s files: 11 s, then
+    // 6 s), so a rate taken from the first jobs alone says the run will take twice as long;
+    // the law covers that stretch. Without one (audio seconds, a proportion) there is nothing
+    // else, so at the first progress after the workers' start-up: waiting for the first end
+    // left the first quarter of a run whose longest files go first without an ETA.
+    const bool any_progress = cost_law.calibrated ? state.done + state.failed > 0
+                                                  : state.work_done_s > 0 || state.done + state.failed > 0;
+    if (!state.has_rate_origin && any_progress) {
+      state.has_rate_origin = true;
       state.rate_origin_s = state.elapsed_s;
       state.rate_origin_work_s = state.work_done_s;
     }
@@ -549,7 +556,16 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           costs_seen.emplace_back(*job.file.audio_duration_s, end.wall_s);
           const std::size_t n = costs_seen.size();
           if (n >= kJobCostMinJobs && n % kJobCostMinJobs == 0 && ((n / kJobCostMinJobs) & (n / kJobCostMinJobs - 1)) == 0) {
-            const JobCostLaw fitted = fit_job_cost(costs_seen);
+            std::vector<double> left_audio_s;
+            for (const auto& [id, other] : jobs)
+              if (!other.finished) left_audio_s.push_back(audio_of(other));
+            std::optional<double> median_left_s;
+            if (!left_audio_s.empty()) {
+              auto mid = left_audio_s.begin() + static_cast<std::ptrdiff_t>(left_audio_s.size() / 2);
+              std::nth_element(left_audio_s.begin(), mid, left_audio_s.end());
+              median_left_s = *mid;
+            }
+            const JobCostLaw fitted = fit_job_cost(costs_seen, median_left_s);
             if (fitted.calibrated) {
               cost_law = fitted;
               retotal_work();

@@ -36,10 +36,18 @@ std::optional<double> eta_seconds(const ProgressState& s) {
   if (s.work_total_s > 0) {
     const double left = std::max(0.0, s.work_total_s - s.work_done_s);
     const double since_s = s.elapsed_s - s.rate_origin_s, work_since_s = s.work_done_s - s.rate_origin_work_s;
-    if (finished > 0 && since_s > 0 && work_since_s > 0 && work_since_s >= kOwnRateShare * s.work_total_s)
-      return left * since_s / work_since_s;
-    if (s.work_calibrated) return left / static_cast<double>(std::max<std::size_t>(1, s.running));
-    return std::nullopt;
+    const bool own = s.has_rate_origin && since_s > 0 && work_since_s > 0;
+    const double own_eta = own ? left * since_s / work_since_s : 0;
+    if (!s.work_calibrated) {
+      if (own && work_since_s >= kOwnRateShare * s.work_total_s) return own_eta;
+      return std::nullopt;
+    }
+    const double law_eta = left / static_cast<double>(std::max<std::size_t>(1, s.running));
+    if (!own || left <= 0) return law_eta;
+    // Geometric mean weighted by how much work the own rate has seen: it takes over as the run
+    // goes, without a jump, and early on one slow or fast job does not swing the line.
+    const double w = work_since_s / (work_since_s + kLawWeightShare * s.work_total_s);
+    return std::pow(law_eta, 1 - w) * std::pow(own_eta, w);
   }
   // No durations known (an external command's inputs, say): files are all there is.
   if (finished == 0 || s.elapsed_s <= 0) return std::nullopt;

@@ -15,13 +15,17 @@
 
 namespace ab {
 
-/// Seconds left in the run, or none when there is nothing to go on yet. Once this run has
-/// finished a file and done at least kOwnRateShare of its work since the first end (rate_origin),
-/// its own rate since then (work per second) divides the work left; before that, a calibrated law's job seconds
-/// left, spread over the jobs running (at least one). Work, not files: large files run first, so
-/// counting files gave 3m, 5m, 2m, 45 s in a 16 s run.
+/// Seconds left in the run, or none when there is nothing to go on yet. Two estimates of the
+/// work left: a calibrated law's job seconds spread over the jobs running (at least one), and
+/// this run's own rate since its origin (work per second). With both, their geometric mean
+/// weighted w = work seen ÷ (work seen + kLawWeightShare × all work) toward the own rate: a
+/// quarter into a run the own rate has seen only each worker's first, slowest jobs (bench/eta.sh:
+/// 1.6-2.3 × the time left), the law only other runs (off by how much busier the machine was
+/// then: 1.3-1.9 ×). Without a law, the own rate once it has seen kOwnRateShare of the work.
+/// Work, not files: large files run first, so counting files gave 3m, 5m, 2m, 45 s in a 16 s run.
 std::optional<double> eta_seconds(const ProgressState& state);
 constexpr double kOwnRateShare = 0.05;
+constexpr double kLawWeightShare = 0.5;
 
 
 /// `line` cut to at most `columns` terminal columns (UTF-8 aware: one column per code point,

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -45,25 +46,29 @@ TEST_CASE("every JSON end event says band_limited, true only where the worker sa
   CHECK(second["status"] == "done");
 }
 
-TEST_CASE("eta_seconds: work left at this run's own rate, a calibrated law's before it has one, files without durations") {
+TEST_CASE("eta_seconds: work left at this run's own rate and a calibrated law's, blended; files without durations") {
   struct Row {
     const char* what;
     std::size_t total, done, running;
     double elapsed_s, work_total_s, work_done_s;
-    bool calibrated;
+    bool calibrated, origin;
     std::optional<double> eta;
   };
   const Row rows[] = {
-      {"nothing known yet", 10, 0, 2, 1, 100, 0, false, std::nullopt},
-      {"a calibrated law: 10 job seconds over 2 running jobs", 10, 0, 2, 1, 10, 0, true, 5.0},
-      {"calibrated, no job running yet: as one", 10, 0, 0, 0, 10, 0, true, 10.0},
-      // Own rate: 40 units in 8 s, 60 left: 12 s (the law's absolute seconds no longer count).
-      {"own rate", 10, 3, 2, 8, 100, 40, true, 12.0},
-      {"own rate needs a finished file", 10, 0, 2, 8, 100, 40, true, 30.0},
-      {"own rate needs 5% behind it", 10, 1, 2, 1, 100, 4, true, 48.0},
-      {"big files first: 1 of 4 files done is 90% of the work", 4, 1, 1, 9, 100, 90, false, 1.0},
-      {"no durations: files", 10, 5, 1, 10, 0, 0, false, 10.0},
-      {"done", 10, 10, 0, 10, 100, 100, true, 0.0},
+      {"nothing known yet", 10, 0, 2, 1, 100, 0, false, false, std::nullopt},
+      {"a calibrated law: 10 job seconds over 2 running jobs", 10, 0, 2, 1, 10, 0, true, false, 5.0},
+      {"calibrated, no job running yet: as one", 10, 0, 0, 0, 10, 0, true, false, 10.0},
+      // Own rate alone (no law): 40 units in 8 s, 60 left: 12 s.
+      {"own rate, no law", 10, 3, 2, 8, 100, 40, false, true, 12.0},
+      {"no law, no origin yet", 10, 0, 2, 8, 100, 40, false, false, std::nullopt},
+      {"no law: own rate needs 5% behind it", 10, 1, 2, 1, 100, 4, false, true, std::nullopt},
+      {"big files first: 1 of 4 files done is 90% of the work", 4, 1, 1, 9, 100, 90, false, true, 1.0},
+      // Law 60 / 2 = 30 s, own 12 s, w = 40 / (40 + 50): 30^(5/9) × 12^(4/9).
+      {"law and own rate: a weighted geometric mean", 10, 3, 2, 8, 100, 40, true, true,
+       std::pow(30.0, 5.0 / 9.0) * std::pow(12.0, 4.0 / 9.0)},
+      {"law, no origin yet: the law alone", 10, 0, 2, 8, 100, 40, true, false, 30.0},
+      {"no durations: files", 10, 5, 1, 10, 0, 0, false, false, 10.0},
+      {"done", 10, 10, 0, 10, 100, 100, true, true, 0.0},
   };
   for (const auto& r : rows) {
     INFO(r.what);
@@ -75,11 +80,12 @@ TEST_CASE("eta_seconds: work left at this run's own rate, a calibrated law's bef
     s.work_total_s = r.work_total_s;
     s.work_done_s = r.work_done_s;
     s.work_calibrated = r.calibrated;
+    s.has_rate_origin = r.origin;
     const auto eta = eta_seconds(s);
     REQUIRE(eta.has_value() == r.eta.has_value());
     if (eta) CHECK(*eta == doctest::Approx(*r.eta));
   }
-  // The own rate counts from the first file's end: the workers' start-up before it is not work.
+  // The own rate counts from its origin: the workers' start-up before it is not work.
   ProgressState s;
   s.total = 10;
   s.done = 3;
@@ -87,12 +93,20 @@ TEST_CASE("eta_seconds: work left at this run's own rate, a calibrated law's bef
   s.elapsed_s = 8;
   s.work_total_s = 100;
   s.work_done_s = 40;
+  s.has_rate_origin = true;
   s.rate_origin_s = 2;
   s.rate_origin_work_s = 10;
   REQUIRE(eta_seconds(s).has_value());
   CHECK(*eta_seconds(s) == doctest::Approx(12.0));  // 30 work in 6 s, 60 left
-  s.rate_origin_work_s = 38;  // 2 since the origin: under 5% of the work, a calibrated law instead
-  s.work_calibrated = true;
+  s.rate_origin_work_s = 38;  // 2 since the origin: under 5% of the work, and no law: nothing yet
+  CHECK_FALSE(eta_seconds(s).has_value());
+  s.work_calibrated = true;  // a law: mostly the law's 30 s (w = 2 / 52)
+  const double w = 2.0 / 52.0;
+  CHECK(*eta_seconds(s) == doctest::Approx(std::pow(30.0, 1 - w) * std::pow(60.0 * 6.0 / 2.0, w)));
+  // The more work the own rate has seen, the closer to it.
+  s.rate_origin_work_s = 0;
+  s.rate_origin_s = 0;
+  s.elapsed_s = 20;  // 40 in 20 s: 30 s left by the own rate, as the law says
   CHECK(*eta_seconds(s) == doctest::Approx(30.0));
 }
 
@@ -110,6 +124,10 @@ TEST_CASE("fit_job_cost: a fixed cost per file plus a cost per audio second, fro
   CHECK_FALSE(fit_job_cost({{600, 3}, {600, 3.1}, {590, 3}, {600, 2.9}, {300, 1.6}}).calibrated);
   CHECK(law.fixed_s == doctest::Approx(0.2).epsilon(0.01));
   CHECK(law.per_audio_s == doctest::Approx(0.01).epsilon(0.01));
+  // A run's own first jobs: the law must have seen files about as short as most of those left.
+  CHECK(fit_job_cost(jobs, 30.0).calibrated);   // shortest seen 3 s
+  CHECK(fit_job_cost(jobs, 1.5).calibrated);    // 3 <= 2 × 1.5
+  CHECK_FALSE(fit_job_cost(jobs, 1.0).calibrated);
 }
 
 TEST_CASE("fit_to_columns cuts at code points, never inside a character, and marks the cut") {
@@ -133,6 +151,7 @@ TEST_CASE("on an 80-column terminal the live line stays within 79 columns") {
   s.elapsed_s = 5;
   s.work_total_s = 7500;
   s.work_done_s = 2000;
+  s.has_rate_origin = true;  // from the start: 2000 units in 5 s
   s.current = "speaker1/a-rather-long-directory-name/mp3_16k_27-with-a-long-name.mp3 emissions 43%";
   const std::string full = Progress::live_line(s);
   CHECK(full.size() > 80);
@@ -155,6 +174,7 @@ TEST_CASE("every JSON event carries a Unix-ms timestamp, and end events the ETA"
   state.elapsed_s = 2;
   state.work_total_s = 20;
   state.work_done_s = 10;
+  state.has_rate_origin = true;
   const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count();
   progress.message("hello");

@@ -60,14 +60,14 @@ Result<fs::path> write_run_report(HistoryStore& store, std::int64_t run_id, cons
     out.close();
     if (!out) {
       fs::remove(tmp, ec);
-      return R::failure(fmt::format("{}: cannot write the report; check that its directory is writable, or pass --out",
+      return R::failure(fmt::format("{}: cannot write the report; check that its directory is writable, or pass --html",
                                     path.string()));
     }
   }
   fs::rename(tmp, path, ec);
   if (ec) {
     fs::remove(tmp, ec);
-    return R::failure(fmt::format("{}: cannot write the report ({}); pass --out with a writable path", path.string(),
+    return R::failure(fmt::format("{}: cannot write the report ({}); pass --html with a writable path", path.string(),
                                   ec.message()));
   }
   return R(path);
@@ -76,19 +76,21 @@ Result<fs::path> write_run_report(HistoryStore& store, std::int64_t run_id, cons
 void add_report_command(CLI::App& app, int& exit_code) {
   struct Options {
     std::int64_t run_id = 0;
-    std::string out, history;
-    std::string dir = "aligned";  // the main command's --out default
+    std::string html, history;
+    std::string out = "aligned";  // the main command's --out default
   };
   auto o = std::make_shared<Options>();
   CLI::App* report = app.add_subcommand(
       "report", "write one run's HTML report (memory over time, predicted against measured peaks, throughput, "
                 "failures, settings): self-contained, opens offline");
   report->add_option("--run", o->run_id, "run id (see `align-batch history runs`); default: the newest run");
-  report->add_option("--out", o->out, "the HTML file to write (default: report-RUN.html beside the history)");
-  report->add_option("--history", o->history, "history database (default DIR/.align-batch/history.sqlite)");
-  report->add_option("--dir", o->dir, "the run's output directory (its --out), whose history to read")->capture_default_str();
+  // --out is the run's output directory, as for the run itself, `history` and `replay`.
+  report->add_option("--out", o->out, "the run's output directory (its --out), whose history to read")
+      ->capture_default_str();
+  report->add_option("--history", o->history, "history database (default OUT/.align-batch/history.sqlite)");
+  report->add_option("--html", o->html, "the HTML file to write (default: report-RUN.html beside the history)");
   report->final_callback([o, &exit_code] {
-    const fs::path history_path = o->history.empty() ? default_history_path(o->dir) : fs::path(o->history);
+    const fs::path history_path = o->history.empty() ? default_history_path(o->out) : fs::path(o->history);
     auto store = HistoryStore::open(history_path, HistoryStore::Create::kNever);
     if (!store) {
       std::fprintf(stderr, "align-batch report: %s\n", store.error().c_str());
@@ -107,8 +109,8 @@ void add_report_command(CLI::App& app, int& exit_code) {
       }
       run_id = runs->front().id;
     }
-    const fs::path out = o->out.empty() ? default_report_path(history_path, run_id) : fs::path(o->out);
-    auto written = write_run_report(**store, run_id, out);
+    const fs::path page = o->html.empty() ? default_report_path(history_path, run_id) : fs::path(o->html);
+    auto written = write_run_report(**store, run_id, page);
     if (!written) {
       std::fprintf(stderr, "align-batch report: %s\n", written.error().c_str());
       exit_code = 1;

@@ -22,9 +22,10 @@ std::filesystem::path default_report_path(const std::filesystem::path& history_p
 Result<std::filesystem::path> write_run_report(HistoryStore& store, std::int64_t run_id,
                                                const std::filesystem::path& path);
 
-/// Registers `align-batch report [--run N] [--out FILE] [--history PATH | --dir DIR]` on `app`:
-/// the newest run unless --run, written to default_report_path unless --out; the database is
-/// --history, else default_history_path(--dir, default "aligned"), never created here. Sets
+/// Registers `align-batch report [--run N] [--html FILE] [--out DIR | --history PATH]` on `app`:
+/// the newest run unless --run, written to default_report_path unless --html; the database is
+/// --history, else default_history_path(--out, default "aligned": the run's own --out, as for
+/// `history` and `replay`), never created here. Sets
 /// `exit_code`: 0 written; 1 no such database or run, or the file could not be written.
 void add_report_command(CLI::App& app, int& exit_code);
 

@@ -130,8 +130,9 @@ TEST_CASE("a run writes its report at its end and names it last; `report` writes
   REQUIRE(again.exit_code == 0);
   CHECK_FALSE(fs::exists(f.out() / ".align-batch" / "report-2.html"));
   CHECK(again.out.find("report:") == std::string::npos);
-  // `report` draws it on demand: the newest run by default, to --out when given.
-  Result made = ab::cli::run({AB_BIN, "report", "--dir", f.out().string()}, f.dir.path());
+  // `report` draws it on demand: the newest run of the --out given (as for the run and `history`)
+  // by default, to --html when given.
+  Result made = ab::cli::run({AB_BIN, "report", "--out", f.out().string()}, f.dir.path());
   INFO(made.err);
   CHECK(made.exit_code == 0);
   CHECK(made.out.find("report of run 2: " + (f.out() / ".align-batch" / "report-2.html").string()) != std::string::npos);
@@ -140,14 +141,14 @@ TEST_CASE("a run writes its report at its end and names it last; `report` writes
   CHECK(count(second, "<circle class=\"point within\"") + count(second, "<circle class=\"point above\"") == 4);
   CHECK(second.find("over 4 files: median <b>") != std::string::npos);
   const fs::path chosen = f.dir.path() / "one.html";
-  CHECK(ab::cli::run({AB_BIN, "report", "--dir", f.out().string(), "--run", "1", "--out", chosen.string()}, f.dir.path())
+  CHECK(ab::cli::run({AB_BIN, "report", "--out", f.out().string(), "--run", "1", "--html", chosen.string()}, f.dir.path())
             .exit_code == 0);
   CHECK(ab::cli::slurp(chosen).find("<h1>align-batch run 1</h1>") != std::string::npos);
 
-  Result none = ab::cli::run({AB_BIN, "report", "--dir", f.out().string(), "--run", "9"}, f.dir.path());
+  Result none = ab::cli::run({AB_BIN, "report", "--out", f.out().string(), "--run", "9"}, f.dir.path());
   CHECK(none.exit_code == 1);
   CHECK(none.err.find("no run 9; `align-batch history runs` lists them") != std::string::npos);
-  Result missing = ab::cli::run({AB_BIN, "report", "--dir", (f.dir.path() / "nowhere").string()}, f.dir.path());
+  Result missing = ab::cli::run({AB_BIN, "report", "--out", (f.dir.path() / "nowhere").string()}, f.dir.path());
   CHECK(missing.exit_code == 1);
   CHECK(missing.err.find("no history database there") != std::string::npos);
   CHECK_FALSE(fs::exists(f.dir.path() / "nowhere"));
