@@ -62,12 +62,6 @@ Result<std::string> content_hash(const std::filesystem::path& path) {
   return hex_digest(state.get());
 }
 
-std::filesystem::path sidecar_path(const std::filesystem::path& model_path) {
-  auto p = model_path;
-  p.replace_extension(".json");
-  return p;
-}
-
 Result<std::string> job_key_for_model(const std::filesystem::path& model_path) {
   std::unique_ptr<XXH3_state_t, StateDeleter> state(XXH3_createState());
   if (!state || XXH3_128bits_reset(state.get()) != XXH_OK)

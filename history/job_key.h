@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/sidecar_path.h"
 
 namespace ab {
 
@@ -23,7 +24,5 @@ std::string job_key_for_command(const std::vector<std::string>& argv_template);
 /// Fails (naming the file) when it cannot be read.
 Result<std::string> content_hash(const std::filesystem::path& path);
 
-/// The sidecar the worker reads for `model_path`: same stem, ".json".
-std::filesystem::path sidecar_path(const std::filesystem::path& model_path);
 
 }  // namespace ab

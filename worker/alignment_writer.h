@@ -8,7 +8,7 @@
 #include "worker/ctc_aligner.h"
 #include "worker/ctc_decoder.h"
 #include "common/result.h"
-#include "worker/transcript.h"
+#include "protocol/transcript.h"
 
 namespace ab {
 

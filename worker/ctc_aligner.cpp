@@ -223,27 +223,14 @@ PassOutcome viterbi_pass(const EmissionView& em, const std::vector<int>& tokens,
   return outcome;
 }
 
-/// Memory outside the passes: the state tables, the result's spans and 64 KiB for the allocator.
+/// Memory outside the passes: the state tables, the result's spans and 64 KiB for the allocator
+/// (as protocol/alignment_size.cpp counts them).
 std::uint64_t fixed_bytes_of(std::size_t tokens) {
   return (2 * std::uint64_t(tokens) + 1) * 13 + tokens * sizeof(TokenSpan) + (64u << 10);
 }
+static_assert(sizeof(TokenSpan) == kAlignmentTokenSpanBytes, "protocol/alignment_size.h counts a TokenSpan's bytes");
 
 }  // namespace
-
-std::uint64_t alignment_floor_bytes(std::int64_t frames, std::size_t tokens, std::int64_t min_band_states) {
-  const std::int64_t T = std::max<std::int64_t>(frames, 1);
-  return fixed_bytes_of(tokens) + band_bp_bytes(T, min_band_states) + pass_overhead_bytes(T, min_band_states) +
-         tokens * sizeof(double) + std::uint64_t(T);
-}
-
-std::string alignment_too_big_message(const std::string& name, std::int64_t frames, std::size_t tokens,
-                                      std::uint64_t need_bytes, std::uint64_t cap_bytes) {
-  const std::uint64_t need_mib = (need_bytes + (1u << 20) - 1) >> 20;
-  return name + ": aligning " + std::to_string(frames) + " frames with " + std::to_string(tokens) +
-         " tokens needs at least " + mib_text(need_bytes) + " of search memory but the cap (--max-trellis-mib) is " +
-         mib_text(cap_bytes) + "; rerun it with --max-trellis-mib " + std::to_string(need_mib) +
-         " or more, or split the file";
-}
 
 std::int64_t min_frames_for(const std::vector<int>& tokens) {
   std::int64_t n = std::int64_t(tokens.size());

@@ -7,7 +7,8 @@
 #include <vector>
 
 #include "common/result.h"
-#include "worker/transcript.h"
+#include "protocol/alignment_size.h"
+#include "protocol/transcript.h"
 
 namespace ab {
 
@@ -37,8 +38,9 @@ struct AlignerConfig {
   /// 512 states = 256 tokens of slack around the best partial path.
   std::int64_t band_states = 512;
   /// Narrowest band (in CTC states) worth trying; below this the request is refused.
-  /// 64 states = 32 tokens of slack.
-  std::int64_t min_band_states = 64;
+  /// 64 states = 32 tokens of slack. The least memory a job needs follows from it
+  /// (protocol/alignment_size.h), which the parent and the worker check before decoding.
+  std::int64_t min_band_states = kAlignmentMinBandStates;
   /// Name used in error messages (the audio file).
   std::string source_name;
 };
@@ -79,17 +81,6 @@ struct Alignment {
 /// infeasible (frames < tokens + repeats), the cap too small for this many frames, the band
 /// losing the path even at the widest the cap allows (raise the cap), no finite-score path.
 Result<Alignment> align_ctc(const EmissionView& emissions, const std::vector<int>& tokens, const AlignerConfig& config);
-
-/// The least working memory align_ctc() needs for `frames` frames and `tokens` tokens: the state
-/// tables, the result and one pass of the narrowest band (`min_band_states`). Above the cap,
-/// align_ctc() refuses before allocating; callers that know the sizes before the emissions exist
-/// (from the audio's length and the transcript) refuse the file as early, with the same figure.
-std::uint64_t alignment_floor_bytes(std::int64_t frames, std::size_t tokens, std::int64_t min_band_states = 64);
-
-/// "PATH: aligning N frames with K tokens needs at least X MiB but the cap (--max-trellis-mib) is
-/// C MiB; ..." with what to do (the smallest --max-trellis-mib that fits, or split the file).
-std::string alignment_too_big_message(const std::string& name, std::int64_t frames, std::size_t tokens,
-                                      std::uint64_t need_bytes, std::uint64_t cap_bytes);
 
 /// Minimum number of frames that can carry `tokens`: tokens + adjacent repeats.
 std::int64_t min_frames_for(const std::vector<int>& tokens);

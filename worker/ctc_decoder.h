@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "worker/ctc_aligner.h"
-#include "worker/transcript.h"
+#include "protocol/transcript.h"
 
 namespace ab {
 

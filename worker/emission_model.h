@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/model_info.h"
+#include "protocol/model_info.h"
 
 namespace ab {
 

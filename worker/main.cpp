@@ -19,7 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "protocol/wire_path.h"
-#include "worker/model_info.h"
+#include "protocol/model_info.h"
 #include "protocol/status_block.h"
 #include "worker/torch_emission_model.h"
 #include "worker/worker_loop.h"

@@ -46,15 +46,6 @@ constexpr double kAlignedAt = 0.95;
 
 }  // namespace
 
-LabelSet label_set_of(const ModelInfo& info) {
-  LabelSet l;
-  l.labels = info.labels;
-  l.blank = info.blank;
-  l.star = info.star;
-  l.word_separator = info.word_separator;
-  return l;
-}
-
 std::uint64_t current_rss_bytes() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");
   if (!f) return 0;
@@ -236,7 +227,7 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
     // cannot hold is refused before the model's pass over it (71 s of decoding, once). Two
     // frames short of the header's count, for the resampler's rounding: never refuses a file
     // align_ctc() would take.
-    const std::int64_t frames = std::max<std::int64_t>(0, expected / info.samples_per_frame - 2);
+    const std::int64_t frames = alignment_frames_at_least(expected, info.samples_per_frame);
     const std::uint64_t need = alignment_floor_bytes(frames, transcript->tokens.size());
     if (need > config_.max_trellis_bytes)
       return error_result(id, alignment_too_big_message(audio_path, frames, transcript->tokens.size(), need,

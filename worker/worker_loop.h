@@ -10,7 +10,7 @@
 
 #include "worker/emission_model.h"
 #include "protocol/status_block.h"
-#include "worker/transcript.h"
+#include "protocol/transcript.h"
 #include "worker/windowed_emissions.h"
 
 namespace ab {
@@ -24,9 +24,6 @@ struct WorkerConfig {
   /// 256 MiB and +36 MiB at 32 MiB.
   std::uint64_t max_trellis_bytes = 32ull << 20;
 };
-
-/// The model's labels as the transcript and decoder code wants them.
-LabelSet label_set_of(const ModelInfo& info);
 
 /// This process's resident set size from /proc/self/statm, in bytes (0 if unreadable).
 std::uint64_t current_rss_bytes();

@@ -18,6 +18,7 @@
 #include "common/bytes.h"
 #include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/resume.h"
+#include "protocol/alignment_size.h"
 
 namespace fs = std::filesystem;
 
@@ -93,6 +94,27 @@ RunLoop::RunLoop(RunLoopConfig config, WorkerRunner& runner, MemoryProbe& probe,
   staging_dir_ = config_.out_dir / ".align-batch" / "staging" / std::to_string(::getpid());
 }
 
+std::optional<std::string> alignment_refusal(const CorpusFile& file, const AlignmentLimit& limit) {
+  if (!file.audio_duration_s || !file.transcript || limit.cap_bytes == 0) return std::nullopt;
+  // The header's length at the model's rate, less 1% (a compressed file's header may round its
+  // length) and two frames (the resampler's rounding): never refuses a file the aligner would take.
+  const auto samples = static_cast<std::int64_t>(*file.audio_duration_s * limit.sample_rate_hz * 0.99);
+  const std::int64_t frames = alignment_frames_at_least(samples, limit.samples_per_frame);
+  std::error_code ec;
+  const std::uintmax_t text_bytes = fs::file_size(*file.transcript, ec);
+  if (ec) return std::nullopt;
+  // A token is a character (one byte at least) or a word break (after one): at most 2 per byte.
+  if (alignment_floor_bytes(frames, 2 * text_bytes + 1) <= limit.cap_bytes) return std::nullopt;
+  // Close enough that the tokens decide: count them as the worker will (a transcript it cannot
+  // read is its own error, which the job reports).
+  Result<Transcript> t = read_transcript(file.transcript->string(), limit.labels);
+  if (!t) return std::nullopt;
+  const std::uint64_t need = alignment_floor_bytes(frames, t.value().tokens.size());
+  if (need <= limit.cap_bytes) return std::nullopt;
+  return alignment_too_big_message("", frames, t.value().tokens.size(), need, limit.cap_bytes) +
+         " (refused before starting: its length is in its header)";
+}
+
 std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedFile>& errors) {
   std::vector<JobRow> rows;
   if (history_) {
@@ -124,6 +146,13 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
     } else {
       p.reason = kReasonNew;
     }
+    // Work whose size is known before it starts is checked before it starts: an alignment the
+    // workers' --max-trellis-mib cannot hold would fail after the model's whole pass over the file.
+    if (!p.skip && p.task == "align" && config_.alignment_limit)
+      if (auto why = alignment_refusal(f, *config_.alignment_limit)) {
+        errors.push_back({display_path(f.audio.string()), *why});
+        continue;
+      }
     // The audio seconds line where the header gave a duration and that line is the tighter one.
     if (auto e = estimator.predict(f.size_bytes, f.audio_duration_s)) p.predicted_peak_bytes = scaled(e->peak_bytes);
     out.push_back(p);

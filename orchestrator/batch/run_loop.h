@@ -14,10 +14,27 @@
 #include "orchestrator/batch/progress_sink.h"
 #include "orchestrator/core/scheduler.h"
 #include "orchestrator/batch/worker_runner.h"
+#include "protocol/transcript.h"
 
 namespace ab {
 
 class HistoryStore;
+
+/// Built-in engine: what the parent needs to know an alignment's least memory before it starts
+/// (protocol/alignment_size.h): the model's labels and frame geometry (its sidecar), and the
+/// workers' --max-trellis-mib.
+struct AlignmentLimit {
+  LabelSet labels;
+  int sample_rate_hz = 16000;
+  int samples_per_frame = 320;
+  std::uint64_t cap_bytes = 0;
+};
+
+/// Why `file` cannot be aligned within `limit`, known before it starts from its header's length
+/// and its transcript's tokens (the worker's own check, the same figure and advice), or nothing
+/// when it fits or cannot be told here (no duration, no readable transcript: the job says why).
+/// The transcript is read only when a bound from its size alone does not settle it.
+std::optional<std::string> alignment_refusal(const CorpusFile& file, const AlignmentLimit& limit);
 
 /// Settings of one run (from the command line).
 struct RunLoopConfig {
@@ -26,6 +43,8 @@ struct RunLoopConfig {
   std::string job_key;                     ///< history/job_key.h: model or command key
   std::optional<CommandTemplate> command;  ///< external-command engine; none: built-in worker
   std::string task = "auto";               ///< built-in engine: align, transcribe or auto
+  /// Built-in engine: align jobs whose alignment cannot fit are failed in the plan, unstarted.
+  std::optional<AlignmentLimit> alignment_limit;
   bool force = false;                      ///< ignore history's "done" (redo everything)
   std::int64_t timeout_ms = 0;             ///< per job; 0: none
   /// 50 ms: a job allocating at 1 GiB/s grows ~50 MiB between two readings, well inside the

@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "protocol/model_info.h"
 #include "protocol/wire_path.h"
 #include "history/history_store.h"
 #include "history/job_key.h"
@@ -459,6 +460,17 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     worker_argv = {worker_path, "--model", model_path, "--threads",
                    std::to_string(std::max(1u, cores / std::min(max_workers, cores))), "--max-trellis-mib",
                    std::to_string(max_trellis_mib)};
+    // The model's sidecar gives an alignment's size before it starts (frames from the header's
+    // length, tokens from the transcript); without one the worker reports it at start.
+    const ModelInfoParse sidecar = read_model_info(model_path);
+    if (sidecar.info) {
+      AlignmentLimit limit;
+      limit.labels = label_set_of(*sidecar.info);
+      limit.sample_rate_hz = sidecar.info->sample_rate_hz;
+      limit.samples_per_frame = sidecar.info->samples_per_frame;
+      limit.cap_bytes = std::uint64_t(max_trellis_mib) << 20;
+      config.alignment_limit = std::move(limit);
+    }
   }
   Progress::Mode mode;
   if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");

@@ -164,3 +164,53 @@ TEST_CASE("--max-trellis-mib, --model or --task with an external command is a us
   ab::cli::Result zero = ab::cli::run({AB_BIN, "--max-trellis-mib", "0", (t.path() / "c").string()}, t.path());
   CHECK(zero.exit_code == 2);
 }
+
+TEST_CASE("built-in engine: a file whose alignment cannot fit --max-trellis-mib fails unstarted, naming its need; the batch goes on") {
+  ab::test::TempDir t{"ab-cli-trellis-fit"};
+  const fs::path model = t.path() / "tone.pt";
+  REQUIRE(ab::cli::run({AB_MAKE_TONE_MODEL_BIN, model.string()}, t.path()).exit_code == 0);
+  // 10 minutes (30,000 frames of 20 ms) against 8,000 tokens: the narrowest band alone needs
+  // ~1.3 MiB, frames and tokens both counting, so 1 MiB cannot hold it. Before, the worker decoded
+  // all 10 minutes and then refused ("raise the cap or split the file").
+  REQUIRE(ab::cli::synth(t.path() / "c/long.wav", {"1000:600"}, t.path()));
+  std::string text;
+  for (int i = 0; i < 4000; ++i) text += "ab";
+  t.write("c/long.txt", text + "\n");
+  REQUIRE(ab::cli::synth(t.path() / "c/short.wav", {"1000:0.3", "1300:0.3"}, t.path()));
+  t.write("c/short.txt", "ab\n");
+  const fs::path out = t.path() / "out";
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {AB_BIN, "--model", model.string(), "--progress", "plain", "--out", out.string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back((t.path() / "c").string());
+    return ab::cli::run(argv, t.path());
+  };
+  const std::string advice = " frames with 8000 tokens needs at least 1.3 MiB of search memory but the cap "
+                             "(--max-trellis-mib) is 1.0 MiB; rerun it with --max-trellis-mib 2 or more, or split the file "
+                             "(refused before starting: its length is in its header)";
+  ab::cli::Result r = run({"--max-trellis-mib", "1"});
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("1 done, 0 skipped (already done), 1 failed") != std::string::npos);  // the batch went on
+  CHECK(r.out.find("  " + (t.path() / "c/long.wav").string() + ": aligning ") != std::string::npos);
+  CHECK(r.out.find(advice) != std::string::npos);
+  CHECK(r.err.find("start  long.wav") == std::string::npos);  // never handed to a worker
+  CHECK(r.err.find("start  short.wav") != std::string::npos);
+  CHECK(fs::is_regular_file(out / "short.TextGrid"));
+  CHECK_FALSE(fs::exists(out / "long.TextGrid"));
+  {
+    auto h = ab::HistoryStore::open(out / ".align-batch/history.sqlite", ab::HistoryStore::Create::kNever);
+    REQUIRE(h);
+    for (const auto& run_row : h.value()->runs().value())
+      for (const auto& job : h.value()->jobs_for_run(run_row.id).value()) CHECK(job.input_path.find("long.wav") == std::string::npos);
+  }
+  // The plan says so before anything runs, and the advice is right: at 2 MiB it would run.
+  ab::cli::Result plan = run({"--max-trellis-mib", "1", "--dry-run"});
+  CHECK(plan.out.find("error\t" + (t.path() / "c/long.wav").string() + "\taligning ") != std::string::npos);
+  CHECK(plan.out.find(advice) != std::string::npos);
+  ab::cli::Result fits = run({"--max-trellis-mib", "2", "--dry-run"});
+  CAPTURE(fits.out);
+  CHECK(fits.out.find("run\t" + (t.path() / "c/long.wav").string() + "\t") != std::string::npos);
+  CHECK(fits.out.find("error\t") == std::string::npos);
+}

@@ -1,5 +1,5 @@
 // Tests for transcript reading and normalisation: case, punctuation, separators, star, UTF-8.
-#include "worker/transcript.h"
+#include "protocol/transcript.h"
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // Sidecar JSON parsing for the worker's model (see model_info.h).
-#include "worker/model_info.h"
+#include "protocol/model_info.h"
 
 #include <fstream>
 #include <sstream>
@@ -92,12 +92,6 @@ ModelInfoParse parse_model_info(std::string_view json_text) {
   return r;
 }
 
-std::filesystem::path sidecar_path(const std::filesystem::path& model_path) {
-  std::filesystem::path p = model_path;
-  p.replace_extension(".json");
-  return p;
-}
-
 ModelInfoParse read_model_info(const std::filesystem::path& model_path) {
   const auto path = sidecar_path(model_path);
   std::ifstream in(path, std::ios::binary);
@@ -110,6 +104,15 @@ ModelInfoParse read_model_info(const std::filesystem::path& model_path) {
   ModelInfoParse r = parse_model_info(text.str());
   if (!r.info) r.error = path.string() + ": " + r.error + " (see docs/worker-protocol.md)";
   return r;
+}
+
+LabelSet label_set_of(const ModelInfo& info) {
+  LabelSet l;
+  l.labels = info.labels;
+  l.blank = info.blank;
+  l.star = info.star;
+  l.word_separator = info.word_separator;
+  return l;
 }
 
 }  // namespace ab

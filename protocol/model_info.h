@@ -7,6 +7,9 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/transcript.h"
+#include "common/sidecar_path.h"
+
 namespace ab {
 
 /// What the emissions of a model mean, as the sidecar describes them (docs/worker-protocol.md).
@@ -36,8 +39,9 @@ struct ModelInfoParse {
 /// Parses sidecar JSON text (pure; no I/O). Checks every field's type and range.
 ModelInfoParse parse_model_info(std::string_view json_text);
 
-/// The sidecar's path for a model file: same directory and stem, extension ".json".
-std::filesystem::path sidecar_path(const std::filesystem::path& model_path);
+
+/// The labels a transcript is normalised to (transcript.h), as the sidecar gives them.
+LabelSet label_set_of(const ModelInfo& info);
 
 /// Reads and parses the sidecar of `model_path`; errors name the sidecar file.
 ModelInfoParse read_model_info(const std::filesystem::path& model_path);

@@ -1,5 +1,5 @@
 // Transcript: UTF-8 validation, normalisation to the model's labels, token ids and word spans.
-#include "worker/transcript.h"
+#include "protocol/transcript.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,5 +1,5 @@
 // Tests for the sidecar JSON parser: every field, its errors, and the file reader.
-#include "worker/model_info.h"
+#include "protocol/model_info.h"
 
 #include <doctest/doctest.h>
 
