@@ -268,7 +268,8 @@ RunRow read_run(const Stmt& s) {
   r.info.mem_total_bytes = static_cast<std::uint64_t>(s.i64(6));
   r.info.budget_bytes = static_cast<std::uint64_t>(s.i64(7));
   r.info.version = s.text(8);
-  r.info.flags = nlohmann::json::parse(s.text(9), nullptr, /*allow_exceptions=*/false);
+  r.info.settings = run_settings_from_json(nlohmann::json::parse(s.text(9), nullptr, /*allow_exceptions=*/false),
+                                           r.info.cores);
   r.job_count = static_cast<std::uint32_t>(s.i64(10));
   r.ok_count = static_cast<std::uint32_t>(s.i64(11));
   return r;
@@ -458,7 +459,7 @@ StoreResult<std::int64_t> HistoryStore::begin_run(const RunInfo& run) {
       .bind(4, run.mem_total_bytes)
       .bind(5, run.budget_bytes)
       .bind(6, run.version)
-      .bind(7, run.flags.dump());
+      .bind(7, to_json(run.settings).dump());
   if (s.step() != SQLITE_DONE) return R::failure(failure("recording the run's start"));
   return R(sqlite3_last_insert_rowid(db_));
 }

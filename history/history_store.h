@@ -8,6 +8,7 @@
 #pragma once
 
 #include "common/result.h"
+#include "history/run_settings.h"
 #include "history/timeline.h"
 
 #include <nlohmann/json.hpp>
@@ -41,7 +42,7 @@ struct RunInfo {
   std::uint64_t mem_total_bytes = 0;  ///< /proc/meminfo MemTotal
   std::uint64_t budget_bytes = 0;     ///< the effective budget the scheduler used
   std::string version = AB_VERSION;
-  nlohmann::json flags = nlohmann::json::object();  ///< the command line's settings
+  RunSettings settings;  ///< what the run had in force (history/run_settings.h)
 };
 
 /// A recorded run, as read back.

@@ -130,7 +130,7 @@ TEST_CASE("runs and jobs round-trip every field") {
   info.cores = 2;
   info.mem_total_bytes = 25'000'000'000;
   info.budget_bytes = 20'000'000'000;
-  info.flags = {{"mem_budget", "20G"}, {"workers", nullptr}};
+  info.settings.mem_budget = "20G";
   const auto run = store->begin_run(info);
   REQUIRE(run.ok());
 
@@ -193,7 +193,7 @@ TEST_CASE("runs and jobs round-trip every field") {
   CHECK(row.info.mem_total_bytes == 25'000'000'000);
   CHECK(row.info.budget_bytes == 20'000'000'000);
   CHECK(row.info.version == AB_VERSION);
-  CHECK(row.info.flags["mem_budget"] == "20G");
+  CHECK(row.info.settings.mem_budget == "20G");
   CHECK(row.ended_at_ms == 1700000009000);
   CHECK(row.exit_code == 0);
   CHECK(row.job_count == 2);

@@ -68,7 +68,7 @@ std::filesystem::path make_history(const std::filesystem::path& out_dir) {
     info.cores = 2;
     info.mem_total_bytes = 25ull << 30;
     info.budget_bytes = 20ull << 30;
-    info.flags = {{"mem_budget", "20G"}};
+    info.settings.mem_budget = "20G";
     const auto run = *(*store)->begin_run(info);
     for (int i = 0; i < 40; ++i) {
       ab::JobRecord j;
@@ -173,7 +173,8 @@ TEST_CASE("history runs and history run ID") {
   CHECK(j[0]["jobs"] == 41);
   CHECK(j[0]["ok_jobs"] == 40);
   CHECK(j[0]["exit_code"] == 1);
-  CHECK(j[0]["flags"]["mem_budget"] == "20G");
+  CHECK(j[0]["settings"]["mem_budget"] == "20G");
+  CHECK(j[0]["settings"]["settings_version"] == ab::RunSettings::kVersion);
 
   const auto one = run_cli({"history", "--history", db.string(), "run", "2", "--json"}, dir.path());
   REQUIRE(one.exit_code == 0);

@@ -266,7 +266,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     info.cores = static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
     info.budget_bytes = config_.scheduler.budget_bytes;
     info.mem_total_bytes = config_.mem_total_bytes;
-    info.flags = config_.flags;
+    info.settings = config_.settings;
     auto r = history_->begin_run(info);
     if (r) run_id_ = r.value();
     else progress_.message("history: " + r.error() + " (this run is not recorded)");

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "history/run_settings.h"
 #include "orchestrator/batch/command_template.h"
 #include "orchestrator/batch/corpus.h"
 #include "orchestrator/batch/memory_probe.h"
@@ -61,7 +62,7 @@ struct RunLoopConfig {
   /// History's predicted peaks are multiplied by this (--margin, or a key's tuned settings).
   double prediction_scale = 1.0;
   std::uint64_t mem_total_bytes = 0;  ///< recorded with the run in history
-  nlohmann::json flags = nlohmann::json::object();  ///< recorded with the run in history
+  RunSettings settings;  ///< recorded with the run in history
 };
 
 /// One file's plan (--dry-run prints it; run() follows it).

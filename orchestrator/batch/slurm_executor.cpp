@@ -385,8 +385,8 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
     ::gethostname(host, sizeof host - 1);
     info.host = host;
     info.budget_bytes = node_mem_bytes_;
-    info.flags = loop_.flags;
-    info.flags["executor"] = "slurm";
+    info.settings = loop_.settings;
+    info.settings.executor = "slurm";
     auto r = history_->begin_run(info);
     if (!r) {
       summary.failed.push_back({history_->path().string(), r.error()});

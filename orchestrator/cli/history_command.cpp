@@ -202,8 +202,8 @@ nlohmann::json run_json(const RunRow& r) {
           {"mem_total_bytes", r.info.mem_total_bytes},
           {"budget_bytes", r.info.budget_bytes},
           {"version", r.info.version},
-          {"flags", r.info.flags},
-          {"engine", run_engine(r.info.flags)},
+          {"settings", to_json(r.info.settings)},
+          {"engine", r.info.settings.engine_text()},
           {"jobs", r.job_count},
           {"ok_jobs", r.ok_count}};
 }
@@ -227,7 +227,7 @@ std::vector<std::string> run_cells(const RunRow& r, bool raw) {
           std::to_string(r.job_count),
           std::to_string(r.ok_count),
           r.info.version,
-          run_engine(r.info.flags).empty() ? (raw ? "" : "-") : run_engine(r.info.flags)};
+          r.info.settings.engine_text().empty() ? (raw ? "" : "-") : r.info.settings.engine_text()};
 }
 
 int list_runs(HistoryStore& store, Format format) {
@@ -321,7 +321,7 @@ int show_run(HistoryStore& store, std::int64_t run_id, Format format) {
   fmt::print("host {}  cores {}  MemTotal {}  budget {}  align-batch {}\n", r.info.host,
              r.info.cores, format_bytes(r.info.mem_total_bytes), format_bytes(r.info.budget_bytes),
              r.info.version);
-  fmt::print("flags {}\n{} jobs, {} ok\n\n", r.info.flags.dump(), r.job_count, r.ok_count);
+  fmt::print("settings {}\n{} jobs, {} ok\n\n", to_json(r.info.settings).dump(), r.job_count, r.ok_count);
   std::vector<std::vector<std::string>> rows = {{"JOB", "STATUS", "TRIES", "SIZE", "AUDIO",
                                                  "PEAK PSS", "PEAK RSS", "WALL", "END", "INPUT",
                                                  "ERROR"}};

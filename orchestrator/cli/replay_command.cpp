@@ -109,42 +109,11 @@ std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const
   BudgetInputs inputs;
   inputs.mem_budget = spec;
   inputs.mem_total_bytes = info->mem_total_bytes;
-  const nlohmann::json& f = info->flags;
-  if (f.contains("cgroup_limit_bytes") && f["cgroup_limit_bytes"].is_number_unsigned())
-    inputs.cgroup_limit_bytes = f["cgroup_limit_bytes"].get<std::uint64_t>();
-  if (f.contains("reserve_bytes") && f["reserve_bytes"].is_number_unsigned())
-    inputs.reserve = BudgetSpec{f["reserve_bytes"].get<std::uint64_t>(), 0, false};
+  inputs.cgroup_limit_bytes = info->settings.cgroup_limit_bytes;
+  if (info->settings.reserve_bytes) inputs.reserve = BudgetSpec{*info->settings.reserve_bytes, 0, false};
   const Budget b = effective_budget(inputs);
   if (!b.ok()) return std::nullopt;
   return b.effective_bytes;
-}
-
-RecordedSettings recorded_settings(const RunInfo& info) {
-  RecordedSettings r;
-  const nlohmann::json& f = info.flags;
-  auto number = [&](const char* name) -> std::optional<double> {
-    auto it = f.find(name);
-    if (it == f.end() || !it->is_number()) return std::nullopt;
-    return it->get<double>();
-  };
-  // Runs recorded before "engine" was: the built-in engine is the one without a command.
-  if (auto it = f.find("engine"); it != f.end() && it->is_string()) {
-    r.builtin_engine = it->get<std::string>() == "builtin";
-  } else if (auto cmd = f.find("command"); cmd != f.end() && cmd->is_array()) {
-    r.builtin_engine = cmd->empty();
-  }
-  if (auto cap = number("workers_cap")) {
-    r.max_workers = static_cast<std::uint32_t>(*cap);
-  } else if (auto it = f.find("workers"); it != f.end() && it->is_string()) {
-    r.max_workers = parse_workers(it->get<std::string>());
-    // Older runs: `--workers auto` meant one built-in worker per core (run_command).
-    if (r.max_workers == 0u && r.builtin_engine && *r.builtin_engine && info.cores) r.max_workers = info.cores;
-  }
-  r.high_water = number("high_water");
-  r.margin = number("margin");
-  if (auto ms = number("sample_ms")) r.sample_ms = static_cast<std::int64_t>(*ms);
-  if (auto n = number("retries")) r.max_attempts = static_cast<std::uint32_t>(*n) + 1;
-  return r;
 }
 
 namespace {
@@ -208,8 +177,8 @@ int run_replay(const ReplayOptions& o) {
     return 2;
   }
   // Everything not given on the command line is what the recorded run had in force.
-  const RecordedSettings recorded = info ? recorded_settings(*info) : RecordedSettings{};
-  std::optional<std::uint32_t> cap = recorded.max_workers.value_or(0);
+  const RunSettings recorded = info ? info->settings : RunSettings{};
+  std::optional<std::uint32_t> cap = recorded.workers_cap.value_or(0);
   if (!o.workers.empty()) cap = parse_workers(o.workers);
   if (!cap) {
     fmt::print(stderr, "align-batch replay: --workers '{}': use auto or a positive number\n", o.workers);
@@ -217,7 +186,7 @@ int run_replay(const ReplayOptions& o) {
   }
   settings.scheduler.max_workers = *cap;
   settings.scheduler.high_water = o.high_water_given ? o.high_water : recorded.high_water.value_or(o.high_water);
-  if (recorded.max_attempts) settings.scheduler.max_attempts = *recorded.max_attempts;
+  if (recorded.retries) settings.scheduler.max_attempts = *recorded.retries + 1;
   settings.prediction_scale = o.margin_given ? o.margin : recorded.margin.value_or(o.margin);
   if (o.cold) {
     // A first run: the real loop refits history's estimator on the jobs finished so far and

@@ -42,18 +42,6 @@ std::vector<std::optional<std::uint64_t>> learn_predictions(const std::vector<Re
 /// memguard's effective_budget computes it). None when the run recorded no MemTotal.
 std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const RunInfo* info);
 
-/// The settings a recorded run had in force, as replay reuses them; none: not recorded (an older
-/// run), replay's own default applies.
-struct RecordedSettings {
-  std::optional<std::uint32_t> max_workers;  ///< the cap in force; 0: memory alone
-  std::optional<bool> builtin_engine;        ///< the built-in engine (CPU-bound), or a command
-  std::optional<double> high_water, margin;
-  std::optional<std::int64_t> sample_ms;
-  std::optional<std::uint32_t> max_attempts;
-};
-/// Pure: read from `info.flags`. Runs recorded before `workers_cap` was: `--workers auto` with
-/// the built-in engine meant one worker per recorded core.
-RecordedSettings recorded_settings(const RunInfo& info);
 
 /// Registers `align-batch replay [--history PATH | --out DIR] [--key KEY | --run ID]
 ///   [--mem-budget SIZE] [--cores N] [--workers auto|N] [--high-water F] [--margin F] [--cold]

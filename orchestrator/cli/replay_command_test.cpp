@@ -29,7 +29,7 @@ TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines an
   info.cores = 8;
   info.budget_bytes = 6 * kGiB;
   info.mem_total_bytes = 16 * kGiB;
-  info.flags = {{"workers", "3"}};
+  info.settings.workers = "3";
   auto run = store.begin_run(info);
   REQUIRE(run.ok());
   // Ten ok jobs whose peak grows with size (100 MiB + 2 x size), each ramping up over 1 s.
@@ -190,40 +190,15 @@ TEST_CASE("replay --mem-budget PCT resolves against what the recorded run had: i
   const ab::BudgetSpec pct75{0, 75, true}, pct100{0, 100, true};
   ab::RunInfo info;
   info.mem_total_bytes = 24576 * kMiB;
-  info.flags = {{"cgroup_limit_bytes", 1024 * kMiB}, {"reserve_bytes", 64 * kMiB}};
+  info.settings.cgroup_limit_bytes = 1024 * kMiB;
+  info.settings.reserve_bytes = 64 * kMiB;
   CHECK(ab::percent_budget_of_run(pct75, &info) == 768 * kMiB);           // of the cgroup limit
   CHECK(ab::percent_budget_of_run(pct100, &info) == (1024 - 64) * kMiB);  // capped by limit - reserve
-  info.flags = {{"cgroup_limit_bytes", nullptr}, {"reserve_bytes", 1024 * kMiB}};
+  info.settings.cgroup_limit_bytes.reset();
+  info.settings.reserve_bytes = 1024 * kMiB;
   CHECK(ab::percent_budget_of_run(pct75, &info) == 18432 * kMiB);  // of MemTotal
   CHECK(ab::percent_budget_of_run(pct100, &info) == (24576 - 1024) * kMiB);
   info.mem_total_bytes = 0;  // a run recorded without MemTotal: nothing to take a percentage of
   CHECK_FALSE(ab::percent_budget_of_run(pct75, &info).has_value());
   CHECK_FALSE(ab::percent_budget_of_run(pct75, nullptr).has_value());
-}
-
-TEST_CASE("replay reads back the settings a run had in force, and older runs' auto as one built-in worker per core") {
-  ab::RunInfo info;
-  info.cores = 2;
-  info.flags = {{"workers", "auto"}, {"workers_cap", 2}, {"engine", "builtin"}, {"sample_ms", 80},
-                {"high_water", 0.85}, {"margin", 1.15}, {"retries", 1}};
-  ab::RecordedSettings r = ab::recorded_settings(info);
-  CHECK(r.max_workers == 2u);
-  CHECK(r.builtin_engine == true);
-  CHECK(r.sample_ms == 80);
-  CHECK(r.high_water == 0.85);
-  CHECK(r.margin == 1.15);
-  CHECK(r.max_attempts == 2u);
-  // An older run: no workers_cap or engine; the built-in engine is the one without a command.
-  info.flags = {{"workers", "auto"}, {"command", nlohmann::json::array()}};
-  r = ab::recorded_settings(info);
-  CHECK(r.builtin_engine == true);
-  CHECK(r.max_workers == 2u);
-  CHECK_FALSE(r.sample_ms.has_value());
-  // An older external-command run with auto: memory alone.
-  info.flags = {{"workers", "auto"}, {"command", {"mytool", "{in}"}}};
-  r = ab::recorded_settings(info);
-  CHECK(r.builtin_engine == false);
-  CHECK(r.max_workers == 0u);
-  info.flags = {{"workers", "6"}, {"engine", "command"}, {"workers_cap", 6}};
-  CHECK(ab::recorded_settings(info).max_workers == 6u);
 }

@@ -495,23 +495,33 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   config.timeout_ms = timeout_ms.value_or(0);
   config.hang_ms = *hang_ms;
   config.tick_ms = o.sample_ms;
-  // Replay reads back what was in force (recorded_settings): the cap, the engine, the tick.
-  config.flags = {{"workers", o.workers}, {"workers_cap", max_workers}, {"engine", dashdash ? "command" : "builtin"},
-                  {"sample_ms", o.sample_ms}, {"mem_budget", o.mem_budget}, {"reserve", o.reserve},
-                  {"high_water", o.high_water}, {"margin", config.prediction_scale}, {"tuned", tuned.applied},
-                  {"out", config.out_dir.string()}, {"task", o.task}, {"retries", o.retries},
-                  {"timeout", o.timeout}, {"force", o.force}, {"command", command},
-                  // The engine, named by `history runs`, the report and the header.
-                  {"model", model_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(model_path)},
-                  {"budget_source", budget.ceiling_source},
-                  {"shared_weights", dashdash ? nlohmann::json(nullptr) : nlohmann::json(o.shared_weights)},
-                  {"max_trellis_mib", max_trellis_mib ? nlohmann::json(max_trellis_mib) : nlohmann::json(nullptr)},
-                  // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of
-                  // this run resolves exactly as a run given that flag would have.
-                  {"vram_budget_bytes", vram_budget_bytes},
-                  {"limit_bytes", budget.limit_bytes}, {"reserve_bytes", budget.reserve_bytes},
-                  {"cgroup_limit_bytes", inputs.cgroup_limit_bytes ? nlohmann::json(*inputs.cgroup_limit_bytes)
-                                                                    : nlohmann::json(nullptr)}};
+  // Recorded with the run; replay reads the same struct back: the cap, the engine, the tick.
+  RunSettings& rs = config.settings;
+  rs.builtin_engine = !dashdash;
+  rs.model = model_path;
+  rs.command = command;
+  rs.workers = o.workers;
+  rs.workers_cap = max_workers;
+  rs.sample_ms = o.sample_ms;
+  rs.high_water = o.high_water;
+  rs.margin = config.prediction_scale;
+  rs.retries = o.retries;
+  rs.mem_budget = o.mem_budget;
+  rs.reserve = o.reserve;
+  rs.budget_source = budget.ceiling_source;
+  // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of this run
+  // resolves exactly as a run given that flag would have.
+  rs.limit_bytes = budget.limit_bytes;
+  rs.reserve_bytes = budget.reserve_bytes;
+  rs.cgroup_limit_bytes = inputs.cgroup_limit_bytes;
+  rs.vram_budget_bytes = vram_budget_bytes;
+  rs.task = o.task;
+  rs.timeout = o.timeout;
+  rs.out = config.out_dir.string();
+  rs.force = o.force;
+  rs.tuned = tuned.applied;
+  if (!dashdash) rs.shared_weights = o.shared_weights == "on";
+  if (max_trellis_mib) rs.max_trellis_mib = max_trellis_mib;
 
   // One run per output directory and per history (run_lock.h). Taken before the scan when the
   // output's folder exists already, so a second run stops at once; a first run takes it after the
@@ -664,7 +674,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   ProcMemoryProbe probe("/proc", runner_config.shared_weights, size_ec ? 0 : model_bytes);
   ProcessRunner runner(runner_config);
   progress.message(fmt::format("{} files; {}; budget {} ({}); workers {}{}; history {}", corpus.files.size(),
-                               run_engine(config.flags),
+                               config.settings.engine_text(),
                                format_bytes(budget.effective_bytes), budget.ceiling_source, o.workers,
                                max_workers ? fmt::format(" (at most {} at once)", max_workers) : std::string(),
                                history ? history->path().string() : std::string("off")));

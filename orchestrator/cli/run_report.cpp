@@ -199,18 +199,6 @@ std::string job_title(const JobRow& r) {
                      format_bytes(r.peak_pss_bytes), r.wall_s, r.error.empty() ? "" : ": " + r.error);
 }
 
-const nlohmann::json* flag(const nlohmann::json& flags, const char* name) {
-  if (!flags.is_object()) return nullptr;
-  auto it = flags.find(name);
-  return it == flags.end() || it->is_null() ? nullptr : &*it;
-}
-
-std::optional<double> flag_number(const nlohmann::json& flags, const char* name) {
-  const auto* v = flag(flags, name);
-  if (!v || !v->is_number()) return std::nullopt;
-  return v->get<double>();
-}
-
 // ---- 1. memory over time, and concurrency beneath -------------------------------------------
 
 std::string memory_chart(const ReportInput& in) {
@@ -259,8 +247,8 @@ std::string memory_chart(const ReportInput& in) {
   const double stack_max = *std::max_element(below.begin(), below.end());
 
   const double budget = static_cast<double>(run.info.budget_bytes);
-  const double high_water = budget * flag_number(run.info.flags, "high_water").value_or(0);
-  const auto cgroup = flag_number(run.info.flags, "cgroup_limit_bytes");
+  const double high_water = budget * run.info.settings.high_water.value_or(0);
+  const std::optional<double> cgroup = run.info.settings.cgroup_limit_bytes;
   // A budget far above what the run used would flatten the picture to a line at the bottom: the
   // axis then ends above the run's peak, and lines above it are named at the top instead.
   double y_max = std::max(stack_max, 1.0) * 1.15;
@@ -590,35 +578,31 @@ std::string tables(const ReportInput& in) {
              "No finished file used more than predicted.");
 
   const auto& info = in.run.info;
-  const auto& f = info.flags;
-  auto text = [&](const char* name) -> std::string {
-    const auto* v = flag(f, name);
-    if (!v) return "-";
-    return v->is_string() ? v->get<std::string>() : v->dump();
-  };
+  const RunSettings& f = info.settings;
+  auto text = [](const std::string& v) { return v.empty() ? std::string("-") : v; };
+  auto number = [](const auto& v) { return v ? fmt::format("{}", *v) : std::string("-"); };
   std::string budget = format_bytes(info.budget_bytes);
-  if (const auto* src = flag(f, "budget_source"); src && src->is_string()) budget += " (" + src->get<std::string>() + ")";
-  if (const auto* mb = flag(f, "mem_budget"); mb && mb->is_string() && !mb->get<std::string>().empty())
-    budget += "; --mem-budget " + mb->get<std::string>();
-  const auto cgroup = flag_number(f, "cgroup_limit_bytes");
-  const auto hw = flag_number(f, "high_water");
+  if (!f.budget_source.empty()) budget += " (" + f.budget_source + ")";
+  if (!f.mem_budget.empty()) budget += "; --mem-budget " + f.mem_budget;
+  const auto& cgroup = f.cgroup_limit_bytes;
+  const auto& hw = f.high_water;
   std::vector<std::pair<std::string, std::vector<std::string>>> settings = {
       {"", {"run", fmt::format("{} on {} ({} cores, {} memory), align-batch {}", in.run.id, info.host, info.cores,
                                format_bytes(info.mem_total_bytes), info.version)}},
       {"", {"started", utc(info.started_at_ms)}},
       {"", {"ended", in.run.ended_at_ms ? fmt::format("{} (exit {})", utc(*in.run.ended_at_ms), in.run.exit_code.value_or(-1))
                                         : "- (still running, or the process died)"}},
-      {"", {"engine", run_engine(f).empty() ? "-" : run_engine(f)}},
+      {"", {"engine", text(f.engine_text())}},
       {"", {"budget", budget}},
       {"", {"high-water mark", hw ? fmt::format("{:.0f}% of the budget ({})", *hw * 100,
                                                 format_bytes(static_cast<std::uint64_t>(*hw * static_cast<double>(info.budget_bytes))))
                                   : "-"}},
-      {"", {"cgroup limit", cgroup ? format_bytes(static_cast<std::uint64_t>(*cgroup)) : "none"}},
-      {"", {"workers", text("workers")}},
-      {"", {"prediction margin", text("margin")}},
-      {"", {"task", text("task")}},
-      {"", {"retries", text("retries")}},
-      {"", {"outputs", text("out")}},
+      {"", {"cgroup limit", cgroup ? format_bytes(*cgroup) : "none"}},
+      {"", {"workers", text(f.workers)}},
+      {"", {"prediction margin", number(f.margin)}},
+      {"", {"task", text(f.task)}},
+      {"", {"retries", number(f.retries)}},
+      {"", {"outputs", text(f.out)}},
       {"", {"history", in.history_path.empty() ? "-" : in.history_path}},
   };
   s += table("settings", "Settings of the run", {"setting", "value"}, settings, "");
@@ -685,17 +669,6 @@ PredictionRatios prediction_ratios(const std::vector<ReportJob>& jobs) {
   return r;
 }
 
-std::string run_engine(const nlohmann::json& flags) {
-  if (const auto* c = flag(flags, "command"); c && c->is_array() && !c->empty()) {
-    std::string out = "command";
-    for (const auto& a : *c) out += " " + (a.is_string() ? a.get<std::string>() : a.dump());
-    return out;
-  }
-  if (const auto* m = flag(flags, "model"); m && m->is_string() && !m->get<std::string>().empty())
-    return "model " + m->get<std::string>();
-  return {};
-}
-
 std::string render_report(const ReportInput& in) {
   const auto& run = in.run;
   std::size_t ok = 0, files = 0;
@@ -710,7 +683,7 @@ std::string render_report(const ReportInput& in) {
   s += fmt::format("<title>align-batch run {}</title>\n", run.id);
   s += "<style>" + std::string(kStyle) + "</style></head><body>\n";
   s += fmt::format("<h1>align-batch run {}</h1>\n<p class=\"summary\">{}: {} attempts of {} files, {} done{}; budget {}{}.{}</p>\n",
-                   run.id, esc(run_engine(run.info.flags).empty() ? "engine not recorded" : run_engine(run.info.flags)),
+                   run.id, esc(run.info.settings.engine_text().empty() ? "engine not recorded" : run.info.settings.engine_text()),
                    in.jobs.size(), files, ok, wall_s > 0 ? fmt::format(" in {:.1f} s", wall_s) : std::string(),
                    format_bytes(run.info.budget_bytes), esc(run.info.host.empty() ? "" : " on " + run.info.host),
                    in.generated_at_ms ? " Report written " + utc(in.generated_at_ms) + "." : std::string());

@@ -51,10 +51,6 @@ PredictionRatios prediction_ratios(const std::vector<ReportJob>& jobs);
 enum class ReportMark { kNone, kGuardKill, kOomDeath, kCrash, kInterrupted };
 ReportMark mark_of(const JobRow& row);
 
-/// The run's engine from its recorded flags: "model PATH", "command ARGV...", or "" when the run
-/// predates recording it.
-std::string run_engine(const nlohmann::json& flags);
-
 /// The whole page.
 std::string render_report(const ReportInput& input);
 

@@ -57,8 +57,11 @@ ReportInput sample_run() {
   in.run.info.started_at_ms = kT0;
   in.run.info.host = "node1";
   in.run.info.budget_bytes = 1000 * kMiB;
-  in.run.info.flags = {{"high_water", 0.9}, {"cgroup_limit_bytes", 1200 * kMiB}, {"workers", "auto"},
-                       {"model", "/m/en.pt"}, {"budget_source", "cgroup limit 1.2 GiB"}, {"command", nlohmann::json::array()}};
+  in.run.info.settings = ab::run_settings_from_json({{"high_water", 0.9}, {"cgroup_limit_bytes", 1200 * kMiB},
+                                                     {"workers", "auto"}, {"model", "/m/en.pt"},
+                                                     {"budget_source", "cgroup limit 1.2 GiB"},
+                                                     {"command", nlohmann::json::array()}},
+                                                    2);
   in.run.ended_at_ms = kT0 + 20'000;
   in.run.exit_code = 1;
   in.jobs = {
@@ -115,13 +118,6 @@ TEST_CASE("prediction_ratios: median and nearest-rank p95 of measured / predicte
   CHECK(r.above == 14);  // 11..24 MiB against 10 MiB
   CHECK(r.median == doctest::Approx(1.45));
   CHECK(r.p95 == doctest::Approx(2.3));
-}
-
-TEST_CASE("run_engine names the model file or the command") {
-  CHECK(run_engine({{"model", "/m/en.pt"}, {"command", nlohmann::json::array()}}) == "model /m/en.pt");
-  CHECK(run_engine({{"model", nullptr}, {"command", {"mytool", "--in", "{in}"}}}) == "command mytool --in {in}");
-  CHECK(run_engine(nlohmann::json::object()).empty());
-  CHECK(run_engine(nullptr).empty());
 }
 
 TEST_CASE("the report draws one band per attempt, a mark per kill, death and retry, one point per predicted file") {
@@ -189,7 +185,7 @@ TEST_CASE("the report draws one band per attempt, a mark per kill, death and ret
 TEST_CASE("a budget far above the run's use is named above the chart instead of flattening it") {
   ReportInput in = sample_run();
   in.run.info.budget_bytes = 100ull * 1024 * kMiB;  // 100 GiB against a ~1 GiB run
-  in.run.info.flags["cgroup_limit_bytes"] = nullptr;
+  in.run.info.settings.cgroup_limit_bytes.reset();
   const std::string html = render_report(in);
   CHECK(html.find("budget 100.0 GiB (above the chart)") != std::string::npos);
   CHECK(html.find("class=\"limit budget\"") == std::string::npos);

@@ -548,10 +548,11 @@ TEST_CASE("tuned settings stored by replay --apply: later runs of the key start 
   auto runs = h.value()->runs();
   REQUIRE(runs.ok());
   REQUIRE(runs.value().size() == 2);
-  const auto& flags = runs.value()[0].info.flags;  // newest first
-  CHECK(flags["workers"] == "1");
-  CHECK(flags["high_water"] == doctest::Approx(0.8));
-  CHECK(flags["margin"] == doctest::Approx(1.3));
+  const ab::RunSettings& settings = runs.value()[0].info.settings;  // newest first
+  CHECK(settings.workers == "1");
+  CHECK(settings.workers_cap == 1u);
+  CHECK(settings.high_water.value_or(0) == doctest::Approx(0.8));
+  CHECK(settings.margin.value_or(0) == doctest::Approx(1.3));
   CHECK(runs.value()[0].info.budget_bytes == 512ull << 20);
 }
 
@@ -596,12 +597,12 @@ TEST_CASE("a run records the machine it had (MemTotal, cores, budget, limit), so
   CHECK(run.info.mem_total_bytes == mem_total);
   CHECK(run.info.cores == static_cast<std::uint32_t>(::sysconf(_SC_NPROCESSORS_ONLN)));
   CHECK(run.info.budget_bytes == summary["budget_bytes"].get<std::uint64_t>());
-  CHECK(run.info.flags["reserve_bytes"] == 100ull << 20);
+  CHECK(run.info.settings.reserve_bytes == 100ull << 20);
   // No NVIDIA driver here: no GPU budget (a machine with one gets NVML's free memory less a reserve).
-  if (!fs::exists("/proc/driver/nvidia")) CHECK(run.info.flags["vram_budget_bytes"] == 0);
+  if (!fs::exists("/proc/driver/nvidia")) CHECK(run.info.settings.vram_budget_bytes == 0);
   CHECK(r.err.find("GPU budget") == std::string::npos);
   // This process's own cgroup may be limited: the run records the limit it had, or null.
-  const std::uint64_t limit = run.info.flags["limit_bytes"].get<std::uint64_t>();
+  const std::uint64_t limit = run.info.settings.limit_bytes.value_or(0);
   CHECK(limit <= mem_total);
   CHECK(run.info.budget_bytes == limit - (100ull << 20));
   Result replayed = run_ab({"replay", "--history", db.string(), "--mem-budget", "75%", "--json"}, f.dir.path());
@@ -628,8 +629,8 @@ TEST_CASE("inside a memory cgroup the run records its limit, and replay --mem-bu
   const fs::path db = f.out() / ".align-batch/history.sqlite";
   const ab::RunRow run = newest_run(db);
   CHECK(run.info.mem_total_bytes == meminfo_kib("MemTotal") * 1024);
-  CHECK(run.info.flags["cgroup_limit_bytes"] == 400ull << 20);
-  CHECK(run.info.flags["limit_bytes"] == 400ull << 20);
+  CHECK(run.info.settings.cgroup_limit_bytes == 400ull << 20);
+  CHECK(run.info.settings.limit_bytes == 400ull << 20);
   CHECK(run.info.budget_bytes == (400ull - 32) << 20);
   Result replayed = run_ab({"replay", "--history", db.string(), "--mem-budget", "75%", "--json"}, f.dir.path());
   REQUIRE(replayed.exit_code == 0);
