@@ -191,7 +191,7 @@ TEST_CASE("history runs and history run ID") {
   CHECK(table.out.find("not a sound file") != std::string::npos);
 
   const auto missing = run_cli({"history", "run", "99", "--history", db.string()}, dir.path());
-  CHECK(missing.exit_code == 1);
+  CHECK(missing.exit_code == 2);
   CHECK(missing.out.empty());
   CHECK(missing.err.find("no run 99") != std::string::npos);
   CHECK(missing.err.find(db.string()) != std::string::npos);
@@ -209,20 +209,20 @@ TEST_CASE("history forget KEY removes the key; an unknown key is an error") {
   REQUIRE(keys.size() == 1);
   CHECK(keys[0]["key"] == kKey);
   const auto again = run_cli({"history", "forget", kCmdKey, "--history", db.string()}, dir.path());
-  CHECK(again.exit_code == 1);
+  CHECK(again.exit_code == 2);
   CHECK(again.err.find("no jobs with key") != std::string::npos);
 }
 
 TEST_CASE("errors: no database (none created), a corrupt one (untouched)") {
   ab::test::TempDir dir;
   const auto none = run_cli({"history", "--history", "nothing/here.sqlite"}, dir.path());
-  CHECK(none.exit_code == 1);
+  CHECK(none.exit_code == 2);
   CHECK(none.err.find("nothing/here.sqlite: no history database there") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(dir.path() / "nothing"));
 
   const auto corrupt = dir.write("bad.sqlite", std::string(8192, 'x'));
   const auto c = run_cli({"history", "--history", corrupt.string()}, dir.path());
-  CHECK(c.exit_code == 1);
+  CHECK(c.exit_code == 2);
   CHECK(c.err.find("not a readable align-batch history") != std::string::npos);
   CHECK(slurp(corrupt) == std::string(8192, 'x'));
 }
@@ -235,4 +235,18 @@ TEST_CASE("bad usage exits 2 (orchestrator/main.cpp maps CLI11's parse errors to
   CHECK(run_cli({"history", "run"}, dir.path()).exit_code == 2);
   CHECK(run_cli({"history", "run", "abc"}, dir.path()).exit_code == 2);
   CHECK(run_cli({"history", "forget"}, dir.path()).exit_code == 2);
+}
+
+TEST_CASE("one exit map: a missing or corrupt history is 2 for history, replay and report alike") {
+  ab::test::TempDir dir;
+  const auto corrupt = dir.write("bad.sqlite", std::string(8192, 'x'));
+  for (const std::string& db : {std::string("nothing/here.sqlite"), corrupt.string()}) {
+    for (const char* command : {"history", "replay", "report"}) {
+      const auto r = run_cli({command, "--history", db}, dir.path());
+      INFO(command << " " << db << ": " << r.err);
+      CHECK(r.exit_code == 2);
+      CHECK(r.err.find(db) != std::string::npos);
+    }
+  }
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "nothing"));
 }

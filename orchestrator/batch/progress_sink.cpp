@@ -1,6 +1,8 @@
 // The run's summary (exit code, JSON) and the job cost law behind the ETA.
 #include "orchestrator/batch/progress_sink.h"
 
+#include "orchestrator/batch/exit_code.h"
+
 #include <algorithm>
 
 #include "history/estimator.h"
@@ -8,9 +10,9 @@
 namespace ab {
 
 int RunSummary::exit_code() const {
-  if (!setup_error.empty()) return 2;
-  if (interrupted) return 130;
-  return failed.empty() ? 0 : 1;
+  if (!setup_error.empty()) return kExitCannotRun;
+  if (interrupted) return kExitInterrupted;
+  return failed.empty() ? kExitOk : kExitFilesFailed;
 }
 
 nlohmann::json RunSummary::to_json() const {

@@ -107,7 +107,7 @@ struct RunSummary {
   /// Set when the run stopped before processing the corpus because of its own setup (the model
   /// cannot be loaded, one worker needs more than the budget, ...): the one message; exit 2.
   std::string setup_error;
-  /// 0 all done, 1 some failed, 2 setup error, 130 interrupted.
+  /// The ExitCode (exit_code.h) the run ends with.
   int exit_code() const;
   nlohmann::json to_json() const;
 };

@@ -1,4 +1,5 @@
 // The doctor command: gathers a MemoryReport and prints it as text or JSON.
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/doctor_command.h"
 
 #include <CLI/CLI.hpp>
@@ -141,7 +142,7 @@ int run_doctor(const DoctorFlags& flags, std::FILE* out, std::FILE* err) {
   auto inputs = parse_budget_flags(flags.mem_budget, flags.reserve);
   if (!inputs) {
     fmt::print(err, "align-batch doctor: {}\n", inputs.error());
-    return 2;
+    return kExitCannotRun;
   }
   MemoryReport report = gather_memory_report(inputs.value(), flags.root);
   if (flags.json) {
@@ -151,9 +152,9 @@ int run_doctor(const DoctorFlags& flags, std::FILE* out, std::FILE* err) {
   }
   if (!report.budget.ok()) {
     fmt::print(err, "align-batch doctor: {}\n", report.budget.error);
-    return 2;
+    return kExitCannotRun;
   }
-  return 0;
+  return kExitOk;
 }
 
 void add_doctor_command(CLI::App& app, int& exit_code) {

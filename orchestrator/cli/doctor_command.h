@@ -10,8 +10,8 @@ class App;
 
 namespace ab {
 
-/// Registers the `doctor` subcommand on `app`. When it runs it sets `exit_code`: 0 when it could
-/// report a budget, 2 for a malformed --mem-budget/--reserve or a budget that leaves nothing.
+/// Registers the `doctor` subcommand on `app`. When it runs it sets `exit_code` (exit_code.h): 0 when
+/// it could report a budget, 2 for a malformed --mem-budget/--reserve or a budget that leaves nothing.
 void add_doctor_command(CLI::App& app, int& exit_code);
 
 /// doctor's flags, as given on the command line.

@@ -1,4 +1,5 @@
 // `align-batch history`: reads the SQLite history and prints tables, JSON or CSV.
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/history_command.h"
 
 #include "history/history_store.h"
@@ -91,7 +92,7 @@ std::unique_ptr<HistoryStore> open_or_report(const HistoryOptions& o, int& exit_
   auto store = HistoryStore::open(path, HistoryStore::Create::kNever);
   if (!store) {
     fmt::print(stderr, "align-batch history: {}\n", store.error());
-    exit_code = 1;
+    exit_code = kExitCannotRun;
     return nullptr;
   }
   return std::move(store.value());
@@ -101,14 +102,14 @@ int list_keys(HistoryStore& store, Format format) {
   const auto keys = store.keys();
   if (!keys) {
     fmt::print(stderr, "align-batch history: {}\n", keys.error());
-    return 1;
+    return kExitCannotRun;
   }
   std::vector<KeySummary> summaries;
   for (const auto& k : *keys) {
     const auto jobs = store.jobs_for_key(k.job_key);
     if (!jobs) {
       fmt::print(stderr, "align-batch history: {}\n", jobs.error());
-      return 1;
+      return kExitCannotRun;
     }
     summaries.push_back(summarize_key(k, *jobs));
   }
@@ -132,7 +133,7 @@ int list_keys(HistoryStore& store, Format format) {
                      {"last_used_ms", s.key.last_finished_at_ms}});
     }
     fmt::print("{}\n", out.dump(2));
-    return 0;
+    return kExitOk;
   }
   if (format == Format::kCsv) {
     std::vector<std::vector<std::string>> rows = {
@@ -154,11 +155,11 @@ int list_keys(HistoryStore& store, Format format) {
            std::to_string(s.key.last_finished_at_ms)});
     }
     print_csv(rows);
-    return 0;
+    return kExitOk;
   }
   if (summaries.empty()) {
     fmt::print("no jobs recorded yet in {}\n", store.path().string());
-    return 0;
+    return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {{"JOBS", "OK", "MEDIAN PEAK", "PEAK BY INPUT BYTES",
                                                  "PEAK BY AUDIO SECONDS", "ERROR", "COVERED",
@@ -189,7 +190,7 @@ int list_keys(HistoryStore& store, Format format) {
       "duration is known and that line's margin is no wider. ERROR is the median |predicted − "
       "actual| / actual and COVERED the share at or below the predicted p95, each job predicted "
       "only from jobs before it.\n");
-  return 0;
+  return kExitOk;
 }
 
 nlohmann::json run_json(const RunRow& r) {
@@ -234,13 +235,13 @@ int list_runs(HistoryStore& store, Format format) {
   const auto runs = store.runs();
   if (!runs) {
     fmt::print(stderr, "align-batch history runs: {}\n", runs.error());
-    return 1;
+    return kExitCannotRun;
   }
   if (format == Format::kJson) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : *runs) out.push_back(run_json(r));
     fmt::print("{}\n", out.dump(2));
-    return 0;
+    return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
   auto header = run_header();
@@ -250,7 +251,7 @@ int list_runs(HistoryStore& store, Format format) {
   rows.push_back(header);
   for (const auto& r : *runs) rows.push_back(run_cells(r, format == Format::kCsv));
   format == Format::kCsv ? print_csv(rows) : print_table(rows);
-  return 0;
+  return kExitOk;
 }
 
 nlohmann::json job_json(const JobRow& j) {
@@ -278,24 +279,24 @@ int show_run(HistoryStore& store, std::int64_t run_id, Format format) {
   const auto run = store.run(run_id);
   if (!run) {
     fmt::print(stderr, "align-batch history run: {}\n", run.error());
-    return 1;
+    return kExitCannotRun;
   }
   if (!run->has_value()) {
     fmt::print(stderr,
                "align-batch history run: {}: no run {}; `align-batch history runs` lists them\n",
                store.path().string(), run_id);
-    return 1;
+    return kExitCannotRun;
   }
   const auto jobs = store.jobs_for_run(run_id);
   if (!jobs) {
     fmt::print(stderr, "align-batch history run: {}\n", jobs.error());
-    return 1;
+    return kExitCannotRun;
   }
   if (format == Format::kJson) {
     nlohmann::json out{{"run", run_json(**run)}, {"jobs", nlohmann::json::array()}};
     for (const auto& j : *jobs) out["jobs"].push_back(job_json(j));
     fmt::print("{}\n", out.dump(2));
-    return 0;
+    return kExitOk;
   }
   if (format == Format::kCsv) {
     std::vector<std::vector<std::string>> rows = {
@@ -312,7 +313,7 @@ int show_run(HistoryStore& store, std::int64_t run_id, Format format) {
                       j.exit_status ? std::to_string(*j.exit_status) : "",
                       j.term_signal ? std::to_string(*j.term_signal) : "", j.error, j.job_key});
     print_csv(rows);
-    return 0;
+    return kExitOk;
   }
   const auto& r = **run;
   fmt::print("run {}  started {}  ended {}  exit {}\n", r.id, utc_time(r.info.started_at_ms),
@@ -336,24 +337,24 @@ int show_run(HistoryStore& store, std::int64_t run_id, Format format) {
                     fmt::format("{:.1f} s", j.wall_s), end, j.input_path, j.error});
   }
   print_table(rows);
-  return 0;
+  return kExitOk;
 }
 
 int forget(HistoryStore& store, const std::string& key) {
   const auto deleted = store.forget_key(key);
   if (!deleted) {
     fmt::print(stderr, "align-batch history forget: {}\n", deleted.error());
-    return 1;
+    return kExitCannotRun;
   }
   if (*deleted == 0) {
     fmt::print(stderr,
                "align-batch history forget: {}: no jobs with key '{}'; `align-batch history` "
                "lists the keys\n",
                store.path().string(), key);
-    return 1;
+    return kExitCannotRun;
   }
   fmt::print("forgot {} jobs of {} in {}\n", *deleted, key, store.path().string());
-  return 0;
+  return kExitOk;
 }
 
 }  // namespace

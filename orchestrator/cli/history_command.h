@@ -14,7 +14,8 @@ namespace ab {
 ///   align-batch history forget KEY [--history PATH | --out DIR]        delete a key's jobs
 /// The database is `--history PATH`, else default_history_path(--out, default "aligned"), the
 /// same default the main command uses. It is never created here. Sets `exit_code` when the
-/// command runs: 0 done; 1 no such database / run / key, or the database failed.
+/// command runs (exit_code.h): 0 done; 2 bad usage, no such database / run / key, or the database
+/// failed.
 void add_history_command(CLI::App& app, int& exit_code);
 
 }  // namespace ab

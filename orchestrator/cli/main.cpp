@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/doctor_command.h"
 #include "orchestrator/cli/history_command.h"
 #include "orchestrator/cli/replay_command.h"
@@ -12,9 +13,9 @@
 int main(int argc, char** argv) {
   CLI::App app{"align-batch: align or transcribe a speech corpus with as many workers as memory allows\n"
                "usage: align-batch [OPTIONS] CORPUS... [-- COMMAND ARGS...]   (external command: {in} {out} {stem} {dir})\n"
-               "exit status: 0 all done, 1 some files failed (listed), 2 bad usage, setup error or output in use by another run, 130 interrupted"};
+               "exit status (every command): 0 all done, 1 some files failed (listed), 2 could not run (bad usage, setup error, output in use by another run, no such history or run), 130 interrupted"};
   app.set_version_flag("--version", AB_VERSION);
-  int exit_code = 0;
+  int exit_code = ab::kExitOk;
   // Everything after the first "--" is the external command, never an option of ours.
   const ab::SplitArgs split = ab::split_at_dashdash(argc, argv);
   ab::RunOptions run;
@@ -31,10 +32,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (const std::string explained = ab::explain_parse_error(app, e); !explained.empty()) {
       std::fprintf(stderr, "align-batch: %s\n", explained.c_str());
-      return 2;
+      return ab::kExitCannotRun;
     }
     const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    return code == 0 ? ab::kExitOk : ab::kExitCannotRun;
   }
   ab::note_explicit_options(app, run);
   if (app.get_subcommands().empty()) exit_code = ab::run_batch(run, split.command, split.dashdash);

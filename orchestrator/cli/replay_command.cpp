@@ -1,4 +1,5 @@
 // `align-batch replay`: reads history, replays it (or sweeps settings), prints, stores tuned settings.
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/replay_command.h"
 
 #include "history/estimator.h"
@@ -124,13 +125,13 @@ int run_replay(const ReplayOptions& o) {
   auto opened = HistoryStore::open(path, HistoryStore::Create::kNever);
   if (!opened) {
     fmt::print(stderr, "align-batch replay: {}\n", opened.error());
-    return 1;
+    return kExitCannotRun;
   }
   HistoryStore& store = *opened.value();
   auto loaded = load_replay_source(store, o.run_id > 0 ? std::optional<std::int64_t>(o.run_id) : std::nullopt, o.key);
   if (!loaded) {
     fmt::print(stderr, "align-batch replay: {}\n", loaded.error());
-    return 1;
+    return kExitCannotRun;
   }
   ReplaySource& src = *loaded;
   if (src.passed_over > 0 && src.run)
@@ -141,7 +142,7 @@ int run_replay(const ReplayOptions& o) {
                "align-batch replay: {}: no finished jobs to replay{}; run a corpus first, or see "
                "`align-batch history`\n",
                path.string(), src.skipped ? fmt::format(" ({} ended without finishing)", src.skipped) : "");
-    return 1;
+    return kExitCannotRun;
   }
 
   ReplaySettings settings;
@@ -154,7 +155,7 @@ int run_replay(const ReplayOptions& o) {
     auto spec = parse_budget_spec(o.mem_budget, "--mem-budget");
     if (!spec) {
       fmt::print(stderr, "align-batch replay: {}\n", spec.error());
-      return 2;
+      return kExitCannotRun;
     }
     if (spec->is_percent) {
       // As the recorded run would have resolved it: of min(cgroup limit, MemTotal), minus its reserve.
@@ -164,7 +165,7 @@ int run_replay(const ReplayOptions& o) {
                    "align-batch replay: --mem-budget {}: the recorded run has no memory total to take "
                    "a percentage of; give a size such as 16G\n",
                    o.mem_budget);
-        return 2;
+        return kExitCannotRun;
       }
       settings.scheduler.budget_bytes = *budget;
     } else {
@@ -174,7 +175,7 @@ int run_replay(const ReplayOptions& o) {
     settings.scheduler.budget_bytes = info->budget_bytes;
   } else {
     fmt::print(stderr, "align-batch replay: the recorded run has no budget; pass --mem-budget SIZE\n");
-    return 2;
+    return kExitCannotRun;
   }
   // Everything not given on the command line is what the recorded run had in force.
   const RunSettings recorded = info ? info->settings : RunSettings{};
@@ -182,7 +183,7 @@ int run_replay(const ReplayOptions& o) {
   if (!o.workers.empty()) cap = parse_workers(o.workers);
   if (!cap) {
     fmt::print(stderr, "align-batch replay: --workers '{}': use auto or a positive number\n", o.workers);
-    return 2;
+    return kExitCannotRun;
   }
   settings.scheduler.max_workers = *cap;
   settings.scheduler.high_water = o.high_water_given ? o.high_water : recorded.high_water.value_or(o.high_water);
@@ -268,7 +269,7 @@ int run_replay(const ReplayOptions& o) {
         auto stored = store.store_tuned_settings(key, tuned);
         if (!stored) {
           fmt::print(stderr, "align-batch replay: {}\n", stored.error());
-          return 1;
+          return kExitCannotRun;
         }
         if (!o.json) fmt::print("stored as the tuned settings of key {} in {}; later runs of that key start from them "
                                 "(options given on their command line win)\n",
@@ -283,7 +284,7 @@ int run_replay(const ReplayOptions& o) {
   } else {
     fmt::print("(simulated in {:.2f} s)\n", elapsed_s);
   }
-  return 0;
+  return kExitOk;
 }
 
 }  // namespace

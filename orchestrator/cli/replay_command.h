@@ -46,7 +46,8 @@ std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const
 /// Registers `align-batch replay [--history PATH | --out DIR] [--key KEY | --run ID]
 ///   [--mem-budget SIZE] [--cores N] [--workers auto|N] [--high-water F] [--margin F] [--cold]
 ///   [--scale K] [--seed N] [--sample-ms N] [--sweep [--apply]]`.
-/// Sets `exit_code` when it runs: 0 done; 1 no history / no jobs / the database failed; 2 bad usage.
+/// Sets `exit_code` when it runs (exit_code.h): 0 done; 2 bad usage, no history / no jobs, or the
+/// database failed.
 void add_replay_command(CLI::App& app, int& exit_code);
 
 }  // namespace ab

@@ -140,8 +140,8 @@ TEST_CASE("load_replay_source reads a recorded run's finished jobs, timelines an
   CHECK((*tuned)["high_water"].get<double>() >= 0.85);
   // Bad usage and a missing run are reported with their exit codes.
   CHECK(run_cli({"replay", "--history", history.c_str(), "--workers", "many"}) == 2);
-  CHECK(run_cli({"replay", "--history", history.c_str(), "--run", "99"}) == 1);
-  CHECK(run_cli({"replay", "--history", (dir.path() / "none.sqlite").string().c_str()}) == 1);
+  CHECK(run_cli({"replay", "--history", history.c_str(), "--run", "99"}) == 2);
+  CHECK(run_cli({"replay", "--history", (dir.path() / "none.sqlite").string().c_str()}) == 2);
 }
 
 TEST_CASE("replay predicts from recorded audio durations as the real loop does, loaded and --cold") {

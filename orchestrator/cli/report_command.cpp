@@ -1,4 +1,5 @@
 // `align-batch report`: reads one run back from history and writes render_report's page.
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/report_command.h"
 
 #include <unistd.h>
@@ -94,7 +95,7 @@ void add_report_command(CLI::App& app, int& exit_code) {
     auto store = HistoryStore::open(history_path, HistoryStore::Create::kNever);
     if (!store) {
       std::fprintf(stderr, "align-batch report: %s\n", store.error().c_str());
-      exit_code = 1;
+      exit_code = kExitCannotRun;
       return;
     }
     std::int64_t run_id = o->run_id;
@@ -104,7 +105,7 @@ void add_report_command(CLI::App& app, int& exit_code) {
         std::fprintf(stderr, "align-batch report: %s\n",
                      runs ? (history_path.string() + ": no runs recorded yet; run align-batch on a corpus first").c_str()
                           : runs.error().c_str());
-        exit_code = 1;
+        exit_code = kExitCannotRun;
         return;
       }
       run_id = runs->front().id;
@@ -113,11 +114,11 @@ void add_report_command(CLI::App& app, int& exit_code) {
     auto written = write_run_report(**store, run_id, page);
     if (!written) {
       std::fprintf(stderr, "align-batch report: %s\n", written.error().c_str());
-      exit_code = 1;
+      exit_code = kExitCannotRun;
       return;
     }
     std::printf("report of run %lld: %s\n", static_cast<long long>(run_id), written->c_str());
-    exit_code = 0;
+    exit_code = kExitOk;
   });
 }
 

@@ -26,7 +26,8 @@ Result<std::filesystem::path> write_run_report(HistoryStore& store, std::int64_t
 /// the newest run unless --run, written to default_report_path unless --html; the database is
 /// --history, else default_history_path(--out, default "aligned": the run's own --out, as for
 /// `history` and `replay`), never created here. Sets
-/// `exit_code`: 0 written; 1 no such database or run, or the file could not be written.
+/// `exit_code` (exit_code.h): 0 written; 2 no such database or run, or the file could not be
+/// written.
 void add_report_command(CLI::App& app, int& exit_code);
 
 }  // namespace ab

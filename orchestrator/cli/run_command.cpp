@@ -1,4 +1,5 @@
 // The main command: validates options, computes the budget, opens history, runs the loop.
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/run_command.h"
 
 #include <unistd.h>
@@ -36,7 +37,6 @@ namespace fs = std::filesystem;
 namespace ab {
 namespace {
 
-constexpr int kExitUsage = 2;
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
   std::string out;
@@ -64,7 +64,7 @@ std::string shell_words(const std::vector<std::string>& argv) {
 
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "align-batch: %s\n", message.c_str());
-  return kExitUsage;
+  return kExitCannotRun;
 }
 
 fs::path self_dir() {
@@ -665,7 +665,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
       std::printf("; at least %llu at once by the largest prediction",
                   static_cast<unsigned long long>(budget.effective_bytes / largest));
     std::printf("\n");
-    return 0;
+    return kExitOk;
   }
 
   SignalWatcher signals;

@@ -1,5 +1,6 @@
 // `--executor slurm`: turns the main command's options into the tasks' command line and runs
 // SlurmExecutor with the real Slurm tools.
+#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/slurm_command.h"
 
 #include <cstdio>
@@ -66,11 +67,11 @@ int run_slurm_batch(const RunOptions& o, const RunLoopConfig& config, const Corp
   SlurmExecutor executor(config, sc, cluster, history, progress, &SignalWatcher::interrupts);
   if (std::string error = executor.prepare(); !error.empty()) {
     std::fprintf(stderr, "align-batch: --executor slurm: %s\n", error.c_str());
-    return 2;
+    return kExitCannotRun;
   }
   if (o.dry_run) {
     executor.dry_run(corpus, stdout);
-    return 0;
+    return kExitOk;
   }
   RunSummary summary = executor.run(corpus);
   progress.summary(summary, stdout);

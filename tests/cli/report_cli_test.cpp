@@ -146,10 +146,10 @@ TEST_CASE("a run writes its report at its end and names it last; `report` writes
   CHECK(ab::cli::slurp(chosen).find("<h1>align-batch run 1</h1>") != std::string::npos);
 
   Result none = ab::cli::run({AB_BIN, "report", "--out", f.out().string(), "--run", "9"}, f.dir.path());
-  CHECK(none.exit_code == 1);
+  CHECK(none.exit_code == 2);
   CHECK(none.err.find("no run 9; `align-batch history runs` lists them") != std::string::npos);
   Result missing = ab::cli::run({AB_BIN, "report", "--out", (f.dir.path() / "nowhere").string()}, f.dir.path());
-  CHECK(missing.exit_code == 1);
+  CHECK(missing.exit_code == 2);
   CHECK(missing.err.find("no history database there") != std::string::npos);
   CHECK_FALSE(fs::exists(f.dir.path() / "nowhere"));
 }

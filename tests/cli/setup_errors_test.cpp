@@ -24,7 +24,10 @@ std::size_t recorded_jobs(const fs::path& db) {
   auto h = ab::HistoryStore::open(db, ab::HistoryStore::Create::kNever);
   if (!h) return 0;
   std::size_t n = 0;
-  for (const auto& run : h.value()->runs().value()) n += h.value()->jobs_for_run(run.id).value().size();
+  // Held by name: a range-for over runs().value() would iterate a temporary's moved-out vector.
+  const auto runs = h.value()->runs();
+  if (!runs) return 0;
+  for (const auto& run : runs.value()) n += h.value()->jobs_for_run(run.id).value().size();
   return n;
 }
 
