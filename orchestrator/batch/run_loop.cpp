@@ -197,8 +197,20 @@ RunnerJob RunLoop::make_runner_job(Job& job) {
 bool RunLoop::finish_outputs(Job& job, const JobEnd& end, std::string& error) {
   if (!config_.command) {
     // The worker wrote its outputs atomically itself; resume checks them by what they are now.
-    for (const auto& path : end.outputs)
-      if (auto o = stat_output(path)) job.outputs.push_back(*o);
+    // An ok result without them cannot be checked by the next run, which would then skip the
+    // file whatever became of its outputs: such an attempt is not done.
+    if (end.outputs.empty()) {
+      error = "the worker reported success but no output files; see its log";
+      return false;
+    }
+    for (const auto& path : end.outputs) {
+      auto o = stat_output(path);
+      if (!o) {
+        error = "output " + display_path(path) + " is missing right after the worker wrote it; check --out";
+        return false;
+      }
+      job.outputs.push_back(*o);
+    }
     return true;
   }
   std::error_code ec;
@@ -494,8 +506,10 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     Job& job = it->second;
     job.running = false;
     running_fraction.erase(job.id);
-    if (setup_failed) {
-      // Not the file's doing: nothing to record or report for it; it runs next time.
+    if (setup_failed && !end.ok) {
+      // Not the file's doing: nothing to record or report for it; it runs next time. (A job that
+      // finished before the run's fault showed, even in the same wait, is done and recorded as
+      // such below: its outputs are in place, and the next run must not do it again.)
       std::error_code ec;
       if (!job.staging.empty()) fs::remove_all(job.staging, ec);
       return;

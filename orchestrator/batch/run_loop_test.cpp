@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -91,6 +93,15 @@ class FakeRunner : public WorkerRunner {
       } else if (r.kind != "slow" && r.age >= r.ticks) {
         e.ok = r.kind != "fail";
         e.band_limited = r.kind == "edge";
+        if (e.ok && !outputs_dir.empty()) {  // a built-in worker reports what it wrote
+          const fs::path out = outputs_dir / (stem + ".TextGrid");
+          if (r.kind == "ghost") e.outputs.push_back((outputs_dir / (stem + ".gone")).string());  // never written
+          else if (r.kind != "bare") {
+            fs::create_directories(outputs_dir);
+            std::ofstream(out) << "aligned\n";
+            e.outputs.push_back(out.string());
+          }
+        }
         if (r.kind == "blip") e.peak_rss_bytes = r.mib * kMiB;
         e.exit_code = e.ok ? 0 : 1;
         if (!e.ok) e.error = "command exited with status 1";
@@ -149,7 +160,16 @@ class FakeRunner : public WorkerRunner {
     return r.mib * kMiB * static_cast<std::uint64_t>(t) / static_cast<std::uint64_t>(std::max(1, r.ticks));
   }
 
+  std::string setup_error() const override {
+    return setup_error_at_tick >= 0 && now_tick_ >= setup_error_at_tick ? "fake: the second worker cannot load the model"
+                                                                          : std::string();
+  }
+
   bool persistent = false;  ///< jobs run on workers that stay (idle) after a job, as align-batch-worker does
+  /// Built-in engine: ok jobs write and report OUTPUTS_DIR/<stem>.TextGrid ("ghost": reports a file
+  /// it never wrote; "bare": reports none). Empty: a command's (nothing reported).
+  fs::path outputs_dir;
+  int setup_error_at_tick = -1;  ///< from this wait() on, setup_error() says the run cannot go on
   std::vector<pid_t> idle_;
   int retired_ = 0;
   std::map<int, std::size_t> idle_at_tick_;  ///< idle workers at each wait()
@@ -730,4 +750,86 @@ TEST_CASE("no band-limited file, no band-limited line in the summary") {
   const std::string text = test::read_all_and_close(out);
   CHECK(text.find("finished: 3 done") != std::string::npos);
   CHECK(text.find("search band") == std::string::npos);
+}
+
+TEST_CASE("bookkeeping: a job that ended ok in the same wait as a setup error is recorded done, so the next run skips it") {
+  World w;
+  FakeRunner runner;
+  runner.setup_error_at_tick = 3;  // the other job's worker fails to load at the 3rd wait
+  FakeProbe probe(runner);
+  auto c = w.corpus({"ok-10-3", "ok-10-6"});
+  RunSummary s = w.run(c, runner, probe);
+  CHECK_FALSE(s.setup_error.empty());
+  CHECK(s.exit_code() == 2);
+  auto st = w.statuses();
+  CHECK(st["ok-10-3:ok"] == 1);  // its end came with the setup error; it was done all the same
+  CHECK(st.count("ok-10-6:killed") == 0);  // stopped for the run's fault: nothing recorded, it runs again
+  CHECK(st.count("ok-10-6:ok") == 0);
+  FakeRunner again;
+  FakeProbe probe2(again);
+  RunSummary s2 = w.run(c, again, probe2);
+  CHECK(s2.setup_error.empty());
+  CHECK(s2.skipped == 1);
+  CHECK(s2.done == 1);
+  CHECK(again.launches_.count("ok-10-3") == 0);
+}
+
+TEST_CASE("bookkeeping: a built-in ok result whose outputs are missing or unnamed is not done, so the next run does it again") {
+  World w;
+  w.config.command.reset();  // the built-in engine: the worker names the files it wrote
+  w.config.job_key = "ctc:fake";
+  FakeRunner runner;
+  runner.outputs_dir = w.dir.path() / "out";
+  FakeProbe probe(runner);
+  auto c = w.corpus({"ok-10-2", "ghost-10-2", "bare-10-2"});
+  RunSummary s = w.run(c, runner, probe);
+  CHECK(s.done == 1);
+  REQUIRE(s.failed.size() == 2);
+  for (const auto& f : s.failed) {
+    CAPTURE(f.reason);
+    if (f.path.find("ghost") != std::string::npos) CHECK(f.reason.find("ghost-10-2.gone is missing right after the worker wrote it") != std::string::npos);
+    else CHECK(f.reason.find("reported success but no output files") != std::string::npos);
+  }
+  auto st = w.statuses();
+  CHECK(st["ok-10-2:ok"] == 1);
+  CHECK(st["ghost-10-2:failed"] == 1);
+  CHECK(st["bare-10-2:failed"] == 1);
+  // Resume: the ok file is skipped while its output stands; the others run again; a deleted
+  // output makes its file run again too.
+  FakeRunner again;
+  again.outputs_dir = runner.outputs_dir;
+  FakeProbe probe2(again);
+  RunSummary s2 = w.run(c, again, probe2);
+  CHECK(s2.skipped == 1);
+  CHECK(again.launches_["ghost-10-2"] == 1);
+  CHECK(again.launches_["bare-10-2"] == 1);
+  fs::remove(runner.outputs_dir / "ok-10-2.TextGrid");
+  FakeRunner third;
+  third.outputs_dir = runner.outputs_dir;
+  FakeProbe probe3(third);
+  RunSummary s3 = w.run(c, third, probe3);
+  CHECK(third.launches_["ok-10-2"] == 1);
+  CHECK(s3.run_reasons["output missing"] == 1);
+}
+
+TEST_CASE("bookkeeping: after an interrupt the files done before it are skipped and the interrupted one runs again") {
+  World w;
+  auto corpus = w.corpus({"ok-5-2", "ok-6-300"});
+  FakeRunner runner;
+  FakeProbe probe(runner);
+  int calls = 0;
+  RunSummary s = w.run(corpus, runner, probe, [&] { return ++calls > 20 ? 1 : 0; });
+  CHECK(s.exit_code() == 130);
+  CHECK(s.done == 1);
+  auto st = w.statuses();
+  CHECK(st["ok-5-2:ok"] == 1);
+  CHECK(st["ok-6-300:killed"] == 1);  // recorded as stopped, never as done
+  FakeRunner again;
+  FakeProbe probe2(again);
+  RunSummary s2 = w.run(corpus, again, probe2);
+  CHECK(s2.exit_code() == 0);
+  CHECK(s2.skipped == 1);
+  CHECK(s2.done == 1);
+  CHECK(again.launches_.count("ok-5-2") == 0);
+  CHECK(again.launches_["ok-6-300"] == 1);
 }

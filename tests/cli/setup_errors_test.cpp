@@ -138,6 +138,12 @@ TEST_CASE("a job whose estimate already exceeds the budget fails unstarted, nami
     return ab::cli::run(argv, t.path());
   };
   REQUIRE(run({"--mem-budget", "1G"}).exit_code == 0);  // history learns ~10 MiB per KiB
+  // The plan says so before anything runs (it said "at least 1 at once by the largest prediction").
+  ab::cli::Result plan = run({"--mem-budget", "150M", "--force", "--dry-run"});
+  CAPTURE(plan.out);
+  CHECK(plan.out.find("; 1 file predicted above the budget (largest ~") != std::string::npos);
+  CHECK(plan.out.find("): it would fail unstarted\n") != std::string::npos);
+  CHECK(plan.out.find("at once by the largest prediction") == std::string::npos);
   const std::string before = ab::cli::slurp(count);
   ab::cli::Result r = run({"--mem-budget", "150M", "--force"});
   CAPTURE(r.out);
