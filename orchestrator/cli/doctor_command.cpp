@@ -166,7 +166,6 @@ void add_doctor_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--reserve", flags->reserve,
                   "memory kept free below the limit (cgroup or MemTotal); default 5% of it, within 256 MiB..2 GiB");
   cmd->add_flag("--json", flags->json, "print the report as JSON");
-  cmd->add_option("--root", flags->root, "read /proc and /sys under this directory (for tests)")->group("");
   cmd->footer("Exit status: 0 report printed; 2 bad --mem-budget/--reserve, or no budget left after the reserve.\n");
   cmd->callback([flags, &exit_code] { exit_code = run_doctor(*flags, stdout, stderr); });
 }

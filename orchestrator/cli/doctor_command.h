@@ -18,7 +18,7 @@ void add_doctor_command(CLI::App& app, int& exit_code);
 struct DoctorFlags {
   std::string mem_budget;  ///< "" when not given
   std::string reserve;     ///< "" when not given
-  std::string root = "/";  ///< where /proc and /sys are read (a fake tree in tests)
+  std::string root = "/";  ///< where /proc and /sys are read (the command: /; tests: a fake tree)
   bool json = false;
 };
 

@@ -118,7 +118,6 @@ struct ProcessRunner::Proc {
   std::optional<std::uint64_t> first_idle_rss_bytes;
   std::uint64_t shared_weights_bytes = 0;  ///< from the ready line: the mapping this worker shares
   std::optional<JobEnd> pending;     ///< a result line arrived; delivered at once
-  bool exited = false;
   std::unique_ptr<StatusBlock> status;  ///< built-in engine; the shm object goes with it
   std::uint64_t last_heartbeat = 0;
   std::int64_t heartbeat_moved_ms = 0;  ///< parent's monotonic clock
@@ -499,7 +498,7 @@ bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
   }
   std::shared_ptr<Proc> worker;
   for (auto& p : procs_)
-    if (p->persistent && !p->busy && !p->exiting && !p->exited) {
+    if (p->persistent && !p->busy && !p->exiting) {
       worker = p;
       break;
     }
@@ -788,7 +787,7 @@ std::size_t ProcessRunner::retire_idle(std::size_t keep) {
   // The newest idle workers go first: the oldest have shown their idle memory longest.
   for (auto it = procs_.begin(); it != procs_.end(); ++it) {
     Proc& p = **it;
-    if (!p.persistent || p.busy || p.exiting || p.exited) continue;
+    if (!p.persistent || p.busy || p.exiting) continue;
     if (++idle <= keep) continue;
     p.exiting = true;  // EOF on stdin: the worker exits; reap() collects it silently
     close_fd(p.stdin_fd);

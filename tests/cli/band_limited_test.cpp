@@ -202,8 +202,15 @@ TEST_CASE("built-in engine: a file whose alignment cannot fit --max-trellis-mib 
   {
     auto h = ab::HistoryStore::open(out / ".align-batch/history.sqlite", ab::HistoryStore::Create::kNever);
     REQUIRE(h);
-    for (const auto& run_row : h.value()->runs().value())
-      for (const auto& job : h.value()->jobs_for_run(run_row.id).value()) CHECK(job.input_path.find("long.wav") == std::string::npos);
+    // Each Result held by name: a range-for over a temporary's value() iterates a dead vector.
+    const auto runs = h.value()->runs();
+    REQUIRE(runs);
+    REQUIRE_FALSE(runs.value().empty());
+    for (const auto& run_row : runs.value()) {
+      const auto jobs = h.value()->jobs_for_run(run_row.id);
+      REQUIRE(jobs);
+      for (const auto& job : jobs.value()) CHECK(job.input_path.find("long.wav") == std::string::npos);
+    }
   }
   // The plan says so before anything runs, and the advice is right: at 2 MiB it would run.
   ab::cli::Result plan = run({"--max-trellis-mib", "1", "--dry-run"});
