@@ -826,6 +826,10 @@ std::vector<JobEnd> ProcessRunner::shutdown(int grace_ms) {
 
 void ProcessRunner::remove_shared_weights() {
   if (config_.shared_weights.empty() || !procs_.empty()) return;
+  // Only the file our workers wrote: a link or another user's file planted under the name (the
+  // workers refused to use it) is not ours to remove.
+  struct stat st {};
+  if (::lstat(config_.shared_weights.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) return;
   std::error_code ec;
   fs::remove(config_.shared_weights, ec);
 }

@@ -493,6 +493,21 @@ TEST_CASE("status blocks of a parent that died are removed; a live parent's are 
   bip::shared_memory_object::remove(alive.c_str());
 }
 
+TEST_CASE("shared weights: a link planted under the weights name is left alone at the end, its target untouched") {
+  ab::test::TempDir t;
+  const auto target = t.write("victim.txt", "the user's own file\n");
+  const auto planted = t.path() / ("ab-weights-" + std::to_string(::getpid()) + "-0000000000000bad");
+  std::filesystem::create_symlink(target, planted);
+  ProcessRunnerConfig config = config_for(t);
+  config.shared_weights = planted;
+  {
+    ProcessRunner runner(config);
+    runner.shutdown(1000);
+  }
+  CHECK(std::filesystem::is_symlink(planted));  // not ours: never removed
+  CHECK(read_file(target.string()) == "the user's own file\n");
+}
+
 TEST_CASE("shared weights: each worker is given the file, its peak leaves the weights out, the file goes at the end") {
   ab::test::TempDir t;
   // A stand-in worker that writes the shared file as the first real worker would, says how big

@@ -272,6 +272,7 @@ TEST_CASE("another local user (nobody) pre-creates the run's status and weights 
     CHECK_MESSAGE((::lstat(f.c_str(), &st) == 0 && st.st_uid == 65534), f);
     CHECK(ab::cli::slurp(f) == "forged");
   }
+  CHECK(fs::is_symlink(weights));  // nobody's link too: not followed, not removed
   CHECK(own_blocks().empty());  // and align-batch's own blocks are gone
   CHECK(as_nobody("rm -f /dev/shm/ab-status-" + pid + "-* " + weights, "/").exit_code == 0);
 }
