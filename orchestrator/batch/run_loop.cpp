@@ -34,11 +34,6 @@ constexpr std::size_t kTimelineThinAt = 4096;
 constexpr std::size_t kHistoryBatchJobs = 1000;
 constexpr std::int64_t kHistoryBatchMs = 50;
 
-std::int64_t unix_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 struct RunLoop::Job {
@@ -84,13 +79,14 @@ std::size_t clean_stale_staging(const fs::path& out_dir) {
 }
 
 RunLoop::RunLoop(RunLoopConfig config, WorkerRunner& runner, MemoryProbe& probe, HistoryStore* history,
-                 ProgressSink& progress, std::function<int()> interrupts)
+                 ProgressSink& progress, std::function<int()> interrupts, Clock* clock)
     : config_(std::move(config)),
       runner_(runner),
       probe_(probe),
       history_(history),
       progress_(progress),
-      interrupts_(std::move(interrupts)) {
+      interrupts_(std::move(interrupts)),
+      clock_(clock ? *clock : SystemClock::instance()) {
   staging_dir_ = config_.out_dir / ".align-batch" / "staging" / std::to_string(::getpid());
 }
 
@@ -113,6 +109,12 @@ std::optional<std::string> alignment_refusal(const CorpusFile& file, const Align
   if (need <= limit.cap_bytes) return std::nullopt;
   return alignment_too_big_message("", frames, t.value().tokens.size(), need, limit.cap_bytes) +
          " (refused before starting: its length is in its header)";
+}
+
+ProbeReading RunLoop::read_probe(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
+                                 bool exact) {
+  ++stats_.memory_reads;
+  return probe_.read(live, idle, now_ms, exact);
 }
 
 std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedFile>& errors) {
@@ -264,7 +266,7 @@ void RunLoop::release_staging(Job& job, bool known_empty) {
 }
 
 RunSummary RunLoop::run(const Corpus& corpus) {
-  const std::int64_t t0_ms = monotonic_ms();
+  const std::int64_t t0_ms = clock_.now_ms();
   RunSummary summary;
   summary.total = corpus.files.size() + corpus.problems.size();
   summary.budget_bytes = config_.scheduler.budget_bytes;
@@ -307,7 +309,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           "one align-batch-worker needs at least {} (the smallest peak of the {} jobs history holds for this model), "
           "more than the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
           format_bytes(smallest), ok_jobs, format_bytes(config_.scheduler.budget_bytes));
-      summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+      summary.wall_s = static_cast<double>(clock_.now_ms() - t0_ms) / 1000.0;
       if (history_ && run_id_ != 0) (void)history_->end_run(run_id_, summary.exit_code());
       return summary;
     }
@@ -375,7 +377,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   auto update_work_done = [&]() {
     state.work_done_s = finished_work_s;
     for (const auto& [id, fraction] : running_fraction) state.work_done_s += fraction * cost_of(jobs.at(id));
-    state.elapsed_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+    state.elapsed_s = static_cast<double>(clock_.now_ms() - t0_ms) / 1000.0;
     // The own rate's origin. With a calibrated law (history), at the first end: a worker's first
     // job runs up to twice as slow as its later ones (bench/eta.sh, 600 s files: 11 s, then
     // 6 s), so a rate taken from the first jobs alone says the run will take twice as long;
@@ -412,10 +414,10 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   // the job itself for tiny ones (10,000 /bin/true jobs: parent CPU 4.6 s with history, 2.5 s
   // without). A batch waits at most kHistoryBatchMs.
   std::vector<JobWrite> pending_history;
-  std::int64_t history_flushed_ms = monotonic_ms() - kHistoryBatchMs;
+  std::int64_t history_flushed_ms = clock_.now_ms() - kHistoryBatchMs;
   auto flush_history = [&](bool force) {
     if (pending_history.empty()) return;
-    const std::int64_t now = monotonic_ms();
+    const std::int64_t now = clock_.now_ms();
     if (!force && pending_history.size() < kHistoryBatchJobs && now - history_flushed_ms < kHistoryBatchMs) return;
     auto r = history_->record_jobs(pending_history, config_.timeline_points);
     if (!r) progress_.message("history: " + r.error());
@@ -535,7 +537,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
     bool oom_rose = false;
     if (!end.ok) {
       // Read the counter now: the kernel bumps it before the victim's exit reaches us.
-      auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms);
+      auto fresh = read_probe(runner_.live(), runner_.idle_pids(), clock_.now_ms() - t0_ms);
       if (fresh.oom_kill_count) oom_kills_now = fresh.oom_kill_count;
       if (fresh.cgroup_limit_bytes) cgroup_limit_bytes = fresh.cgroup_limit_bytes;
       oom_rose = oom_kills_now && job.oom_kills_at_start && *oom_kills_now > *job.oom_kills_at_start;
@@ -586,7 +588,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
                                                                          : JobStatus::kKilled;
     record(job, status, &end, outcome.kind == JobOutcome::Kind::kOk ? std::string() : error,
            outcome.kind == JobOutcome::Kind::kDied && outcome.oom_suspected);
-    scheduler.on_job_ended(job.id, outcome, monotonic_ms() - t0_ms);
+    scheduler.on_job_ended(job.id, outcome, clock_.now_ms() - t0_ms);
     switch (outcome.kind) {
       case JobOutcome::Kind::kOk:
         job.finished = true;
@@ -654,7 +656,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 
   {
     // A first reading before any job starts: the OOM counter's base and the cgroup's limit.
-    auto first = probe_.read({}, {}, 0);
+    auto first = read_probe({}, {}, 0);
     oom_kills_now = first.oom_kill_count;
     cgroup_limit_bytes = first.cgroup_limit_bytes;
   }
@@ -667,7 +669,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   // A kill is always confirmed by a fresh reading of its own (confirm_kill below).
   std::int64_t next_sample_ms = 0;
   for (;;) {
-    const std::int64_t now_ms = monotonic_ms() - t0_ms;
+    const std::int64_t now_ms = clock_.now_ms() - t0_ms;
     const int interrupts = interrupts_ ? interrupts_() : 0;
     if (interrupts >= 1 && !stopping) {
       stopping = true;
@@ -686,7 +688,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       for (const auto& d : scheduler.poll(now_ms)) {
         Job& job = jobs.at(d.job);
         if (d.kind == Decision::Kind::kKill) {
-          auto fresh = probe_.read(runner_.live(), runner_.idle_pids(), monotonic_ms() - t0_ms, /*exact=*/true);
+          auto fresh = read_probe(runner_.live(), runner_.idle_pids(), clock_.now_ms() - t0_ms, /*exact=*/true);
           if (scheduler.confirm_kill(d.job, fresh.sample)) {
             job.guard_kill = true;
             progress_.message(display_path(job.file.relative.string()) + ": stopping it to stay inside the budget (" + d.reason + ")");
@@ -730,7 +732,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
           job.running = true;
           started = true;
           job.started_ms = now_ms;
-          job.started_unix_ms = unix_now_ms();
+          job.started_unix_ms = clock_.unix_ms();
           progress_.job_started(display_path(job.file.relative.string()), job.attempts,
                                 scheduler.estimate_bytes(job.id).value_or(0), state);
         }
@@ -742,17 +744,17 @@ RunSummary RunLoop::run(const Corpus& corpus) {
       if (scheduler.done() && runner_.live().empty()) break;
     }
 
-    const std::int64_t wait_ms = std::max<std::int64_t>(0, next_sample_ms - (monotonic_ms() - t0_ms));
+    const std::int64_t wait_ms = std::max<std::int64_t>(0, next_sample_ms - (clock_.now_ms() - t0_ms));
     const auto ended = runner_.wait(static_cast<int>(std::min<std::int64_t>(wait_ms, config_.tick_ms)));
     check_setup();  // before the ends: a job its broken worker ended is not the file's failure
     for (const auto& end : ended) handle_end(end, stopping);
     flush_history(false);  // a batch's time may be up with no job ending (long jobs)
-    const std::int64_t read_ms = monotonic_ms() - t0_ms;
+    const std::int64_t read_ms = clock_.now_ms() - t0_ms;
     if (read_ms < next_sample_ms) continue;  // woken early (a job ended, output, a signal): not due yet
     next_sample_ms = read_ms + config_.tick_ms;
 
     const auto live = runner_.live();
-    ProbeReading reading = probe_.read(live, runner_.idle_pids(), read_ms);
+    ProbeReading reading = read_probe(live, runner_.idle_pids(), read_ms);
     if (reading.oom_kill_count) oom_kills_now = reading.oom_kill_count;
     if (reading.cgroup_limit_bytes) cgroup_limit_bytes = reading.cgroup_limit_bytes;
     in_use_bytes = reading.sample.idle_pss_bytes + reading.sample.shared_bytes;
@@ -805,11 +807,12 @@ RunSummary RunLoop::run(const Corpus& corpus) {
   flush_history(true);
 
   const SchedulerStats& st = scheduler.stats();
+  stats_.peak_running = st.peak_running;
   summary.retried = st.retried;
   summary.guard_killed = st.guard_kills;
   summary.oom_deaths = st.oom_deaths;
   summary.peak_pss_bytes = st.peak_total_pss_bytes;
-  summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
+  summary.wall_s = static_cast<double>(clock_.now_ms() - t0_ms) / 1000.0;
   if (history_ && run_id_ != 0) {
     // Every job is already recorded; only the run's end time and exit code would be missing.
     if (auto r = history_->end_run(run_id_, summary.exit_code()); !r) progress_.message("history: " + r.error());

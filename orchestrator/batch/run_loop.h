@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "history/run_settings.h"
+#include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/command_template.h"
 #include "orchestrator/batch/corpus.h"
 #include "orchestrator/batch/memory_probe.h"
@@ -81,14 +82,17 @@ struct RunLoopStats {
   std::uint32_t refits = 0;                ///< times predictions were refitted from history
   std::uint64_t predictions_updated = 0;   ///< queued jobs handed a refitted prediction, in total
   std::uint32_t workers_retired = 0;       ///< idle workers let go (WorkerRunner::retire_idle)
+  std::uint32_t peak_running = 0;          ///< most jobs running at once (the scheduler's count)
+  std::uint32_t memory_reads = 0;          ///< MemoryProbe::read calls (ticks, kill confirmations, deaths)
 };
 
 class RunLoop {
  public:
   /// `history` may be null (no history: no resume, no predictions). `interrupts` returns how
-  /// many SIGINT/SIGTERM have arrived (signals.h); the loop polls it every tick.
+  /// many SIGINT/SIGTERM have arrived (signals.h); the loop polls it every tick. `clock` null:
+  /// the machine's (SystemClock); tests pass a fake one that their runner's wait() advances.
   RunLoop(RunLoopConfig config, WorkerRunner& runner, MemoryProbe& probe, HistoryStore* history,
-          ProgressSink& progress, std::function<int()> interrupts);
+          ProgressSink& progress, std::function<int()> interrupts, Clock* clock = nullptr);
 
   /// Predictions and resume decisions for every file, without running anything.
   std::vector<PlannedFile> plan(const Corpus& corpus, std::vector<FailedFile>& errors);
@@ -111,6 +115,8 @@ class RunLoop {
   /// Empties `job`'s staging directory (unless `known_empty`) and returns it to the pool.
   void release_staging(Job& job, bool known_empty);
   std::uint64_t scaled(std::uint64_t predicted_peak_bytes) const;
+  ProbeReading read_probe(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
+                          bool exact = false);
 
   RunLoopConfig config_;
   WorkerRunner& runner_;
@@ -118,6 +124,7 @@ class RunLoop {
   HistoryStore* history_;
   ProgressSink& progress_;
   std::function<int()> interrupts_;
+  Clock& clock_;
   RunLoopStats stats_;
   std::int64_t run_id_ = 0;
   std::filesystem::path staging_dir_;

@@ -1,0 +1,107 @@
+// The run loop in virtual time (tests/testutil/timed_runner.h): a fake clock that only the fake
+// runner's wait() moves, so timeouts of a minute, hang detection and the sampling deadline are
+// checked to the tick without waiting for any of it.
+#include "orchestrator/batch/run_loop.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "orchestrator/cli/progress.h"
+#include "tests/testutil/temp_dir.h"
+#include "tests/testutil/timed_runner.h"
+
+namespace fs = std::filesystem;
+using namespace ab;
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+
+struct VirtualWorld {
+  test::TempDir dir{"ab-clock"};
+  RunLoopConfig config;
+  test::FakeClock clock;
+  test::TimedRunner runner{clock};
+  test::TimedProbe probe{runner};
+  RunLoopStats stats;
+  std::int64_t elapsed_ms = 0;
+
+  VirtualWorld() {
+    config.out_dir = dir.path() / "out";
+    config.job_key = "cmd:fake {in}";
+    std::string error;
+    config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}, error);
+    config.scheduler.budget_bytes = 4096 * kMiB;
+    config.kill_grace_ms = 5000;
+  }
+  RunSummary run(const std::vector<std::string>& names) {
+    for (const auto& n : names) dir.write("corpus/" + n + ".wav", std::string(1000, 'x'));
+    const Corpus corpus = scan_corpus({(dir.path() / "corpus").string()}, config.out_dir);
+    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    RunLoop loop(config, runner, probe, nullptr, progress, nullptr, &clock);
+    const std::int64_t t0 = clock.now_ms();
+    RunSummary s = loop.run(corpus);
+    elapsed_ms = clock.now_ms() - t0;
+    stats = loop.stats();
+    return s;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("virtual time: --timeout stops a job at the first reading past it, and spares one just under it") {
+  VirtualWorld w;
+  w.config.timeout_ms = 60'000;
+  w.config.tick_ms = 1000;
+  auto s = w.run({"slow-10-0", "ok-10-59000"});
+  CHECK(s.done == 1);
+  REQUIRE(s.failed.size() == 1);
+  CHECK(s.failed[0].path.find("slow-10-0") != std::string::npos);
+  CHECK(s.failed[0].reason.find("--timeout (60 s)") != std::string::npos);
+  REQUIRE(w.runner.kills.size() == 1);
+  CHECK(w.runner.kills[0].stem == "slow-10-0");
+  // Readings come once a tick, so the kill lands within one tick after the minute.
+  CHECK(w.runner.kills[0].after_ms > 60'000);
+  CHECK(w.runner.kills[0].after_ms <= 61'000);
+  // A minute of virtual time, in a number of waits set by the ticks, not by real time.
+  CHECK(w.elapsed_ms >= 60'000);
+  CHECK(w.elapsed_ms < 62'000);
+}
+
+TEST_CASE("virtual time: a worker whose heartbeat stops is killed after --hang-ms and its file retried") {
+  VirtualWorld w;
+  w.config.hang_ms = 30'000;
+  w.config.tick_ms = 1000;
+  // hang: its first attempt's worker is silent; ok-10-45000 runs longer than hang_ms, beating.
+  auto s = w.run({"hang-10-5000", "ok-10-45000"});
+  CHECK(s.exit_code() == 0);
+  CHECK(s.done == 2);
+  CHECK(s.retried == 1);
+  REQUIRE(w.runner.kills.size() == 1);
+  CHECK(w.runner.kills[0].stem == "hang-10-5000");
+  CHECK(w.runner.kills[0].after_ms > 30'000);
+  CHECK(w.runner.kills[0].after_ms <= 31'000);
+  CHECK(std::count(w.runner.starts.begin(), w.runner.starts.end(), "hang-10-5000") == 2);
+}
+
+TEST_CASE("virtual time: memory is read on the tick's deadline, not at every job end, and admission does not wait for it") {
+  VirtualWorld w;
+  w.config.tick_ms = 200;
+  w.config.scheduler.max_workers = 4;
+  std::vector<std::string> names;
+  for (int i = 0; i < 40; ++i) names.push_back("ok-5-" + std::to_string(20 + i % 3));  // 20-22 ms each
+  // Distinct files: the stem names the script, the directory keeps them apart.
+  for (int i = 0; i < 40; ++i) names[i] = "d" + std::to_string(i) + "/" + names[i];
+  auto s = w.run(names);
+  CHECK(s.done == 40);
+  // Waiting for a reading before each start would take 40 / 4 x 200 ms at least.
+  CHECK(w.elapsed_ms < 1000);
+  // One reading before the first start, then one per elapsed tick (the last may fall at the end).
+  CHECK(w.stats.memory_reads == w.probe.reads);
+  CHECK(w.probe.reads >= 1 + static_cast<std::size_t>(w.elapsed_ms / 200) - 1);
+  CHECK(w.probe.reads <= 2 + static_cast<std::size_t>(w.elapsed_ms / 200));
+  CHECK(w.runner.max_running <= 4);
+}
