@@ -107,6 +107,7 @@ class RunLoop {
 
  private:
   struct Job;
+  struct Pass;  ///< one run's state and steps (run_loop.cpp)
   RunnerJob make_runner_job(Job& job);
   bool finish_outputs(Job& job, const JobEnd& end, std::string& error);
   std::string task_for(const CorpusFile& file) const;
@@ -114,7 +115,6 @@ class RunLoop {
   void take_staging(Job& job);
   /// Empties `job`'s staging directory (unless `known_empty`) and returns it to the pool.
   void release_staging(Job& job, bool known_empty);
-  std::uint64_t scaled(std::uint64_t predicted_peak_bytes) const;
   ProbeReading read_probe(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
                           bool exact = false);
 

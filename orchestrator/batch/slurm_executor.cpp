@@ -13,10 +13,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "history/estimator.h"
 #include "history/history_store.h"
 #include "common/bytes.h"
 #include "orchestrator/batch/clock.h"
+#include "orchestrator/batch/prediction_policy.h"
 
 namespace fs = std::filesystem;
 
@@ -405,12 +405,12 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
   auto refresh_predictions = [&] {
     auto rows = history_->jobs_for_key(loop_.job_key);
     if (!rows) return false;
-    Estimator estimator(observations_from_jobs(rows.value()));
+    const PredictionPolicy policy(std::move(rows.value()), loop_.prediction_scale);
     bool any = false;
     for (auto& f : files)
       if (f.state == File::State::kWaiting && f.need_bytes == 0)
-        if (auto e = estimator.predict(f.file.size_bytes, f.file.audio_duration_s)) {
-          f.need_bytes = scaled_bytes(e->peak_bytes, loop_.prediction_scale);
+        if (auto predicted = policy.predict(f.file.size_bytes, f.file.audio_duration_s)) {
+          f.need_bytes = *predicted;
           any = true;
         }
     return any;

@@ -2,7 +2,7 @@
 #include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/replay_command.h"
 
-#include "history/estimator.h"
+#include "orchestrator/batch/prediction_policy.h"
 #include "memguard/budget.h"
 #include "memguard/size.h"
 
@@ -334,17 +334,17 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
   }
 
   // Predictions: the key's whole history, as a later run of that key would see it.
-  std::map<std::string, std::unique_ptr<Estimator>> estimators;
+  std::map<std::string, std::unique_ptr<PredictionPolicy>> policies;
   for (const JobRow& row : rows) {
     if (row.status != JobStatus::kOk) {
       ++src.skipped;
       continue;
     }
-    auto& est = estimators[row.job_key];
-    if (!est) {
+    auto& policy = policies[row.job_key];
+    if (!policy) {
       auto key_jobs = store.jobs_for_key(row.job_key, 100'000'000);
       if (!key_jobs) return R::failure(key_jobs.error());
-      est = std::make_unique<Estimator>(observations_from_jobs(*key_jobs));
+      policy = std::make_unique<PredictionPolicy>(std::move(*key_jobs));  // margin 1: replay applies its own
       src.keys.push_back(row.job_key);
     }
     RecordedJob job;
@@ -361,7 +361,7 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
       job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes});
     }
     // As the real loop does (run_loop): from the input size and the recorded audio duration.
-    if (auto e = est->predict(row.input_size_bytes, row.audio_duration_s)) job.predicted_peak_bytes = e->peak_bytes;
+    job.predicted_peak_bytes = policy->predict(row.input_size_bytes, row.audio_duration_s);
     src.jobs.push_back(std::move(job));
   }
   return src;
@@ -369,21 +369,22 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
 
 std::vector<std::optional<std::uint64_t>> learn_predictions(const std::vector<RecordedJob>& jobs,
                                                             const std::vector<std::uint32_t>& finished) {
-  std::map<std::string, std::vector<Observation>> by_key;
+  // The finished jobs as the rows of one run, so the policy fits them as the loop does its own.
+  std::map<std::string, std::vector<JobRow>> by_key;
   for (std::uint32_t i : finished) {
-    Observation ob;
-    ob.size_bytes = jobs[i].size_bytes;
-    ob.duration_s = jobs[i].audio_duration_s;
-    ob.peak_bytes = jobs[i].peak_pss_bytes;
-    by_key[jobs[i].key].push_back(ob);
+    JobRow row;
+    row.status = JobStatus::kOk;
+    row.input_size_bytes = jobs[i].size_bytes;
+    row.audio_duration_s = jobs[i].audio_duration_s;
+    row.peak_pss_bytes = jobs[i].peak_pss_bytes;
+    by_key[jobs[i].key].push_back(row);
   }
-  std::map<std::string, Estimator> estimators;
-  for (const auto& [key, obs] : by_key) estimators.emplace(key, Estimator(obs));
+  std::map<std::string, PredictionPolicy> policies;  // margin 1: replay applies its own
+  for (auto& [key, rows] : by_key) policies.emplace(key, PredictionPolicy(std::move(rows)));
   std::vector<std::optional<std::uint64_t>> predictions(jobs.size());
   for (std::size_t i = 0; i < jobs.size(); ++i) {
-    auto it = estimators.find(jobs[i].key);
-    if (it == estimators.end()) continue;
-    if (auto e = it->second.predict(jobs[i].size_bytes, jobs[i].audio_duration_s)) predictions[i] = e->peak_bytes;
+    auto it = policies.find(jobs[i].key);
+    if (it != policies.end()) predictions[i] = it->second.predict(jobs[i].size_bytes, jobs[i].audio_duration_s);
   }
   return predictions;
 }

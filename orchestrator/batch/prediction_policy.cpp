@@ -1,0 +1,28 @@
+#include "orchestrator/batch/prediction_policy.h"
+
+#include "history/estimator.h"
+#include "orchestrator/core/scheduler.h"
+
+namespace ab {
+
+PredictionPolicy::PredictionPolicy(std::vector<JobRow> rows, double margin)
+    : rows_(std::move(rows)), margin_(margin), estimator_(std::make_unique<Estimator>(observations_from_jobs(rows_))) {}
+
+PredictionPolicy::~PredictionPolicy() = default;
+PredictionPolicy::PredictionPolicy(PredictionPolicy&&) noexcept = default;
+PredictionPolicy& PredictionPolicy::operator=(PredictionPolicy&&) noexcept = default;
+
+std::optional<std::uint64_t> PredictionPolicy::predict(std::uint64_t size_bytes, std::optional<double> audio_s) const {
+  if (auto e = estimator_->predict(size_bytes, audio_s)) return scaled_bytes(e->peak_bytes, margin_);
+  return std::nullopt;
+}
+
+bool PredictionPolicy::learn(const JobRow& ok_job) {
+  rows_.push_back(ok_job);
+  // Refitting costs O(history + queue); doing it after every job made a large corpus O(n^2).
+  if (!refit_due(++learned_)) return false;
+  estimator_ = std::make_unique<Estimator>(observations_from_jobs(rows_));
+  return true;
+}
+
+}  // namespace ab
