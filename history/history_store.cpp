@@ -90,6 +90,24 @@ ALTER TABLE jobs ADD COLUMN started_at_ms INTEGER;
 ALTER TABLE jobs ADD COLUMN predicted_peak_bytes INTEGER;
 ALTER TABLE jobs ADD COLUMN oom_suspected INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 3 -> 4: sacct's figures for each Slurm array task of a run (issue 16), beside the jobs its
+    // align-batch recorded for itself; not jobs: a task is many files, and `history` lists keys.
+    R"sql(
+CREATE TABLE slurm_tasks (
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  task_id TEXT NOT NULL,
+  job_key TEXT NOT NULL,
+  state TEXT NOT NULL,
+  exit_code INTEGER NOT NULL,
+  exit_signal INTEGER NOT NULL,
+  req_mem_bytes INTEGER NOT NULL,
+  max_rss_bytes INTEGER,
+  elapsed_s REAL NOT NULL,
+  files INTEGER NOT NULL,
+  recorded_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (run_id, task_id)
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kHistorySchemaVersion,
               "one migration per schema version");
@@ -787,6 +805,44 @@ StoreResult<nlohmann::json> HistoryStore::tuned_settings(const std::string& job_
         "`replay --apply` again",
         path_.string(), job_key, job_key));
   return R(std::move(parsed));
+}
+
+StoreResult<Done> HistoryStore::record_slurm_task(const SlurmTaskRecord& t) {
+  using R = StoreResult<Done>;
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO slurm_tasks (run_id, task_id, job_key, state, exit_code, exit_signal, "
+         "req_mem_bytes, max_rss_bytes, elapsed_s, files, recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, t.run_id).bind(2, t.task_id).bind(3, t.job_key).bind(4, t.state).bind(5, t.exit_code);
+  s.bind(6, t.exit_signal).bind(7, t.req_mem_bytes).bind(8, t.max_rss_bytes).bind(9, t.elapsed_s).bind(10, t.files);
+  s.bind(11, now_ms());
+  if (s.step() != SQLITE_DONE) return R::failure(failure("recording Slurm task " + t.task_id));
+  return R(Done{});
+}
+
+StoreResult<std::vector<SlurmTaskRecord>> HistoryStore::slurm_tasks_for_run(std::int64_t run_id) {
+  using R = StoreResult<std::vector<SlurmTaskRecord>>;
+  Stmt s(db_,
+         "SELECT run_id, task_id, job_key, state, exit_code, exit_signal, req_mem_bytes, max_rss_bytes, elapsed_s, "
+         "files FROM slurm_tasks WHERE run_id = ? ORDER BY recorded_at_ms, task_id");
+  s.bind(1, run_id);
+  std::vector<SlurmTaskRecord> rows;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    SlurmTaskRecord t;
+    t.run_id = s.i64(0);
+    t.task_id = s.text(1);
+    t.job_key = s.text(2);
+    t.state = s.text(3);
+    t.exit_code = static_cast<int>(s.i64(4));
+    t.exit_signal = static_cast<int>(s.i64(5));
+    t.req_mem_bytes = static_cast<std::uint64_t>(s.i64(6));
+    if (!s.null(7)) t.max_rss_bytes = static_cast<std::uint64_t>(s.i64(7));
+    t.elapsed_s = s.f64(8);
+    t.files = static_cast<std::uint32_t>(s.i64(9));
+    rows.push_back(std::move(t));
+  }
+  if (rc != SQLITE_DONE) return R::failure(failure(fmt::format("reading the Slurm tasks of run {}", run_id)));
+  return R(std::move(rows));
 }
 
 StoreResult<Done> HistoryStore::store_tuned_settings(const std::string& job_key,

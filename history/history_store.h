@@ -114,6 +114,21 @@ struct JobRow : JobRecord {
   std::int64_t id = 0;
 };
 
+/// sacct's figures for one Slurm array task of a run (`--executor slurm`): recorded beside the
+/// jobs the task's own align-batch measured, which are what predictions use (docs/slurm.md).
+struct SlurmTaskRecord {
+  std::int64_t run_id = 0;
+  std::string task_id;  ///< "123_4"
+  std::string job_key;  ///< the key of the run's jobs
+  std::string state;    ///< sacct State: COMPLETED, OUT_OF_MEMORY, ...
+  int exit_code = 0;
+  int exit_signal = 0;
+  std::uint64_t req_mem_bytes = 0;
+  std::optional<std::uint64_t> max_rss_bytes;  ///< the .batch step's MaxRSS; none: sacct had not shown it
+  double elapsed_s = 0;
+  std::uint32_t files = 0;
+};
+
 /// One row of keys(): what history knows per job key.
 struct KeyRow {
   std::string job_key;
@@ -127,7 +142,7 @@ struct KeyRow {
 std::filesystem::path default_history_path(const std::filesystem::path& out_dir);
 
 /// The schema version this build writes; files with a higher PRAGMA user_version are refused.
-constexpr int kHistorySchemaVersion = 3;
+constexpr int kHistorySchemaVersion = 4;
 /// PRAGMA application_id of align-batch history files ("ABH1"), so that another program's SQLite
 /// file is never mistaken for ours.
 constexpr std::int32_t kHistoryApplicationId = 0x41424831;
@@ -199,6 +214,10 @@ class HistoryStore {
 
   /// Tuned settings for a key (written by `replay --apply`), or null JSON when none.
   StoreResult<nlohmann::json> tuned_settings(const std::string& job_key);
+  /// One Slurm task's sacct figures (replaces an earlier row of the same run and task).
+  StoreResult<Done> record_slurm_task(const SlurmTaskRecord& task);
+  /// A run's Slurm tasks, in the order they were recorded.
+  StoreResult<std::vector<SlurmTaskRecord>> slurm_tasks_for_run(std::int64_t run_id);
   StoreResult<Done> store_tuned_settings(const std::string& job_key,
                                          const nlohmann::json& settings);
 

@@ -63,7 +63,7 @@ TEST_CASE("open creates the directory and a WAL database stamped with our id and
   CHECK(std::filesystem::exists(db));
   CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   CHECK(raw_int(db, "PRAGMA application_id") == ab::kHistoryApplicationId);
-  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 5);
+  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 6);
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
   sqlite3_stmt* s = nullptr;
@@ -77,6 +77,54 @@ TEST_CASE("open creates the directory and a WAL database stamped with our id and
   CHECK(again->keys()->empty());
 }
 
+TEST_CASE("schema 4: a run's Slurm tasks, sacct's figures beside its jobs and not among them") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "h.sqlite";
+  {
+    auto store = open_ok(db);
+    REQUIRE(store->begin_run({}).ok());
+  }
+  // A schema 3 file (no slurm_tasks) gains the table.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "DROP TABLE slurm_tasks; PRAGMA user_version = 3", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  auto store = open_ok(db);
+  CHECK(raw_int(db, "PRAGMA user_version") == 4);
+  ab::SlurmTaskRecord t;
+  t.run_id = 1;
+  t.task_id = "12_3";
+  t.job_key = "cmd:aa";
+  t.state = "OUT_OF_MEMORY";
+  t.exit_code = 0;
+  t.exit_signal = 125;
+  t.req_mem_bytes = 200ull << 20;
+  t.max_rss_bytes = 190ull << 20;
+  t.elapsed_s = 2.5;
+  t.files = 4;
+  REQUIRE(store->record_slurm_task(t).ok());
+  ab::SlurmTaskRecord u = t;
+  u.task_id = "12_4";
+  u.state = "COMPLETED";
+  u.max_rss_bytes.reset();  // sacct had not shown it yet
+  REQUIRE(store->record_slurm_task(u).ok());
+  const auto rows = store->slurm_tasks_for_run(1);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 2);
+  CHECK(rows->at(0).task_id == "12_3");
+  CHECK(rows->at(0).state == "OUT_OF_MEMORY");
+  CHECK(rows->at(0).exit_signal == 125);
+  CHECK(rows->at(0).req_mem_bytes == 200ull << 20);
+  CHECK(rows->at(0).max_rss_bytes == std::optional<std::uint64_t>(190ull << 20));
+  CHECK(rows->at(0).elapsed_s == doctest::Approx(2.5));
+  CHECK(rows->at(0).files == 4);
+  CHECK_FALSE(rows->at(1).max_rss_bytes);
+  // Not jobs: `history` lists no key for them, and the run's jobs do not include them.
+  CHECK(store->keys()->empty());
+  CHECK(store->jobs_for_run(1)->empty());
+  CHECK(store->slurm_tasks_for_run(2)->empty());
+}
+
 TEST_CASE("a schema 2 history migrates to 3 keeping its jobs; the report's new fields read as unknown") {
   ab::test::TempDir dir;
   const auto db = dir.path() / "h.sqlite";
@@ -88,19 +136,20 @@ TEST_CASE("a schema 2 history migrates to 3 keeping its jobs; the report's new f
     j.started_at_ms = 5;
     REQUIRE(store->record_job(j).ok());
   }
-  // Back to schema 2 exactly as it was: the three columns migration 2 -> 3 adds removed.
+  // Back to schema 2 exactly as it was: the three columns migration 2 -> 3 adds removed, and
+  // the table 3 -> 4 adds.
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
   REQUIRE(sqlite3_exec(h,
                        "ALTER TABLE jobs DROP COLUMN started_at_ms; ALTER TABLE jobs DROP COLUMN "
                        "predicted_peak_bytes; ALTER TABLE jobs DROP COLUMN oom_suspected; "
-                       "PRAGMA user_version = 2",
+                       "DROP TABLE slurm_tasks; PRAGMA user_version = 2",
                        nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(h);
   REQUIRE(raw_int(db, "PRAGMA user_version") == 2);
 
   auto store = open_ok(db);
-  CHECK(raw_int(db, "PRAGMA user_version") == 3);
+  CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   const auto jobs = store->jobs_for_run(1);
   REQUIRE(jobs.ok());
   REQUIRE(jobs->size() == 1);

@@ -54,7 +54,10 @@ struct SlurmExecutor::Task {
   std::uint64_t mem_bytes = 0;
   std::vector<std::size_t> files;
   std::int64_t terminal_seen_ms = -1;
-  bool ended = false;
+  bool ended = false;           ///< its State was terminal: its files are decided
+  bool sacct_recorded = false;  ///< its sacct figures are recorded (record_sacct)
+  SacctRow row;                 ///< sacct's newest rows for it: the task's own and its .batch step
+  std::optional<SacctRow> batch;
 };
 
 struct SlurmExecutor::Array {
@@ -220,15 +223,15 @@ bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files
 void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files,
                                 RunSummary& summary, bool stopping) {
   task.ended = true;
-  const std::string state = row ? row->state : std::string("UNKNOWN");
+  if (row) task.row = *row;
+  else task.row.state = "UNKNOWN";
+  if (batch) task.batch = *batch;
+  const std::string state = task.row.state;
   const TaskFate fate = task_fate(state);
   const std::string id = task.job_id;
   const fs::path log = task.dir / fmt::format("{}.log", task.index);
   const std::uint64_t max_rss = batch && batch->max_rss_bytes ? *batch->max_rss_bytes : 0;
-  const double elapsed_s = row ? row->elapsed_s : 0;
   if (fate == TaskFate::kOutOfMemory) ++stats_.out_of_memory_tasks;
-  stats_.requested_mib_s += static_cast<double>(task.mem_bytes >> 20) * elapsed_s;
-  stats_.used_mib_s += static_cast<double>(max_rss >> 20) * elapsed_s;
 
   // The task's own history: every attempt it recorded goes into the main history, under this run.
   struct Last {
@@ -271,25 +274,6 @@ void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow*
         summary.peak_pss_bytes = std::max(summary.peak_pss_bytes, it->peak_pss_bytes);
       }
   }
-  // sacct's view of the task, recorded beside the task's own readings (docs/slurm.md: which to trust).
-  JobRecord sacct_rec;
-  sacct_rec.run_id = run_id_;
-  sacct_rec.input_path = "slurm:" + id;
-  sacct_rec.job_key = loop_.job_key + "#slurm-task";
-  sacct_rec.status = fate == TaskFate::kCompleted ? JobStatus::kOk : JobStatus::kFailed;
-  sacct_rec.peak_rss_bytes = max_rss;
-  sacct_rec.wall_s = elapsed_s;
-  sacct_rec.exit_status = row ? row->exit_code : 0;
-  if (row && row->exit_signal) sacct_rec.term_signal = row->exit_signal;
-  sacct_rec.error = fmt::format("State={} ReqMem={} files={}", state, format_bytes(task.mem_bytes), task.files.size());
-  if (auto r = history_->record_job(sacct_rec); !r) progress_.message("history: " + r.error());
-  {
-    nlohmann::json line = {{"job_id", id}, {"state", state}, {"exit_code", row ? row->exit_code : -1},
-                           {"req_mem_bytes", task.mem_bytes}, {"max_rss_bytes", max_rss}, {"elapsed_s", elapsed_s},
-                           {"files", task.files.size()}};
-    std::ofstream(run_dir_ / "tasks.jsonl", std::ios::app) << line.dump() << "\n";
-  }
-
   for (auto f : task.files) {
     File& file = files[f];
     const Last l = last.count(f) ? last[f] : Last{};
@@ -346,6 +330,34 @@ void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow*
                        row ? row->exit_code : -1, l.seen ? ": " : "", l.error, log.string()));
     }
   }
+}
+
+void SlurmExecutor::record_sacct(Task& task) {
+  task.sacct_recorded = true;
+  const SacctRow& row = task.row;
+  const std::string& state = row.state;
+  const std::uint64_t max_rss = task.batch && task.batch->max_rss_bytes ? *task.batch->max_rss_bytes : 0;
+  if (!max_rss) ++stats_.tasks_without_max_rss;
+  stats_.requested_mib_s += static_cast<double>(task.mem_bytes >> 20) * row.elapsed_s;
+  stats_.used_mib_s += static_cast<double>(max_rss >> 20) * row.elapsed_s;
+  // sacct's view of the task, recorded beside the task's own readings (docs/slurm.md: which to trust).
+  SlurmTaskRecord rec;
+  rec.run_id = run_id_;
+  rec.task_id = task.job_id;
+  rec.job_key = loop_.job_key;
+  rec.state = state;
+  rec.exit_code = row.exit_code;
+  rec.exit_signal = row.exit_signal;
+  rec.req_mem_bytes = task.mem_bytes;
+  if (max_rss) rec.max_rss_bytes = max_rss;
+  rec.elapsed_s = row.elapsed_s;
+  rec.files = static_cast<std::uint32_t>(task.files.size());
+  if (auto r = history_->record_slurm_task(rec); !r) progress_.message("history: " + r.error());
+  nlohmann::json line = {{"job_id", task.job_id}, {"state", state}, {"exit_code", row.exit_code},
+                         {"req_mem_bytes", task.mem_bytes},
+                         {"max_rss_bytes", max_rss ? nlohmann::json(max_rss) : nlohmann::json(nullptr)},
+                         {"elapsed_s", row.elapsed_s}, {"files", task.files.size()}};
+  std::ofstream(run_dir_ / "tasks.jsonl", std::ios::app) << line.dump() << "\n";
 }
 
 void SlurmExecutor::dry_run(const Corpus& corpus, std::FILE* out) {
@@ -457,11 +469,13 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
     }
     if (!stopping && !fatal) submit_waiting();
 
-    // Where every unfinished task stands.
+    // Where every unfinished task stands, and the sacct figures of ended ones not yet recorded.
     std::vector<std::string> ids;
     for (const auto& a : arrays)
-      if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !tasks[t].ended; })) ids.push_back(a.id);
+      if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !tasks[t].sacct_recorded; }))
+        ids.push_back(a.id);
     std::size_t pending = 0, running = 0;
+    bool ended_now = false;
     if (!ids.empty()) {
       auto rows = cluster_.query(ids);
       if (!rows) {
@@ -475,29 +489,31 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
           if (r.task && r.step == "batch") steps[task_id(r.array_job_id, *r.task)] = &r;
         }
         for (auto& t : tasks) {
-          if (t.ended) continue;
+          if (t.sacct_recorded) continue;
           auto it = own.find(t.job_id);
-          if (it == own.end()) {
-            ++pending;  // still inside a pending range (or not yet in sacct)
-            continue;
-          }
-          const TaskFate fate = task_fate(it->second->state);
-          if (fate == TaskFate::kRunning) {
-            (it->second->state == "PENDING" ? pending : running)++;
-            continue;
-          }
-          if (t.terminal_seen_ms < 0) t.terminal_seen_ms = now_ms;
           auto step = steps.find(t.job_id);
           const SacctRow* batch = step == steps.end() ? nullptr : step->second;
-          // After Ctrl-C a cancelled task is final at once: what it had not recorded is redone next run.
-          const bool final = (batch && batch->max_rss_bytes && task_fate(batch->state) != TaskFate::kRunning) ||
-                             (fate == TaskFate::kCancelled && (!batch || stopping)) ||
-                             now_ms - t.terminal_seen_ms >= config_.settle_ms;
-          if (!final) {
-            ++running;
-            continue;
+          if (!t.ended) {
+            if (it == own.end()) {
+              ++pending;  // still inside a pending range (or not yet in sacct)
+              continue;
+            }
+            if (task_fate(it->second->state) == TaskFate::kRunning) {
+              (it->second->state == "PENDING" ? pending : running)++;
+              continue;
+            }
+            // Terminal: the task's align-batch has exited, so its history is complete. Its files
+            // are decided now (and resubmitted, if need be, on this same pass); sacct's MaxRSS,
+            // ~3 s behind, is collected below when it shows and holds nothing up.
+            t.terminal_seen_ms = now_ms;
+            finish_task(t, it->second, batch, files, summary, stopping);
+            ended_now = true;
+          } else {
+            if (it != own.end()) t.row = *it->second;
+            if (batch) t.batch = *batch;
           }
-          finish_task(t, it->second, batch, files, summary, stopping);
+          const bool max_rss_final = t.batch && t.batch->max_rss_bytes && task_fate(t.batch->state) != TaskFate::kRunning;
+          if (max_rss_final || now_ms - t.terminal_seen_ms >= config_.settle_ms) record_sacct(t);
         }
       }
     }
@@ -523,6 +539,9 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
     const bool all_ended = ended == tasks.size();
     const bool waiting = std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting; });
     if (all_ended && (stopping || fatal || !waiting)) break;
+    // A task ended on this pass and files wait (resubmissions, or the rest after a first wave):
+    // submit them at once, not a poll interval later.
+    if (ended_now && waiting && !stopping && !fatal) continue;
     if (stopping && now_ms - stop_ms > config_.cancel_wait_ms) {
       progress_.message("cancelled tasks have not ended after the wait; their files are done next run if they finished");
       break;
@@ -533,10 +552,17 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (config_.live_line) std::fprintf(stderr, "\r\033[K");
+  // Every file is decided: tasks whose MaxRSS sacct has not shown yet are recorded without it
+  // rather than holding the run ~3 s past its last task (MaxRSS is not what predictions use).
+  for (auto& t : tasks)
+    if (t.ended && !t.sacct_recorded) record_sacct(t);
   progress_.message(fmt::format("slurm: {} arrays, {} tasks, {} out of memory ({} files resubmitted); requested {:.0f} MiB x s, "
-                                "sacct MaxRSS {:.0f} MiB x s",
+                                "sacct MaxRSS {:.0f} MiB x s{}",
                                 stats_.arrays, stats_.tasks, stats_.out_of_memory_tasks, stats_.resubmitted_files,
-                                stats_.requested_mib_s, stats_.used_mib_s));
+                                stats_.requested_mib_s, stats_.used_mib_s,
+                                stats_.tasks_without_max_rss
+                                    ? fmt::format(" ({} tasks' MaxRSS not yet in sacct, counted as 0)", stats_.tasks_without_max_rss)
+                                    : std::string()));
   summary.oom_deaths = stats_.out_of_memory_tasks;
   summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
   if (auto r = history_->end_run(run_id_, summary.exit_code()); !r) progress_.message("history: " + r.error());

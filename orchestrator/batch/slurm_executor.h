@@ -38,8 +38,10 @@ struct SlurmConfig {
   /// Without history, the first wave: this many files (spread over sizes), one per task, each
   /// asking for half the largest node: enough for the estimator's first fit (min_fit_jobs).
   std::size_t cold_wave_files = 5;
-  /// A terminal task's sacct row is final once its .batch step shows MaxRSS (sacct lags ~3 s
-  /// after the end), or this long after it was first seen terminal.
+  /// A task's files are decided as soon as its State is terminal; its sacct figures (MaxRSS of
+  /// the .batch step, which lags the end by ~3 s) are recorded once they show, or this long
+  /// after the State turned terminal, without holding anything up: a run whose last tasks' MaxRSS
+  /// has not shown by the time every file is decided records them without it.
   int settle_ms = 8000;
   /// Ctrl-C: how long to wait for cancelled tasks to end before giving up on them.
   int cancel_wait_ms = 30000;
@@ -54,6 +56,9 @@ struct SlurmStats {
   std::uint32_t resubmitted_files = 0;
   double requested_mib_s = 0;  ///< sum over ended tasks of ReqMem × elapsed
   double used_mib_s = 0;       ///< sum over ended tasks of MaxRSS × elapsed (sacct)
+  /// Tasks recorded before sacct showed their MaxRSS (counted as 0 in used_mib_s): the run ended,
+  /// or settle_ms passed, first.
+  std::uint32_t tasks_without_max_rss = 0;
 };
 
 class SlurmExecutor {
@@ -70,6 +75,8 @@ class SlurmExecutor {
   RunSummary run(const Corpus& corpus);
 
   const SlurmStats& stats() const { return stats_; }
+  /// The submitter's run in the main history (0 before run()).
+  std::int64_t run_id() const { return run_id_; }
 
  private:
   struct File;
@@ -82,6 +89,8 @@ class SlurmExecutor {
               std::string& error);
   void finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files, RunSummary& summary,
                    bool stopping);
+  /// sacct's figures for an ended task: the stats, a history row and a tasks.jsonl line.
+  void record_sacct(Task& task);
 
   RunLoopConfig loop_;
   SlurmConfig config_;

@@ -246,10 +246,18 @@ TEST_CASE("slurm executor, warm: arrays sized from history, every file done, pea
   auto rows = w.main_rows();
   CHECK(rows["a-n100"] == std::vector<std::string>{"ok"});
   CHECK(rows["c-n205"] == std::vector<std::string>{"ok"});
-  // sacct's figures: one row per task under the key's "#slurm-task" twin.
-  auto tasks = w.history->jobs_for_key(kKey + "#slurm-task");
+  // sacct's figures: one row per task in the run's Slurm tasks, none among the jobs.
+  auto runs = w.history->runs(1);
+  REQUIRE(runs.ok());
+  REQUIRE(runs->size() == 1);
+  auto tasks = w.history->slurm_tasks_for_run(runs->front().id);
   REQUIRE(tasks.ok());
   CHECK(tasks.value().size() == 4);
+  for (const auto& t : tasks.value()) CHECK(t.job_key == kKey);
+  auto keys = w.history->keys();
+  REQUIRE(keys.ok());
+  REQUIRE(keys->size() == 1);
+  CHECK(keys->front().job_key == kKey);
   // The task script runs the tasks' align-batch with each task's history and list.
   std::ifstream script(fs::path(w.cluster.submitted[0].script_path));
   std::stringstream ss;
