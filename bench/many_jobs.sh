@@ -8,6 +8,7 @@
 #       WORKERS=2                       jobs at once, for every contestant
 #       PARALLEL_MAX=10000              GNU parallel only up to this size (here it manages ~40-300
 #                                       jobs/s: 100,000 jobs would take it 5-40 min)
+#       NOHIST_MAX=all                  align-batch --no-history only up to this size (a number)
 #       CORPUS=DIR                      where the tiny WAVs live (default a temp dir, removed at
 #                                       the end); given, it is kept and reused by later runs
 #
@@ -25,6 +26,7 @@ build=${1:-build}
 sizes=${SIZES:-10000 100000}
 workers=${WORKERS:-2}
 parallel_max=${PARALLEL_MAX:-10000}
+nohist_max=${NOHIST_MAX:-all}
 ab=$build/orchestrator/align-batch
 py=/usr/bin/python3
 [ -x "$ab" ] || { echo "many_jobs.sh: $ab not built; run cmake --build $build --target align-batch" >&2; exit 2; }
@@ -64,16 +66,20 @@ for n in $sizes; do
   xargs -d '\n' cat < "$tmp/list" > /dev/null  # a warm page cache for everyone
 
   $own_cpu "$tmp/xargs" xargs -d '\n' -P "$workers" -n1 /bin/true < "$tmp/list"
-  contestants="xargs ab nohist"
+  contestants="xargs"
   if [ "$n" -le "$parallel_max" ]; then
     $own_cpu "$tmp/parallel" parallel -j "$workers" /bin/true {} "$tmp/out-par/{/.}" < "$tmp/list"
-    contestants="xargs parallel ab nohist"
+    contestants="$contestants parallel"
   fi
+  contestants="$contestants ab"
   rm -rf "$tmp/out-ab" "$tmp/out-nohist"
   $own_cpu "$tmp/ab" "$ab" --workers "$workers" --progress plain --out "$tmp/out-ab" "${dirs[@]}" \
     -- /bin/true {in} {out} > "$tmp/ab.out" 2> "$tmp/ab.err" || { echo "align-batch failed:"; tail -5 "$tmp/ab.err"; exit 1; }
-  $own_cpu "$tmp/nohist" "$ab" --workers "$workers" --progress plain --no-history --out "$tmp/out-nohist" "${dirs[@]}" \
-    -- /bin/true {in} {out} > /dev/null 2>&1
+  if [ "$nohist_max" = all ] || [ "$n" -le "$nohist_max" ]; then
+    $own_cpu "$tmp/nohist" "$ab" --workers "$workers" --progress plain --no-history --out "$tmp/out-nohist" "${dirs[@]}" \
+      -- /bin/true {in} {out} > /dev/null 2>&1
+    contestants="$contestants nohist"
+  fi
   grep -q "finished: $n done" "$tmp/ab.out" || { echo "align-batch did not finish all $n jobs:"; tail -3 "$tmp/ab.out"; exit 1; }
 
   xargs_wall=$(field "$tmp/xargs" 1)

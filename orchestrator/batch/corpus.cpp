@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,34 +33,12 @@ std::string lower(std::string s) {
   return s;
 }
 
-/// The transcript beside `audio` (`.txt` before `.lab`, lower case before upper), and the `.lab`
-/// left unused when both kinds exist. `listed`, when given, holds every .txt/.lab file of the
-/// directory scan that found `audio`: looked up there instead of stat'ed (four failed stats per
-/// file were a third of a big corpus's scan, perf on 100,000 files).
-std::pair<std::optional<fs::path>, std::optional<fs::path>> find_transcript(
-    const fs::path& audio, const std::unordered_set<std::string>* listed) {
-  auto first_of = [&](std::initializer_list<const char*> exts) -> std::optional<fs::path> {
-    for (const char* ext : exts) {
-      fs::path t = audio;
-      t.replace_extension(ext);
-      std::error_code ec;
-      if (listed ? listed->count(t.native()) > 0 : fs::is_regular_file(t, ec)) return t;
-    }
-    return std::nullopt;
-  };
-  auto txt = first_of({".txt", ".TXT"});
-  auto lab = first_of({".lab", ".LAB"});
-  if (txt) return {txt, lab};
-  return {lab, std::nullopt};
-}
-
 /// libsndfile virtual I/O over an open file: the first kHeadBytes come from one pread, the rest
 /// (a far chunk, an Ogg page at the end) from a pread each.
 class HeadReader {
  public:
-  explicit HeadReader(int fd) : fd_(fd) {
-    struct stat st {};
-    if (::fstat(fd, &st) == 0) size_bytes_ = st.st_size;
+  /// `size_bytes`: the file's size, from the caller's fstat.
+  HeadReader(int fd, sf_count_t size_bytes) : fd_(fd), size_bytes_(size_bytes) {
     head_.resize(static_cast<std::size_t>(std::min<sf_count_t>(size_bytes_, kHeadBytes)));
     const ssize_t n = head_.empty() ? 0 : ::pread(fd, head_.data(), head_.size(), 0);
     head_.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
@@ -103,10 +82,37 @@ class HeadReader {
   }
 
   int fd_;
-  sf_count_t size_bytes_ = 0;
+  sf_count_t size_bytes_;
   sf_count_t pos_ = 0;
   std::string head_;
 };
+
+/// The audio seconds the header of the open file `fd` of `size_bytes` states (read_audio_duration_s).
+std::optional<double> duration_of_open_file(int fd, sf_count_t size_bytes) {
+  // libsndfile's open alone, the same frames / rate the worker's AudioSource::duration_s()
+  // reports. Not AudioSource::open: it also walks every Ogg page or MP3 frame to the end of the
+  // file to catch cut files (container_end.h), i.e. reads each compressed file whole before any
+  // job starts. Measured on examples/corpus x 100 (2800 files, page cache warm, 2-core box under
+  // load), mean per file, sf_open / AudioSource::open at 0307ec4: WAV 0.012 / 0.015 ms, FLAC
+  // 0.009 / 0.013, MP3 0.033 / 0.17 (the 600 s MP3: 0.37 ms), Ogg 0.29 / 0.31.
+  // Not sf_open_fd: libsndfile 1.2.0 closes a given fd when the open fails, even with SF_FALSE,
+  // so our own close would hit a number that may be reused by then (strace showed the EBADF);
+  // sf_open_virtual never sees our fd.
+  //
+  // Through sf_open_virtual over one read of the file's head (HeadReader): libsndfile's own file
+  // I/O read a WAV header in ~30 syscalls of 2-12 bytes each (strace), most of a big corpus's
+  // scan; libsndfile still does all the parsing.
+  SF_INFO info{};
+  HeadReader reader(fd, size_bytes);
+  SF_VIRTUAL_IO io = HeadReader::io();
+  SNDFILE* file = reader.size_bytes() > 0 ? sf_open_virtual(&io, SFM_READ, &info, &reader) : nullptr;
+  std::optional<double> duration_s;
+  // SF_COUNT_MAX: libsndfile could not find where the audio ends (a cut Ogg stream).
+  if (file && info.frames > 0 && info.frames != SF_COUNT_MAX && info.samplerate > 0)
+    duration_s = static_cast<double>(info.frames) / info.samplerate;
+  if (file) sf_close(file);
+  return duration_s;
+}
 
 fs::path absolute_normal(const fs::path& p) {
   std::error_code ec;
@@ -115,10 +121,85 @@ fs::path absolute_normal(const fs::path& p) {
   return abs.lexically_normal();
 }
 
-class Scanner {
+/// `dir` + '/' + `name`, as std::filesystem::path's operator/ joins a relative name.
+std::string join(std::string_view dir, std::string_view name) {
+  std::string s;
+  s.reserve(dir.size() + 1 + name.size());
+  s.append(dir);
+  if (!s.empty() && s.back() != '/') s += '/';
+  s.append(name);
+  return s;
+}
+
+/// The lower-case extension of a file name (with the dot), as path::extension() finds it: none
+/// for a name that starts with its only dot.
+std::string_view extension_of(std::string_view name) {
+  const std::size_t dot = name.rfind('.');
+  if (dot == std::string_view::npos || dot == 0) return {};
+  return name.substr(dot);
+}
+
+bool is_audio_name(std::string_view name) {
+  const std::string ext = lower(std::string(extension_of(name)));
+  const auto& all = audio_extensions();
+  return std::find(all.begin(), all.end(), ext) != all.end();
+}
+
+std::uint64_t mix(std::uint64_t a, std::uint64_t b) { return (a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2))); }
+
+/// An open-addressing set of record indices (12 bytes a slot, at most half full): the scan's
+/// duplicate checks cost ~24-48 bytes a file while it runs, where a hash set of strings cost ~100.
+class IndexSet {
  public:
-  Scanner(const fs::path& out_dir, Corpus& corpus, const std::function<void(std::size_t)>& on_file)
-      : out_dir_(absolute_normal(out_dir)), corpus_(corpus), on_file_(on_file) {
+  /// The index of an entry with hash `h` for which `same(index)` holds, or none.
+  template <class Same>
+  std::optional<std::uint32_t> find(std::uint64_t h, const Same& same) const {
+    if (slots_.empty()) return std::nullopt;
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (s.index == 0) return std::nullopt;
+      if (s.hash == static_cast<std::uint32_t>(h >> 32) && same(s.index - 1)) return s.index - 1;
+    }
+  }
+  void insert(std::uint64_t h, std::uint32_t index) {
+    if ((used_ + 1) * 2 > slots_.size()) grow();
+    place({static_cast<std::uint32_t>(h >> 32), index + 1}, h);
+    ++used_;
+  }
+
+ private:
+  struct Slot {
+    std::uint32_t hash = 0;   ///< the hash's high half (its low bits pick the slot)
+    std::uint32_t index = 0;  ///< index + 1; 0: empty
+    std::uint32_t low = 0;    ///< the hash's low half, to place it again on growth
+  };
+  void place(Slot s, std::uint64_t h) {
+    s.low = static_cast<std::uint32_t>(h);
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t i = h & mask;
+    while (slots_[i].index != 0) i = (i + 1) & mask;
+    slots_[i] = s;
+  }
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{});
+    for (const Slot& s : old)
+      if (s.index != 0) place(s, (static_cast<std::uint64_t>(s.hash) << 32) | s.low);
+  }
+  std::vector<Slot> slots_;
+  std::size_t used_ = 0;
+};
+
+}  // namespace
+
+/// Fills a Corpus: walks directories by file descriptor (openat, fstat: no path is looked up
+/// again from the root for each file), reads each audio file's header, and stores each file as a
+/// CorpusFiles::Record.
+class CorpusBuilder {
+ public:
+  CorpusBuilder(const fs::path& out_dir, Corpus& corpus, const std::function<void(std::size_t)>& on_file)
+      : out_dir_(absolute_normal(out_dir)), corpus_(corpus), files_(corpus.files), on_file_(on_file) {
     struct stat st {};
     if (::stat(out_dir_.c_str(), &st) == 0) out_dir_id_ = std::make_pair(st.st_dev, st.st_ino);
   }
@@ -140,7 +221,7 @@ class Scanner {
     if (fs::is_directory(st)) {
       add_directory(p);
     } else if (is_audio_path(p)) {
-      add_file(p, p.parent_path());
+      add_single_file(p);
     } else {
       problem(p, "is not an audio file (" + extension_list() + ") nor a directory; to pass a list of files, write @" +
                      p.string());
@@ -148,6 +229,7 @@ class Scanner {
   }
 
  private:
+  using Transcript = CorpusFiles::Transcript;
   static std::string extension_list() {
     std::string s;
     for (const auto& e : audio_extensions()) s += (s.empty() ? "" : " ") + e.substr(1);
@@ -174,105 +256,281 @@ class Scanner {
   }
 
   void add_directory(const fs::path& root) {
-    std::vector<fs::path> found;
-    std::unordered_set<std::string> transcripts;
     std::set<std::pair<dev_t, ino_t>> visited;  // directories entered, so a symlink loop ends
-    walk(root, root, found, transcripts, visited);
-    std::sort(found.begin(), found.end());
-    if (found.empty()) problem(root, "holds no audio files (" + extension_list() + ")");
-    listed_transcripts_ = &transcripts;
-    for (const auto& f : found) add_file(f, root);
-    listed_transcripts_ = nullptr;
+    std::size_t found = 0;
+    walk(root.native(), std::string(), true, found, visited);
+    if (found == 0) problem(root, "holds no audio files (" + extension_list() + ")");
   }
 
-  // Recursion by hand rather than recursive_directory_iterator: symlinked directories are
-  // followed (a corpus assembled from links is common), each directory entered once by device
-  // and inode, and the run's own --out is never entered (its outputs are no inputs).
-  void walk(const fs::path& dir, const fs::path& root, std::vector<fs::path>& found,
-            std::unordered_set<std::string>& transcripts, std::set<std::pair<dev_t, ino_t>>& visited) {
-    struct stat st {};
-    if (::stat(dir.c_str(), &st) != 0) {
+  /// A file given by itself (or in a list): its own directory is its root.
+  void add_single_file(const fs::path& audio) {
+    const std::string name = audio.filename().native();
+    const std::uint32_t dir = dir_index(audio.parent_path().native(), std::string());
+    auto transcript_of = [&](std::initializer_list<Transcript> kinds) {
+      for (Transcript t : kinds) {
+        std::error_code ec;
+        fs::path p = audio;
+        p.replace_extension(CorpusFiles::transcript_extension(t));
+        if (fs::is_regular_file(p, ec)) return t;
+      }
+      return CorpusFiles::kNone;
+    };
+    const Transcript txt = transcript_of({CorpusFiles::kTxt, CorpusFiles::kTxtUpper});
+    const Transcript lab = transcript_of({CorpusFiles::kLab, CorpusFiles::kLabUpper});
+    add_record(dir, AT_FDCWD, audio.native(), name, txt != CorpusFiles::kNone ? txt : lab,
+               txt != CorpusFiles::kNone ? lab : CorpusFiles::kNone);
+  }
+
+  // Recursion by hand: symlinked directories are followed (a corpus assembled from links is
+  // common), each directory entered once by device and inode, and the run's own --out is never
+  // entered (its outputs are no inputs). Each directory's entries, files and subdirectories
+  // together, are visited in name order: the order a sort of whole paths component by component
+  // gives.
+  void walk(const std::string& dir, const std::string& relative, bool is_root, std::size_t& found,
+            std::set<std::pair<dev_t, ino_t>>& visited) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
       problem(dir, "directory cannot be read (" + std::string(std::strerror(errno)) + "); check its permissions");
       return;
     }
-    if (out_dir_id_ && st.st_dev == out_dir_id_->first && st.st_ino == out_dir_id_->second) return;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || (out_dir_id_ && st.st_dev == out_dir_id_->first && st.st_ino == out_dir_id_->second)) {
+      ::close(fd);
+      return;
+    }
     if (!visited.insert({st.st_dev, st.st_ino}).second) {
-      if (dir != root)
+      if (!is_root)
         problem(dir, "is a symlink loop (a directory already scanned); skipped: remove the link or point it elsewhere");
+      ::close(fd);
       return;
     }
-    std::error_code ec;
-    fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
-    if (ec) {
-      problem(dir, "directory cannot be read (" + ec.message() + "); check its permissions");
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+      problem(dir, "directory cannot be read (" + std::string(std::strerror(errno)) + "); check its permissions");
+      ::close(fd);
       return;
     }
-    std::vector<fs::path> subdirs;
-    for (; it != end; it.increment(ec)) {
-      if (ec) {
-        problem(dir, "error while scanning (" + ec.message() + "); some files may be missing");
-        break;
+    struct Entry {
+      std::string name;
+      bool is_dir;
+    };
+    std::vector<Entry> entries;
+    std::vector<std::string> transcripts;  // .txt and .lab files here, by name
+    errno = 0;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string_view name(e->d_name);
+      if (name == "." || name == "..") continue;
+      bool is_dir = e->d_type == DT_DIR;
+      bool is_reg = e->d_type == DT_REG;
+      if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
+        struct stat target {};
+        if (::fstatat(fd, e->d_name, &target, 0) != 0) {
+          struct stat link {};
+          if (::fstatat(fd, e->d_name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode))
+            problem(join(dir, name), "is a symlink whose target is missing or unreadable; skipped: fix or remove the link");
+          continue;
+        }
+        is_dir = S_ISDIR(target.st_mode);
+        is_reg = S_ISREG(target.st_mode);
       }
-      const fs::path path = it->path().lexically_normal();
-      std::error_code fec;
-      const bool is_link = it->is_symlink(fec);
-      const auto status = fs::status(path, fec);  // follows links
-      if (fec || !fs::exists(status)) {
-        if (is_link)
-          problem(path, "is a symlink whose target is missing or unreadable; skipped: fix or remove the link");
-        continue;
-      }
-      if (fs::is_directory(status)) {
-        subdirs.push_back(path);
-      } else if (fs::is_regular_file(status)) {
-        if (is_audio_path(path)) {
-          found.push_back(path);
+      if (is_dir) {
+        entries.push_back({std::string(name), true});
+      } else if (is_reg) {
+        if (is_audio_name(name)) {
+          entries.push_back({std::string(name), false});
         } else {
-          const std::string ext = lower(path.extension().string());
-          if (ext == ".txt" || ext == ".lab") transcripts.insert(path.native());
+          const std::string ext = lower(std::string(extension_of(name)));
+          if (ext == ".txt" || ext == ".lab") transcripts.emplace_back(name);
         }
       }
+      errno = 0;
     }
-    for (const auto& sub : subdirs) walk(sub, root, found, transcripts, visited);
+    if (errno != 0) problem(dir, "error while scanning (" + std::string(std::strerror(errno)) + "); some files may be missing");
+    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+    std::sort(transcripts.begin(), transcripts.end());
+    auto has = [&](const std::string& n) { return std::binary_search(transcripts.begin(), transcripts.end(), n); };
+    std::optional<std::uint32_t> dir_id;
+    for (const auto& e : entries) {
+      if (e.is_dir) {
+        walk(join(dir, e.name), relative.empty() ? e.name : join(relative, e.name), false, found, visited);
+        continue;
+      }
+      ++found;
+      if (!dir_id) dir_id = dir_index(dir, relative);
+      // The transcript beside it: `.txt` before `.lab`, lower case before upper; the `.lab` is
+      // left unused when both kinds exist (looked up among this directory's names, not stat'ed).
+      const std::string stem = e.name.substr(0, e.name.rfind('.'));
+      auto first_of = [&](Transcript a, Transcript b) {
+        if (has(stem + CorpusFiles::transcript_extension(a))) return a;
+        if (has(stem + CorpusFiles::transcript_extension(b))) return b;
+        return CorpusFiles::kNone;
+      };
+      Transcript txt = CorpusFiles::kNone, lab = CorpusFiles::kNone;
+      if (!transcripts.empty()) {
+        txt = first_of(CorpusFiles::kTxt, CorpusFiles::kTxtUpper);
+        lab = first_of(CorpusFiles::kLab, CorpusFiles::kLabUpper);
+      }
+      add_record(*dir_id, fd, e.name, e.name, txt != CorpusFiles::kNone ? txt : lab,
+                 txt != CorpusFiles::kNone ? lab : CorpusFiles::kNone);
+    }
+    ::closedir(d);
   }
 
-  void add_file(const fs::path& audio, const fs::path& root) {
-    if (!seen_audio_.insert(audio.string()).second) return;  // the same file given twice
-    CorpusFile f;
-    f.audio = audio;
-    f.relative = audio.lexically_relative(root);
-    if (f.relative.empty() || *f.relative.begin() == "..") f.relative = audio.filename();
+  /// The directory table's entry for `path` scanned under a root at `relative`.
+  std::uint32_t dir_index(const std::string& path, const std::string& relative) {
+    std::string key = path;
+    key += '\0';
+    key += relative;
+    auto [it, inserted] = dir_ids_.emplace(std::move(key), static_cast<std::uint32_t>(files_.dirs_.size()));
+    if (!inserted) return it->second;
+    CorpusFiles::Dir d;
+    d.path_offset = append(path);
+    d.path_bytes = static_cast<std::uint32_t>(path.size());
+    d.relative_offset = append(relative);
+    d.relative_bytes = static_cast<std::uint32_t>(relative.size());
+    // Outputs mirror the file's place under its root into --out.
+    const std::string out = relative.empty() ? out_dir_.native() : (out_dir_ / relative).native();
+    auto [oit, new_out] = out_ids_.emplace(out, static_cast<std::uint32_t>(files_.out_dirs_.size()));
+    if (new_out) files_.out_dirs_.push_back({append(out), static_cast<std::uint32_t>(out.size())});
+    d.out_dir = oit->second;
+    files_.dirs_.push_back(d);
+    dir_hash_.push_back(std::hash<std::string_view>{}(path));
+    return it->second;
+  }
+
+  std::uint64_t append(std::string_view s) {
+    const std::uint64_t at = files_.arena_.size();
+    files_.arena_.append(s);
+    return at;
+  }
+
+  std::string_view dir_path(std::uint32_t dir) const {
+    const auto& d = files_.dirs_[dir];
+    return files_.view(d.path_offset, d.path_bytes);
+  }
+  std::string_view out_path(std::uint32_t dir) const {
+    const auto& o = files_.out_dirs_[files_.dirs_[dir].out_dir];
+    return files_.view(o.offset, o.bytes);
+  }
+  std::string_view name_of(const CorpusFiles::Record& r) const { return files_.view(r.name_offset, r.name_bytes); }
+  static std::string_view stem_of(std::string_view name) { return name.substr(0, name.rfind('.')); }
+
+  /// Adds `name` in directory `dir` (opened as `dir_fd`, or AT_FDCWD with `open_path` absolute):
+  /// a problem instead when it is given twice (silently skipped), cannot be read, or its outputs
+  /// would overwrite another file's.
+  void add_record(std::uint32_t dir, int dir_fd, const std::string& open_path, std::string_view name,
+                  Transcript transcript, Transcript unused) {
+    const std::uint64_t audio_hash = mix(dir_hash_[dir], std::hash<std::string_view>{}(name));
+    const std::string_view stem = stem_of(name);
+    const std::uint64_t out_hash = mix(files_.dirs_[dir].out_dir, std::hash<std::string_view>{}(stem));
+    const auto same_audio = [&](std::uint32_t i) {
+      const auto& r = files_.records_[i];
+      return name_of(r) == name && (r.dir == dir || dir_path(r.dir) == dir_path(dir));
+    };
+    if (seen_audio_.find(audio_hash, same_audio)) return;  // the same file given twice
+    const std::string audio = join(dir_path(dir), name);
+    CorpusFiles::Record r;
     std::string error;
-    if (!refresh_corpus_file(f, error)) {
+    if (!read_file(dir_fd, open_path, r, error)) {
       problem(audio, error);
       return;
     }
-    std::tie(f.transcript, f.unused_transcript) = find_transcript(audio, listed_transcripts_);
-    fs::path rel_noext = f.relative;
-    rel_noext.replace_extension();
-    f.out_base = out_dir_ / rel_noext;
-    auto [it, inserted] = out_owner_.emplace(f.out_base.native(), corpus_.files.size());
-    if (!inserted) {
-      problem(audio, "its outputs would overwrite those of " + corpus_.files[it->second].audio.string() + " (" + f.out_base.string() +
-                         ".*); rename one of them or run them with different --out");
+    const auto same_out = [&](std::uint32_t i) {
+      const auto& o = files_.records_[i];
+      return files_.dirs_[o.dir].out_dir == files_.dirs_[dir].out_dir && stem_of(name_of(o)) == stem;
+    };
+    if (auto other = seen_out_.find(out_hash, same_out)) {
+      problem(audio, "its outputs would overwrite those of " + files_[*other].audio.string() + " (" +
+                         join(out_path(dir), stem) + ".*); rename one of them or run them with different --out");
       return;
     }
-    corpus_.files.push_back(std::move(f));
-    if (on_file_) on_file_(corpus_.files.size());
+    r.dir = dir;
+    r.name_offset = append(name);
+    r.name_bytes = static_cast<std::uint16_t>(name.size());
+    r.transcript = transcript;
+    r.unused_transcript = unused;
+    const auto index = static_cast<std::uint32_t>(files_.records_.size());
+    files_.records_.push_back(r);
+    seen_audio_.insert(audio_hash, index);
+    seen_out_.insert(out_hash, index);
+    if (on_file_) on_file_(files_.size());
+  }
+
+  /// Size, mtime and header of the file: one openat, fstat and pread (refresh_corpus_file's
+  /// checks, with the file descriptor of its directory).
+  static bool read_file(int dir_fd, const std::string& path, CorpusFiles::Record& r, std::string& error) {
+    const int fd = ::openat(dir_fd, path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      error = errno == EACCES ? "is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions"
+                              : "vanished or cannot be read (" + std::string(std::strerror(errno)) + "); check the file";
+      return false;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      error = "is no longer a regular file; check the corpus";
+      return false;
+    }
+    r.size_bytes = static_cast<std::uint64_t>(st.st_size);
+    r.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+    const auto d = duration_of_open_file(fd, static_cast<sf_count_t>(st.st_size));
+    r.audio_duration_s = d ? *d : -1;
+    ::close(fd);
+    return true;
   }
 
   fs::path out_dir_;
   std::optional<std::pair<dev_t, ino_t>> out_dir_id_;  ///< --out's device and inode, when it exists
   Corpus& corpus_;
+  CorpusFiles& files_;
   const std::function<void(std::size_t)>& on_file_;
-  // Hashed, and the owner by its index in corpus_.files: a std::map holding an fs::path (with
-  // its list of components) per file cost the scan about 0.3 KiB a file.
-  std::unordered_set<std::string> seen_audio_;
-  std::unordered_map<std::string, std::size_t> out_owner_;
-  const std::unordered_set<std::string>* listed_transcripts_ = nullptr;  ///< during add_directory
+  std::unordered_map<std::string, std::uint32_t> dir_ids_;  ///< "path\0relative" -> dirs_ index
+  std::unordered_map<std::string, std::uint32_t> out_ids_;  ///< output directory -> out_dirs_ index
+  std::vector<std::uint64_t> dir_hash_;                     ///< hash of each dirs_ entry's path
+  IndexSet seen_audio_;  ///< records by audio path
+  IndexSet seen_out_;    ///< records by output path (out dir and stem)
 };
 
-}  // namespace
+const char* CorpusFiles::transcript_extension(Transcript t) {
+  switch (t) {
+    case kTxt: return ".txt";
+    case kTxtUpper: return ".TXT";
+    case kLab: return ".lab";
+    case kLabUpper: return ".LAB";
+    case kNone: break;
+  }
+  return "";
+}
+
+CorpusFile CorpusFiles::operator[](std::size_t i) const {
+  const Record& r = records_.at(i);
+  const Dir& d = dirs_[r.dir];
+  const std::string_view name = view(r.name_offset, r.name_bytes);
+  const std::string_view relative = view(d.relative_offset, d.relative_bytes);
+  const Span& out = out_dirs_[d.out_dir];
+  CorpusFile f;
+  f.audio = join(view(d.path_offset, d.path_bytes), name);
+  f.relative = relative.empty() ? std::string(name) : join(relative, name);
+  const std::string_view stem = name.substr(0, name.rfind('.'));
+  f.out_base = join(view(out.offset, out.bytes), stem);
+  auto transcript_path = [&](Transcript t) -> std::optional<fs::path> {
+    if (t == kNone) return std::nullopt;
+    fs::path p = f.audio;
+    p.replace_extension(transcript_extension(t));
+    return p;
+  };
+  f.transcript = transcript_path(r.transcript);
+  f.unused_transcript = transcript_path(r.unused_transcript);
+  f.size_bytes = r.size_bytes;
+  f.mtime_ns = r.mtime_ns;
+  if (r.audio_duration_s >= 0) f.audio_duration_s = r.audio_duration_s;
+  return f;
+}
+
+std::size_t CorpusFiles::memory_bytes() const {
+  return arena_.capacity() + records_.capacity() * sizeof(Record) + dirs_.capacity() * sizeof(Dir) +
+         out_dirs_.capacity() * sizeof(Span);
+}
 
 const std::vector<std::string>& audio_extensions() {
   static const std::vector<std::string> kExtensions = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"};
@@ -327,39 +585,20 @@ bool refresh_corpus_file(CorpusFile& file, std::string& error) {
 }
 
 std::optional<double> read_audio_duration_s(const fs::path& path) {
-  // libsndfile's open alone, the same frames / rate the worker's AudioSource::duration_s()
-  // reports. Not AudioSource::open: it also walks every Ogg page or MP3 frame to the end of the
-  // file to catch cut files (container_end.h), i.e. reads each compressed file whole before any
-  // job starts. Measured on examples/corpus x 100 (2800 files, page cache warm, 2-core box under
-  // load), mean per file, sf_open / AudioSource::open at 0307ec4: WAV 0.012 / 0.015 ms, FLAC
-  // 0.009 / 0.013, MP3 0.033 / 0.17 (the 600 s MP3: 0.37 ms), Ogg 0.29 / 0.31.
-  // Not open + sf_open_fd: libsndfile 1.2.0 closes a given fd when the open fails, even with
-  // SF_FALSE, so our own close would hit a number that may be reused by then (strace showed the
-  // EBADF); sf_open_virtual never sees our fd.
-  SF_INFO info{};
-  //
-  // Through sf_open_virtual over one read of the file's head (HeadReader): libsndfile's own file
-  // I/O read a WAV header in ~30 syscalls of 2-12 bytes each (strace), most of a big corpus's
-  // scan; libsndfile still does all the parsing.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
-  HeadReader reader(fd);
-  SF_VIRTUAL_IO io = HeadReader::io();
-  SNDFILE* file = reader.size_bytes() > 0 ? sf_open_virtual(&io, SFM_READ, &info, &reader) : nullptr;
-  std::optional<double> duration_s;
-  // SF_COUNT_MAX: libsndfile could not find where the audio ends (a cut Ogg stream).
-  if (file && info.frames > 0 && info.frames != SF_COUNT_MAX && info.samplerate > 0)
-    duration_s = static_cast<double>(info.frames) / info.samplerate;
-  if (file) sf_close(file);
+  struct stat st {};
+  std::optional<double> d;
+  if (::fstat(fd, &st) == 0) d = duration_of_open_file(fd, static_cast<sf_count_t>(st.st_size));
   ::close(fd);
-  return duration_s;
+  return d;
 }
 
 Corpus scan_corpus(const std::vector<std::string>& inputs, const fs::path& out_dir,
                    const std::function<void(std::size_t)>& on_file) {
   Corpus corpus;
-  Scanner scanner(out_dir, corpus, on_file);
-  for (const auto& input : inputs) scanner.add_input(input, fs::path(), 0);
+  CorpusBuilder builder(out_dir, corpus, on_file);
+  for (const auto& input : inputs) builder.add_input(input, fs::path(), 0);
   return corpus;
 }
 

@@ -113,7 +113,8 @@ TEST_CASE("refresh_corpus_file notices a file that vanished after the scan") {
   REQUIRE(corpus.files.size() == 1);
   fs::remove(p);
   std::string error;
-  CHECK_FALSE(ab::refresh_corpus_file(corpus.files[0], error));
+  ab::CorpusFile f = corpus.files[0];
+  CHECK_FALSE(ab::refresh_corpus_file(f, error));
   CHECK(error.find("vanished") != std::string::npos);
 }
 
@@ -177,7 +178,7 @@ TEST_CASE("refresh_corpus_file reads the duration again when the file changed") 
   write_tone(p, "wav", 16000, 1, 1.0);
   auto corpus = ab::scan_corpus({(t.path() / "c").string()}, t.path() / "out");
   REQUIRE(corpus.files.size() == 1);
-  ab::CorpusFile& f = corpus.files[0];
+  ab::CorpusFile f = corpus.files[0];
   REQUIRE(f.audio_duration_s.has_value());
   CHECK(std::abs(*f.audio_duration_s - 1.0) < 0.001);
   std::string error;
@@ -192,4 +193,40 @@ TEST_CASE("refresh_corpus_file reads the duration again when the file changed") 
   t.write("c/x.wav", std::string(100, 'z'));
   REQUIRE(ab::refresh_corpus_file(f, error));
   CHECK_FALSE(f.audio_duration_s.has_value());
+}
+
+TEST_CASE("scan order is whole paths sorted component by component; a directory and a file given again count once") {
+  TempDir t;
+  t.write("c/a.wav", "1");
+  t.write("c/a/z.wav", "22");  // the directory "a" sorts before the file "a.wav"
+  t.write("c/a-b.wav", "333");  // '-' sorts before '.', and both after the directory "a"
+  t.write("c/B/x.WAV", "4");
+  t.write("c/B/x.TXT", "upper");
+  t.write("c/B/x.lab", "lab");
+  auto corpus = ab::scan_corpus({(t.path() / "c").string(), (t.path() / "c/a").string(), (t.path() / "c/a.wav").string()},
+                                t.path() / "out");
+  std::vector<std::string> order;
+  for (const auto& f : corpus.files) order.push_back(f.relative.string());
+  CHECK(order == std::vector<std::string>{"B/x.WAV", "a/z.wav", "a-b.wav", "a.wav"});
+  CHECK(corpus.problems.empty());
+  const ab::CorpusFile x = corpus.files[0];
+  CHECK(x.audio == t.path() / "c/B/x.WAV");
+  REQUIRE(x.transcript.has_value());
+  CHECK(*x.transcript == t.path() / "c/B/x.TXT");
+  REQUIRE(x.unused_transcript.has_value());
+  CHECK(*x.unused_transcript == t.path() / "c/B/x.lab");
+  CHECK(x.out_base == t.path() / "out/B/x");
+  CHECK(corpus.files[1].out_base == t.path() / "out/a/z");
+  CHECK(corpus.files[2].size_bytes == 3);
+}
+
+TEST_CASE("the scanned corpus holds a file in well under 500 bytes") {
+  TempDir t;
+  constexpr int kFiles = 2000;
+  for (int i = 0; i < kFiles; ++i) t.write("c/spk" + std::to_string(i / 500) + "/utterance_" + std::to_string(i) + ".wav", "x");
+  auto corpus = ab::scan_corpus({(t.path() / "c").string()}, t.path() / "out");
+  REQUIRE(corpus.files.size() == kFiles);
+  // Per file: its 40-byte record and its name (~20 bytes), with the vectors' spare capacity.
+  CHECK(corpus.files.memory_bytes() / kFiles < 150);
+  CHECK(corpus.files[kFiles - 1].audio == t.path() / "c/spk3/utterance_1999.wav");
 }

@@ -129,9 +129,10 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
   const bool any_transcript =
       std::any_of(corpus.files.begin(), corpus.files.end(), [](const CorpusFile& f) { return f.transcript.has_value(); });
   std::vector<PlannedFile> out;
-  for (const auto& f : corpus.files) {
+  for (std::size_t i = 0; i < corpus.files.size(); ++i) {
+    const CorpusFile f = corpus.files[i];
     PlannedFile p;
-    p.file = &f;
+    p.file = i;
     p.task = task_for(f);
     p.transcribed_for_want = !config_.command && config_.task == "auto" && !f.transcript && any_transcript;
     if (!config_.command && config_.task == "align" && !f.transcript) {
@@ -424,14 +425,14 @@ void RunLoop::Pass::enqueue(const Corpus& corpus) {
     }
     Job job;
     job.id = next_id++;
-    job.file = *p.file;
+    job.file = corpus.files[p.file];
     job.task = p.task;
     job.reason = p.reason;
     job.transcribed_for_want = p.transcribed_for_want;
     ++summary.run_reasons[p.reason.substr(0, p.reason.find(':'))];
     if (p.reason != kReasonNew) summary.reran.push_back({display_path(job.file.audio.string()), p.reason});
     job.predicted_peak_bytes = p.predicted_peak_bytes;
-    scheduler.add_job({job.id, p.file->size_bytes, p.predicted_peak_bytes, 0});
+    scheduler.add_job({job.id, job.file.size_bytes, p.predicted_peak_bytes, 0});
     jobs.emplace(job.id, std::move(job));
     ++to_run;
   }

@@ -68,7 +68,7 @@ struct RunLoopConfig {
 
 /// One file's plan (--dry-run prints it; run() follows it).
 struct PlannedFile {
-  const CorpusFile* file = nullptr;
+  std::size_t file = 0;                        ///< its index in the corpus (Corpus::files)
   bool skip = false;                           ///< done in history already (resume.h)
   std::string reason;                          ///< why it runs: "new", "transcript changed", ... (resume.h)
   std::string task;                            ///< "align", "transcribe" (built-in engine) or "command"

@@ -96,7 +96,7 @@ std::vector<SlurmExecutor::File> SlurmExecutor::plan_files(const Corpus& corpus,
       continue;
     }
     File f;
-    f.file = *p.file;
+    f.file = corpus.files[p.file];
     f.need_bytes = p.predicted_peak_bytes.value_or(0);
     files.push_back(std::move(f));
   }

@@ -630,17 +630,17 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
     // One header row, then one tab-separated row per file (docs/orchestrator.md).
     std::printf("action\tfile\tsize\taudio\tpeak\ttask\ttranscript\twhy%s\n", dashdash ? "\tcommand" : "");
     for (const auto& p : plan) {
-      const std::string audio = p.file->audio_duration_s ? fmt::format("audio {:.2f} s", *p.file->audio_duration_s)
+      const CorpusFile f = corpus.files[p.file];
+      const std::string audio = f.audio_duration_s ? fmt::format("audio {:.2f} s", *f.audio_duration_s)
                                                          : std::string("audio unknown");
       std::string row = fmt::format(
-          "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", p.skip ? "skip" : "run", display_path(p.file->audio.string()),
-          format_bytes(p.file->size_bytes), audio,
+          "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", p.skip ? "skip" : "run", display_path(f.audio.string()),
+          format_bytes(f.size_bytes), audio,
           p.predicted_peak_bytes ? "peak ~" + format_bytes(*p.predicted_peak_bytes) : std::string("peak unknown (no history)"),
           p.task + (p.transcribed_for_want ? " (no transcript)" : ""),
-          p.file->transcript ? display_path(p.file->transcript->string()) : std::string("-"), p.skip ? "done" : p.reason);
+          f.transcript ? display_path(f.transcript->string()) : std::string("-"), p.skip ? "done" : p.reason);
       if (dashdash && config.command) {
         // {out} shown at its final place; when the job runs it points into the staging directory.
-        const CorpusFile& f = *p.file;
         row += "\t" + shell_words(config.command->expand({f.audio, f.out_base, f.audio.stem().string(), f.audio.parent_path()}));
       }
       std::printf("%s\n", row.c_str());
