@@ -579,9 +579,9 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   {
     // Both <stem>.txt and <stem>.lab: the .txt is used. Said once, not once per file.
     std::size_t both = 0;
-    const CorpusFile* example = nullptr;
+    std::optional<CorpusFile> example;  // corpus.files builds each file on demand: a copy, not a pointer
     for (const auto& f : corpus.files)
-      if (f.unused_transcript && both++ == 0) example = &f;
+      if (f.unused_transcript && both++ == 0) example = f;
     if (example) {
       const std::string note = fmt::format(
           "{} file{} both a .txt and a .lab transcript; the .txt is used (e.g. {}, not {})", both,
