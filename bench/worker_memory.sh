@@ -17,6 +17,10 @@
 #                             1-minute file and on a SHORT_MIN-minute one (default 3)
 #   env LONG_MIN=60           the long file's minutes (a wav2vec2-base pass over 60 minutes takes
 #                             about 20 min of one idle core; much more on a loaded machine)
+#   env TASKS="align transcribe"  the tasks to measure (e.g. one task per instance, two instances
+#                             side by side on two cores: each case is one single-threaded worker, and
+#                             its peak RSS does not depend on how fast it runs)
+#   env SLIDING=1             wav2vec2-base only: also the --malloc-mmap-threshold-kib 0 cases (0: skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -24,6 +28,8 @@ worker=$build/worker/align-batch-worker
 maker=$build/worker/make-tone-model
 model_kind=${MODEL:-tone}
 long=${LONG_MIN:-60}
+tasks=${TASKS:-align transcribe}
+sliding=${SLIDING:-1}
 short=${SHORT_MIN:-3}
 for b in "$worker" "$maker"; do
   [ -x "$b" ] || { echo "worker_memory.sh: $b not built; run cmake --build $build first" >&2; exit 2; }
@@ -55,7 +61,7 @@ make_case() {  # minutes: the pattern repeated to at least that long
 }
 make_case 1
 make_case "$long"
-[ "$model_kind" = wav2vec2-base ] && make_case "$short"
+[ "$model_kind" = wav2vec2-base ] && [ "$sliding" = 1 ] && make_case "$short"
 
 # run_case TASK MINUTES [worker flags...] -> prints a row and sets PEAK_KIB
 run_case() {
@@ -95,7 +101,7 @@ compare() {
 if [ "$model_kind" = tone ]; then
   echo "align-batch-worker peak RSS (VmHWM), tone model, fresh worker per case"
   for flags in "" "--max-trellis-mib 256" "--max-trellis-mib 8"; do
-    for task in align transcribe; do
+    for task in $tasks; do
       [ "$task" = transcribe ] && [ -n "$flags" ] && continue
       # shellcheck disable=SC2086
       run_case "$task" 1 $flags; one=$PEAK_KIB
@@ -106,12 +112,13 @@ if [ "$model_kind" = tone ]; then
   done
 else
   echo "align-batch-worker peak RSS (VmHWM), wav2vec2-base (random weights), 1 thread, fresh worker per case"
-  for task in align transcribe; do
+  for task in $tasks; do
     run_case "$task" 1; one=$PEAK_KIB
     run_case "$task" "$long"; other=$PEAK_KIB
     compare "$task" "$one" "$other" "(mmap threshold held at 128 KiB, the default)" 1 "$long"
   done
-  for task in transcribe align; do
+  for task in $tasks; do
+    [ "$sliding" = 1 ] || break
     run_case "$task" 1 --malloc-mmap-threshold-kib 0; one=$PEAK_KIB
     run_case "$task" "$short" --malloc-mmap-threshold-kib 0; other=$PEAK_KIB
     compare "$task" "$one" "$other" "--malloc-mmap-threshold-kib 0 (glibc's sliding threshold)" 1 "$short"

@@ -35,6 +35,9 @@ class EmissionModel {
   /// info().sample_rate_hz. Throws EngineOutOfMemory or std::bad_alloc on allocation failure and
   /// std::runtime_error for anything else the engine rejects.
   virtual EmissionChunk compute(const float* samples, std::size_t count) = 0;
+  /// Called after a file's last window (and before a retry): memory the engine keeps between
+  /// windows goes back to the system.
+  virtual void release_scratch() {}
 };
 
 }  // namespace ab

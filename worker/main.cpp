@@ -103,6 +103,13 @@ int main(int argc, char** argv) {
   app.add_option("--malloc-mmap-threshold-kib", mmap_threshold_kib,
                  "glibc mmap threshold, held fixed (0: glibc's own, which rises with freed blocks)")
       ->check(CLI::Range(0, 32 << 10));
+  std::string tensor_cache = "on";
+  app.add_option("--tensor-cache", tensor_cache,
+                 "on: LibTorch's large tensors reuse blocks kept mapped between a file's windows (not a page "
+                 "fault per page of every new activation; never more mapped than the file's peak in use), "
+                 "off: each is mapped afresh and unmapped when freed")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app.set_version_flag("--version", std::string("align-batch-worker ") + AB_VERSION);
   CLI11_PARSE(app, argc, argv);
   config.max_trellis_bytes = max_trellis_mib << 20;
@@ -130,7 +137,7 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<ab::TorchEmissionModel> model;
   try {
-    model = std::make_unique<ab::TorchEmissionModel>(model_path, *sidecar.info, shared_weights);
+    model = std::make_unique<ab::TorchEmissionModel>(model_path, *sidecar.info, shared_weights, tensor_cache == "on");
   } catch (const std::exception& e) {
     status.set_phase(ab::WorkerPhase::kExited);
     return not_ready(e.what());

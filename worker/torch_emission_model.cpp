@@ -13,6 +13,7 @@
 #include <torch/version.h>
 
 #include "worker/shared_weights.h"
+#include "worker/torch_block_allocator.h"
 #include "worker/worker_loop.h"
 
 namespace ab {
@@ -109,7 +110,7 @@ void TorchEmissionModel::Impl::share(const std::filesystem::path& path, WeightSh
 }
 
 TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, ModelInfo info,
-                                       const std::filesystem::path& shared_weights)
+                                       const std::filesystem::path& shared_weights, bool tensor_cache)
     : impl_(std::make_unique<Impl>()), info_(std::move(info)), model_path_(model_path) {
   try {
     impl_->module = torch::jit::load(model_path.string(), torch::kCPU);
@@ -127,7 +128,12 @@ TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, 
                              "wav2vec2 contract forward(waveforms, lengths) -> (emissions, lengths)");
   }
   if (!shared_weights.empty()) impl_->share(shared_weights, sharing_);
+  // After the load: the weights never pass through the cache (freed by share(), they would stay
+  // cached, private memory).
+  if (tensor_cache) install_torch_block_cache(kMallocMmapThresholdKib << 10);
 }
+
+void TorchEmissionModel::release_scratch() { release_torch_block_cache(); }
 
 TorchEmissionModel::~TorchEmissionModel() = default;
 

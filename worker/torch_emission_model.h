@@ -33,13 +33,16 @@ class TorchEmissionModel final : public EmissionModel {
   /// `shared_weights` (a path every worker of the same model key is given), the parameters and
   /// buffers are then moved into that file's read-only mapping (written by the first worker) and
   /// the private copy is freed; if that fails the private copy is kept and sharing().error says why.
+  /// With `tensor_cache`, once the model is loaded LibTorch's large CPU tensors come from a
+  /// process-wide BlockCache (worker/torch_block_allocator.h), emptied by release_scratch().
   TorchEmissionModel(const std::filesystem::path& model_path, ModelInfo info,
-                     const std::filesystem::path& shared_weights = {});
+                     const std::filesystem::path& shared_weights = {}, bool tensor_cache = false);
   ~TorchEmissionModel() override;
 
   const ModelInfo& info() const override { return info_; }
   const WeightSharing& sharing() const { return sharing_; }
   EmissionChunk compute(const float* samples, std::size_t count) override;
+  void release_scratch() override;
 
  private:
   struct Impl;

@@ -132,6 +132,7 @@ json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
   }
   if (peak_is_the_jobs) result["peak_rss_bytes"] = peak_rss_bytes();
   // Every buffer of the job is gone by now; hand the freed heap back to the system, then measure.
+  model_.release_scratch();
   malloc_trim(0);
   result["idle_rss_bytes"] = current_rss_bytes();
   status_.heap_bytes.store(malloc_in_use_bytes(), std::memory_order_relaxed);
@@ -179,6 +180,7 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
     } catch (...) {
       return error_result(id, display_path(audio_path) + ": the engine failed with an unknown exception");
     }
+    model_.release_scratch();
     windows.window_s /= 2;
   }
 }
@@ -248,6 +250,8 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
         write_line(out, json{{"id", id}, {"progress", std::round(f * 1000) / 1000}});
       },
       &stats);
+  // The model's blocks kept between windows are not needed by the aligner.
+  model_.release_scratch();
   if (!source.error().empty()) return error_result(id, source.error());
   const double audio_s = double(stats.samples) / info.sample_rate_hz;
   if (em.frames == 0) {
