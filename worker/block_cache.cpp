@@ -72,10 +72,13 @@ bool BlockCache::give(void* p) {
   return true;
 }
 
-void BlockCache::release() {
+BlockCache::Stats BlockCache::release() {
   std::lock_guard<std::mutex> lock(mu_);
+  const Stats before = stats_;
   while (!cached_.empty()) unmap_cached(std::prev(cached_.end()));
   stats_.high_water_bytes = stats_.in_use_bytes;
+  stats_.hits = stats_.misses = stats_.unmapped_bytes = 0;
+  return before;
 }
 
 BlockCache::Stats BlockCache::stats() const {

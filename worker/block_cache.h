@@ -23,10 +23,11 @@ class BlockCache {
   struct Stats {
     std::uint64_t in_use_bytes = 0;     ///< blocks handed out, not yet given back
     std::uint64_t cached_bytes = 0;     ///< blocks given back, still mapped
-    std::uint64_t high_water_bytes = 0; ///< most in_use_bytes since the last release()
+    // Since the last release():
+    std::uint64_t high_water_bytes = 0; ///< most in_use_bytes at once
     std::uint64_t hits = 0;             ///< take()s served from the cache
     std::uint64_t misses = 0;           ///< take()s that mapped a new block
-    std::uint64_t unmapped_bytes = 0;   ///< cached bytes unmapped to stay within the bound (not by release())
+    std::uint64_t unmapped_bytes = 0;   ///< cached bytes unmapped to stay within the bound
   };
 
   /// A cached block of size B serves a request of n bytes when n <= B <= n + n / kSlackDivisor:
@@ -43,8 +44,9 @@ class BlockCache {
   void* take(std::size_t bytes);
   /// Takes back a block from take(); false (and nothing done) if `p` is not one of ours.
   bool give(void* p);
-  /// Unmaps every cached block and lowers the high-water mark to what is in use now.
-  void release();
+  /// Unmaps every cached block; returns the figures as they were, then lowers the high-water
+  /// mark to what is in use now and zeroes the counters (hits, misses, unmapped_bytes).
+  Stats release();
   Stats stats() const;
 
  private:

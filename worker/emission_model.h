@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,6 +25,13 @@ struct EngineOutOfMemory : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// What an engine kept between one file's windows (EmissionModel::release_scratch()).
+struct ScratchStats {
+  std::uint64_t peak_bytes = 0;  ///< most bytes in its blocks at once
+  std::uint64_t reused = 0;      ///< blocks served again instead of mapped afresh
+  std::uint64_t mapped = 0;      ///< blocks mapped afresh
+};
+
 /// An acoustic model with the torchaudio wav2vec2 contract. The real one is TorchEmissionModel
 /// (the only LibTorch code the loop reaches); tests may use a plain C++ one.
 class EmissionModel {
@@ -36,8 +44,8 @@ class EmissionModel {
   /// std::runtime_error for anything else the engine rejects.
   virtual EmissionChunk compute(const float* samples, std::size_t count) = 0;
   /// Called after a file's last window (and before a retry): memory the engine keeps between
-  /// windows goes back to the system.
-  virtual void release_scratch() {}
+  /// windows goes back to the system. Returns what it kept since the last call, if it keeps any.
+  virtual std::optional<ScratchStats> release_scratch() { return std::nullopt; }
 };
 
 }  // namespace ab

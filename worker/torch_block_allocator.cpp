@@ -53,8 +53,9 @@ void install_torch_block_cache(std::size_t min_bytes) {
   c10::SetCPUAllocator(a, /*priority=*/1);
 }
 
-void release_torch_block_cache() {
-  if (auto* a = g_allocator.load(std::memory_order_acquire)) a->cache().release();
+std::optional<BlockCache::Stats> release_torch_block_cache() {
+  if (auto* a = g_allocator.load(std::memory_order_acquire)) return a->cache().release();
+  return std::nullopt;
 }
 
 std::optional<BlockCache::Stats> torch_block_cache_stats() {

@@ -12,8 +12,9 @@ namespace ab {
 /// BlockCache (smaller ones, and every tensor allocated before, stay with c10's own allocator).
 /// Call after the model is loaded, so its weights never pass through the cache. Idempotent.
 void install_torch_block_cache(std::size_t min_bytes);
-/// Unmaps what the cache holds (after a file's last window); nothing if it was never installed.
-void release_torch_block_cache();
+/// BlockCache::release() (after a file's last window): the figures since the last call, or
+/// nullopt if the cache was never installed.
+std::optional<BlockCache::Stats> release_torch_block_cache();
 /// The cache's figures; nullopt if it was never installed.
 std::optional<BlockCache::Stats> torch_block_cache_stats();
 

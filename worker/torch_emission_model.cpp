@@ -133,7 +133,11 @@ TorchEmissionModel::TorchEmissionModel(const std::filesystem::path& model_path, 
   if (tensor_cache) install_torch_block_cache(kMallocMmapThresholdKib << 10);
 }
 
-void TorchEmissionModel::release_scratch() { release_torch_block_cache(); }
+std::optional<ScratchStats> TorchEmissionModel::release_scratch() {
+  const std::optional<BlockCache::Stats> s = release_torch_block_cache();
+  if (!s) return std::nullopt;
+  return ScratchStats{s->high_water_bytes, s->hits, s->misses};
+}
 
 TorchEmissionModel::~TorchEmissionModel() = default;
 

@@ -42,7 +42,7 @@ class TorchEmissionModel final : public EmissionModel {
   const ModelInfo& info() const override { return info_; }
   const WeightSharing& sharing() const { return sharing_; }
   EmissionChunk compute(const float* samples, std::size_t count) override;
-  void release_scratch() override;
+  std::optional<ScratchStats> release_scratch() override;
 
  private:
   struct Impl;

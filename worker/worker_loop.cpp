@@ -251,7 +251,7 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
       },
       &stats);
   // The model's blocks kept between windows are not needed by the aligner.
-  model_.release_scratch();
+  const std::optional<ScratchStats> scratch = model_.release_scratch();
   if (!source.error().empty()) return error_result(id, source.error());
   const double audio_s = double(stats.samples) / info.sample_rate_hz;
   if (em.frames == 0) {
@@ -307,6 +307,8 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
          {"peak_window_samples", stats.peak_window_samples},
          {"window_s", windows.window_s}};
   r.update(extra);
+  if (scratch)
+    r["tensor_cache"] = {{"peak_bytes", scratch->peak_bytes}, {"reused", scratch->reused}, {"mapped", scratch->mapped}};
   spdlog::info("job {}: {} {} ({:.1f} s audio, {} frames, {} windows) in {:.2f} s", dump_line(id), task, audio_shown,
                audio_s, em.frames, stats.windows, wall_s);
   return r;

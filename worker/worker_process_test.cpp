@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -619,6 +620,57 @@ TEST_CASE("worker process: a shared weights file of another model is refused; th
   const json t = other.read_result();
   REQUIRE(t["ok"] == true);
   CHECK(t["text"] == kUtteranceText);
+}
+
+}  // namespace ab
+
+namespace ab {
+
+TEST_CASE("worker process: the tensor cache reuses a file's blocks across windows; outputs byte-identical with it off") {
+  test::TempDir dir;
+  // The utterance 48 times (100 s): four 30 s windows, the middle two of one size (34 s with both
+  // contexts). The tone model's largest tensor in a window, frames x 32 floats, is 200 KiB or so,
+  // above the 128 KiB the cache starts at; the third window can reuse the second's.
+  std::vector<test::Tone> tones;
+  std::string text;
+  for (int i = 0; i < 48; ++i) {
+    for (const test::Tone& t : utterance_tones()) tones.push_back(t);
+    text += std::string(kUtteranceText) + "\n";
+  }
+  const std::string audio = (dir.path() / "long.wav").string();
+  const std::string err = test::write_tones(audio, test::audio_formats().front(), 16000, 1, tones);
+  REQUIRE_MESSAGE(err.empty(), err);
+  const auto transcript = dir.write("long.txt", text).string();
+  std::map<std::string, json> results;
+  for (const char* mode : {"on", "off"}) {
+    auto w = start_worker(dir, tone_model(), {"--tensor-cache", mode});
+    for (const char* task : {"align", "transcribe"}) {
+      const std::string out = (dir.path() / (std::string(task) + "-" + mode)).string();
+      w->send(job_line(1, audio, out, task, task == std::string("align") ? transcript : ""));
+      const json r = w->read_result();
+      REQUIRE_MESSAGE(r["ok"] == true, r.dump());
+      CHECK(r["windows"] == 4);
+      results[std::string(task) + "-" + mode] = r;
+    }
+  }
+  for (const char* task : {"align", "transcribe"}) {
+    CAPTURE(task);
+    const json on = results[std::string(task) + "-on"], off = results[std::string(task) + "-off"];
+    REQUIRE_MESSAGE(on.contains("tensor_cache"), on.dump());
+    MESSAGE("tensor cache: " << on["tensor_cache"].dump());
+    CHECK(on["tensor_cache"]["mapped"].get<int>() > 0);
+    CHECK(on["tensor_cache"]["reused"].get<int>() > 0);
+    CHECK(on["tensor_cache"]["peak_bytes"].get<std::uint64_t>() >= 128u << 10);
+    CHECK_FALSE(off.contains("tensor_cache"));
+    for (const char* ext : {".json", ".TextGrid", ".ctm"}) {
+      CAPTURE(ext);
+      const std::string a = file_bytes((dir.path() / (std::string(task) + "-on")).string() + ext);
+      CHECK(!a.empty());
+      CHECK(a == file_bytes((dir.path() / (std::string(task) + "-off")).string() + ext));
+    }
+    if (on.contains("log_prob")) CHECK(on["log_prob"] == off["log_prob"]);
+    if (on.contains("text")) CHECK(on["text"] == off["text"]);
+  }
 }
 
 }  // namespace ab
