@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -49,8 +50,9 @@ struct RunLoop::Job {
   bool guard_kill = false;
   bool timed_out = false;
   bool hung = false;  ///< killed because its worker's heartbeat stopped
-  std::uint64_t peak_pss_bytes = 0;
+  std::uint64_t peak_pss_bytes = 0;  ///< the job's own: samples taken while its worker loaded the model left out
   std::uint64_t peak_rss_bytes = 0;
+  std::uint64_t loading_peak_pss_bytes = 0;  ///< its new worker's PSS while that loaded the model
   std::vector<TimelinePoint> timeline;
   std::optional<std::uint64_t> oom_kills_at_start;
   fs::path staging;  ///< external engine: this attempt's {out} directory (one of the pool's)
@@ -517,7 +519,8 @@ bool RunLoop::Pass::dispatch(std::int64_t now_ms) {
             "one align-batch-worker needs more than the budget even idle: stopped while still loading the model "
             "(it held {}), it would need more than the budget {} to finish loading; raise --mem-budget (or the "
             "container's memory limit), or use a smaller model",
-            format_bytes(job.peak_pss_bytes), format_bytes(config_.scheduler.budget_bytes)));
+            format_bytes(std::max(job.peak_pss_bytes, job.loading_peak_pss_bytes)),
+            format_bytes(config_.scheduler.budget_bytes)));
         break;
       }
       const std::string name = display_path(job.file.relative.string());
@@ -532,7 +535,7 @@ bool RunLoop::Pass::dispatch(std::int64_t now_ms) {
       }
       ++job.attempts;
       job.guard_kill = job.timed_out = job.hung = false;
-      job.peak_pss_bytes = job.peak_rss_bytes = 0;
+      job.peak_pss_bytes = job.peak_rss_bytes = job.loading_peak_pss_bytes = 0;
       job.timeline.clear();
       job.oom_kills_at_start = oom_kills_now;
       RunnerJob rj = loop.make_runner_job(job);
@@ -564,17 +567,26 @@ std::size_t RunLoop::Pass::sample(std::int64_t read_ms) {
   if (reading.oom_kill_count) oom_kills_now = reading.oom_kill_count;
   if (reading.cgroup_limit_bytes) cgroup_limit_bytes = reading.cgroup_limit_bytes;
   in_use_bytes = reading.sample.idle_pss_bytes + reading.sample.shared_bytes;
+  std::set<JobId> loading;
+  for (const auto& l : live)
+    if (l.loading) loading.insert(l.id);
   for (const auto& s : reading.sample.jobs) {
     in_use_bytes += s.pss_bytes;
     auto it = jobs.find(s.id);
     if (it == jobs.end() || !it->second.running) continue;
     Job& job = it->second;
     const std::uint64_t rss = reading.rss_bytes.count(s.id) ? reading.rss_bytes[s.id] : 0;
-    job.peak_pss_bytes = std::max(job.peak_pss_bytes, s.pss_bytes);
-    job.peak_rss_bytes = std::max(job.peak_rss_bytes, rss);
-    job.timeline.push_back({read_ms - job.started_ms, rss, s.pss_bytes, s.vram_bytes});
-    if (job.timeline.size() >= kTimelineThinAt)
-      job.timeline = downsample_timeline(job.timeline, kTimelineThinAt / 2);
+    if (loading.count(s.id)) {
+      // The worker's model load, not the job: history would learn every first job of a worker
+      // as a copy of the weights bigger. The scheduler still sees it (on_sample, below).
+      job.loading_peak_pss_bytes = std::max(job.loading_peak_pss_bytes, s.pss_bytes);
+    } else {
+      job.peak_pss_bytes = std::max(job.peak_pss_bytes, s.pss_bytes);
+      job.peak_rss_bytes = std::max(job.peak_rss_bytes, rss);
+      job.timeline.push_back({read_ms - job.started_ms, rss, s.pss_bytes, s.vram_bytes});
+      if (job.timeline.size() >= kTimelineThinAt)
+        job.timeline = downsample_timeline(job.timeline, kTimelineThinAt / 2);
+    }
     if (config_.timeout_ms > 0 && !job.timed_out && read_ms - job.started_ms > config_.timeout_ms) {
       job.timed_out = true;
       runner_.kill(job.id, config_.kill_grace_ms);
@@ -710,12 +722,12 @@ void RunLoop::Pass::apply_outcome(Job& job, const JobEnd& end, const JobOutcome&
       // Stopped above the high-water mark on its own while no worker had loaded its model yet:
       // one worker does not fit even idle, and every file would go the same way.
       if (!config_.command && !runner_.ready_idle_bytes() && config_.scheduler.budget_bytes > 0 &&
-          static_cast<double>(job.peak_pss_bytes) >=
+          static_cast<double>(std::max(job.peak_pss_bytes, job.loading_peak_pss_bytes)) >=
               config_.scheduler.high_water * static_cast<double>(config_.scheduler.budget_bytes)) {
         fail_setup(fmt::format(
             "one align-batch-worker needs more than the budget even idle: it held {} while still loading the model, "
             "above {:.0f}% of the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
-            format_bytes(job.peak_pss_bytes), config_.scheduler.high_water * 100,
+            format_bytes(std::max(job.peak_pss_bytes, job.loading_peak_pss_bytes)), config_.scheduler.high_water * 100,
             format_bytes(config_.scheduler.budget_bytes)));
         break;
       }

@@ -46,6 +46,7 @@ class FakeRunner : public WorkerRunner {
     int age = 0;
     bool killed = false;
     int kill_in = -1;
+    int loading_left = 0;  ///< wait()s before its new worker is ready (it holds loading_mib meanwhile)
   };
 
   std::uint64_t oom_kills_ = 0;  ///< the "kernel's" OOM kill counter (FakeProbe reports it)
@@ -57,6 +58,7 @@ class FakeRunner : public WorkerRunner {
     r.kind = stem.substr(0, d1);
     r.mib = std::stoull(stem.substr(d1 + 1, d2 - d1 - 1));
     r.ticks = std::stoi(stem.substr(d2 + 1));
+    if (persistent && idle_.empty()) r.loading_left = loading_ticks;  // a new worker loads its model first
     running_[job.id] = r;
     if (persistent && !idle_.empty()) idle_.pop_back();  // reuses an idle worker
     ++launches_[stem];
@@ -70,6 +72,11 @@ class FakeRunner : public WorkerRunner {
     std::vector<JobEnd> ends;
     for (auto it = running_.begin(); it != running_.end();) {
       Running& r = it->second;
+      if (r.loading_left > 0 && !r.killed) {
+        --r.loading_left;
+        ++it;
+        continue;
+      }
       ++r.age;
       JobEnd e;
       e.id = it->first;
@@ -128,7 +135,7 @@ class FakeRunner : public WorkerRunner {
   }
   std::vector<LiveJob> live() const override {
     std::vector<LiveJob> out;
-    for (auto& [id, r] : running_) out.push_back({id, static_cast<pid_t>(1000 + id)});
+    for (auto& [id, r] : running_) out.push_back({id, static_cast<pid_t>(1000 + id), r.loading_left > 0});
     return out;
   }
   std::vector<pid_t> idle_pids() const override { return idle_; }
@@ -156,6 +163,7 @@ class FakeRunner : public WorkerRunner {
 
   std::uint64_t pss_bytes(JobId id) const {
     const Running& r = running_.at(id);
+    if (r.loading_left > 0) return loading_mib * kMiB;
     const int t = std::min(r.age, std::max(1, r.ticks));
     return r.mib * kMiB * static_cast<std::uint64_t>(t) / static_cast<std::uint64_t>(std::max(1, r.ticks));
   }
@@ -170,6 +178,8 @@ class FakeRunner : public WorkerRunner {
   /// it never wrote; "bare": reports none). Empty: a command's (nothing reported).
   fs::path outputs_dir;
   int setup_error_at_tick = -1;  ///< from this wait() on, setup_error() says the run cannot go on
+  int loading_ticks = 0;        ///< persistent: a new worker is loading (not ready) for this many wait()s
+  std::uint64_t loading_mib = 0;  ///< what a loading worker holds
   std::vector<pid_t> idle_;
   int retired_ = 0;
   std::map<int, std::size_t> idle_at_tick_;  ///< idle workers at each wait()
@@ -566,6 +576,37 @@ TEST_CASE("an idle worker is retired while the queued job does not fit, and the 
   CHECK(runner.retired_ >= 1);
   CHECK(runner.idle_at_tick_.at(30) == 0);
   CHECK(probe.max_total_bytes <= 1000 * kMiB);
+}
+
+TEST_CASE("history learns a job's own memory, not its new worker's model load") {
+  World w;
+  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  // Each new worker holds 400 MiB for its first 4 ticks (a private copy of the weights until it
+  // swaps them for the shared one), then its job grows to 60-90 MiB as the script says.
+  auto corpus = w.corpus({"ok-60-10", "ok-70-10", "ok-80-10", "ok-90-10", "ok-65-10", "ok-75-10"});
+  FakeRunner runner;
+  runner.persistent = true;
+  runner.loading_ticks = 4;
+  runner.loading_mib = 400;
+  FakeProbe probe(runner);
+  auto s = w.run(corpus, runner, probe);
+  REQUIRE(s.done == 6);
+  CHECK(probe.max_total_bytes >= 400 * kMiB);  // the loads happened, and the probe saw them
+  auto runs = w.history->runs();
+  REQUIRE(runs.ok());
+  auto rows = w.history->jobs_for_run(runs.value().at(0).id);
+  REQUIRE(rows.ok());
+  REQUIRE(rows.value().size() == 6);
+  for (const auto& row : rows.value()) {
+    CAPTURE(row.input_path);
+    const std::string stem = fs::path(row.input_path).stem().string();
+    const std::uint64_t mib = std::stoull(stem.substr(3, 2));
+    CHECK(row.peak_pss_bytes <= mib * kMiB);
+    CHECK(row.peak_pss_bytes >= mib * kMiB * 8 / 10);
+    auto points = w.history->timeline(row.id);
+    REQUIRE(points.ok());
+    for (const auto& p : points.value()) CHECK(p.pss_bytes <= mib * kMiB);
+  }
 }
 
 TEST_CASE("every job row records the file's audio duration, and re-predictions during the run follow it") {

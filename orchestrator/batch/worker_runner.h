@@ -58,6 +58,10 @@ struct WorkerProgress {
 struct LiveJob {
   JobId id = 0;
   pid_t pid = 0;
+  /// A new persistent worker that has not sent its ready line: what it holds is the model's load
+  /// (for a while a private copy of the weights besides the shared one), not the job's. Admission
+  /// counts it; the job's recorded peak, which history learns from, does not.
+  bool loading = false;
 };
 
 class WorkerRunner {

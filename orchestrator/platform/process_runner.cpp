@@ -771,7 +771,7 @@ void ProcessRunner::kill(JobId id, int grace_ms) {
 std::vector<LiveJob> ProcessRunner::live() const {
   std::vector<LiveJob> out;
   for (auto& p : procs_)
-    if (p->busy) out.push_back({p->job, p->pid});
+    if (p->busy) out.push_back({p->job, p->pid, p->persistent && !p->ready});
   return out;
 }
 
