@@ -5,6 +5,10 @@
 #   bench/model_speed.sh [BUILD_DIR]     (default: build)   needs sox, /usr/bin/python3 with python3-torchaudio
 #   env MODEL=path.pt                    another model (default: wav2vec2-base, random weights, exported
 #                                        by tools/export_wav2vec2.py into a temp dir)
+#   env PAIRS=3                          worker/python pairs on the 76 s file (OpenBLAS), the order
+#                                        alternating (worker first in odd pairs, python first in even)
+#   env REFERENCE_BLAS=1                 0: skip the reference-BLAS contest (slow, and unchanged by
+#                                        the worker's own code)
 #
 # Audio: the six 16 kHz WAV files of examples/corpus joined twice (espeak-ng speech, 76 s: windows
 # of 32, 34 and 10 s at the worker's default 30 s + 2 s context), aligned to their transcripts;
@@ -19,7 +23,9 @@
 # and .../lapack (libblas3 and liblapack3, the reference) or /usr/lib/x86_64-linux-gnu/openblas-openmp
 # (libopenblas0-openmp).
 # The BLAS a run really mapped is read from its /proc/PID/maps and printed.
-# Prints per run: wall and CPU seconds (user + sys) per audio second, and worker / python ratios.
+# Prints per run: wall and CPU seconds (user + sys) per audio second, sys seconds and minor page
+# faults, and worker / python ratios; per pair and the median over pairs. Last, the worker with
+# --tensor-cache off (each large tensor mapped afresh: what the worker did before) on the 76 s file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -85,7 +91,7 @@ timed() {
   shift
   t0=$(date +%s.%N)
   # (A background command's stdin would be /dev/null: give it the file explicitly.)
-  LD_LIBRARY_PATH=$blas /usr/bin/time -f '%U %S' -o "$tmp/cpu" "$@" < "${STDIN_FILE:-/dev/null}" &
+  LD_LIBRARY_PATH=$blas /usr/bin/time -f '%U %S %R' -o "$tmp/cpu" "$@" < "${STDIN_FILE:-/dev/null}" &
   pid=$!
   BLAS_SEEN=unknown
   for _ in $(seq 1 100); do
@@ -101,39 +107,59 @@ timed() {
   t1=$(date +%s.%N)
   WALL_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
   CPU_S=$(awk '{ printf "%.2f", $1 + $2 }' "$tmp/cpu")
+  SYS_S=$(awk '{ print $2 }' "$tmp/cpu")
+  FAULTS=$(awk '{ print $3 }' "$tmp/cpu")
 }
 
 rows=()
-# contest LABEL BLAS_DIR FILE...: worker then python on the same files
+# contest LABEL BLAS_DIR FILE...: worker then python on the same files (python first if FIRST=python)
 contest() {
-  local label=$1 blas=$2 audio_s ww wc pw pc
+  local label=$1 blas=$2 audio_s ww wc ws wf pw pc ps pf wb pb
   shift 2
   audio_s=$(for f in "$@"; do soxi -D "$f"; done | awk '{ s += $1 } END { printf "%.2f", s }')
-  run_worker "$blas" "$@"; ww=$WALL_S; wc=$CPU_S; local wb=$BLAS_SEEN
-  run_python "$blas" "$@"; pw=$WALL_S; pc=$CPU_S; local pb=$BLAS_SEEN
+  if [ "${FIRST:-worker}" = python ]; then
+    run_python "$blas" "$@"; pw=$WALL_S; pc=$CPU_S; ps=$SYS_S; pf=$FAULTS; pb=$BLAS_SEEN
+    run_worker "$blas" "$@"; ww=$WALL_S; wc=$CPU_S; ws=$SYS_S; wf=$FAULTS; wb=$BLAS_SEEN
+  else
+    run_worker "$blas" "$@"; ww=$WALL_S; wc=$CPU_S; ws=$SYS_S; wf=$FAULTS; wb=$BLAS_SEEN
+    run_python "$blas" "$@"; pw=$WALL_S; pc=$CPU_S; ps=$SYS_S; pf=$FAULTS; pb=$BLAS_SEEN
+  fi
   rows+=("$label|$audio_s|$ww|$wc|$pw|$pc|$FORWARD_S")
-  awk -v l="$label" -v a="$audio_s" -v ww="$ww" -v wc="$wc" -v pw="$pw" -v pc="$pc" -v f="$FORWARD_S" -v b="$wb" -v c="$pb" 'BEGIN {
-    printf "%-30s %5.1f s audio  worker %7.2f s wall %7.2f s CPU (%.3f / %.3f per audio s)  python %7.2f s wall %7.2f s CPU (%.3f / %.3f; forward alone %.2f s)  worker/python wall %.2f CPU %.2f\n    BLAS mapped: worker %s, python %s\n",
-      l, a, ww, wc, ww / a, wc / a, pw, pc, pw / a, pc / a, f, ww / pw, wc / pc, b, c }'
+  awk -v l="$label" -v a="$audio_s" -v ww="$ww" -v wc="$wc" -v pw="$pw" -v pc="$pc" -v f="$FORWARD_S" -v b="$wb" -v c="$pb" \
+      -v ws="$ws" -v wf="$wf" -v ps="$ps" -v pf="$pf" -v o="${FIRST:-worker}" 'BEGIN {
+    printf "%-34s %5.1f s audio (%s first)  worker %7.2f s wall %7.2f s CPU (%.3f / %.3f per audio s; sys %.2f s, %d faults)  python %7.2f s wall %7.2f s CPU (%.3f / %.3f; sys %.2f s, %d faults; forward alone %.2f s wall)  worker/python wall %.2f CPU %.2f\n    BLAS mapped: worker %s, python %s\n",
+      l, a, o, ww, wc, ww / a, wc / a, ws, wf, pw, pc, pw / a, pc / a, ps, pf, f, ww / pw, wc / pc, b, c }'
 }
 
-contest "reference BLAS, 3.1 s file" "$ref_blas" "$tmp/c/wav_16k_00.wav"
-contest "OpenBLAS (openmp), 3.1 s file" "$openblas" "$tmp/c/wav_16k_00.wav"
-contest "OpenBLAS (openmp), 76 s file" "$openblas" "$tmp/c/long.wav"
-cp "$tmp/out-w-0.json" "$tmp/long-worker.json"
-# What holding glibc's mmap threshold costs (the worker's fix for memory growing with the file):
-# the same worker with glibc's sliding threshold, then pinned again, on the 76 s file.
-WORKER_FLAGS="--malloc-mmap-threshold-kib 0" run_worker "$openblas" "$tmp/c/long.wav"; sw=$WALL_S; sc=$CPU_S
-run_worker "$openblas" "$tmp/c/long.wav"; pw=$WALL_S; pc=$CPU_S
-awk -v sw="$sw" -v sc="$sc" -v pw="$pw" -v pc="$pc" 'BEGIN {
-  printf "worker, 76 s file, OpenBLAS: mmap threshold pinned (default) %.2f s wall %.2f s CPU, sliding (--malloc-mmap-threshold-kib 0) %.2f s wall %.2f s CPU: pinned / sliding wall %.2f CPU %.2f\n",
-    pw, pc, sw, sc, pw / sw, pc / sc }'
+if [ "${REFERENCE_BLAS:-1}" = 1 ]; then
+  contest "reference BLAS, 3.1 s file" "$ref_blas" "$tmp/c/wav_16k_00.wav"
+  contest "OpenBLAS (openmp), 3.1 s file" "$openblas" "$tmp/c/wav_16k_00.wav"
+fi
+pairs=${PAIRS:-3}
+for k in $(seq 1 "$pairs"); do
+  first=worker; [ $((k % 2)) = 0 ] && first=python
+  FIRST=$first contest "OpenBLAS (openmp), 76 s file, pair $k" "$openblas" "$tmp/c/long.wav"
+  [ "$k" = 1 ] && cp "$tmp/out-w-0.json" "$tmp/long-worker.json"
+done
+# The median over pairs of worker CPU / python CPU.
+printf '%s\n' "${rows[@]}" | grep '76 s file' | awk -F'|' '{ print $4 / $6 }' | sort -g |
+  awk '{ r[NR] = $1 } END { m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2;
+    printf "76 s file, %d pairs: worker CPU / python CPU per pair", NR; for (i = 1; i <= NR; i++) printf " %.2f", r[i];
+    printf " (sorted), median %.2f\n", m }'
+# What the tensor cache saves: the same worker with each large tensor mapped afresh.
+WORKER_FLAGS="--tensor-cache off" run_worker "$openblas" "$tmp/c/long.wav"; ow=$WALL_S; oc=$CPU_S; os=$SYS_S; of=$FAULTS
+run_worker "$openblas" "$tmp/c/long.wav"; nw=$WALL_S; nc=$CPU_S; ns=$SYS_S; nf=$FAULTS
+awk -v ow="$ow" -v oc="$oc" -v os="$os" -v of="$of" -v nw="$nw" -v nc="$nc" -v ns="$ns" -v nf="$nf" 'BEGIN {
+  printf "worker, 76 s file, OpenBLAS: --tensor-cache on (default) %.2f s wall %.2f s CPU (sys %.2f s, %d faults), off %.2f s wall %.2f s CPU (sys %.2f s, %d faults): on / off CPU %.2f\n",
+    nw, nc, ns, nf, ow, oc, os, of, nc / oc }'
 echo
-IFS='|' read -r _ _ rw rc _ _ rf <<< "${rows[0]}"
-IFS='|' read -r _ _ ow oc _ _ of <<< "${rows[1]}"
-awk -v rw="$rw" -v ow="$ow" -v rc="$rc" -v oc="$oc" -v rf="$rf" -v of="$of" 'BEGIN {
-  printf "3.1 s file, reference BLAS / OpenBLAS: worker wall %.1f x, CPU %.1f x (each including model load); python forward alone %.1f x\n",
-    rw / ow, rc / oc, rf / of }'
+if [ "${REFERENCE_BLAS:-1}" = 1 ]; then
+  IFS='|' read -r _ _ rw rc _ _ rf <<< "${rows[0]}"
+  IFS='|' read -r _ _ ow oc _ _ of <<< "${rows[1]}"
+  awk -v rw="$rw" -v ow="$ow" -v rc="$rc" -v oc="$oc" -v rf="$rf" -v of="$of" 'BEGIN {
+    printf "3.1 s file, reference BLAS / OpenBLAS: worker wall %.1f x, CPU %.1f x (each including model load); python forward alone %.1f x\n",
+      rw / ow, rc / oc, rf / of }'
+fi
 # Same windows, same TorchScript file: the alignments should agree (random weights: any path, but the same one).
 "$py" - "$tmp/long-worker.json" "$tmp/out-py/long.json" <<'EOF'
 import json, sys
