@@ -106,14 +106,16 @@ def make_audio(tmp, count, seconds):
 def running_case(n, binary, model, shared, tmp, audio, tag):
     """n workers each aligning every file of `audio`; samples smaps_rollup while they run."""
     ws = start(n, binary, model, shared, tmp, tag)
+    before = [rollup(w.p.pid) for w in ws]
     peak_pss = [0] * n
     min_shared = [1 << 62] * n
     peak_sum = [0]
+    at_peak = [before]  # every worker's rollup at the highest Σ PSS
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            total = 0
+            total, now = 0, []
             for i, w in enumerate(ws):
                 try:
                     r = rollup(w.p.pid)
@@ -122,7 +124,9 @@ def running_case(n, binary, model, shared, tmp, audio, tag):
                 peak_pss[i] = max(peak_pss[i], r["Pss"])
                 min_shared[i] = min(min_shared[i], r["Shared"])
                 total += r["Pss"]
-            peak_sum[0] = max(peak_sum[0], total)
+                now.append(r)
+            if total > peak_sum[0]:
+                peak_sum[0], at_peak[0] = total, now
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)
@@ -151,7 +155,15 @@ def running_case(n, binary, model, shared, tmp, audio, tag):
         for r in outs[i]:
             if not r.get("ok"):
                 sys.exit(f"big_model.py: job failed: {r}")
-    return peak_pss, min_shared, peak_sum[0], wall
+    # Where the memory was: each worker's private pages before its jobs and at the highest Σ PSS,
+    # and its own per-job peak RSS (VmHWM reset per job) above its RSS before the jobs.
+    detail = {
+        "private_before": [b["Private"] for b in before],
+        "private_at_peak": [r["Private"] for r in at_peak[0]],
+        "job_peak_above_idle": [max(r["peak_rss_bytes"] for r in outs[i]) - before[i]["Rss"] for i in range(n)],
+        "idle_after_above_before": [outs[i][-1]["idle_rss_bytes"] - before[i]["Rss"] for i in range(n)],
+    }
+    return peak_pss, min_shared, peak_sum[0], wall, detail
 
 
 def outputs(tmp, tag, n, jobs):
@@ -197,9 +209,9 @@ def main():
     print(f"running: {run_n} workers × {files} files of {seconds:.0f} s (align), and 1 worker alone (MiB)")
     for shared in (False, True):
         mode = "shared" if shared else "private"
-        alone, _, _, wall1 = running_case(1, binary, model, shm if shared else None, tmp, audio, f"alone-{mode}")
-        peaks, min_shared, peak_sum, wall = running_case(run_n, binary, model, shm if shared else None, tmp, audio,
-                                                         f"run-{mode}")
+        alone, _, _, wall1, d1 = running_case(1, binary, model, shm if shared else None, tmp, audio, f"alone-{mode}")
+        peaks, min_shared, peak_sum, wall, d = running_case(run_n, binary, model, shm if shared else None, tmp, audio,
+                                                            f"run-{mode}")
         ratio = peak_sum / alone[0]
         line = (f"  {mode:8} one alone: highest PSS {alone[0] / MIB:.0f} ({wall1:.1f} s);  {run_n} at once: highest "
                 f"ΣPSS {peak_sum / MIB:.0f} = {ratio:.2f} × one alone ({wall:.1f} s); per worker: highest PSS "
@@ -210,6 +222,12 @@ def main():
             ok = ok and good
             line += f"  | ΣPSS ≤ 1.5 ×, Shared ≥ 1024 each: {'ok' if good else 'MISSED'}"
         print(line, flush=True)
+        mib = lambda xs: " ".join(f"{x / MIB:.0f}" for x in xs)
+        for label, dd in (("one alone", d1), (f"{run_n} at once", d)):
+            print(f"    {mode} {label}: Private before the jobs {mib(dd['private_before'])}, at the highest ΣPSS "
+                  f"{mib(dd['private_at_peak'])}; each job's peak RSS above the RSS before the jobs, highest "
+                  f"{mib(dd['job_peak_above_idle'])}; idle RSS after the last job above it {mib(dd['idle_after_above_before'])}",
+                  flush=True)
     same = (outputs(tmp, "run-private", run_n, files) == outputs(tmp, "run-shared", run_n, files) and
             outputs(tmp, "alone-private", 1, files) == outputs(tmp, "alone-shared", 1, files))
     print(f"outputs (TextGrid, JSON, CTM) shared vs private: {'byte-identical' if same else 'DIFFER'}")
