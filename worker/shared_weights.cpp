@@ -45,10 +45,11 @@ std::string sys_error(const std::filesystem::path& path, const std::string& what
   return path.string() + ": " + what + " (" + std::strerror(errno) + ")";
 }
 
-bool pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offset) {
-  const char* p = static_cast<const char*>(data);
+// Calls pread or pwrite until all `bytes` moved (EINTR retried); false on an error or end of file.
+template <class Byte, class Io>
+bool io_all(Io io, int fd, Byte* p, std::size_t bytes, std::uint64_t offset) {
   while (bytes > 0) {
-    const ssize_t n = ::pwrite(fd, p, bytes, static_cast<off_t>(offset));
+    const ssize_t n = io(fd, p, bytes, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     p += n;
@@ -58,17 +59,12 @@ bool pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offse
   return true;
 }
 
+bool pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offset) {
+  return io_all(::pwrite, fd, static_cast<const char*>(data), bytes, offset);
+}
+
 bool pread_all(int fd, void* data, std::size_t bytes, std::uint64_t offset) {
-  char* p = static_cast<char*>(data);
-  while (bytes > 0) {
-    const ssize_t n = ::pread(fd, p, bytes, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    bytes -= static_cast<std::size_t>(n);
-    offset += static_cast<std::uint64_t>(n);
-  }
-  return true;
+  return io_all(::pread, fd, static_cast<char*>(data), bytes, offset);
 }
 
 nlohmann::json index_of(const std::vector<WeightBlob>& blobs, std::vector<std::uint64_t>& offsets,

@@ -1,6 +1,8 @@
 // `align-batch report`: reads one run back from history and writes render_report's page.
-#include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/report_command.h"
+
+#include "orchestrator/batch/exit_code.h"
+#include "orchestrator/batch/progress_sink.h"
 
 #include <unistd.h>
 
@@ -23,6 +25,14 @@ namespace ab {
 
 fs::path default_report_path(const fs::path& history_path, std::int64_t run_id) {
   return history_path.parent_path() / fmt::format("report-{}.html", run_id);
+}
+
+void write_end_of_run_report(HistoryStore* history, std::int64_t run_id, const fs::path& out_dir, RunSummary& summary,
+                             ProgressSink& progress) {
+  if (!history || run_id == 0 || !summary.setup_error.empty()) return;
+  auto written = write_run_report(*history, run_id, out_dir / ".align-batch" / fmt::format("report-{}.html", run_id));
+  if (written) summary.report_path = written->string();
+  else progress.message("report: " + written.error());
 }
 
 Result<fs::path> write_run_report(HistoryStore& store, std::int64_t run_id, const fs::path& path) {

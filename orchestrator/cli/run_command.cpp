@@ -683,12 +683,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   summary.max_trellis_mib = max_trellis_mib;
   summary.out_dir = config.out_dir.string();
   // The report reads the run back from history once the loop is over, never while it runs.
-  if (history && loop.run_id() != 0 && !o.no_report && summary.setup_error.empty()) {
-    const fs::path report_path = config.out_dir / ".align-batch" / fmt::format("report-{}.html", loop.run_id());
-    auto written = write_run_report(*history, loop.run_id(), report_path);
-    if (written) summary.report_path = written->string();
-    else progress.message("report: " + written.error());
-  }
+  if (!o.no_report) write_end_of_run_report(history.get(), loop.run_id(), config.out_dir, summary, progress);
   progress.summary(summary, stdout);
   return summary.exit_code();
 }

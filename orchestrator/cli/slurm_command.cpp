@@ -76,12 +76,7 @@ int run_slurm_batch(const RunOptions& o, const RunLoopConfig& config, const Corp
   }
   RunSummary summary = executor.run(corpus);
   // As a local run does: the page of this run (every task's jobs were merged into it), from history.
-  if (history && executor.run_id() != 0 && !o.no_report && summary.setup_error.empty()) {
-    const fs::path report_path = config.out_dir / ".align-batch" / fmt::format("report-{}.html", executor.run_id());
-    auto written = write_run_report(*history, executor.run_id(), report_path);
-    if (written) summary.report_path = written->string();
-    else progress.message("report: " + written.error());
-  }
+  if (!o.no_report) write_end_of_run_report(history, executor.run_id(), config.out_dir, summary, progress);
   progress.summary(summary, stdout);
   return summary.exit_code();
 }
