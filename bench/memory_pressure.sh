@@ -51,16 +51,9 @@ trap cleanup EXIT
 echo $((LIMIT_MIB << 20)) > "$cg/memory.limit_in_bytes"
 oom_kills() { awk '/oom_kill /{print $2}' "$cg/memory.oom_control"; }
 
-# The corpus: sizes of 1..5 units drawn from a seeded generator, so every contestant (and every
-# run of the script with the same SEED) sees the same files in the same order. (A cyclic pattern
-# such as 3,5,2,4,1,... would make every window of 5 files sum to the same memory, which no real
-# corpus does and which flatters a static -j.)
-mkdir -p "$work/corpus"
-i=0
-for k in $(awk -v n="$FILES" -v seed="${SEED:-1}" 'BEGIN {srand(seed); for (i = 0; i < n; i++) print 1 + int(rand() * 5)}'); do
-  i=$((i + 1))
-  head -c $((k * UNIT_KIB * 1024)) /dev/zero > "$work/corpus/$(printf 'f%03d' "$i").wav"
-done
+# The corpus (bench/pressure_corpus.sh): sizes of 1..5 units from a seeded generator.
+. "$here/bench/pressure_corpus.sh"
+pressure_corpus "$work/corpus"
 echo "unit sizes in corpus order: $(for f in "$work"/corpus/*.wav; do echo -n "$(( $(stat -c %s "$f") / (UNIT_KIB * 1024) ))"; done)"
 hog=("$memhog" --mib-per-mib 1024 --ramp-ms "$RAMP_MS" --hold-s "$HOLD_S" --hold-ms-per-mib "$HOLD_MS_PER_MIB")
 

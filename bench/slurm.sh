@@ -37,12 +37,8 @@ cleanup() {
 trap cleanup EXIT
 eval "$("$here/scripts/slurm-node.sh" start "$node_dir" "$REAL_MB" "$CPUS" | sed 's/^/export /')"
 
-mkdir -p "$work/corpus"
-i=0
-for k in $(awk -v n="$FILES" -v seed="${SEED:-1}" 'BEGIN {srand(seed); for (i = 0; i < n; i++) print 1 + int(rand() * 5)}'); do
-  i=$((i + 1))
-  head -c $((k * UNIT_KIB * 1024)) /dev/zero > "$work/corpus/$(printf 'f%03d' "$i").wav"
-done
+. "$here/bench/pressure_corpus.sh"
+pressure_corpus "$work/corpus"
 ls "$work"/corpus/*.wav > "$work/list.txt"
 hog=("$memhog" --mib-per-mib 1024 --ramp-ms "$RAMP_MS" --hold-s "$HOLD_S" --hold-ms-per-mib "$HOLD_MS_PER_MIB")
 echo "slurm: $FILES files, peaks $UNIT_KIB..$((5 * UNIT_KIB)) MiB, one node: RealMemory $REAL_MB MB, $CPUS CPUs"
