@@ -608,7 +608,6 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   // libgomp reads it once as it loads, so it must be in the worker's environment from exec.
   if (!dashdash) runner_config.worker_env = {"OMP_WAIT_POLICY=PASSIVE"};
   runner_config.status_blocks = !dashdash;
-  if (!dashdash && o.shared_weights == "on") runner_config.shared_weights = shared_weights_path(config.job_key, ::getpid());
   std::error_code ec;
   if (!o.dry_run) {
     fs::create_directories(runner_config.log_dir, ec);
@@ -669,6 +668,11 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   }
 
   SignalWatcher signals;
+  if (!dashdash && o.shared_weights == "on") {
+    auto shared = create_shared_weights_file(::getpid());
+    if (shared) runner_config.shared_weights = shared.value();
+    else progress.message("warning: " + shared.error() + "; every worker keeps its own copy of the weights");
+  }
   std::error_code size_ec;
   const std::uintmax_t model_bytes = dashdash ? 0 : fs::file_size(model_path, size_ec);
   ProcMemoryProbe probe("/proc", runner_config.shared_weights, size_ec ? 0 : model_bytes);

@@ -257,7 +257,10 @@ std::vector<std::string> names_of_dead_parents(const fs::path& dir, const std::s
 
 }  // namespace
 
-std::string status_block_name(pid_t parent_pid) {
+namespace {
+
+// 64 random bits (getrandom), so no other user can guess a name and create it first.
+std::uint64_t random_u64() {
   std::uint64_t random = 0;
   if (::getrandom(&random, sizeof random, 0) != static_cast<ssize_t>(sizeof random)) {
     // No entropy source (ancient kernel): the clock's nanoseconds still make a guess unlikely.
@@ -265,8 +268,12 @@ std::string status_block_name(pid_t parent_pid) {
     clock_gettime(CLOCK_REALTIME, &ts);
     random = static_cast<std::uint64_t>(ts.tv_nsec) * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(ts.tv_sec);
   }
-  return fmt::format("ab-status-{}-{:016x}", parent_pid, random);
+  return random;
 }
+
+}  // namespace
+
+std::string status_block_name(pid_t parent_pid) { return fmt::format("ab-status-{}-{:016x}", parent_pid, random_u64()); }
 
 std::size_t remove_stale_status_blocks() {
   std::size_t removed = 0;
@@ -275,8 +282,20 @@ std::size_t remove_stale_status_blocks() {
   return removed;
 }
 
-fs::path shared_weights_path(const std::string& job_key, pid_t pid) {
-  return fs::path("/dev/shm") / fmt::format("ab-weights-{}-{:016x}", pid, std::hash<std::string>{}(job_key));
+Result<fs::path> create_shared_weights_file(pid_t parent_pid, const fs::path& shm_dir) {
+  for (int attempt = 0;; ++attempt) {
+    const fs::path path = shm_dir / fmt::format("ab-weights-{}-{:016x}", parent_pid, random_u64());
+    // O_EXCL: the file is ours, new and empty (a name someone planted is never taken over); the
+    // first worker finds it empty and writes the weights into it.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::close(fd);
+      return path;
+    }
+    if (errno != EEXIST || attempt == 7)
+      return Result<fs::path>::failure(fmt::format("cannot create a shared weights file in {}: {}", shm_dir.string(),
+                                                   std::strerror(errno)));
+  }
 }
 
 std::size_t remove_stale_shared_weights(const fs::path& shm_dir) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/result.h"
 #include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/worker_runner.h"
 
@@ -37,8 +38,8 @@ struct ProcessRunnerConfig {
   /// worker is reaped (and, for a parent that died, by the next ProcessRunner).
   bool status_blocks = false;
   /// Built-in engine: the file every persistent worker is given as `--shared-weights` (one
-  /// read-only copy of the model's tensors for all of them; worker/shared_weights.h), named
-  /// shared_weights_path(); removed when the runner shuts down, and (for a parent that died) by
+  /// read-only copy of the model's tensors for all of them; worker/shared_weights.h), made by
+  /// create_shared_weights_file(); removed when the runner shuts down, and (for a parent that died) by
   /// the next ProcessRunner. Empty: every worker keeps its own copy.
   std::filesystem::path shared_weights;
 };
@@ -118,9 +119,12 @@ std::string status_block_name(pid_t parent_pid);
 /// longer exist. Returns how many were removed.
 std::size_t remove_stale_status_blocks();
 
-/// Where this parent's workers of `job_key` share their weights: "/dev/shm/ab-weights-PID-HASH"
-/// (HASH: 16 hex digits of the key; `pid` is the parent's, so a dead run's file can be told).
-std::filesystem::path shared_weights_path(const std::string& job_key, pid_t pid);
+/// Creates, exclusively and empty (0600, never through a link), the file this parent's workers
+/// share their weights in: "SHM_DIR/ab-weights-PID-" and 16 random hex digits, so no other user
+/// can guess the name and plant a file there first; `parent_pid` tells a dead run's file. The first
+/// worker writes the weights into it (worker/shared_weights.h).
+Result<std::filesystem::path> create_shared_weights_file(pid_t parent_pid,
+                                                         const std::filesystem::path& shm_dir = "/dev/shm");
 
 /// Removes shared weights files ("/dev/shm/ab-weights-PID-*") left by align-batch processes that
 /// no longer exist (`shm_dir`: /dev/shm, or a test's directory). Returns how many were removed.

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -549,7 +550,27 @@ for line in sys.stdin:
     CHECK_FALSE(std::filesystem::exists(mine));  // the run is over: no worker maps it any more
   }
   CHECK(std::filesystem::exists(alive));
-  CHECK(ab::shared_weights_path("ctc:abc", 42).parent_path() == "/dev/shm");
-  CHECK(ab::shared_weights_path("ctc:abc", 42).filename().string().rfind("ab-weights-42-", 0) == 0);
-  CHECK(ab::shared_weights_path("ctc:abc", 42) != ab::shared_weights_path("ctc:abd", 42));
+}
+
+TEST_CASE("shared weights: the parent creates the file itself, empty, 0600, under a fresh random name") {
+  ab::test::TempDir t;
+  auto a = ab::create_shared_weights_file(42, t.path());
+  auto b = ab::create_shared_weights_file(42, t.path());
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a.value() != b.value());
+  for (const auto& p : {a.value(), b.value()}) {
+    CHECK(p.parent_path() == t.path());
+    CHECK(p.filename().string().rfind("ab-weights-42-", 0) == 0);
+    CHECK(p.filename().string().size() == std::string("ab-weights-42-").size() + 16);
+    struct stat st {};
+    REQUIRE(::lstat(p.c_str(), &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
+    CHECK(st.st_size == 0);
+    CHECK((st.st_mode & 07777) == 0600);
+    CHECK(st.st_uid == ::geteuid());
+  }
+  auto missing = ab::create_shared_weights_file(42, t.path() / "no-such-dir");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().find("cannot create a shared weights file in") != std::string::npos);
 }

@@ -228,9 +228,9 @@ TEST_CASE("another local user (nobody) pre-creates the run's status and weights 
   char hash[32];
   std::snprintf(hash, sizeof hash, "%016zx", std::hash<std::string>{}(key.value()));
   const std::string weights = "/dev/shm/ab-weights-" + pid + "-" + hash;
-  // The names an attacker can predict: the old status names ab-status-PID-0..15, the weights
-  // file's (pid and key), here as a link to a file of the victim's, which a worker following it
-  // would truncate and overwrite with tensors.
+  // The names an attacker could predict before the names were random: the status blocks'
+  // ab-status-PID-0..15 and the weights file's (pid and key hash), here as a link to a file of the
+  // victim's, which a worker following it would truncate and overwrite with tensors.
   std::string traps = "set -e; for i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do f=/dev/shm/ab-status-" + pid +
                       "-$i; printf forged > $f; chmod 666 $f; done; ln -s " + precious.string() + " " + weights;
   const ab::cli::Result laid = as_nobody(traps, "/");
@@ -273,6 +273,14 @@ TEST_CASE("another local user (nobody) pre-creates the run's status and weights 
     CHECK(ab::cli::slurp(f) == "forged");
   }
   CHECK(fs::is_symlink(weights));  // nobody's link too: not followed, not removed
+  // The parent made its own weights file under a name nobody could guess, so the workers still
+  // share one copy instead of each keeping a private one.
+  std::string logs;
+  for (const auto& e : fs::directory_iterator(out / ".align-batch" / "logs"))
+    if (e.path().filename().string().rfind("worker-", 0) == 0) logs += ab::cli::slurp(e.path());
+  CAPTURE(logs);
+  CHECK(logs.find("weights written to /dev/shm/ab-weights-" + pid + "-") != std::string::npos);
+  CHECK(logs.find("weights not shared") == std::string::npos);
   CHECK(own_blocks().empty());  // and align-batch's own blocks are gone
   CHECK(as_nobody("rm -f /dev/shm/ab-status-" + pid + "-* " + weights, "/").exit_code == 0);
 }
