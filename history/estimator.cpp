@@ -212,27 +212,36 @@ std::optional<Estimate> Estimator::predict(std::uint64_t size_bytes,
   return e;
 }
 
-std::vector<Observation> observations_from_jobs(const std::vector<JobRow>& jobs) {
+std::optional<RunObservation> run_observation_of(const JobRow& j) {
   // A job with no reading at all (the sampler never saw it) says nothing about its peak.
-  auto usable = [](const JobRow& j) {
-    return j.status == JobStatus::kOk && (j.peak_pss_bytes > 0 || j.peak_rss_bytes > 0);
-  };
+  if (j.status != JobStatus::kOk || (j.peak_pss_bytes == 0 && j.peak_rss_bytes == 0)) return std::nullopt;
+  RunObservation r;
+  r.run_id = j.run_id;
+  r.observation.size_bytes = j.input_size_bytes;
+  r.observation.duration_s = j.audio_duration_s;
+  r.observation.peak_bytes = j.peak_pss_bytes > 0 ? j.peak_pss_bytes : j.peak_rss_bytes;
+  return r;
+}
+
+std::vector<Observation> ranked_observations(const std::vector<RunObservation>& seen) {
   std::map<std::int64_t, std::uint32_t, std::greater<>> runs;  // run id, newest first
-  for (const auto& j : jobs)
-    if (usable(j)) runs.emplace(j.run_id, 0);
+  for (const auto& s : seen) runs.emplace(s.run_id, 0);
   std::uint32_t rank = 0;
   for (auto& r : runs) r.second = rank++;
   std::vector<Observation> out;
-  for (const auto& j : jobs) {
-    if (!usable(j)) continue;
-    Observation o;
-    o.size_bytes = j.input_size_bytes;
-    o.duration_s = j.audio_duration_s;
-    o.peak_bytes = j.peak_pss_bytes > 0 ? j.peak_pss_bytes : j.peak_rss_bytes;
-    o.runs_ago = runs[j.run_id];
-    out.push_back(o);
+  out.reserve(seen.size());
+  for (const auto& s : seen) {
+    out.push_back(s.observation);
+    out.back().runs_ago = runs[s.run_id];
   }
   return out;
+}
+
+std::vector<Observation> observations_from_jobs(const std::vector<JobRow>& jobs) {
+  std::vector<RunObservation> seen;
+  for (const auto& j : jobs)
+    if (auto o = run_observation_of(j)) seen.push_back(*o);
+  return ranked_observations(seen);
 }
 
 }  // namespace ab

@@ -99,4 +99,17 @@ double weighted_quantile(std::vector<std::pair<double, double>> value_weight, do
 /// PSS (RSS where PSS is 0), runs_ago ranked over the distinct runs among these jobs (newest = 0).
 std::vector<Observation> observations_from_jobs(const std::vector<JobRow>& jobs);
 
+/// An observation with the run it came from, before runs_ago is ranked: 48 bytes, where a JobRow
+/// (paths, key, outputs) held ~0.9 KiB a job. What a policy keeps of every ok job it learns.
+struct RunObservation {
+  std::int64_t run_id = 0;
+  Observation observation;  ///< runs_ago not set yet
+};
+
+/// The observation a job gives: none unless it is `ok` with a measured peak.
+std::optional<RunObservation> run_observation_of(const JobRow& job);
+
+/// Ranks runs_ago over the distinct runs of `seen` (newest = 0), as observations_from_jobs does.
+std::vector<Observation> ranked_observations(const std::vector<RunObservation>& seen);
+
 }  // namespace ab

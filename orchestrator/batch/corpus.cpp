@@ -502,15 +502,28 @@ const char* CorpusFiles::transcript_extension(Transcript t) {
   return "";
 }
 
-CorpusFile CorpusFiles::operator[](std::size_t i) const {
+std::string CorpusFiles::audio_path(std::size_t i) const {
+  const Record& r = records_.at(i);
+  const Dir& d = dirs_[r.dir];
+  return join(view(d.path_offset, d.path_bytes), view(r.name_offset, r.name_bytes));
+}
+
+std::string CorpusFiles::relative_path(std::size_t i) const {
   const Record& r = records_.at(i);
   const Dir& d = dirs_[r.dir];
   const std::string_view name = view(r.name_offset, r.name_bytes);
   const std::string_view relative = view(d.relative_offset, d.relative_bytes);
+  return relative.empty() ? std::string(name) : join(relative, name);
+}
+
+CorpusFile CorpusFiles::operator[](std::size_t i) const {
+  const Record& r = records_.at(i);
+  const Dir& d = dirs_[r.dir];
+  const std::string_view name = view(r.name_offset, r.name_bytes);
   const Span& out = out_dirs_[d.out_dir];
   CorpusFile f;
-  f.audio = join(view(d.path_offset, d.path_bytes), name);
-  f.relative = relative.empty() ? std::string(name) : join(relative, name);
+  f.audio = audio_path(i);
+  f.relative = relative_path(i);
   const std::string_view stem = name.substr(0, name.rfind('.'));
   f.out_base = join(view(out.offset, out.bytes), stem);
   auto transcript_path = [&](Transcript t) -> std::optional<fs::path> {

@@ -46,6 +46,16 @@ class CorpusFiles {
   bool empty() const { return records_.empty(); }
   /// The file at `i` (scan order), built from its record.
   CorpusFile operator[](std::size_t i) const;
+  /// Parts of the file at `i` without building the rest: its absolute path, its path under its
+  /// root, and the facts the scan read.
+  std::string audio_path(std::size_t i) const;
+  std::string relative_path(std::size_t i) const;
+  std::uint64_t size_bytes(std::size_t i) const { return records_.at(i).size_bytes; }
+  std::int64_t mtime_ns(std::size_t i) const { return records_.at(i).mtime_ns; }
+  std::optional<double> audio_duration_s(std::size_t i) const {
+    const double d = records_.at(i).audio_duration_s;
+    return d >= 0 ? std::optional<double>(d) : std::nullopt;
+  }
   /// Bytes the records, tables and arena hold (capacity), for benchmarks and tests.
   std::size_t memory_bytes() const;
 

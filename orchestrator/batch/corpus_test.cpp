@@ -73,6 +73,15 @@ TEST_CASE("a directory is scanned recursively with transcripts and mirrored outp
   CHECK(corpus.files[1].size_bytes == 8);
   CHECK(corpus.files[1].mtime_ns > 0);
   CHECK(*corpus.files[2].transcript == t.path() / "corpus/spk2/b.lab");
+  // The parts a run builds without the whole file agree with it.
+  for (std::size_t i = 0; i < corpus.files.size(); ++i) {
+    const ab::CorpusFile f = corpus.files[i];
+    CHECK(corpus.files.audio_path(i) == f.audio.string());
+    CHECK(corpus.files.relative_path(i) == f.relative.string());
+    CHECK(corpus.files.size_bytes(i) == f.size_bytes);
+    CHECK(corpus.files.mtime_ns(i) == f.mtime_ns);
+    CHECK(corpus.files.audio_duration_s(i) == f.audio_duration_s);
+  }
 }
 
 TEST_CASE("list files resolve relative paths from their own directory; duplicates count once") {

@@ -5,8 +5,11 @@
 
 namespace ab {
 
-PredictionPolicy::PredictionPolicy(std::vector<JobRow> rows, double margin)
-    : rows_(std::move(rows)), margin_(margin), estimator_(std::make_unique<Estimator>(observations_from_jobs(rows_))) {}
+PredictionPolicy::PredictionPolicy(std::vector<JobRow> rows, double margin) : margin_(margin) {
+  for (const auto& r : rows)
+    if (auto o = run_observation_of(r)) seen_.push_back(*o);
+  estimator_ = std::make_unique<Estimator>(ranked_observations(seen_));
+}
 
 PredictionPolicy::~PredictionPolicy() = default;
 PredictionPolicy::PredictionPolicy(PredictionPolicy&&) noexcept = default;
@@ -18,10 +21,10 @@ std::optional<std::uint64_t> PredictionPolicy::predict(std::uint64_t size_bytes,
 }
 
 bool PredictionPolicy::learn(const JobRow& ok_job) {
-  rows_.push_back(ok_job);
+  if (auto o = run_observation_of(ok_job)) seen_.push_back(*o);
   // Refitting costs O(history + queue); doing it after every job made a large corpus O(n^2).
   if (!refit_due(++learned_)) return false;
-  estimator_ = std::make_unique<Estimator>(observations_from_jobs(rows_));
+  estimator_ = std::make_unique<Estimator>(ranked_observations(seen_));
   return true;
 }
 

@@ -40,7 +40,15 @@ constexpr std::int64_t kHistoryBatchMs = 50;
 
 struct RunLoop::Job {
   JobId id = 0;
-  CorpusFile file;  ///< the job's own copy: re-stat before each start updates it, not the caller's corpus
+  /// Its file's index in the corpus; Pass::file_of builds the CorpusFile when one is needed. A
+  /// CorpusFile per job (five paths, each with its own list of components) held ~1.1 KiB a queued
+  /// file (heaptrack, 20,000 tiny jobs).
+  std::size_t file = 0;
+  // The file's size, mtime and duration as the last look found them: the re-stat before each
+  // start updates these, not the caller's corpus.
+  std::uint64_t size_bytes = 0;
+  std::int64_t mtime_ns = 0;
+  std::optional<double> audio_duration_s;
   std::uint32_t attempts = 0;
   bool running = false;
   bool finished = false;
@@ -171,8 +179,7 @@ std::string RunLoop::task_for(const CorpusFile& f) const {
   return config_.task == "auto" ? (f.transcript ? "align" : "transcribe") : config_.task;
 }
 
-RunnerJob RunLoop::make_runner_job(Job& job) {
-  const CorpusFile& f = job.file;
+RunnerJob RunLoop::make_runner_job(Job& job, const CorpusFile& f) {
   RunnerJob rj;
   rj.id = job.id;
   rj.name = f.relative.string();
@@ -196,7 +203,7 @@ RunnerJob RunLoop::make_runner_job(Job& job) {
   return rj;
 }
 
-bool RunLoop::finish_outputs(Job& job, const JobEnd& end, std::string& error) {
+bool RunLoop::finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end, std::string& error) {
   if (!config_.command) {
     // The worker wrote its outputs atomically itself; resume checks them by what they are now.
     // An ok result without them cannot be checked by the next run, which would then skip the
@@ -216,7 +223,7 @@ bool RunLoop::finish_outputs(Job& job, const JobEnd& end, std::string& error) {
     return true;
   }
   std::error_code ec;
-  const fs::path dest_dir = job.file.out_base.parent_path();
+  const fs::path dest_dir = file.out_base.parent_path();
   fs::create_directories(dest_dir, ec);
   if (ec) {
     error = "cannot create output directory " + dest_dir.string() + ": " + ec.message() + "; check --out";
@@ -284,7 +291,18 @@ struct RunLoop::Pass {
   void apply_outcome(Job& job, const JobEnd& end, const JobOutcome& outcome, const std::string& error,
                      const std::string& name);
   void learn_cost(const Job& job, const JobEnd& end);
-  double audio_of(const Job& job) const { return job.file.audio_duration_s.value_or(mean_audio_s); }
+  double audio_of(const Job& job) const { return job.audio_duration_s.value_or(mean_audio_s); }
+  /// The job's file with its facts as the job last found them.
+  CorpusFile file_of(const Job& job) const {
+    CorpusFile f = files[job.file];
+    f.size_bytes = job.size_bytes;
+    f.mtime_ns = job.mtime_ns;
+    f.audio_duration_s = job.audio_duration_s;
+    return f;
+  }
+  /// Its file's path under its root, as progress and messages show it.
+  std::string name_of(const Job& job) const { return display_path(files.relative_path(job.file)); }
+  std::string audio_path_of(const Job& job) const { return display_path(files.audio_path(job.file)); }
   double cost_of(const Job& job) const { return cost_law.fixed_s + cost_law.per_audio_s * audio_of(job); }
   void retotal_work();
   void update_work_done();
@@ -305,6 +323,7 @@ struct RunLoop::Pass {
   RunLoopStats& stats_;
   std::int64_t& run_id_;
   const std::filesystem::path& staging_dir_;
+  const CorpusFiles& files;
 
   const std::int64_t t0_ms;
   RunSummary summary;
@@ -361,6 +380,7 @@ RunLoop::Pass::Pass(RunLoop& owner, const Corpus& corpus)
       stats_(owner.stats_),
       run_id_(owner.run_id_),
       staging_dir_(owner.staging_dir_),
+      files(corpus.files),
       t0_ms(owner.clock_.now_ms()),
       scheduler(owner.config_.scheduler),
       history_flushed_ms(t0_ms - kHistoryBatchMs) {
@@ -427,14 +447,17 @@ void RunLoop::Pass::enqueue(const Corpus& corpus) {
     }
     Job job;
     job.id = next_id++;
-    job.file = corpus.files[p.file];
+    job.file = p.file;
+    job.size_bytes = corpus.files.size_bytes(p.file);
+    job.mtime_ns = corpus.files.mtime_ns(p.file);
+    job.audio_duration_s = corpus.files.audio_duration_s(p.file);
     job.task = p.task;
     job.reason = p.reason;
     job.transcribed_for_want = p.transcribed_for_want;
     ++summary.run_reasons[p.reason.substr(0, p.reason.find(':'))];
-    if (p.reason != kReasonNew) summary.reran.push_back({display_path(job.file.audio.string()), p.reason});
+    if (p.reason != kReasonNew) summary.reran.push_back({audio_path_of(job), p.reason});
     job.predicted_peak_bytes = p.predicted_peak_bytes;
-    scheduler.add_job({job.id, job.file.size_bytes, p.predicted_peak_bytes, 0});
+    scheduler.add_job({job.id, job.size_bytes, p.predicted_peak_bytes, 0});
     jobs.emplace(job.id, std::move(job));
     ++to_run;
   }
@@ -446,8 +469,8 @@ void RunLoop::Pass::enqueue(const Corpus& corpus) {
   double known_audio_s = 0;
   std::size_t known = 0;
   for (const auto& [id, job] : jobs)
-    if (job.file.audio_duration_s) {
-      known_audio_s += *job.file.audio_duration_s;
+    if (job.audio_duration_s) {
+      known_audio_s += *job.audio_duration_s;
       ++known;
     }
   mean_audio_s = known ? known_audio_s / static_cast<double>(known) : 0;
@@ -507,7 +530,7 @@ bool RunLoop::Pass::dispatch(std::int64_t now_ms) {
       auto fresh = loop.read_probe(runner_.live(), runner_.idle_pids(), clock_.now_ms() - t0_ms, /*exact=*/true);
       if (scheduler.confirm_kill(d.job, fresh.sample)) {
         job.guard_kill = true;
-        progress_.message(display_path(job.file.relative.string()) + ": stopping it to stay inside the budget (" + d.reason + ")");
+        progress_.message(name_of(job) + ": stopping it to stay inside the budget (" + d.reason + ")");
         runner_.kill(d.job, config_.kill_grace_ms);
       }
     } else if (d.kind == Decision::Kind::kFail) {
@@ -523,12 +546,13 @@ bool RunLoop::Pass::dispatch(std::int64_t now_ms) {
             format_bytes(config_.scheduler.budget_bytes)));
         break;
       }
-      const std::string name = display_path(job.file.relative.string());
+      const std::string name = name_of(job);
       fail_file(job, d.reason);
       progress_.job_ended(name, "failed", d.reason, job.peak_pss_bytes, 0, state);
     } else {
       std::string error;
-      if (!refresh_corpus_file(job.file, error)) {
+      CorpusFile file = file_of(job);
+      if (!refresh_corpus_file(file, error)) {
         scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
         fail_file(job, error);
         continue;
@@ -538,19 +562,22 @@ bool RunLoop::Pass::dispatch(std::int64_t now_ms) {
       job.peak_pss_bytes = job.peak_rss_bytes = job.loading_peak_pss_bytes = 0;
       job.timeline.clear();
       job.oom_kills_at_start = oom_kills_now;
-      RunnerJob rj = loop.make_runner_job(job);
+      job.size_bytes = file.size_bytes;
+      job.mtime_ns = file.mtime_ns;
+      job.audio_duration_s = file.audio_duration_s;
+      RunnerJob rj = loop.make_runner_job(job, file);
       if (!runner_.start(rj, error)) {
         if (check_setup()) break;
         scheduler.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
         fail_file(job, error);
-        progress_.job_ended(display_path(job.file.relative.string()), "failed", error, 0, 0, state);
+        progress_.job_ended(name_of(job), "failed", error, 0, 0, state);
         continue;
       }
       job.running = true;
       started = true;
       job.started_ms = now_ms;
       job.started_unix_ms = clock_.unix_ms();
-      progress_.job_started(display_path(job.file.relative.string()), job.attempts,
+      progress_.job_started(name_of(job), job.attempts,
                             scheduler.estimate_bytes(job.id).value_or(0), state);
     }
   }
@@ -608,13 +635,13 @@ void RunLoop::Pass::watch_workers(std::size_t running) {
     if (config_.hang_ms > 0 && !job.hung && w.silent_ms > config_.hang_ms) {
       job.hung = true;
       progress_.message(fmt::format("{}: its worker has not beaten for {:.1f} s; killing it and retrying the file",
-                                    display_path(job.file.relative.string()), static_cast<double>(w.silent_ms) / 1000.0));
+                                    name_of(job), static_cast<double>(w.silent_ms) / 1000.0));
       runner_.kill(w.id, 0);
     }
     running_fraction[w.id] = std::clamp(w.fraction_done, 0.0, 1.0);
     if (oldest_start_ms < 0 || job.started_ms < oldest_start_ms) {
       oldest_start_ms = job.started_ms;
-      state.current = fmt::format("{} {} {:.0f}%", display_path(job.file.relative.string()), w.phase, w.fraction_done * 100);
+      state.current = fmt::format("{} {} {:.0f}%", name_of(job), w.phase, w.fraction_done * 100);
     }
   }
 
@@ -644,7 +671,7 @@ void RunLoop::Pass::handle_end(const JobEnd& end, bool stopping_now) {
     job.peak_rss_bytes = std::max(job.peak_rss_bytes, *end.peak_rss_bytes);
     if (job.peak_pss_bytes == 0) job.peak_pss_bytes = *end.peak_rss_bytes;
   }
-  const std::string name = display_path(job.file.relative.string());
+  const std::string name = name_of(job);
   if (stopping_now && !end.ok) {
     // Interrupted: not the job's fault and not finished; the next run does it again.
     record(job, JobStatus::kKilled, &end, "interrupted");
@@ -674,7 +701,7 @@ void RunLoop::Pass::handle_end(const JobEnd& end, bool stopping_now) {
   JobOutcome outcome = classify_end(end, facts);
   if (outcome.kind == JobOutcome::Kind::kOk) {
     std::string moved_error;
-    if (!loop.finish_outputs(job, end, moved_error)) {
+    if (!loop.finish_outputs(job, file_of(job), end, moved_error)) {
       outcome.kind = JobOutcome::Kind::kFailed;
       outcome.error = moved_error;
     }
@@ -701,8 +728,8 @@ void RunLoop::Pass::apply_outcome(Job& job, const JobEnd& end, const JobOutcome&
       finished_work_s += cost_of(job);
       learn_cost(job, end);
       update_work_done();
-      if (end.band_limited) summary.band_limited.push_back(display_path(job.file.audio.string()));
-      if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(display_path(job.file.audio.string()));
+      if (end.band_limited) summary.band_limited.push_back(audio_path_of(job));
+      if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(audio_path_of(job));
       progress_.job_ended(name, "done",
                           end.band_limited ? "aligned within a limited search band (may be off): raise --max-trellis-mib"
                                            : "",
@@ -740,8 +767,8 @@ void RunLoop::Pass::apply_outcome(Job& job, const JobEnd& end, const JobOutcome&
 void RunLoop::Pass::learn_cost(const Job& job, const JobEnd& end) {
   // Without history the cost law comes from this run's own jobs, tried at 5, 10, 20, ...
   // of them until their durations spread enough for a line.
-  if (cost_law.calibrated || !job.file.audio_duration_s || end.wall_s <= 0) return;
-  costs_seen.emplace_back(*job.file.audio_duration_s, end.wall_s);
+  if (cost_law.calibrated || !job.audio_duration_s || end.wall_s <= 0) return;
+  costs_seen.emplace_back(*job.audio_duration_s, end.wall_s);
   const std::size_t n = costs_seen.size();
   if (n >= kJobCostMinJobs && n % kJobCostMinJobs == 0 && ((n / kJobCostMinJobs) & (n / kJobCostMinJobs - 1)) == 0) {
     std::vector<double> left_audio_s;
@@ -797,9 +824,9 @@ void RunLoop::Pass::fail_file(Job& job, std::string reason) {
   update_work_done();
   // The summary names the file; a reason that starts with the same path (the worker's errors
   // do) would say it twice.
-  const std::string prefix = display_path(job.file.audio.string()) + ": ";
+  const std::string prefix = audio_path_of(job) + ": ";
   if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
-  summary.failed.push_back({display_path(job.file.audio.string()), reason});
+  summary.failed.push_back({audio_path_of(job), reason});
   ++state.failed;
 }
 
@@ -817,10 +844,10 @@ void RunLoop::Pass::record(Job& job, JobStatus status, const JobEnd* end, const 
   if (!history_ || run_id_ == 0) return;
   JobRecord rec;
   rec.run_id = run_id_;
-  rec.input_path = job.file.audio.string();  // the bytes as they are: resume looks it up by them
-  rec.input_size_bytes = job.file.size_bytes;
-  rec.input_mtime_ns = job.file.mtime_ns;
-  rec.audio_duration_s = job.file.audio_duration_s;
+  rec.input_path = files.audio_path(job.file);  // the bytes as they are: resume looks it up by them
+  rec.input_size_bytes = job.size_bytes;
+  rec.input_mtime_ns = job.mtime_ns;
+  rec.audio_duration_s = job.audio_duration_s;
   rec.job_key = config_.job_key;
   rec.status = status;
   rec.attempts = job.attempts;
@@ -846,8 +873,8 @@ void RunLoop::Pass::record(Job& job, JobStatus status, const JobEnd* end, const 
 void RunLoop::Pass::refit(Job& job) {
   JobRow row;
   row.run_id = run_id_;
-  row.input_size_bytes = job.file.size_bytes;
-  row.audio_duration_s = job.file.audio_duration_s;
+  row.input_size_bytes = job.size_bytes;
+  row.audio_duration_s = job.audio_duration_s;
   row.peak_pss_bytes = job.peak_pss_bytes;
   row.peak_rss_bytes = job.peak_rss_bytes;
   row.status = JobStatus::kOk;
@@ -858,7 +885,7 @@ void RunLoop::Pass::refit(Job& job) {
   std::vector<std::pair<JobId, std::uint64_t>> predictions;
   for (auto& [id, other] : jobs)
     if (!other.finished && !other.running)
-      if (auto predicted = policy->predict(other.file.size_bytes, other.file.audio_duration_s)) {
+      if (auto predicted = policy->predict(other.size_bytes, other.audio_duration_s)) {
         other.predicted_peak_bytes = predicted;
         predictions.emplace_back(id, *predicted);
       }

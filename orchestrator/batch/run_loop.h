@@ -108,8 +108,8 @@ class RunLoop {
  private:
   struct Job;
   struct Pass;  ///< one run's state and steps (run_loop.cpp)
-  RunnerJob make_runner_job(Job& job);
-  bool finish_outputs(Job& job, const JobEnd& end, std::string& error);
+  RunnerJob make_runner_job(Job& job, const CorpusFile& file);
+  bool finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end, std::string& error);
   std::string task_for(const CorpusFile& file) const;
   /// External engine: a staging directory for `job`'s attempt, from the pool (or a new one).
   void take_staging(Job& job);
