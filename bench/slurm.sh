@@ -11,7 +11,8 @@
 # memory (sum over tasks of ReqMem x Elapsed against sacct's MaxRSS x Elapsed); then the ratios
 # the issue sets targets for (warm <= 0.7 x (1)'s makespan, 0 lost, requested <= 1.5 x used).
 # Usage: bench/slurm.sh [BUILD_DIR]   (root; needs Slurm installed: scripts/setup.sh test)
-# LOGS=DIR keeps the logs and align-batch's history.
+# LOGS=DIR keeps the logs, sacct's rows and align-batch's history, and prints where the warm run's
+# time went (bench/slurm_timeline.py).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
@@ -30,8 +31,13 @@ for f in "$ab" "$memhog"; do [ -x "$f" ] || { echo "slurm: $f missing; build it 
 work=$(mktemp -d /tmp/ab-bench-slurm-XXXXXX)
 node_dir=$work/slurm
 cleanup() {
+  [ -n "${LOGS:-}" ] && sacct -n -P -a -S now-1days -o JobIDRaw,JobID,State,ReqMem,Submit,Start,End >"$work/sacct.txt" 2>/dev/null
   "$here/scripts/slurm-node.sh" stop "$node_dir" || true
-  if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS"; cp -r "$work"/*.log "$work/ab/.align-batch" "$LOGS"/ 2>/dev/null || true; fi
+  if [ -n "${LOGS:-}" ]; then
+    mkdir -p "$LOGS"
+    cp -r "$work"/*.log "$work"/*.txt "$work/ab/.align-batch" "$LOGS"/ 2>/dev/null || true
+    if grep -q '^warm ' "$LOGS/marks.txt" 2>/dev/null; then python3 "$here/bench/slurm_timeline.py" "$LOGS" 2 warm "$REAL_MB" || true; fi
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -62,6 +68,7 @@ report() {
   printf '%-36s makespan %6.1f s  tasks %3d  OUT_OF_MEMORY %3d  files lost %3d  requested %6.0f MiB*s  used %6.0f MiB*s  (%.2f x)\n' \
     "$name" "$makespan" "$tasks" "$oom" "$lost" "$req" "$used" "$(echo "$req / ($used + 0.001)" | bc -l)"
   last_makespan=$makespan; last_lost=$lost; last_ratio=$(echo "$req / ($used + 0.001)" | bc -l)
+  echo "${6:-$name} $mark $t0 $t1" >>"$work/marks.txt"  # for bench/slurm_timeline.py
 }
 wait_for() {  # until none of the jobs above MARK is pending or running
   while squeue -h -o %i | grep -q .; do sleep 0.2; done
@@ -83,11 +90,11 @@ SCRIPT
   sleep 0.5; wait_for
   local t1; t1=$(date +%s.%N)
   sleep 4  # sacct's MaxRSS lags the end by ~3 s
-  report "$name" "$out" "$t0" "$t1" "$mark"
+  report "$name" "$out" "$t0" "$t1" "$mark" "$4"
 }
-hand "hand array --mem=$BIG_MEM" "$BIG_MEM" "$work/hand-big"
+hand "hand array --mem=$BIG_MEM" "$BIG_MEM" "$work/hand-big" hand-big
 hand_makespan=$last_makespan; hand_ratio=$last_ratio
-hand "hand array --mem=$SMALL_MEM" "$SMALL_MEM" "$work/hand-small"
+hand "hand array --mem=$SMALL_MEM" "$SMALL_MEM" "$work/hand-small" hand-small
 
 # (3): align-batch, cold then warm (same --out, so the same history; --force redoes every file).
 abo=$work/ab
@@ -98,7 +105,7 @@ ab_run() {
   "$ab" --executor slurm --progress plain --out "$abo" "$@" "$work/corpus" -- "${hog[@]}" --in "{in}" --out "{out}.done" \
     >"$work/$name.log" 2>&1 || true
   local t1; t1=$(date +%s.%N)
-  report "align-batch --executor slurm ($name)" "$abo" "$t0" "$t1" "$mark"
+  report "align-batch --executor slurm ($name)" "$abo" "$t0" "$t1" "$mark" "$name"
   grep -E '^align-batch: slurm: [0-9]+ arrays' "$work/$name.log" | sed 's/^/    /'
 }
 ab_run cold

@@ -28,7 +28,7 @@ namespace {
 constexpr const char* kDoesNotFit = "at peak but the budget is";
 
 bool write_text(const fs::path& path, const std::string& text) {
-  std::ofstream f(path, std::ios::trunc);
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << text;
   return static_cast<bool>(f.flush());
 }
@@ -173,13 +173,13 @@ bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files
     return false;
   }
   for (std::size_t t = 0; t < planned.tasks.size(); ++t) {
-    std::string list, out_dir;
+    Shard shard;
     for (auto i : planned.tasks[t].files) {
-      list += files[i].file.audio.string() + "\n";
-      out_dir = files[i].file.out_base.parent_path().string();
+      shard.files.push_back(files[i].file.audio.string());
+      shard.out_dir = files[i].file.out_base.parent_path().string();  // one for the task (plan_arrays' groups)
     }
-    if (!write_text(a.dir / fmt::format("{}.list", t), list) || !write_text(a.dir / fmt::format("{}.out", t), out_dir)) {
-      error = "cannot write the shard lists in " + a.dir.string() + "; check --out";
+    if (!write_text(a.dir / fmt::format("{}.shard", t), shard_text(shard))) {
+      error = "cannot write the shard files in " + a.dir.string() + "; check --out";
       return false;
     }
   }

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -100,9 +101,10 @@ class FakeCluster : public SlurmCluster {
     std::uint64_t mem_bytes;
   };
   std::optional<TaskOutcome> run_task(const Pending& p) {
-    std::ifstream list(p.dir / (std::to_string(p.task) + ".list"));
-    std::vector<std::string> paths;
-    for (std::string line; std::getline(list, line);) paths.push_back(line);
+    std::ifstream in(p.dir / (std::to_string(p.task) + ".shard"), std::ios::binary);
+    const auto shard = parse_shard(std::string(std::istreambuf_iterator<char>(in), {}));
+    REQUIRE(shard);
+    const std::vector<std::string>& paths = shard->files;
     for (const auto& path : paths)
       if (path.find("slow") != std::string::npos) return std::nullopt;
     auto h = HistoryStore::open(p.dir / (std::to_string(p.task) + ".sqlite"));
@@ -140,10 +142,7 @@ class FakeCluster : public SlurmCluster {
       } else {
         rec.peak_pss_bytes = rec.peak_rss_bytes = need;
         // Its output, where the task's --out puts it, recorded as a real task records it.
-        std::ifstream out_dir_file(p.dir / (std::to_string(p.task) + ".out"));
-        std::string out_dir;
-        std::getline(out_dir_file, out_dir);
-        const fs::path out = fs::path(out_dir) / (fs::path(path).stem().string() + ".done");
+        const fs::path out = fs::path(shard->out_dir) / (fs::path(path).stem().string() + ".done");
         fs::create_directories(out.parent_path());
         std::ofstream(out) << "done\n";
         rec.outputs.push_back(*stat_output(out.string()));
@@ -258,11 +257,12 @@ TEST_CASE("slurm executor, warm: arrays sized from history, every file done, pea
   REQUIRE(keys.ok());
   REQUIRE(keys->size() == 1);
   CHECK(keys->front().job_key == kKey);
-  // The task script runs the tasks' align-batch with each task's history and list.
+  // The task script runs the tasks' align-batch with each task's history and shard file.
   std::ifstream script(fs::path(w.cluster.submitted[0].script_path));
   std::stringstream ss;
   ss << script.rdbuf();
-  CHECK(ss.str().find("/bin/align-batch --out") != std::string::npos);
+  CHECK(ss.str().find("/bin/align-batch --history") != std::string::npos);
+  CHECK(ss.str().find(".shard -- fake") != std::string::npos);
   CHECK(ss.str().find("-- fake '{in}' '{out}'") != std::string::npos);
 
   SUBCASE("a second run submits nothing: every file is done in the main history") {

@@ -290,7 +290,7 @@ void add_run_options(CLI::App& app, RunOptions& o) {
       ->check(CLI::Range(1, 1000000));
   app.add_option("--slurm-arg", o.slurm_args, "--executor slurm: passed to sbatch unchanged (repeat it), e.g. --slurm-arg=--account=A")
       ->allow_extra_args(false);
-  app.add_flag("--slurm-task", o.slurm_task, "")->group("");  // internal: set by --executor slurm on its tasks
+  app.add_option("--slurm-task", o.slurm_task, "")->group("");  // internal: set by --executor slurm on its tasks
 }
 
 void note_explicit_options(const CLI::App& app, RunOptions& o) {
@@ -344,6 +344,7 @@ TunedApplied apply_tuned_settings(const nlohmann::json& tuned, RunOptions& o) {
 
 int run_batch(const RunOptions& given, const std::vector<std::string>& command, bool dashdash) {
   RunOptions o = given;
+  if (std::string e = read_slurm_shard(o); !e.empty()) return usage_error(e);
   if (o.corpus.empty())
     return usage_error("no corpus given; usage: align-batch [OPTIONS] CORPUS... [-- COMMAND {in} {out}] (see --help)");
   if (!parse_workers(o.workers))
@@ -529,7 +530,7 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   std::vector<std::unique_ptr<RunLock>> locks;
   auto take_locks = [&]() -> std::string {
     if (o.dry_run || !locks.empty()) return {};
-    if (!o.slurm_task) {  // a Slurm task shares its submitter's --out (slurm_command.h)
+    if (o.slurm_task.empty()) {  // a Slurm task shares its submitter's --out (slurm_command.h)
       auto out_lock = RunLock::acquire(config.out_dir / ".align-batch" / "lock",
                                        "output directory " + display_path(config.out_dir.string()));
       if (!out_lock) return out_lock.error();

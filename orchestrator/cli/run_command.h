@@ -49,9 +49,10 @@ struct RunOptions {
   std::string slurm_partition;
   std::uint32_t slurm_max_tasks = 0;
   std::vector<std::string> slurm_args;
-  /// Set (hidden --slurm-task) on the runs inside Slurm array tasks: they share --out with their
-  /// submitter and each other by design (each in its own job cgroup), so they skip its lock.
-  bool slurm_task = false;
+  /// Hidden --slurm-task SHARD, set on the runs inside Slurm array tasks: their --out and files
+  /// come from SHARD (read_slurm_shard), and they share --out with their submitter and each other
+  /// by design (each in its own job cgroup), so they skip its lock.
+  std::string slurm_task;
   /// Options the user set (command line or --config), e.g. "--workers": tuned settings from
   /// history never override these. Filled by note_explicit_options() after parsing.
   std::set<std::string> explicit_options;

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -29,6 +31,19 @@ std::string check_slurm_options(const RunOptions& o) {
   return {};
 }
 
+std::string read_slurm_shard(RunOptions& o) {
+  if (o.slurm_task.empty()) return {};
+  std::ifstream in(o.slurm_task, std::ios::binary);
+  const std::string text(std::istreambuf_iterator<char>(in), {});
+  auto shard = parse_shard(text);
+  if (!shard)
+    return "--slurm-task " + o.slurm_task + ": not a shard file its submitter wrote (unreadable or cut short)";
+  if (!o.corpus.empty()) return "--slurm-task takes its corpus from its shard file; give no CORPUS";
+  o.out = shard->out_dir;
+  o.corpus = std::move(shard->files);
+  return {};
+}
+
 int run_slurm_batch(const RunOptions& o, const RunLoopConfig& config, const Corpus& corpus, HistoryStore* history,
                     Progress& progress, const std::vector<std::string>& command, bool dashdash,
                     const std::string& model_path, bool tty) {
@@ -42,9 +57,9 @@ int run_slurm_batch(const RunOptions& o, const RunLoopConfig& config, const Corp
   // no idle worker is added: a task never holds more workers than it runs jobs at once.
   sc.plan.worker_idle_bytes = 0;
   sc.plan.high_water = o.high_water;
-  // --slurm-task: the tasks share --out (no output lock); --no-report: the submitter's run is the one
-  // to report on, and the tasks' run ids (each 1, in its own history) would share one report name.
-  sc.task_options = {"--slurm-task", "--no-report", "--workers", std::to_string(sc.plan.concurrency), "--reserve",
+  // --no-report: the submitter's run is the one to report on, and the tasks' run ids (each 1, in
+  // its own history) would share one report name. task_script adds --slurm-task SHARD.
+  sc.task_options = {"--no-report", "--workers", std::to_string(sc.plan.concurrency), "--reserve",
                      fmt::format("{}M", sc.plan.task_overhead_bytes >> 20), "--progress", "plain",
                      "--retries", std::to_string(o.retries), "--hang-timeout", o.hang_timeout,
                      "--sample-ms", std::to_string(o.sample_ms), "--high-water", fmt::format("{}", o.high_water)};

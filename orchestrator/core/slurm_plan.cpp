@@ -132,9 +132,30 @@ std::string task_script(const std::vector<std::string>& task_argv, const std::st
   std::string s = "#!/bin/sh\n# One align-batch array task: its shard's files, its own history (merged by the submitter).\nexec";
   for (const auto& w : task_argv) s += " " + shell_quote(w);
   const std::string dir = shell_quote(shard_dir);
-  s += " --out \"$(cat " + dir + "/\"$SLURM_ARRAY_TASK_ID\".out)\" --history " + dir + "/\"$SLURM_ARRAY_TASK_ID\".sqlite @" + dir + "/\"$SLURM_ARRAY_TASK_ID\".list";
+  s += " --history " + dir + "/\"$SLURM_ARRAY_TASK_ID\".sqlite --slurm-task " + dir + "/\"$SLURM_ARRAY_TASK_ID\".shard";
   for (const auto& w : tail_argv) s += " " + shell_quote(w);
   return s + "\n";
+}
+
+std::string shard_text(const Shard& shard) {
+  std::string s = shard.out_dir;
+  s += '\0';
+  for (const auto& f : shard.files) {
+    s += f;
+    s += '\0';
+  }
+  return s;
+}
+
+std::optional<Shard> parse_shard(std::string_view text) {
+  if (text.empty() || text.back() != '\0') return std::nullopt;
+  text.remove_suffix(1);
+  auto entries = split(text, '\0');
+  if (entries.front().empty()) return std::nullopt;
+  Shard shard;
+  shard.out_dir = std::string(entries.front());
+  for (std::size_t i = 1; i < entries.size(); ++i) shard.files.emplace_back(entries[i]);
+  return shard;
 }
 
 std::optional<std::uint64_t> parse_slurm_size_bytes(std::string_view text, std::uint64_t default_unit_bytes) {

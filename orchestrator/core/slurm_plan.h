@@ -82,11 +82,24 @@ struct SbatchArray {
 std::vector<std::string> sbatch_argv(const SbatchArray& array);
 
 /// Pure: the batch script every task of an array runs: `task_argv` (the align-batch command line
-/// up to the corpus), then `--out "$(cat DIR/$SLURM_ARRAY_TASK_ID.out)" --history
-/// DIR/$SLURM_ARRAY_TASK_ID.sqlite @DIR/$SLURM_ARRAY_TASK_ID.list`, then `tail_argv` (`--` and the
-/// command, if any). Every word is shell-quoted.
+/// up to the corpus), then `--history DIR/$SLURM_ARRAY_TASK_ID.sqlite --slurm-task
+/// DIR/$SLURM_ARRAY_TASK_ID.shard` (its --out and files: shard_text), then `tail_argv` (`--` and
+/// the command, if any). Every word is shell-quoted.
 std::string task_script(const std::vector<std::string>& task_argv, const std::string& shard_dir,
                         const std::vector<std::string>& tail_argv);
+
+/// What one array task runs on: its --out and its files.
+struct Shard {
+  std::string out_dir;
+  std::vector<std::string> files;
+};
+
+/// Pure: a task's shard file: its --out, then each file, every one ended by a NUL. A Linux file
+/// name holds any byte but NUL and '/', newlines included, so no name can break the list.
+std::string shard_text(const Shard& shard);
+/// Pure: the reverse of shard_text; none when `text` is not one (empty, or its last entry not
+/// NUL-ended: a file cut short).
+std::optional<Shard> parse_shard(std::string_view text);
 
 /// Pure: `word` quoted for sh.
 std::string shell_quote(std::string_view word);

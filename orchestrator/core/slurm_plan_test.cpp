@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 using namespace ab;
 
 namespace {
@@ -100,11 +102,24 @@ TEST_CASE("sbatch_argv and task_script") {
   CHECK(sbatch_argv(a)[3] == "--array=0-3");
   const std::string s = task_script({"/bin/align-batch", "--workers", "1"}, "/out dir/a", {"--", "cmd", "it's", "{in}"});
   CHECK(s.rfind("#!/bin/sh\n", 0) == 0);
-  CHECK(s.find("exec /bin/align-batch --workers 1 --out \"$(cat '/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".out)\" --history "
-               "'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".sqlite @'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".list -- cmd 'it'\\''s' '{in}'\n") !=
-        std::string::npos);
+  CHECK(s.find("exec /bin/align-batch --workers 1 --history '/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".sqlite --slurm-task "
+               "'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".shard -- cmd 'it'\\''s' '{in}'\n") != std::string::npos);
   CHECK(shell_quote("") == "''");
   CHECK(shell_quote("a b") == "'a b'");
+}
+
+TEST_CASE("shard_text and parse_shard: names with newlines, spaces, '#' and '@' come back unchanged") {
+  const Shard shard{"/out/a\nb", {"/c/x\ny.wav", " /c/lead space.wav", "/c/#hash.wav", "/c/@at.wav", "/c/tail\n"}};
+  const std::string text = shard_text(shard);
+  CHECK(std::count(text.begin(), text.end(), '\0') == 6);
+  auto back = parse_shard(text);
+  REQUIRE(back);
+  CHECK(back->out_dir == shard.out_dir);
+  CHECK(back->files == shard.files);
+  CHECK(parse_shard(shard_text({"/out", {}}))->files.empty());
+  CHECK_FALSE(parse_shard(""));
+  CHECK_FALSE(parse_shard(text.substr(0, text.size() - 1)));  // cut short
+  CHECK_FALSE(parse_shard(std::string("\0/x.wav\0", 8)));     // no --out
 }
 
 TEST_CASE("parse_sacct: tasks, steps, pending ranges, states with 'by', sizes") {

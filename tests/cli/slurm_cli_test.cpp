@@ -182,3 +182,20 @@ TEST_CASE("slurm: Ctrl-C cancels the arrays it submitted (and only those), exit 
   CHECK(sacct_states(other_id).find("RUNNING") != std::string::npos);
   ab::test::shell_output("scancel " + other_id);
 }
+
+TEST_CASE("slurm: file names with a newline, a leading space, '#' or '@' reach their task intact (the shard file is NUL-separated)") {
+  REQUIRE_SLURM();
+  Corpus c;
+  const std::vector<std::string> names = {"two\nlines", " lead", "#hash", "@at", "plain"};
+  for (const auto& n : names) c.add(n, 1);
+  Result r = ab::cli::run(c.argv(0.2), c.dir.path());
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("finished: 5 done, 0 skipped (already done), 0 failed") != std::string::npos);
+  for (const auto& n : names) CHECK_MESSAGE(fs::exists(c.out() / (n + ".done")), "no output for '" << n << "'");
+  // The shard files hold the names as they are, each ended by a NUL.
+  std::size_t shards = 0;
+  for (const auto& e : fs::recursive_directory_iterator(c.out() / ".align-batch" / "slurm"))
+    if (e.path().extension() == ".shard") ++shards;
+  CHECK(shards == 5);
+}
