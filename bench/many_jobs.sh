@@ -9,6 +9,11 @@
 #       PARALLEL_MAX=10000              GNU parallel only up to this size (here it manages ~40-300
 #                                       jobs/s: 100,000 jobs would take it 5-40 min)
 #       NOHIST_MAX=all                  align-batch --no-history only up to this size (a number)
+#       XARGS_MAX=all                   xargs -P only up to this size: 1,000,000 jobs of both
+#                                       contestants do not fit in one bench-lock slot here (at
+#                                       ~600 jobs/s each ~28 min); its jobs/s is flat in the size
+#                                       (it holds nothing per job), so vs_xargs then uses its
+#                                       jobs/s at the largest size it ran, marked with a '*'
 #       CORPUS=DIR                      where the tiny WAVs live (default a temp dir, removed at
 #                                       the end); given, it is kept and reused by later runs
 #
@@ -16,8 +21,9 @@
 # Contestants: xargs -P WORKERS -n1, GNU parallel -j WORKERS, align-batch --workers WORKERS with the
 # memory guard on and history written (its default), and align-batch --no-history. Per contestant:
 # wall time, jobs/s, jobs/s as a share of xargs', and the parent's own CPU per job (its utime +
-# stime apart from its children's: bench/own_cpu.py). Per size, align-batch --dry-run's peak RSS
-# per queued file (above a one-file dry run's), and the corpus scan time the run reports.
+# stime apart from its children's: bench/own_cpu.py). Per size, the parent's peak RSS per queued
+# file, of the real run (above a one-file run's) and of --dry-run (above a one-file dry run's),
+# and the corpus scan time the run reports.
 # Last, align-batch's parent CPU per job at the largest size over the smallest: flat is 1.0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +33,7 @@ sizes=${SIZES:-10000 100000}
 workers=${WORKERS:-2}
 parallel_max=${PARALLEL_MAX:-10000}
 nohist_max=${NOHIST_MAX:-all}
+xargs_max=${XARGS_MAX:-all}
 ab=$build/orchestrator/align-batch
 py=/usr/bin/python3
 [ -x "$ab" ] || { echo "many_jobs.sh: $ab not built; run cmake --build $build --target align-batch" >&2; exit 2; }
@@ -56,6 +63,10 @@ own_s() { awk '{ printf "%.2f", $2 + $3 }' "$1"; }
 "$ab" --dry-run --no-history --out "$tmp/out-dry" "$corpus/d0000/f0000000.wav" -- /bin/true {in} {out} > /dev/null
 $own_cpu "$tmp/base" "$ab" --dry-run --no-history --out "$tmp/out-dry" "$corpus/d0000/f0000000.wav" -- /bin/true {in} {out} > /dev/null
 base_kib=$(field "$tmp/base" 5)
+$own_cpu "$tmp/base_run" "$ab" --workers "$workers" --no-report --out "$tmp/out-one" "$corpus/d0000/f0000000.wav" -- /bin/true {in} {out} > /dev/null 2>&1
+base_run_kib=$(field "$tmp/base_run" 5)
+rm -rf "$tmp/out-one"
+xargs_rate=""  # jobs/s of xargs at the largest size it ran (XARGS_MAX)
 
 declare -A per_job_ms
 printf '\n%-9s %-26s %9s %9s %9s %12s\n' jobs contestant wall_s jobs/s vs_xargs parent_ms/job
@@ -65,8 +76,15 @@ for n in $sizes; do
   find "${dirs[@]}" -name '*.wav' | sort > "$tmp/list"
   xargs -d '\n' cat < "$tmp/list" > /dev/null  # a warm page cache for everyone
 
-  $own_cpu "$tmp/xargs" xargs -d '\n' -P "$workers" -n1 /bin/true < "$tmp/list"
-  contestants="xargs"
+  contestants=""
+  if [ "$xargs_max" = all ] || [ "$n" -le "$xargs_max" ]; then
+    $own_cpu "$tmp/xargs" xargs -d '\n' -P "$workers" -n1 /bin/true < "$tmp/list"
+    contestants="xargs"
+    xargs_rate=$(awk -v n="$n" -v w="$(field "$tmp/xargs" 1)" 'BEGIN { printf "%.3f", n / w }')
+    xargs_mark=""
+  else
+    xargs_mark="*"
+  fi
   if [ "$n" -le "$parallel_max" ]; then
     $own_cpu "$tmp/parallel" parallel -j "$workers" /bin/true {} "$tmp/out-par/{/.}" < "$tmp/list"
     contestants="$contestants parallel"
@@ -82,7 +100,6 @@ for n in $sizes; do
   fi
   grep -q "finished: $n done" "$tmp/ab.out" || { echo "align-batch did not finish all $n jobs:"; tail -3 "$tmp/ab.out"; exit 1; }
 
-  xargs_wall=$(field "$tmp/xargs" 1)
   for c in $contestants; do
     wall=$(field "$tmp/$c" 1)
     case $c in
@@ -92,17 +109,19 @@ for n in $sizes; do
       nohist) name="align-batch --no-history" ;;
     esac
     own=$(own_s "$tmp/$c")
-    awk -v n="$n" -v name="$name" -v w="$wall" -v xw="$xargs_wall" -v own="$own" \
-      'BEGIN { printf "%-9d %-26s %9.1f %9.0f %8.2fx %12.3f\n", n, name, w, n / w, xw / w, own * 1000 / n }'
+    awk -v n="$n" -v name="$name" -v w="$wall" -v xr="$xargs_rate" -v mark="$xargs_mark" -v own="$own" \
+      'BEGIN { vs = xr > 0 ? sprintf("%7.2fx%1s", n / w / xr, mark) : sprintf("%9s", "-");
+               printf "%-9d %-26s %9.1f %9.0f %9s %12.3f\n", n, name, w, n / w, vs, own * 1000 / n }'
   done
   per_job_ms[$n]=$(awk -v own="$(own_s "$tmp/ab")" -v n="$n" 'BEGIN { printf "%.4f", own * 1000 / n }')
 
   # The queue's memory: --dry-run's peak RSS over a one-file dry run, per file.
   $own_cpu "$tmp/dry" "$ab" --dry-run --no-history --out "$tmp/out-dry" "${dirs[@]}" -- /bin/true {in} {out} > /dev/null 2> "$tmp/dry.err"
   scan=$(sed -n 's/.*scanned the corpus in \([0-9.]*\) s.*/\1/p' "$tmp/ab.err" | head -1)
-  awk -v n="$n" -v rss="$(field "$tmp/dry" 5)" -v base="$base_kib" -v run_rss="$(field "$tmp/ab" 5)" -v scan="${scan:-<1}" \
-    'BEGIN { printf "%-9d memory per queued file: %.0f bytes (--dry-run peak RSS %.0f MiB; the run %.0f MiB); scan %s s\n",
-             n, (rss - base) * 1024 / n, rss / 1024, run_rss / 1024, scan }'
+  awk -v n="$n" -v rss="$(field "$tmp/dry" 5)" -v base="$base_kib" -v run_rss="$(field "$tmp/ab" 5)" \
+    -v run_base="$base_run_kib" -v scan="${scan:-<1}" \
+    'BEGIN { printf "%-9d memory per queued file: the run %.0f bytes (peak RSS %.0f MiB), --dry-run %.0f bytes (%.0f MiB); scan %s s\n",
+             n, (run_rss - run_base) * 1024 / n, run_rss / 1024, (rss - base) * 1024 / n, rss / 1024, scan }'
   rm -rf "$tmp/out-ab" "$tmp/out-nohist" "$tmp/out-par" "$tmp/out-dry"
 done
 
