@@ -7,6 +7,9 @@
 #
 #   bench/eta.sh [BUILD_DIR]    (default: build)   env COPIES=5 RUNS=2
 #
+# The runs take about 9 s each on 2 idle cores: on a machine busy with other work the load, not
+# the estimate, decides the ratios; run it as `bench/quiet.sh bench/eta.sh` there.
+#
 # Run 1 of each pair starts with no history (the ETA uses the run's own rate once it has 5% of the
 # audio behind it); run 2 repeats it with --force on the same history (history's seconds per audio
 # second blended with the run's own rate: docs/orchestrator.md, "ETA").
