@@ -19,6 +19,11 @@ struct ProbeReading {
   std::map<JobId, std::uint64_t> rss_bytes;    ///< per running job, its whole tree
   std::optional<std::uint64_t> oom_kill_count; ///< the parent's memory cgroup's counter
   std::optional<std::uint64_t> cgroup_limit_bytes;
+  /// Replay's simulated probe only: every job's reading is within what admission reserved for it
+  /// and idle memory did not move, so the reading cannot change a decision unless unpredicted
+  /// jobs wait (their charge follows the largest peak seen); the driver then spares the
+  /// scheduler the sample. A real probe cannot know this and leaves it false.
+  bool within_reservations = false;
 };
 
 /// Reads memory for the loop. The real one reads /proc and the parent's cgroup; tests use a fake

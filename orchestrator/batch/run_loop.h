@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "history/run_settings.h"
+#include "orchestrator/batch/batch_driver.h"
 #include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/command_template.h"
 #include "orchestrator/batch/corpus.h"
@@ -115,8 +116,7 @@ class RunLoop {
   void take_staging(Job& job);
   /// Empties `job`'s staging directory (unless `known_empty`) and returns it to the pool.
   void release_staging(Job& job, bool known_empty);
-  ProbeReading read_probe(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
-                          bool exact = false);
+  DriverConfig driver_config() const;
 
   RunLoopConfig config_;
   WorkerRunner& runner_;

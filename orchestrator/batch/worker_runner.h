@@ -37,6 +37,10 @@ struct JobEnd {
   /// reset at the job's start), or wait4's ru_maxrss for a command (its largest process) when
   /// that is above the parent's own RSS at fork (below it, it may be the child's pre-exec copy).
   std::optional<std::uint64_t> peak_rss_bytes;
+  /// The attempt's own PSS peak where the runner knows it better than readings can (replay: the
+  /// recorded job's peak, which readings at other moments than the real run's may miss); none
+  /// for real processes, whose peak is what the readings saw.
+  std::optional<std::uint64_t> peak_pss_bytes;
   /// Built-in align: the worker's `"band_limited": true` (its search band hit --max-trellis-mib
   /// and the path ran along the band's edge, so the alignment may not be the best one).
   bool band_limited = false;

@@ -189,13 +189,10 @@ int run_replay(const ReplayOptions& o) {
   settings.scheduler.high_water = o.high_water_given ? o.high_water : recorded.high_water.value_or(o.high_water);
   if (recorded.retries) settings.scheduler.max_attempts = *recorded.retries + 1;
   settings.prediction_scale = o.margin_given ? o.margin : recorded.margin.value_or(o.margin);
-  if (o.cold) {
-    // A first run: the real loop refits history's estimator on the jobs finished so far and
-    // predicts every queued job from its size and audio duration (run_loop); replay does the
-    // same, per key.
-    const std::vector<RecordedJob>& jobs = src.jobs;
-    settings.learn = [&jobs](const std::vector<std::uint32_t>& finished) { return learn_predictions(jobs, finished); };
-  }
+  // --cold: a first run, whose driver refits the estimator on the jobs finished so far, as the
+  // real loop does (replay_run.h).
+  settings.cold = o.cold;
+  if (info) settings.scheduler.vram_budget_bytes = recorded.vram_budget_bytes;
   settings.sample_interval_ms = o.sample_ms_given ? o.sample_ms : recorded.sample_ms.value_or(o.sample_ms);
   const bool cpu_bound = recorded.builtin_engine.value_or(false);
 
@@ -333,6 +330,11 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
     rows = std::move(*jobs);
   }
 
+  // In the corpus's order (its scan sorts paths), as the real run numbered its jobs: the
+  // scheduler breaks ties between equal estimates and sizes by that number, so replay's jobs
+  // must come in the same order to start as the real ones did (history lists them as they ended).
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const JobRow& a, const JobRow& b) { return a.input_path < b.input_path; });
   // Predictions: the key's whole history, as a later run of that key would see it.
   std::map<std::string, std::unique_ptr<PredictionPolicy>> policies;
   for (const JobRow& row : rows) {
@@ -358,35 +360,13 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
     if (!timeline) return R::failure(timeline.error());
     job.timeline.reserve(timeline->size());
     for (const TimelinePoint& p : *timeline) {
-      job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes});
+      job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes, p.vram_bytes});
     }
     // As the real loop does (run_loop): from the input size and the recorded audio duration.
     job.predicted_peak_bytes = policy->predict(row.input_size_bytes, row.audio_duration_s);
     src.jobs.push_back(std::move(job));
   }
   return src;
-}
-
-std::vector<std::optional<std::uint64_t>> learn_predictions(const std::vector<RecordedJob>& jobs,
-                                                            const std::vector<std::uint32_t>& finished) {
-  // The finished jobs as the rows of one run, so the policy fits them as the loop does its own.
-  std::map<std::string, std::vector<JobRow>> by_key;
-  for (std::uint32_t i : finished) {
-    JobRow row;
-    row.status = JobStatus::kOk;
-    row.input_size_bytes = jobs[i].size_bytes;
-    row.audio_duration_s = jobs[i].audio_duration_s;
-    row.peak_pss_bytes = jobs[i].peak_pss_bytes;
-    by_key[jobs[i].key].push_back(row);
-  }
-  std::map<std::string, PredictionPolicy> policies;  // margin 1: replay applies its own
-  for (auto& [key, rows] : by_key) policies.emplace(key, PredictionPolicy(std::move(rows)));
-  std::vector<std::optional<std::uint64_t>> predictions(jobs.size());
-  for (std::size_t i = 0; i < jobs.size(); ++i) {
-    auto it = policies.find(jobs[i].key);
-    if (it != policies.end()) predictions[i] = it->second.predict(jobs[i].size_bytes, jobs[i].audio_duration_s);
-  }
-  return predictions;
 }
 
 void add_replay_command(CLI::App& app, int& exit_code) {

@@ -3,7 +3,7 @@
 
 #include "history/history_store.h"
 #include "memguard/size.h"
-#include "orchestrator/core/replay.h"
+#include "orchestrator/batch/replay_run.h"
 
 #include <cstdint>
 #include <optional>
@@ -30,12 +30,6 @@ struct ReplaySource {
 /// Each job's prediction is what history, fitted on all of its key's ok jobs, predicts for it.
 StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
                                              const std::string& key);
-
-/// `replay --cold`'s learn step: per key, history's estimator fitted on the `finished` jobs
-/// (indices into `jobs`) from their sizes, audio durations and peaks, and its prediction for every
-/// job of `jobs` (none for a key nothing finished of), as the real loop refits and predicts.
-std::vector<std::optional<std::uint64_t>> learn_predictions(const std::vector<RecordedJob>& jobs,
-                                                            const std::vector<std::uint32_t>& finished);
 
 /// Pure: the budget a run recorded as `info` would have had with `--mem-budget PCT%`: the
 /// percentage of min(its cgroup limit, its MemTotal), capped by that minus its reserve (as

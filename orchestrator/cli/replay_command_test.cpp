@@ -1,6 +1,7 @@
 // Replay command tests: load_replay_source against a real SQLite history file written through
 // HistoryStore, the recorded settings and the command's budget.
 #include "orchestrator/cli/replay_command.h"
+#include "orchestrator/batch/prediction_policy.h"
 
 #include <doctest/doctest.h>
 
@@ -174,12 +175,21 @@ TEST_CASE("replay predicts from recorded audio durations as the real loop does, 
     CAPTURE(*j.audio_duration_s);
     CHECK(static_cast<double>(*j.predicted_peak_bytes) == doctest::Approx(static_cast<double>(j.peak_pss_bytes)).epsilon(0.01));
   }
-  // --cold: after the first 8 finished, the queued 4 get duration-line predictions.
-  const auto learned = learn_predictions(loaded->jobs, {0, 1, 2, 3, 4, 5, 6, 7});
-  REQUIRE(learned.size() == 12);
+  // --cold: the driver's policy, having learned the first 8 as they finished (from what replay
+  // loaded: sizes, durations, peaks), gives the queued 4 duration-line predictions.
+  PredictionPolicy policy({});
+  for (std::size_t i = 0; i < 8; ++i) {
+    JobRow row;
+    row.status = JobStatus::kOk;
+    row.input_size_bytes = loaded->jobs[i].size_bytes;
+    row.audio_duration_s = loaded->jobs[i].audio_duration_s;
+    row.peak_pss_bytes = loaded->jobs[i].peak_pss_bytes;
+    (void)policy.learn(row);
+  }
   for (std::size_t i = 8; i < 12; ++i) {
-    REQUIRE(learned[i].has_value());
-    CHECK(static_cast<double>(*learned[i]) == doctest::Approx(static_cast<double>(loaded->jobs[i].peak_pss_bytes)).epsilon(0.01));
+    const auto learned = policy.predict(loaded->jobs[i].size_bytes, loaded->jobs[i].audio_duration_s);
+    REQUIRE(learned.has_value());
+    CHECK(static_cast<double>(*learned) == doctest::Approx(static_cast<double>(loaded->jobs[i].peak_pss_bytes)).epsilon(0.01));
   }
 }
 

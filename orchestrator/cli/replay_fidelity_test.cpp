@@ -1,7 +1,7 @@
 // Replay replays what ran: one workload through the real run loop (fake processes in virtual time,
 // tests/testutil/timed_runner.h, and a real SQLite history), then the recorded run through
-// replay() under the same settings. Both drive the same Scheduler, so they must take the same
-// decisions: as many starts, the same most jobs at once, the same guard kills, the same makespan.
+// replay() under the same settings. Both are the same BatchDriver over the same Scheduler, with
+// only the seams simulated, so they must take the same decisions: as many starts, the same most jobs at once, the same guard kills, the same makespan.
 #include "orchestrator/cli/replay_command.h"
 
 #include <doctest/doctest.h>
@@ -13,7 +13,7 @@
 #include "history/history_store.h"
 #include "orchestrator/batch/run_loop.h"
 #include "orchestrator/cli/progress.h"
-#include "orchestrator/core/replay.h"
+#include "orchestrator/batch/replay_run.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/timed_runner.h"
 
@@ -99,8 +99,8 @@ TEST_CASE("replay of a first run (--cold) and of a run with history takes the re
     REQUIRE(src.ok());
     REQUIRE(src.value().jobs.size() == 12);
     ReplaySettings s = settings_of(config);
+    s.cold = true;
     const std::vector<RecordedJob>& jobs = src.value().jobs;
-    s.learn = [&jobs](const std::vector<std::uint32_t>& finished) { return learn_predictions(jobs, finished); };
     check_same_decisions(real, replay(jobs, pick_all(jobs.size()), s));
   }
   SUBCASE("a second run, predicted from the first") {

@@ -1,9 +1,6 @@
-// Replay: recorded jobs pushed through the real Scheduler in simulated time, to tune caps and margins.
-//
-// A discrete-event simulation. Each simulated job follows a recorded job's memory timeline and
-// duration; the Scheduler (the same class the real loop drives) sees samples every
-// sample_interval_ms of virtual time and decides starts, kills and failures exactly as it would in
-// a real run. Pure: no files, no clock; orchestrator/replay_command reads history and prints.
+// Replay's pure half: recorded jobs as replay models them, its figures, and the sweep's grid and
+// choice. The replay itself (orchestrator/batch/replay_run.h) runs these jobs through the batch
+// driver, the real run's own loop, on a virtual clock.
 //
 // CPU model (stated, simple): a job's recorded wall time is its work at full speed, and it keeps
 // cpu_s / duration_s cores busy on average. When the running jobs ask for more cores than the
@@ -14,7 +11,6 @@
 #include "orchestrator/core/scheduler.h"
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +21,7 @@ namespace ab {
 struct ReplayPoint {
   std::int64_t t_ms = 0;
   std::uint64_t pss_bytes = 0;
+  std::uint64_t vram_bytes = 0;
 };
 
 /// A finished job as replay needs it (history's JobRow and timeline, reduced).
@@ -40,29 +37,18 @@ struct RecordedJob {
   std::optional<std::uint64_t> predicted_peak_bytes;
 };
 
-/// The simulated machine and settings.
-struct ReplaySettings {
-  SchedulerConfig scheduler;            ///< budget, max_workers (cap), high_water, ...
-  std::uint32_t cores = 0;              ///< 0: CPU never limits
-  double prediction_scale = 1.0;        ///< margin: predictions are multiplied by this
-  bool use_predictions = true;          ///< false: no job ever has a prediction
-  /// 0: jobs start with their predictions (history existed). k > 0: a first run, crudely: no
-  /// predictions until k jobs have finished, then every queued job gets its final prediction.
-  /// Ignored when `learn` is set.
-  std::uint32_t predictions_after_ok = 0;
-  /// A first run as the real loop runs it: jobs start without predictions; after jobs finish,
-  /// learn(finished) refits history on the recorded jobs finished so far (indices into
-  /// `recorded`, in finishing order) and returns a prediction per recorded job (size() ==
-  /// recorded.size()), which queued jobs then get (times prediction_scale). The real loop refits
-  /// after every job; replay does after each of the first 8, then at the 16th, 32nd, 64th, ...,
-  /// so a million-job replay refits 25 times rather than a million. (Stopping at 4096 was tried:
-  /// jobs finish largest first, so an early fit sees only large jobs and mispredicts the small
-  /// ones; that replay's makespan came out 1.7x longer.)
-  std::function<std::vector<std::optional<std::uint64_t>>(const std::vector<std::uint32_t>& finished)>
-      learn;
-  /// 50 ms: the real loop's default sampling tick (align-batch --sample-ms).
-  std::int64_t sample_interval_ms = 50;
+/// PSS (and VRAM) of `job` at `age_ms` of its work: linear between recorded points, rising from 0
+/// at the start to the first point, holding the last point after it. Without a timeline: the
+/// peak throughout. `cursor` remembers the segment reached (ages only grow within an attempt).
+struct RecordedUse {
+  std::uint64_t pss_bytes = 0;
+  std::uint64_t vram_bytes = 0;
 };
+RecordedUse use_at(const RecordedJob& job, double age_ms, std::uint32_t& cursor);
+/// The highest PSS the job's recording reaches.
+std::uint64_t recorded_max_bytes(const RecordedJob& job);
+/// Cores the job kept busy on average (cpu_s / duration_s; 1 when unknown).
+double utilisation_of(const RecordedJob& job);
 
 /// What the simulated run did.
 struct ReplayResult {
@@ -75,10 +61,6 @@ struct ReplayResult {
   SchedulerStats stats;                 ///< guard kills, retries, peak running, ...
   std::vector<std::string> fail_reasons;  ///< first few kFail reasons, for the report
 };
-
-/// Replays jobs `picks[i]` (indices into `recorded`; the same record may be picked many times).
-ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<std::uint32_t>& picks,
-                    const ReplaySettings& settings);
 
 /// Every recorded job once, in order.
 std::vector<std::uint32_t> pick_all(std::size_t recorded_count);
@@ -113,11 +95,6 @@ SweepGrid default_sweep_grid(std::uint32_t cores, bool cpu_bound);
 /// makespan is within a few % of a real run's (bench/replay_accuracy.sh), so a 2% gain bought
 /// with a riskier setting is noise.
 constexpr double kSweepTieFraction = 0.02;
-
-/// Replays every combination of the grid over `base`.
-std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded,
-                            const std::vector<std::uint32_t>& picks, const ReplaySettings& base,
-                            const SweepGrid& grid);
 
 /// The recommended row: fewest failures, then no guard kill (else fewest), then the shortest
 /// makespan, where makespans within kSweepTieFraction of the fastest tie; on a tie the safest

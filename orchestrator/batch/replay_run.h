@@ -1,0 +1,41 @@
+// Replay: recorded jobs run through the batch driver (the real run's loop) on a virtual clock.
+//
+// One loop: the driver polls the same Scheduler, confirms kills with a fresh reading, maps ends
+// to outcomes and refits predictions exactly as in a real run. Only the seams are simulated: a
+// worker runner whose jobs take their recorded durations (slowed by processor sharing when they
+// ask for more cores than the machine has), a memory probe that reads each job's recorded
+// timeline (PSS and VRAM) at its age, and a clock that only the runner's wait() moves.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "orchestrator/core/replay.h"
+#include "orchestrator/core/scheduler.h"
+
+namespace ab {
+
+/// The simulated machine and settings.
+struct ReplaySettings {
+  SchedulerConfig scheduler;            ///< budget, max_workers (cap), high_water, VRAM budget, ...
+  std::uint32_t cores = 0;              ///< 0: CPU never limits
+  double prediction_scale = 1.0;        ///< margin: predictions are multiplied by this
+  bool use_predictions = true;          ///< false: no job ever has a prediction (slow start only)
+  /// A first run as the real loop runs it: jobs start without predictions, and the driver's
+  /// PredictionPolicy learns each job that finishes and refits on refit_due()'s schedule (after
+  /// each of the first 8, then at the 16th, 32nd, ...), handing the queued jobs its predictions
+  /// times prediction_scale. Every replayed job is taken as one key's.
+  bool cold = false;
+  /// 50 ms: the real loop's default sampling tick (align-batch --sample-ms).
+  std::int64_t sample_interval_ms = 50;
+};
+
+/// Replays jobs `picks[i]` (indices into `recorded`; the same record may be picked many times).
+ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<std::uint32_t>& picks,
+                    const ReplaySettings& settings);
+
+/// Replays every combination of the grid over `base`.
+std::vector<SweepRow> sweep(const std::vector<RecordedJob>& recorded, const std::vector<std::uint32_t>& picks,
+                            const ReplaySettings& base, const SweepGrid& grid);
+
+}  // namespace ab
