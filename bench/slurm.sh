@@ -51,9 +51,22 @@ echo "slurm: $FILES files, peaks $UNIT_KIB..$((5 * UNIT_KIB)) MiB, one node: Rea
 
 # The highest job id so far, so each contestant's jobs are told apart in sacct.
 last_id() { sacct -n -P -a -X -S now-1days -o JobIDRaw 2>/dev/null | sort -n | tail -1; }
-# report NAME OUT T0 T1 MARK: one result line from sacct's rows of jobs above MARK.
+# settle MARK TASKS: until sacct (slurmdbd, which lags the controller by seconds under load) shows
+# TASKS tasks above job id MARK, none of them pending or running, and every .batch step's MaxRSS
+# (at most 30 s).
+settle() {
+  local mark=$1 want=$2 rows
+  for _ in $(seq 60); do
+    rows=$(sacct -n -P -a -S now-1days -o JobIDRaw,State,MaxRSS | awk -F'|' -v mark="$mark" '{ split($1, r, "."); if (r[1] + 0 > mark) print }')
+    if [ "$(grep -cv '\.' <<<"$rows")" -ge "$want" ] && ! grep -qE '\|(PENDING|RUNNING|COMPLETING)\||\.batch\|[A-Z_]+\|$' <<<"$rows"; then return; fi
+    sleep 0.5
+  done
+  echo "slurm: sacct has not caught up after 30 s; the figures below may miss tasks" >&2
+}
+# report NAME OUT T0 T1 MARK KEY TASKS: one result line from sacct's rows of jobs above MARK.
 report() {
   local name=$1 out=$2 t0=$3 t1=$4 mark=${5:-0}
+  settle "$mark" "$7"
   local rows; rows=$(sacct -n -P -a -S now-1days -o JobIDRaw,JobID,State,ReqMem,MaxRSS,ElapsedRaw)
   local stats; stats=$(echo "$rows" | awk -F'|' -v mark="$mark" '
     function mib(s,  v, u) { v = s + 0; u = substr(s, length(s)); if (u == "K") v /= 1024; else if (u == "G") v *= 1024; else if (u == "T") v *= 1048576; else if (u != "M") v /= 1048576; return v }
@@ -89,8 +102,7 @@ SCRIPT
   sbatch --parsable --array=0-$((FILES - 1)) --mem="$mem" -o /dev/null "$work/hand.sh" >/dev/null
   sleep 0.5; wait_for
   local t1; t1=$(date +%s.%N)
-  sleep 4  # sacct's MaxRSS lags the end by ~3 s
-  report "$name" "$out" "$t0" "$t1" "$mark" "$4"
+  report "$name" "$out" "$t0" "$t1" "$mark" "$4" "$FILES"
 }
 hand "hand array --mem=$BIG_MEM" "$BIG_MEM" "$work/hand-big" hand-big
 hand_makespan=$last_makespan; hand_ratio=$last_ratio
@@ -105,7 +117,8 @@ ab_run() {
   "$ab" --executor slurm --progress plain --out "$abo" "$@" "$work/corpus" -- "${hog[@]}" --in "{in}" --out "{out}.done" \
     >"$work/$name.log" 2>&1 || true
   local t1; t1=$(date +%s.%N)
-  report "align-batch --executor slurm ($name)" "$abo" "$t0" "$t1" "$mark" "$name"
+  local tasks; tasks=$(sed -n 's/^align-batch: slurm: [0-9]* arrays, \([0-9]*\) tasks.*/\1/p' "$work/$name.log")
+  report "align-batch --executor slurm ($name)" "$abo" "$t0" "$t1" "$mark" "$name" "${tasks:-0}"
   grep -E '^align-batch: slurm: [0-9]+ arrays' "$work/$name.log" | sed 's/^/    /'
 }
 ab_run cold

@@ -68,6 +68,8 @@ chmod 600 "$dir/munge.key"
   --log-file="$dir/log/munged.log" --seed-file="$dir/munged.seed"
 
 # Accounting: a private MariaDB on 127.0.0.1 for slurmdbd. 5-6 s, most of it mariadb-install-db.
+# A DIR used before holds a stopped node's database: start afresh (its create database would fail).
+rm -rf "$dir/db"
 mariadb-install-db --datadir="$dir/db" --user=root --auth-root-authentication-method=normal --skip-test-db \
   >"$dir/log/mariadb-install.log" 2>&1
 mariadbd --no-defaults --datadir="$dir/db" --user=root --port="$db_port" --bind-address=127.0.0.1 \

@@ -1,4 +1,4 @@
-// SlurmCluster: the Slurm executor's one seam to Slurm (submit, query, cancel, node memory); the
+// SlurmCluster: the Slurm executor's one seam to Slurm (submit, query, cancel, the nodes); the
 // real one (platform/slurm_commands.h) runs sbatch, sacct, scancel and sinfo, the tests' fake scripts task outcomes.
 #pragma once
 
@@ -20,8 +20,8 @@ class SlurmCluster {
   virtual Result<std::vector<SacctRow>> query(const std::vector<std::string>& array_job_ids) = 0;
   /// Cancels these arrays (only these: the caller passes what it submitted).
   virtual Result<bool> cancel(const std::vector<std::string>& array_job_ids) = 0;
-  /// The memory of the largest node in `partition` (empty: the default partition).
-  virtual Result<std::uint64_t> largest_node_memory_bytes(const std::string& partition) = 0;
+  /// The nodes of `partition` (empty: the default partition), by size; never empty on success.
+  virtual Result<std::vector<NodeGroup>> nodes(const std::string& partition) = 0;
 };
 
 }  // namespace ab

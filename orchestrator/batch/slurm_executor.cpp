@@ -78,9 +78,10 @@ SlurmExecutor::SlurmExecutor(RunLoopConfig loop, SlurmConfig config, SlurmCluste
       interrupts_(std::move(interrupts)) {}
 
 std::string SlurmExecutor::prepare() {
-  auto mem = cluster_.largest_node_memory_bytes(config_.partition);
-  if (!mem) return mem.error();
-  node_mem_bytes_ = mem.value();
+  auto nodes = cluster_.nodes(config_.partition);
+  if (!nodes) return nodes.error();
+  nodes_ = nodes.value();
+  for (const auto& n : nodes_) node_mem_bytes_ = std::max(node_mem_bytes_, n.mem_bytes);
   return {};
 }
 
@@ -101,7 +102,35 @@ std::vector<SlurmExecutor::File> SlurmExecutor::plan_files(const Corpus& corpus,
     files.push_back(std::move(f));
   }
   for (auto& e : errors) summary.failed.push_back(e);
+  learn_job_seconds();
   return files;
+}
+
+void SlurmExecutor::learn_job_seconds() {
+  auto rows = history_->jobs_for_key(loop_.job_key);
+  if (!rows) return;
+  double sum_s = 0;
+  std::size_t n = 0;
+  for (const auto& r : rows.value())
+    if (r.status == JobStatus::kOk && r.wall_s > 0) {
+      sum_s += r.wall_s;
+      ++n;
+    }
+  if (n) job_s_ = sum_s / static_cast<double>(n);
+}
+
+std::size_t SlurmExecutor::files_per_task(const std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const {
+  if (config_.files_per_task) return config_.files_per_task;
+  // How many rounds of jobs (a task runs `concurrency` at once) each slot of the cluster would run
+  // one after another if every task ran one round.
+  const std::uint32_t at_once = std::max(1u, plan.concurrency);
+  double waves = 0;
+  for (const auto& f : known) {
+    const auto mem = std::min(task_mem_bytes(f.need_bytes, at_once, plan), node_mem_bytes_);
+    if (const auto slots = task_slots(nodes_, mem, at_once)) waves += 1.0 / static_cast<double>(slots * at_once);
+  }
+  const std::size_t rounds = files_per_task_for_overhead(waves, config_.task_overhead_s, job_s_);
+  return std::max(files_per_task_for(known.size()), rounds == 1 ? 1 : rounds * at_once);
 }
 
 std::vector<PlannedArray> SlurmExecutor::plan_waiting(std::vector<File>& files, bool cold,
@@ -119,7 +148,7 @@ std::vector<PlannedArray> SlurmExecutor::plan_waiting(std::vector<File>& files, 
     const auto g = groups.emplace(files[i].file.out_base.parent_path(), groups.size()).first->second;
     known.push_back({i, files[i].need_bytes, g});
   }
-  plan.files_per_task = config_.plan.files_per_task ? config_.plan.files_per_task : files_per_task_for(known.size());
+  plan.files_per_task = files_per_task(known, plan);
   // The largest request a node can grant: needs above it are capped there (and fail if they
   // still do not fit: finish_task says so).
   std::vector<PlannedArray> arrays = plan_arrays(known, plan);
@@ -425,6 +454,7 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
           f.need_bytes = *predicted;
           any = true;
         }
+    learn_job_seconds();
     return any;
   };
   auto submit_waiting = [&] {

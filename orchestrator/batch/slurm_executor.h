@@ -24,7 +24,8 @@ struct SlurmConfig {
   std::string align_batch_path;          ///< the binary every task runs (this one)
   std::vector<std::string> task_options; ///< the tasks' options (--out, --workers, --reserve, engine options)
   std::vector<std::string> tail;         ///< "--" and the command after it; empty: the built-in engine
-  SlurmPlanConfig plan;
+  SlurmPlanConfig plan;  ///< its files_per_task is set per plan (files_per_task()) unless files_per_task is
+  std::size_t files_per_task = 0;  ///< files a task; 0: files_per_task() chooses
   std::string partition;                 ///< --slurm-partition; empty: the cluster's default
   std::uint32_t max_tasks = 0;           ///< --slurm-max-tasks: each array's %N; 0: no throttle
   std::vector<std::string> sbatch_args;  ///< --slurm-arg, unchanged
@@ -35,6 +36,12 @@ struct SlurmConfig {
   /// saw, if higher). 2: three resubmissions cover a prediction 8 x too low; at most half of
   /// the last request is wasted.
   double oom_raise = 2.0;
+  /// What one task costs beyond its jobs: Slurm starting and ending it and its align-batch's own
+  /// start and end, during which its request is held. 1 s: measured on the test node at load ~7
+  /// (bench/slurm_timeline.py): 0.5 s from a task's end to the next task's start in its slot (the
+  /// controller schedules every second), 0.4 s from Slurm's start to the first job and from the
+  /// last job to Slurm's end. Sets how many files a task runs (files_per_task_for_overhead).
+  double task_overhead_s = 1.0;
   /// Without history, the first wave: this many files (spread over sizes), one per task, each
   /// asking for half the largest node: enough for the estimator's first fit (min_fit_jobs).
   std::size_t cold_wave_files = 5;
@@ -67,7 +74,7 @@ class SlurmExecutor {
   SlurmExecutor(RunLoopConfig loop, SlurmConfig config, SlurmCluster& cluster, HistoryStore* history,
                 ProgressSink& progress, std::function<int()> interrupts);
 
-  /// Asks the cluster for its largest node's memory; an error message (for exit 2) or empty.
+  /// Asks the cluster for its nodes (the largest caps every request); an error message (for exit 2) or empty.
   std::string prepare();
   /// --dry-run: prints the sbatch commands and every task's files and --mem to `out`; submits nothing.
   void dry_run(const Corpus& corpus, std::FILE* out);
@@ -83,6 +90,10 @@ class SlurmExecutor {
   struct Task;
   struct Array;
   std::vector<File> plan_files(const Corpus& corpus, RunSummary& summary);
+  /// History's mean length of a finished job of this key, for the tasks' size (0: none yet).
+  void learn_job_seconds();
+  /// Files per task for the waiting `known` files: the overhead rule, at least files_per_task_for.
+  std::size_t files_per_task(const std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const;
   std::vector<PlannedArray> plan_waiting(std::vector<File>& files, bool cold, std::vector<std::size_t>& unplanned);
   SbatchArray sbatch_array(const PlannedArray& planned, const std::filesystem::path& dir) const;
   bool submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays, std::vector<Task>& tasks,
@@ -99,7 +110,9 @@ class SlurmExecutor {
   ProgressSink& progress_;
   std::function<int()> interrupts_;
   SlurmStats stats_;
-  std::uint64_t node_mem_bytes_ = 0;
+  std::vector<NodeGroup> nodes_;    ///< the partition's nodes (prepare)
+  std::uint64_t node_mem_bytes_ = 0;  ///< the largest of them
+  double job_s_ = 0;                  ///< learn_job_seconds
   std::int64_t run_id_ = 0;
   std::filesystem::path run_dir_;  ///< OUT/.align-batch/slurm/<run id>: scripts, lists, task histories, logs
 };

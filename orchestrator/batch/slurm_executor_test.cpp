@@ -85,9 +85,10 @@ class FakeCluster : public SlurmCluster {
     cancel_calls.push_back(which);
     return true;
   }
-  Result<std::uint64_t> largest_node_memory_bytes(const std::string&) override { return node_mem_bytes; }
+  Result<std::vector<NodeGroup>> nodes(const std::string&) override { return std::vector<NodeGroup>{{node_mem_bytes, node_cpus, 1}}; }
 
   std::uint64_t node_mem_bytes = 1000 * kMiB;
+  std::uint32_t node_cpus = 8;
   std::string submit_error;
   std::vector<SbatchArray> submitted;
   std::vector<std::string> ids;

@@ -71,17 +71,23 @@ std::vector<PlannedArray> plan_arrays(std::vector<ShardFile> files, const SlurmP
     std::stable_sort(files.begin() + static_cast<std::ptrdiff_t>(i), files.begin() + static_cast<std::ptrdiff_t>(end),
                      [](const ShardFile& a, const ShardFile& b) { return a.group < b.group; });
     PlannedArray array;
-    for (std::size_t t = i; t < end;) {
-      PlannedTask task;
-      task.largest_need_bytes = files[t].need_bytes;
-      std::size_t k = t;
-      for (; k < end && k < t + per_task && files[k].group == files[t].group; ++k) {
-        task.files.push_back(files[k].index);
-        task.largest_need_bytes = std::max(task.largest_need_bytes, files[k].need_bytes);
+    for (std::size_t g = i; g < end;) {
+      std::size_t g_end = g;
+      while (g_end < end && files[g_end].group == files[g].group) ++g_end;
+      // The group's files dealt round-robin (largest need first) over as few tasks as per_task
+      // allows, so its tasks hold about as many files and as much work each.
+      const std::size_t n = g_end - g, task_count = (n + per_task - 1) / per_task;
+      std::vector<PlannedTask> dealt(task_count);
+      for (std::size_t k = 0; k < n; ++k) {
+        PlannedTask& task = dealt[k % task_count];
+        task.files.push_back(files[g + k].index);
+        task.largest_need_bytes = std::max(task.largest_need_bytes, files[g + k].need_bytes);
       }
-      t = k;
-      array.mem_bytes = std::max(array.mem_bytes, task_mem_bytes(task.largest_need_bytes, task.files.size(), config));
-      array.tasks.push_back(std::move(task));
+      for (auto& task : dealt) {
+        array.mem_bytes = std::max(array.mem_bytes, task_mem_bytes(task.largest_need_bytes, task.files.size(), config));
+        array.tasks.push_back(std::move(task));
+      }
+      g = g_end;
     }
     arrays.push_back(std::move(array));
     i = end;
@@ -91,6 +97,35 @@ std::vector<PlannedArray> plan_arrays(std::vector<ShardFile> files, const SlurmP
 
 std::size_t files_per_task_for(std::size_t file_count) {
   return std::max<std::size_t>(1, (file_count + kTargetTasks - 1) / kTargetTasks);
+}
+
+std::vector<NodeGroup> parse_sinfo_nodes(std::string_view text) {
+  std::vector<NodeGroup> out;
+  for (auto line : split(text, '\n')) {
+    std::vector<std::string_view> f;
+    for (auto w : split(trim(line), ' '))
+      if (!w.empty()) f.push_back(w);
+    if (f.size() < 3) continue;
+    auto strip = [](std::string_view w) { return w.back() == '+' ? w.substr(0, w.size() - 1) : w; };
+    auto mem = parse_slurm_size_bytes(f[0], 1ull << 20);
+    auto cpus = parse_uint(strip(f[1]));
+    auto count = parse_uint(strip(f[2]));
+    if (mem && *mem && cpus && count) out.push_back({*mem, *cpus, *count});
+  }
+  return out;
+}
+
+std::uint64_t task_slots(const std::vector<NodeGroup>& nodes, std::uint64_t mem_bytes, std::uint32_t cpus) {
+  std::uint64_t slots = 0;
+  for (const auto& n : nodes)
+    slots += std::min<std::uint64_t>(n.mem_bytes / std::max<std::uint64_t>(1, mem_bytes), n.cpus / std::max(1u, cpus)) * n.count;
+  return slots;
+}
+
+std::size_t files_per_task_for_overhead(double waves, double task_overhead_s, double job_s) {
+  if (!(waves > 1) || !(task_overhead_s > 0) || !(job_s > 0)) return 1;
+  const double best = std::sqrt(2 * waves * task_overhead_s / job_s);
+  return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(std::min(best, 1e6))));
 }
 
 std::vector<std::size_t> pick_cold_wave(const std::vector<std::uint64_t>& sizes_bytes, std::size_t count) {
@@ -177,15 +212,6 @@ std::optional<std::uint64_t> parse_slurm_size_bytes(std::string_view text, std::
   return static_cast<std::uint64_t>(std::llround(v * static_cast<double>(unit)));
 }
 
-std::optional<std::uint64_t> parse_sinfo_memory_bytes(std::string_view text) {
-  std::optional<std::uint64_t> best;
-  for (auto line : split(text, '\n')) {
-    auto v = parse_slurm_size_bytes(line, 1ull << 20);
-    if (v && (!best || *v > *best)) best = v;
-  }
-  return best;
-}
-
 std::vector<SacctRow> parse_sacct(std::string_view text) {
   std::vector<SacctRow> rows;
   for (auto line : split(text, '\n')) {
@@ -224,6 +250,43 @@ std::vector<SacctRow> parse_sacct(std::string_view text) {
     rows.push_back(std::move(r));
   }
   return rows;
+}
+
+std::vector<SacctRow> parse_squeue(std::string_view text) {
+  std::vector<SacctRow> rows;
+  for (auto line : split(text, '\n')) {
+    auto f = split(trim(line), '|');
+    if (f.size() < 3) continue;
+    const auto us = f[0].find('_');
+    if (us == std::string_view::npos) continue;
+    SacctRow r;
+    r.task = parse_uint(f[0].substr(us + 1));
+    if (!r.task || !parse_uint(f[0].substr(0, us))) continue;
+    r.array_job_id = std::string(f[0].substr(0, us));
+    r.state = std::string(trim(f[1]));
+    const auto raw = parse_uint(trim(f[2])).value_or(0);
+    r.exit_code = static_cast<int>((raw >> 8) & 0xff);
+    r.exit_signal = static_cast<int>(raw & 0x7f);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+std::vector<SacctRow> merge_controller_states(std::vector<SacctRow> sacct, const std::vector<SacctRow>& controller) {
+  auto ended = [](const SacctRow& r) { return task_fate(r.state) != TaskFate::kRunning; };
+  for (const auto& c : controller) {
+    auto it = std::find_if(sacct.begin(), sacct.end(), [&](const SacctRow& r) {
+      return r.step.empty() && r.task == c.task && r.array_job_id == c.array_job_id;
+    });
+    if (it == sacct.end()) {
+      sacct.push_back(c);
+    } else if (ended(c) || !ended(*it)) {
+      it->state = c.state;
+      it->exit_code = c.exit_code;
+      it->exit_signal = c.exit_signal;
+    }
+  }
+  return sacct;
 }
 
 TaskFate task_fate(std::string_view state) {

@@ -60,6 +60,28 @@ std::vector<PlannedArray> plan_arrays(std::vector<ShardFile> files, const SlurmP
 std::size_t files_per_task_for(std::size_t file_count);
 constexpr std::size_t kTargetTasks = 256;
 
+/// Nodes of one size in a partition (a line of `sinfo -h -o "%m %c %D"`).
+struct NodeGroup {
+  std::uint64_t mem_bytes = 0;
+  std::uint32_t cpus = 0;
+  std::uint32_t count = 0;
+};
+
+/// Pure: `sinfo -h -o "%m %c %D"` output ("2000 8 1" a line; "2000+" and "8+" read as 2000 and 8).
+std::vector<NodeGroup> parse_sinfo_nodes(std::string_view text);
+
+/// Pure: how many tasks of `mem_bytes` and `cpus` each the nodes run at once.
+std::uint64_t task_slots(const std::vector<NodeGroup>& nodes, std::uint64_t mem_bytes, std::uint32_t cpus);
+
+/// Pure: files per task so that each task's fixed cost (Slurm's start and end of a task, the task's
+/// own start-up: `task_overhead_s`) is paid once for several files when the cluster would
+/// otherwise run `waves` tasks one after another in each slot (waves: the sum over files of
+/// 1 / the slots of its task). Balances that cost, waves × overhead / files a task, against the
+/// tail a longer task leaves at the end, about half a task (files × `job_s` / 2): the minimum is
+/// at sqrt(2 × waves × overhead / job_s). 1 when the cluster runs every file at once (waves <= 1)
+/// or a job's length is unknown.
+std::size_t files_per_task_for_overhead(double waves, double task_overhead_s, double job_s);
+
 /// The first wave without history: up to `count` files spread evenly over the size order
 /// (the smallest and the largest included), so the estimator's first fit spans the corpus.
 /// Returns positions into `sizes_bytes`.
@@ -121,11 +143,20 @@ struct SacctRow {
 /// Pure: parses sacct's parsable output; lines it cannot read are skipped.
 std::vector<SacctRow> parse_sacct(std::string_view text);
 
+/// Pure: parses `squeue -h -r -t all -O JobArrayID:|,State:|,exit_code:` ("123_4|COMPLETED|768"
+/// a line: the task, its State, its raw wait status) into task rows with State, exit code and
+/// signal; lines it cannot read are skipped.
+std::vector<SacctRow> parse_squeue(std::string_view text);
+
+/// Pure: sacct's rows with each task's State (and exit) taken from the controller's (squeue)
+/// where it knows the task: slurmdbd, which sacct reads, lags slurmctld by seconds under load
+/// (measured on the test node at load ~7: a new array absent from sacct for 4 s, the last array's
+/// end shown 5 s after its tasks had ended). A terminal State wins over a running one either way
+/// (the task's align-batch has exited); a task only the controller knows gains a row.
+std::vector<SacctRow> merge_controller_states(std::vector<SacctRow> sacct, const std::vector<SacctRow>& controller);
+
 /// Pure: sacct and sinfo sizes: "129860K", "200M", "1.5G", "2000" (MiB, sinfo's unit), "0".
 std::optional<std::uint64_t> parse_slurm_size_bytes(std::string_view text, std::uint64_t default_unit_bytes);
-
-/// Pure: the largest node memory in `sinfo -h -o %m` output ("2000", "2000+" per line), bytes.
-std::optional<std::uint64_t> parse_sinfo_memory_bytes(std::string_view text);
 
 /// What a Slurm task's end means for its files.
 enum class TaskFate {

@@ -68,6 +68,19 @@ TEST_CASE("plan_arrays: a task holds files of one group only (one --out per task
   CHECK(arrays[0].tasks[2].files == std::vector<std::size_t>{4});
 }
 
+TEST_CASE("plan_arrays: a class's files are dealt round-robin, largest first, over as few tasks as files_per_task allows") {
+  SlurmPlanConfig c;
+  c.files_per_task = 2;
+  std::vector<ShardFile> files = {{0, 100 * kMiB}, {1, 99 * kMiB}, {2, 98 * kMiB}, {3, 97 * kMiB}, {4, 96 * kMiB}};
+  auto arrays = plan_arrays(files, c);
+  REQUIRE(arrays.size() == 1);
+  REQUIRE(arrays[0].tasks.size() == 3);
+  CHECK(arrays[0].tasks[0].files == std::vector<std::size_t>{0, 3});
+  CHECK(arrays[0].tasks[1].files == std::vector<std::size_t>{1, 4});
+  CHECK(arrays[0].tasks[2].files == std::vector<std::size_t>{2});
+  CHECK(arrays[0].tasks[2].largest_need_bytes == 98 * kMiB);
+}
+
 TEST_CASE("files_per_task_for and pick_cold_wave") {
   CHECK(files_per_task_for(0) == 1);
   CHECK(files_per_task_for(256) == 1);
@@ -122,6 +135,36 @@ TEST_CASE("shard_text and parse_shard: names with newlines, spaces, '#' and '@' 
   CHECK_FALSE(parse_shard(std::string("\0/x.wav\0", 8)));     // no --out
 }
 
+TEST_CASE("parse_squeue and merge_controller_states: the controller's fresh State wins, a terminal one always") {
+  const auto q = parse_squeue("7_3|FAILED|768\n7_4|OUT_OF_MEMORY|125\n7_5|RUNNING|0\n8_0|COMPLETED|0\njunk\n9|RUNNING|0\n");
+  REQUIRE(q.size() == 4);
+  CHECK(q[0].array_job_id == "7");
+  CHECK(q[0].task == 3u);
+  CHECK(q[0].exit_code == 3);
+  CHECK(q[0].exit_signal == 0);
+  CHECK(q[1].exit_signal == 125);
+  CHECK(q[1].step.empty());
+  // sacct lags: 7_3 still RUNNING there, 7_5 already COMPLETED (ended after squeue's snapshot),
+  // 8_0 not in sacct at all yet; 7_6 only in sacct (the controller forgot it).
+  auto merged = merge_controller_states(parse_sacct("7_3|RUNNING|0:0||||0\n7_3.batch|RUNNING|0:0||1000K|0\n"
+                                                    "7_5|COMPLETED|0:0|100M||3\n7_6|COMPLETED|0:0|100M||3\n"),
+                                        q);
+  auto find = [&](const std::string& id, std::uint32_t task, const std::string& step = "") {
+    for (const auto& r : merged)
+      if (r.array_job_id == id && r.task == task && r.step == step) return r;
+    FAIL("no row " << id << "_" << task << "." << step);
+    return SacctRow{};
+  };
+  CHECK(find("7", 3).state == "FAILED");
+  CHECK(find("7", 3).exit_code == 3);
+  CHECK(find("7", 3, "batch").state == "RUNNING");  // steps are sacct's alone
+  CHECK(find("7", 4).state == "OUT_OF_MEMORY");
+  CHECK(find("7", 5).state == "COMPLETED");
+  CHECK(find("7", 6).state == "COMPLETED");
+  CHECK(find("8", 0).state == "COMPLETED");
+  CHECK(merged.size() == 6);
+}
+
 TEST_CASE("parse_sacct: tasks, steps, pending ranges, states with 'by', sizes") {
   const char* text =
       "12_3|OUT_OF_MEMORY|0:125|200M||2\n"
@@ -152,14 +195,30 @@ TEST_CASE("parse_sacct: tasks, steps, pending ranges, states with 'by', sizes") 
   CHECK(rows[4].req_mem_bytes == 100 * kMiB);
 }
 
-TEST_CASE("parse_slurm_size_bytes and parse_sinfo_memory_bytes") {
+TEST_CASE("parse_slurm_size_bytes, parse_sinfo_nodes and task_slots") {
   CHECK(parse_slurm_size_bytes("0", 1024) == 0u);
   CHECK(parse_slurm_size_bytes("2000", kMiB) == 2000 * kMiB);
   CHECK(parse_slurm_size_bytes("1T", 1) == 1ull << 40);
   CHECK(!parse_slurm_size_bytes("", 1));
   CHECK(!parse_slurm_size_bytes("abc", 1));
-  CHECK(parse_sinfo_memory_bytes("2000\n64000+\n1000\n") == 64000 * kMiB);
-  CHECK(!parse_sinfo_memory_bytes("\n"));
+  const auto nodes = parse_sinfo_nodes("2000 8 1\n64000+ 32+ 10\nbad line\n0 4 2\n");
+  REQUIRE(nodes.size() == 2);
+  CHECK(nodes[1].mem_bytes == 64000 * kMiB);
+  CHECK(nodes[1].cpus == 32);
+  CHECK(nodes[1].count == 10);
+  CHECK(parse_sinfo_nodes("\n").empty());
+  // 400 MiB tasks of 1 CPU: 5 on the small node (memory), 32 on each big one (CPUs).
+  CHECK(task_slots(nodes, 400 * kMiB, 1) == 5 + 320);
+  CHECK(task_slots({{2000 * kMiB, 8, 1}}, 100 * kMiB, 2) == 4);
+}
+
+TEST_CASE("files_per_task_for_overhead: sqrt(2 x waves x overhead / job length), 1 when every file runs at once") {
+  // The bench's corpus on its node: ~6.7 waves, ~1 s a task's overhead, ~1.85 s a job: 3 files a task.
+  CHECK(files_per_task_for_overhead(6.7, 1.0, 1.85) == 3);
+  CHECK(files_per_task_for_overhead(0.9, 1.0, 1.0) == 1);
+  CHECK(files_per_task_for_overhead(10000, 1.0, 2.0) == 100);
+  CHECK(files_per_task_for_overhead(50, 1.0, 0) == 1);  // no job length known
+  CHECK(files_per_task_for_overhead(50, 0, 1.0) == 1);
 }
 
 TEST_CASE("task_fate maps every Slurm state the executor acts on") {

@@ -101,10 +101,14 @@ Result<std::vector<SacctRow>> SlurmCommands::query(const std::vector<std::string
   if (ids.empty()) return std::vector<SacctRow>{};
   std::string list;
   for (const auto& id : ids) list += (list.empty() ? "" : ",") + id;
+  // The controller first (fresh States), then slurmdbd (MaxRSS, and tasks the controller has
+  // forgotten after MinJobAge): merge_controller_states says why both.
+  const std::vector<std::string> squeue = {"squeue", "-h", "-r", "-t", "all", "-j", list, "-O", "JobArrayID:|,State:|,exit_code:"};
+  const CommandOutput q = run_and_capture(squeue);  // fails when it knows none of the ids: sacct alone then
   const std::vector<std::string> argv = {"sacct", "-n", "-P", "-j", list, "-o", "JobID,State,ExitCode,ReqMem,MaxRSS,ElapsedRaw"};
   const CommandOutput r = run_and_capture(argv);
   if (r.exit_code != 0) return Result<std::vector<SacctRow>>::failure(tool_error(argv, r));
-  return parse_sacct(r.out);
+  return merge_controller_states(parse_sacct(r.out), q.exit_code == 0 ? parse_squeue(q.out) : std::vector<SacctRow>{});
 }
 
 Result<bool> SlurmCommands::cancel(const std::vector<std::string>& ids) {
@@ -116,17 +120,17 @@ Result<bool> SlurmCommands::cancel(const std::vector<std::string>& ids) {
   return true;
 }
 
-Result<std::uint64_t> SlurmCommands::largest_node_memory_bytes(const std::string& partition) {
-  std::vector<std::string> argv = {"sinfo", "-h", "-o", "%m"};
+Result<std::vector<NodeGroup>> SlurmCommands::nodes(const std::string& partition) {
+  std::vector<std::string> argv = {"sinfo", "-h", "-o", "%m %c %D"};
   if (!partition.empty()) argv.insert(argv.end(), {"-p", partition});
   const CommandOutput r = run_and_capture(argv);
-  if (r.exit_code != 0) return Result<std::uint64_t>::failure(tool_error(argv, r));
-  auto mem = parse_sinfo_memory_bytes(r.out);
-  if (!mem || *mem == 0)
-    return Result<std::uint64_t>::failure(
+  if (r.exit_code != 0) return Result<std::vector<NodeGroup>>::failure(tool_error(argv, r));
+  auto nodes = parse_sinfo_nodes(r.out);
+  if (nodes.empty())
+    return Result<std::vector<NodeGroup>>::failure(
         fmt::format("sinfo reports no node memory{}; check --slurm-partition and that the nodes set RealMemory",
                     partition.empty() ? std::string() : " in partition " + partition));
-  return *mem;
+  return nodes;
 }
 
 }  // namespace ab

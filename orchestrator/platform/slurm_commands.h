@@ -16,7 +16,7 @@ class SlurmCommands : public SlurmCluster {
   Result<std::string> submit(const SbatchArray& array) override;
   Result<std::vector<SacctRow>> query(const std::vector<std::string>& array_job_ids) override;
   Result<bool> cancel(const std::vector<std::string>& array_job_ids) override;
-  Result<std::uint64_t> largest_node_memory_bytes(const std::string& partition) override;
+  Result<std::vector<NodeGroup>> nodes(const std::string& partition) override;
 };
 
 /// What a command printed and how it ended.
