@@ -23,6 +23,12 @@ namespace fs = std::filesystem;
 namespace ab {
 namespace {
 
+/// How often a wait between polls looks for tasks' INDEX.ended markers (a stat per running task).
+constexpr std::int64_t kMarkerCheckMs = 100;
+/// After a marker showed, how soon Slurm is asked again while it has not shown that task ended:
+/// the controller marks a task terminal 0.1-0.5 s after its script exits (measured on the test node).
+constexpr std::int64_t kLagPollMs = 200;
+
 /// The scheduler's words for a job that cannot fit alone (scheduler.cpp): inside a task, its
 /// budget is the task's --mem, so the request was too small, not the file bad.
 constexpr const char* kDoesNotFit = "at peak but the budget is";
@@ -56,6 +62,8 @@ struct SlurmExecutor::Task {
   std::int64_t terminal_seen_ms = -1;
   bool ended = false;           ///< its State was terminal: its files are decided
   bool sacct_recorded = false;  ///< its sacct figures are recorded (record_sacct)
+  bool running = false;         ///< the last poll saw it running
+  bool marker_seen = false;     ///< its script left INDEX.ended (its align-batch exited)
   SacctRow row;                 ///< sacct's newest rows for it: the task's own and its .batch step
   std::optional<SacctRow> batch;
 };
@@ -119,15 +127,16 @@ void SlurmExecutor::learn_job_seconds() {
   if (n) job_s_ = sum_s / static_cast<double>(n);
 }
 
-std::size_t SlurmExecutor::files_per_task(const std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const {
+std::size_t SlurmExecutor::files_per_task(std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const {
   if (config_.files_per_task) return config_.files_per_task;
   // How many rounds of jobs (a task runs `concurrency` at once) each slot of the cluster would run
-  // one after another if every task ran one round.
+  // one after another if every task ran one round: each file's share, and their sum.
   const std::uint32_t at_once = std::max(1u, plan.concurrency);
   double waves = 0;
-  for (const auto& f : known) {
+  for (auto& f : known) {
     const auto mem = std::min(task_mem_bytes(f.need_bytes, at_once, plan), node_mem_bytes_);
-    if (const auto slots = task_slots(nodes_, mem, at_once)) waves += 1.0 / static_cast<double>(slots * at_once);
+    if (const auto slots = task_slots(nodes_, mem, at_once)) f.waves = 1.0 / static_cast<double>(slots * at_once);
+    waves += f.waves;
   }
   const std::size_t rounds = files_per_task_for_overhead(waves, config_.task_overhead_s, job_s_);
   return std::max(files_per_task_for(known.size()), rounds == 1 ? 1 : rounds * at_once);
@@ -414,177 +423,227 @@ void SlurmExecutor::dry_run(const Corpus& corpus, std::FILE* out) {
                files.size() - later.size(), later.size(), summary.skipped, format_bytes(node_mem_bytes_).c_str());
 }
 
-RunSummary SlurmExecutor::run(const Corpus& corpus) {
-  const std::int64_t t0_ms = monotonic_ms();
+/// One run's state, shared by its steps.
+struct SlurmExecutor::Run {
+  std::int64_t t0_ms = 0;
   RunSummary summary;
-  summary.total = corpus.files.size() + corpus.problems.size();
-  summary.budget_bytes = node_mem_bytes_;
-  for (const auto& p : corpus.problems) summary.failed.push_back({p.path.string(), p.message});
-  {
-    RunInfo info;
-    char host[256] = {0};
-    ::gethostname(host, sizeof host - 1);
-    info.host = host;
-    info.budget_bytes = node_mem_bytes_;
-    info.settings = loop_.settings;
-    info.settings.executor = "slurm";
-    auto r = history_->begin_run(info);
-    if (!r) {
-      summary.failed.push_back({history_->path().string(), r.error()});
-      return summary;
-    }
-    run_id_ = r.value();
-  }
-  run_dir_ = loop_.out_dir / ".align-batch" / "slurm" / fmt::format("run-{}", run_id_);
-  std::vector<File> files = plan_files(corpus, summary);
+  std::vector<File> files;
   std::vector<Array> arrays;
   std::vector<Task> tasks;
-  bool stopping = false, fatal = false;
+  bool stopping = false;  ///< Ctrl-C: cancelled; waiting for the tasks to end
+  bool fatal = false;     ///< sbatch refused: nothing more is submitted
   std::int64_t stop_ms = 0;
   std::string last_line, query_error;
+  std::size_t pending = 0, running = 0;  ///< tasks, as the last poll saw them
 
-  auto refresh_predictions = [&] {
-    auto rows = history_->jobs_for_key(loop_.job_key);
-    if (!rows) return false;
-    const PredictionPolicy policy(std::move(rows.value()), loop_.prediction_scale);
-    bool any = false;
-    for (auto& f : files)
-      if (f.state == File::State::kWaiting && f.need_bytes == 0)
-        if (auto predicted = policy.predict(f.file.size_bytes, f.file.audio_duration_s)) {
-          f.need_bytes = *predicted;
-          any = true;
-        }
-    learn_job_seconds();
-    return any;
-  };
-  auto submit_waiting = [&] {
-    const bool cold_running = std::any_of(tasks.begin(), tasks.end(), [&](const Task& t) { return !t.ended && arrays[t.array].cold; });
-    bool cold = false;
-    if (!cold_running && std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting && !f.need_bytes; })) {
-      refresh_predictions();
-      cold = std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting && !f.need_bytes; });
-    }
-    std::vector<std::size_t> later;
-    auto planned = plan_waiting(files, cold, later);
-    for (std::size_t k = 0; k < planned.size(); ++k) {
-      std::string error;
-      const bool is_cold = cold && k + 1 == planned.size();
-      if (!submit(planned[k], files, arrays, tasks, error)) {
-        progress_.message("cannot submit to Slurm: " + error);
-        for (auto& f : files)
-          if (f.state == File::State::kWaiting) {
-            f.state = File::State::kFailed;
-            summary.failed.push_back({f.file.audio.string(), "not submitted: " + error});
-          }
-        fatal = true;
-        return;
-      }
-      arrays.back().cold = is_cold;
-    }
-  };
+  std::int64_t now_ms() const { return monotonic_ms() - t0_ms; }
+  bool any_waiting() const {
+    return std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting; });
+  }
+  bool any_unknown_waiting() const {
+    return std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting && !f.need_bytes; });
+  }
+  std::size_t count_files(File::State s) const {
+    return static_cast<std::size_t>(std::count_if(files.begin(), files.end(), [&](const File& f) { return f.state == s; }));
+  }
+  std::size_t ended_tasks() const {
+    return static_cast<std::size_t>(std::count_if(tasks.begin(), tasks.end(), [](const Task& t) { return t.ended; }));
+  }
+};
 
+RunSummary SlurmExecutor::run(const Corpus& corpus) {
+  Run run;
+  if (!begin(corpus, run)) return run.summary;
   for (;;) {
-    const std::int64_t now_ms = monotonic_ms() - t0_ms;
     const int interrupts = interrupts_ ? interrupts_() : 0;
-    if (interrupts >= 1 && !stopping) {
-      stopping = true;
-      stop_ms = now_ms;
-      summary.interrupted = true;
-      std::vector<std::string> ids;
-      for (const auto& a : arrays)
-        if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !tasks[t].ended; })) ids.push_back(a.id);
-      progress_.message(fmt::format("interrupted: cancelling {} array{} (scancel {})", ids.size(), ids.size() == 1 ? "" : "s",
-                                    fmt::join(ids, " ")));
-      if (auto r = cluster_.cancel(ids); !r) progress_.message("scancel: " + r.error());
-    }
-    if (!stopping && !fatal) submit_waiting();
-
-    // Where every unfinished task stands, and the sacct figures of ended ones not yet recorded.
-    std::vector<std::string> ids;
-    for (const auto& a : arrays)
-      if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !tasks[t].sacct_recorded; }))
-        ids.push_back(a.id);
-    std::size_t pending = 0, running = 0;
-    bool ended_now = false;
-    if (!ids.empty()) {
-      auto rows = cluster_.query(ids);
-      if (!rows) {
-        if (query_error != rows.error()) progress_.message("sacct: " + rows.error() + " (asking again)");
-        query_error = rows.error();
-      } else {
-        query_error.clear();
-        std::map<std::string, const SacctRow*> own, steps;
-        for (const auto& r : rows.value()) {
-          if (r.task && r.step.empty()) own[task_id(r.array_job_id, *r.task)] = &r;
-          if (r.task && r.step == "batch") steps[task_id(r.array_job_id, *r.task)] = &r;
-        }
-        for (auto& t : tasks) {
-          if (t.sacct_recorded) continue;
-          auto it = own.find(t.job_id);
-          auto step = steps.find(t.job_id);
-          const SacctRow* batch = step == steps.end() ? nullptr : step->second;
-          if (!t.ended) {
-            if (it == own.end()) {
-              ++pending;  // still inside a pending range (or not yet in sacct)
-              continue;
-            }
-            if (task_fate(it->second->state) == TaskFate::kRunning) {
-              (it->second->state == "PENDING" ? pending : running)++;
-              continue;
-            }
-            // Terminal: the task's align-batch has exited, so its history is complete. Its files
-            // are decided now (and resubmitted, if need be, on this same pass); sacct's MaxRSS,
-            // ~3 s behind, is collected below when it shows and holds nothing up.
-            t.terminal_seen_ms = now_ms;
-            finish_task(t, it->second, batch, files, summary, stopping);
-            ended_now = true;
-          } else {
-            if (it != own.end()) t.row = *it->second;
-            if (batch) t.batch = *batch;
-          }
-          const bool max_rss_final = t.batch && t.batch->max_rss_bytes && task_fate(t.batch->state) != TaskFate::kRunning;
-          if (max_rss_final || now_ms - t.terminal_seen_ms >= config_.settle_ms) record_sacct(t);
-        }
-      }
-    }
-    const std::size_t ended = static_cast<std::size_t>(std::count_if(tasks.begin(), tasks.end(), [](const Task& t) { return t.ended; }));
-    const std::size_t done = static_cast<std::size_t>(std::count_if(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kDone; }));
-    const std::size_t failed = static_cast<std::size_t>(std::count_if(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kFailed; }));
-    std::uint64_t requested = 0;
-    for (const auto& t : tasks)
-      if (!t.ended) requested += t.mem_bytes;
-    const std::string line = fmt::format(
-        "slurm: tasks {} pending, {} running, {} ended; files {}/{} done, {} failed; memory requested now {}; "
-        "ended tasks used {:.0f}% of what they requested",
-        pending, running, ended, done, files.size(), failed, format_bytes(requested),
-        stats_.requested_mib_s > 0 ? 100.0 * stats_.used_mib_s / stats_.requested_mib_s : 0.0);
-    if (config_.live_line) {
-      std::fprintf(stderr, "\r\033[K%s", line.c_str());
-      std::fflush(stderr);
-    } else if (line != last_line) {
-      progress_.message(line);
-    }
-    last_line = line;
-
-    const bool all_ended = ended == tasks.size();
-    const bool waiting = std::any_of(files.begin(), files.end(), [](const File& f) { return f.state == File::State::kWaiting; });
-    if (all_ended && (stopping || fatal || !waiting)) break;
+    if (interrupts >= 1 && !run.stopping) cancel_all(run);
+    if (!run.stopping && !run.fatal) submit_waiting(run);
+    const bool ended_now = poll(run);
+    show_status(run);
+    const bool waiting = run.any_waiting();
+    if (run.ended_tasks() == run.tasks.size() && (run.stopping || run.fatal || !waiting)) break;
     // A task ended on this pass and files wait (resubmissions, or the rest after a first wave):
     // submit them at once, not a poll interval later.
-    if (ended_now && waiting && !stopping && !fatal) continue;
-    if (stopping && now_ms - stop_ms > config_.cancel_wait_ms) {
+    if (ended_now && waiting && !run.stopping && !run.fatal) continue;
+    if (run.stopping && run.now_ms() - run.stop_ms > config_.cancel_wait_ms) {
       progress_.message("cancelled tasks have not ended after the wait; their files are done next run if they finished");
       break;
     }
-    // Wait for the next poll, waking at once for a Ctrl-C.
-    const std::int64_t until = monotonic_ms() + config_.poll_ms;
-    while (monotonic_ms() < until && (interrupts_ ? interrupts_() : 0) == interrupts)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    wait_for_next_poll(run, interrupts);
   }
+  finish(run);
+  return run.summary;
+}
+
+bool SlurmExecutor::begin(const Corpus& corpus, Run& run) {
+  run.t0_ms = monotonic_ms();
+  run.summary.total = corpus.files.size() + corpus.problems.size();
+  run.summary.budget_bytes = node_mem_bytes_;
+  for (const auto& p : corpus.problems) run.summary.failed.push_back({p.path.string(), p.message});
+  RunInfo info;
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  info.host = host;
+  info.budget_bytes = node_mem_bytes_;
+  info.settings = loop_.settings;
+  info.settings.executor = "slurm";
+  auto r = history_->begin_run(info);
+  if (!r) {
+    run.summary.failed.push_back({history_->path().string(), r.error()});
+    return false;
+  }
+  run_id_ = r.value();
+  run_dir_ = loop_.out_dir / ".align-batch" / "slurm" / fmt::format("run-{}", run_id_);
+  run.files = plan_files(corpus, run.summary);
+  return true;
+}
+
+void SlurmExecutor::refresh_predictions(Run& run) {
+  auto rows = history_->jobs_for_key(loop_.job_key);
+  if (!rows) return;
+  const PredictionPolicy policy(std::move(rows.value()), loop_.prediction_scale);
+  for (auto& f : run.files)
+    if (f.state == File::State::kWaiting && f.need_bytes == 0)
+      if (auto predicted = policy.predict(f.file.size_bytes, f.file.audio_duration_s)) f.need_bytes = *predicted;
+  learn_job_seconds();
+}
+
+void SlurmExecutor::submit_waiting(Run& run) {
+  const bool cold_running =
+      std::any_of(run.tasks.begin(), run.tasks.end(), [&](const Task& t) { return !t.ended && run.arrays[t.array].cold; });
+  bool cold = false;
+  if (!cold_running && run.any_unknown_waiting()) {
+    refresh_predictions(run);
+    cold = run.any_unknown_waiting();
+  }
+  std::vector<std::size_t> later;
+  auto planned = plan_waiting(run.files, cold, later);
+  for (std::size_t k = 0; k < planned.size(); ++k) {
+    std::string error;
+    if (!submit(planned[k], run.files, run.arrays, run.tasks, error)) {
+      progress_.message("cannot submit to Slurm: " + error);
+      for (auto& f : run.files)
+        if (f.state == File::State::kWaiting) {
+          f.state = File::State::kFailed;
+          run.summary.failed.push_back({f.file.audio.string(), "not submitted: " + error});
+        }
+      run.fatal = true;
+      return;
+    }
+    run.arrays.back().cold = cold && k + 1 == planned.size();
+  }
+}
+
+void SlurmExecutor::cancel_all(Run& run) {
+  run.stopping = true;
+  run.stop_ms = run.now_ms();
+  run.summary.interrupted = true;
+  std::vector<std::string> ids;
+  for (const auto& a : run.arrays)
+    if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !run.tasks[t].ended; })) ids.push_back(a.id);
+  progress_.message(fmt::format("interrupted: cancelling {} array{} (scancel {})", ids.size(), ids.size() == 1 ? "" : "s",
+                                fmt::join(ids, " ")));
+  if (auto r = cluster_.cancel(ids); !r) progress_.message("scancel: " + r.error());
+}
+
+bool SlurmExecutor::poll(Run& run) {
+  // Where every unfinished task stands, and the sacct figures of ended ones not yet recorded.
+  std::vector<std::string> ids;
+  for (const auto& a : run.arrays)
+    if (std::any_of(a.tasks.begin(), a.tasks.end(), [&](std::size_t t) { return !run.tasks[t].sacct_recorded; }))
+      ids.push_back(a.id);
+  run.pending = run.running = 0;
+  if (ids.empty()) return false;
+  auto rows = cluster_.query(ids);
+  if (!rows) {
+    if (run.query_error != rows.error()) progress_.message("sacct: " + rows.error() + " (asking again)");
+    run.query_error = rows.error();
+    return false;
+  }
+  run.query_error.clear();
+  std::map<std::string, const SacctRow*> own, steps;
+  for (const auto& r : rows.value()) {
+    if (r.task && r.step.empty()) own[task_id(r.array_job_id, *r.task)] = &r;
+    if (r.task && r.step == "batch") steps[task_id(r.array_job_id, *r.task)] = &r;
+  }
+  bool ended_now = false;
+  const std::int64_t now_ms = run.now_ms();
+  for (auto& t : run.tasks) {
+    if (t.sacct_recorded) continue;
+    auto it = own.find(t.job_id);
+    auto step = steps.find(t.job_id);
+    const SacctRow* batch = step == steps.end() ? nullptr : step->second;
+    t.running = false;
+    if (!t.ended) {
+      if (it == own.end() || task_fate(it->second->state) == TaskFate::kRunning) {
+        // Still inside a pending range (or not yet known), or not ended.
+        const bool is_running = it != own.end() && it->second->state != "PENDING";
+        (is_running ? run.running : run.pending)++;
+        t.running = is_running;
+        continue;
+      }
+      // Terminal: the task's align-batch has exited, so its history is complete. Its files are
+      // decided now (and resubmitted, if need be, on this same pass); sacct's MaxRSS, ~3 s
+      // behind, is collected below when it shows and holds nothing up.
+      t.terminal_seen_ms = now_ms;
+      finish_task(t, it->second, batch, run.files, run.summary, run.stopping);
+      ended_now = true;
+    } else {
+      if (it != own.end()) t.row = *it->second;
+      if (batch) t.batch = *batch;
+    }
+    const bool max_rss_final = t.batch && t.batch->max_rss_bytes && task_fate(t.batch->state) != TaskFate::kRunning;
+    if (max_rss_final || now_ms - t.terminal_seen_ms >= config_.settle_ms) record_sacct(t);
+  }
+  return ended_now;
+}
+
+void SlurmExecutor::show_status(Run& run) {
+  std::uint64_t requested = 0;
+  for (const auto& t : run.tasks)
+    if (!t.ended) requested += t.mem_bytes;
+  const std::string line = fmt::format(
+      "slurm: tasks {} pending, {} running, {} ended; files {}/{} done, {} failed; memory requested now {}; "
+      "ended tasks used {:.0f}% of what they requested",
+      run.pending, run.running, run.ended_tasks(), run.count_files(File::State::kDone), run.files.size(),
+      run.count_files(File::State::kFailed), format_bytes(requested),
+      stats_.requested_mib_s > 0 ? 100.0 * stats_.used_mib_s / stats_.requested_mib_s : 0.0);
+  if (config_.live_line) {
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    std::fflush(stderr);
+  } else if (line != run.last_line) {
+    progress_.message(line);
+  }
+  run.last_line = line;
+}
+
+void SlurmExecutor::wait_for_next_poll(Run& run, int interrupts) {
+  // A running task's script leaves I.ended when its align-batch exits: poll Slurm then, not up to
+  // poll_ms later; while Slurm has not yet shown an ended task terminal, ask again soon.
+  auto lagging = [&] {
+    return std::any_of(run.tasks.begin(), run.tasks.end(), [](const Task& t) { return t.marker_seen && !t.ended; });
+  };
+  const std::int64_t until = monotonic_ms() + (lagging() ? kLagPollMs : config_.poll_ms);
+  std::int64_t next_check_ms = 0;
+  while (monotonic_ms() < until && (interrupts_ ? interrupts_() : 0) == interrupts) {
+    if (monotonic_ms() >= next_check_ms) {
+      next_check_ms = monotonic_ms() + kMarkerCheckMs;
+      bool appeared = false;
+      std::error_code ec;
+      for (auto& t : run.tasks)
+        if (t.running && !t.marker_seen && fs::exists(t.dir / fmt::format("{}.ended", t.index), ec))
+          appeared = t.marker_seen = true;
+      if (appeared) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void SlurmExecutor::finish(Run& run) {
   if (config_.live_line) std::fprintf(stderr, "\r\033[K");
   // Every file is decided: tasks whose MaxRSS sacct has not shown yet are recorded without it
   // rather than holding the run ~3 s past its last task (MaxRSS is not what predictions use).
-  for (auto& t : tasks)
+  for (auto& t : run.tasks)
     if (t.ended && !t.sacct_recorded) record_sacct(t);
   progress_.message(fmt::format("slurm: {} arrays, {} tasks, {} out of memory ({} files resubmitted); requested {:.0f} MiB x s, "
                                 "sacct MaxRSS {:.0f} MiB x s{}",
@@ -593,10 +652,9 @@ RunSummary SlurmExecutor::run(const Corpus& corpus) {
                                 stats_.tasks_without_max_rss
                                     ? fmt::format(" ({} tasks' MaxRSS not yet in sacct, counted as 0)", stats_.tasks_without_max_rss)
                                     : std::string()));
-  summary.oom_deaths = stats_.out_of_memory_tasks;
-  summary.wall_s = static_cast<double>(monotonic_ms() - t0_ms) / 1000.0;
-  if (auto r = history_->end_run(run_id_, summary.exit_code()); !r) progress_.message("history: " + r.error());
-  return summary;
+  run.summary.oom_deaths = stats_.out_of_memory_tasks;
+  run.summary.wall_s = static_cast<double>(monotonic_ms() - run.t0_ms) / 1000.0;
+  if (auto r = history_->end_run(run_id_, run.summary.exit_code()); !r) progress_.message("history: " + r.error());
 }
 
 }  // namespace ab

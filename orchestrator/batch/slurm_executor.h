@@ -92,8 +92,9 @@ class SlurmExecutor {
   std::vector<File> plan_files(const Corpus& corpus, RunSummary& summary);
   /// History's mean length of a finished job of this key, for the tasks' size (0: none yet).
   void learn_job_seconds();
-  /// Files per task for the waiting `known` files: the overhead rule, at least files_per_task_for.
-  std::size_t files_per_task(const std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const;
+  /// Files per task for the waiting `known` files: the overhead rule, at least files_per_task_for;
+  /// sets each file's waves (plan_arrays shortens the last tasks by them).
+  std::size_t files_per_task(std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const;
   std::vector<PlannedArray> plan_waiting(std::vector<File>& files, bool cold, std::vector<std::size_t>& unplanned);
   SbatchArray sbatch_array(const PlannedArray& planned, const std::filesystem::path& dir) const;
   bool submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays, std::vector<Task>& tasks,
@@ -102,6 +103,17 @@ class SlurmExecutor {
                    bool stopping);
   /// sacct's figures for an ended task: the stats, a history row and a tasks.jsonl line.
   void record_sacct(Task& task);
+  // The steps of run(), over its state.
+  struct Run;
+  bool begin(const Corpus& corpus, Run& run);
+  void refresh_predictions(Run& run);
+  void submit_waiting(Run& run);
+  void cancel_all(Run& run);
+  /// Asks Slurm where the tasks stand; decides ended tasks' files. True: a task ended.
+  bool poll(Run& run);
+  void show_status(Run& run);
+  void wait_for_next_poll(Run& run, int interrupts);
+  void finish(Run& run);
 
   RunLoopConfig loop_;
   SlurmConfig config_;

@@ -58,10 +58,15 @@ std::uint64_t task_mem_bytes(std::uint64_t need_bytes, std::size_t files, const 
 std::vector<PlannedArray> plan_arrays(std::vector<ShardFile> files, const SlurmPlanConfig& config) {
   std::stable_sort(files.begin(), files.end(),
                    [](const ShardFile& a, const ShardFile& b) { return a.need_bytes > b.need_bytes; });
-  const std::size_t per_task = std::max<std::size_t>(1, config.files_per_task);
+  const std::size_t max_per_task = std::max<std::size_t>(1, config.files_per_task);
+  std::vector<double> waves_left(files.size() + 1, 0);
+  for (std::size_t k = files.size(); k-- > 0;) waves_left[k] = waves_left[k + 1] + files[k].waves;
   std::vector<PlannedArray> arrays;
   std::size_t i = 0;
   while (i < files.size()) {
+    const std::size_t per_task =
+        waves_left[i] > 0 ? std::clamp<std::size_t>(static_cast<std::size_t>(std::lround(waves_left[i] / 2)), 1, max_per_task)
+                          : max_per_task;
     // One class: every file whose need is within class_step of the class's largest.
     const std::uint64_t top = files[i].need_bytes;
     const double floor_bytes = static_cast<double>(top) / std::max(1.0, config.class_step);
@@ -164,12 +169,14 @@ std::vector<std::string> sbatch_argv(const SbatchArray& a) {
 
 std::string task_script(const std::vector<std::string>& task_argv, const std::string& shard_dir,
                         const std::vector<std::string>& tail_argv) {
-  std::string s = "#!/bin/sh\n# One align-batch array task: its shard's files, its own history (merged by the submitter).\nexec";
-  for (const auto& w : task_argv) s += " " + shell_quote(w);
+  std::string s = "#!/bin/sh\n# One align-batch array task: its shard's files, its own history (merged by the submitter).\n";
+  for (const auto& w : task_argv) s += shell_quote(w) + " ";
   const std::string dir = shell_quote(shard_dir);
-  s += " --history " + dir + "/\"$SLURM_ARRAY_TASK_ID\".sqlite --slurm-task " + dir + "/\"$SLURM_ARRAY_TASK_ID\".shard";
+  s += "--history " + dir + "/\"$SLURM_ARRAY_TASK_ID\".sqlite --slurm-task " + dir + "/\"$SLURM_ARRAY_TASK_ID\".shard";
   for (const auto& w : tail_argv) s += " " + shell_quote(w);
-  return s + "\n";
+  // The marker tells the submitter at once that this task's align-batch has exited (it still
+  // takes the task's State from Slurm).
+  return s + "\nrc=$?\n: >" + dir + "/\"$SLURM_ARRAY_TASK_ID\".ended\nexit $rc\n";
 }
 
 std::string shard_text(const Shard& shard) {

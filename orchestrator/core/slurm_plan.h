@@ -17,6 +17,10 @@ struct ShardFile {
   /// Files share a task only within one group: the submitter's is the output directory, since a
   /// task's align-batch writes every file of its list into one --out.
   std::size_t group = 0;
+  /// 1 / how many tasks of its size the cluster runs at once (task_slots); 0: unknown. Tasks run
+  /// in need order, so the waves of a class and the smaller ones after it are what is left of
+  /// the run when the class starts: its tasks get fewer files when little is left (the tail).
+  double waves = 0;
 };
 
 /// How tasks are sized.
@@ -52,7 +56,9 @@ struct PlannedArray {
 std::uint64_t task_mem_bytes(std::uint64_t need_bytes, std::size_t files, const SlurmPlanConfig& config);
 
 /// Groups `files` by need (largest first) into arrays whose tasks' requests are within
-/// class_step of each other, at most files_per_task files (of one group) a task. Empty: no arrays.
+/// class_step of each other, at most files_per_task files (of one group) a task, and at most half
+/// the waves left from its class on (ShardFile::waves), so the last tasks to start are short.
+/// Empty: no arrays.
 std::vector<PlannedArray> plan_arrays(std::vector<ShardFile> files, const SlurmPlanConfig& config);
 
 /// Files per task for `file_count` files: one each up to kTargetTasks tasks, more beyond, so a
@@ -106,7 +112,8 @@ std::vector<std::string> sbatch_argv(const SbatchArray& array);
 /// Pure: the batch script every task of an array runs: `task_argv` (the align-batch command line
 /// up to the corpus), then `--history DIR/$SLURM_ARRAY_TASK_ID.sqlite --slurm-task
 /// DIR/$SLURM_ARRAY_TASK_ID.shard` (its --out and files: shard_text), then `tail_argv` (`--` and
-/// the command, if any). Every word is shell-quoted.
+/// the command, if any); once that exits, it leaves DIR/$SLURM_ARRAY_TASK_ID.ended and exits with
+/// its status. Every word is shell-quoted.
 std::string task_script(const std::vector<std::string>& task_argv, const std::string& shard_dir,
                         const std::vector<std::string>& tail_argv);
 

@@ -115,8 +115,9 @@ TEST_CASE("sbatch_argv and task_script") {
   CHECK(sbatch_argv(a)[3] == "--array=0-3");
   const std::string s = task_script({"/bin/align-batch", "--workers", "1"}, "/out dir/a", {"--", "cmd", "it's", "{in}"});
   CHECK(s.rfind("#!/bin/sh\n", 0) == 0);
-  CHECK(s.find("exec /bin/align-batch --workers 1 --history '/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".sqlite --slurm-task "
-               "'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".shard -- cmd 'it'\\''s' '{in}'\n") != std::string::npos);
+  CHECK(s.find("\n/bin/align-batch --workers 1 --history '/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".sqlite --slurm-task "
+               "'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".shard -- cmd 'it'\\''s' '{in}'\nrc=$?\n: >'/out dir/a'/\"$SLURM_ARRAY_TASK_ID\".ended\n"
+               "exit $rc\n") != std::string::npos);
   CHECK(shell_quote("") == "''");
   CHECK(shell_quote("a b") == "'a b'");
 }
