@@ -185,8 +185,9 @@ struct World {
   void file(const std::string& name, std::size_t kib, const std::string& sub = "") {
     dir.write("corpus/" + sub + name + ".wav", std::string(kib * 1024, 'x'));
   }
-  /// Past runs: ok jobs of 10..300 KiB whose peaks are 1 MiB per KiB (an exact line).
-  void teach_history() {
+  /// Past runs: ok jobs of 10..300 KiB whose peaks are 1 MiB per KiB (an exact line), each
+  /// `wall_s` long.
+  void teach_history(double wall_s = 0) {
     auto run = history->begin_run({});
     REQUIRE(run.ok());
     for (std::uint64_t kib = 10; kib <= 300; kib += 10) {
@@ -196,6 +197,7 @@ struct World {
       rec.input_size_bytes = kib * 1024;
       rec.job_key = kKey;
       rec.peak_pss_bytes = rec.peak_rss_bytes = kib * kMiB;
+      rec.wall_s = wall_s;
       REQUIRE(history->record_job(rec).ok());
     }
   }
@@ -221,6 +223,27 @@ struct World {
 };
 
 }  // namespace
+
+TEST_CASE("slurm executor: when the cluster would run many tasks one after another in each slot, a task runs several files") {
+  World w;
+  w.teach_history(2.0);  // jobs of 2 s
+  // 24 files needing 200 MiB on one node of 1000 MiB and 8 CPUs: 4 tasks at once, 6 waves of
+  // one file a task; a task's 1 s overhead against 2 s jobs: sqrt(2 x 6 x 1 / 2) = 2.4 -> 2 files.
+  for (int i = 0; i < 24; ++i) w.file("f" + std::to_string(i) + "-n200", 200);
+  auto s = w.run();
+  CHECK(s.exit_code() == 0);
+  CHECK(s.done == 24);
+  REQUIRE(w.cluster.submitted.size() == 1);
+  CHECK(w.cluster.submitted[0].task_count == 12);
+  CHECK(w.stats.tasks == 12);
+  SUBCASE("jobs of unknown length: one file a task, as before") {
+    World v;
+    v.teach_history();
+    for (int i = 0; i < 24; ++i) v.file("f" + std::to_string(i) + "-n200", 200);
+    CHECK(v.run().done == 24);
+    CHECK(v.stats.tasks == 24);
+  }
+}
 
 TEST_CASE("slurm executor, warm: arrays sized from history, every file done, peaks merged into the main history") {
   World w;

@@ -81,6 +81,33 @@ TEST_CASE("plan_arrays: a class's files are dealt round-robin, largest first, ov
   CHECK(arrays[0].tasks[2].largest_need_bytes == 98 * kMiB);
 }
 
+TEST_CASE("plan_arrays: the last classes to run get fewer files a task (at most half the waves left)") {
+  SlurmPlanConfig c;
+  c.files_per_task = 3;
+  c.task_overhead_bytes = 0;
+  c.high_water = 1.0;
+  // 6 files of 300 MiB (4 at once: 0.25 waves each), then 6 of 100 MiB (8 at once: 0.125 each).
+  std::vector<ShardFile> files;
+  for (std::size_t i = 0; i < 6; ++i) files.push_back({i, 300 * kMiB, 0, 0.25});
+  for (std::size_t i = 6; i < 12; ++i) files.push_back({i, 100 * kMiB, 0, 0.125});
+  auto arrays = plan_arrays(files, c);
+  REQUIRE(arrays.size() == 2);
+  // 2.25 waves left at the first class: 1 file a task (round(1.125)); 0.75 at the second: 1.
+  CHECK(arrays[0].tasks.size() == 6);
+  CHECK(arrays[1].tasks.size() == 6);
+  // Twice the files: 4.5 waves left at the first class: 2 a task; 1.5 at the second: 1 a task.
+  std::vector<ShardFile> more;
+  for (std::size_t i = 0; i < 12; ++i) more.push_back({i, 300 * kMiB, 0, 0.25});
+  for (std::size_t i = 12; i < 24; ++i) more.push_back({i, 100 * kMiB, 0, 0.125});
+  arrays = plan_arrays(more, c);
+  REQUIRE(arrays.size() == 2);
+  CHECK(arrays[0].tasks.size() == 6);
+  CHECK(arrays[1].tasks.size() == 12);
+  // Without waves, files_per_task alone.
+  for (auto& f : more) f.waves = 0;
+  CHECK(plan_arrays(more, c)[1].tasks.size() == 4);
+}
+
 TEST_CASE("files_per_task_for and pick_cold_wave") {
   CHECK(files_per_task_for(0) == 1);
   CHECK(files_per_task_for(256) == 1);
