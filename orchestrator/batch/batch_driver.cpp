@@ -142,12 +142,11 @@ void BatchDriver::start(DriverJob& job, std::int64_t now_ms, bool& started) {
   job.peak_pss_bytes = job.peak_rss_bytes = job.loading_peak_pss_bytes = 0;
   job.timeline.clear();
   job.oom_kills_at_start = oom_kills_now_;
-  std::string error;
-  if (!runner_.start(prepared.value(), error)) {
+  if (Result<Done> ran = runner_.start(prepared.value()); !ran) {
     if (check_setup()) return;
-    scheduler_.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, error}, now_ms);
+    scheduler_.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, ran.error()}, now_ms);
     job.finished = true;
-    sink_.failed(job, error, true);
+    sink_.failed(job, ran.error(), true);
     return;
   }
   job.running = true;

@@ -36,7 +36,7 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
   std::int64_t now_ms() override { return now_ms_; }
   std::int64_t unix_ms() override { return now_ms_; }
 
-  bool start(const RunnerJob& job, std::string&) override {
+  Result<Done> start(const RunnerJob& job) override {
     Run& r = runs_[job.id - 1];
     const RecordedJob& rec = recorded_of(job.id);
     r.work_start_ms = work_ms_;
@@ -49,7 +49,7 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
     ++loud_running_;
     utilisation_ += utilisation_of(rec);
     ends_.emplace(work_ms_ + rec.duration_s * 1000.0, job.id, r.generation);
-    return true;
+    return Done{};
   }
 
   /// Admission reserved `bytes` for running job `id`: whether its recording outgrows that.

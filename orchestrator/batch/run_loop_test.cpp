@@ -51,7 +51,7 @@ class FakeRunner : public WorkerRunner {
 
   std::uint64_t oom_kills_ = 0;  ///< the "kernel's" OOM kill counter (FakeProbe reports it)
 
-  bool start(const RunnerJob& job, std::string&) override {
+  Result<Done> start(const RunnerJob& job) override {
     const std::string stem = fs::path(job.name).stem().string();
     Running r;
     auto d1 = stem.find('-'), d2 = stem.rfind('-');
@@ -63,7 +63,7 @@ class FakeRunner : public WorkerRunner {
     if (persistent && !idle_.empty()) idle_.pop_back();  // reuses an idle worker
     ++launches_[stem];
     max_concurrent_ = std::max(max_concurrent_, running_.size());
-    return true;
+    return Done{};
   }
 
   std::vector<JobEnd> wait(int) override {

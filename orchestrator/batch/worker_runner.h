@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/result.h"
+#include "history/history_store.h"  // Done
 #include "orchestrator/core/scheduler.h"
 
 namespace ab {
@@ -71,8 +73,8 @@ struct LiveJob {
 class WorkerRunner {
  public:
   virtual ~WorkerRunner() = default;
-  /// Starts `job` (on an idle worker or a new process). False with `error` if it could not start.
-  virtual bool start(const RunnerJob& job, std::string& error) = 0;
+  /// Starts `job` (on an idle worker or a new process), or says why it could not start.
+  virtual Result<Done> start(const RunnerJob& job) = 0;
   /// Waits up to `timeout_ms` (returns early on a signal or an ended job) and returns ended jobs.
   virtual std::vector<JobEnd> wait(int timeout_ms) = 0;
   /// Stops a job's worker: SIGTERM to its process group now, SIGKILL once `grace_ms` has passed
@@ -107,7 +109,7 @@ class WorkerRunner {
 /// A runner that starts nothing: RunLoop::plan() (done-ness, predictions) needs a runner it never
 /// calls, for --dry-run and the Slurm executor's planning.
 struct PlanOnlyRunner : WorkerRunner {
-  bool start(const RunnerJob&, std::string&) override { return false; }
+  Result<Done> start(const RunnerJob&) override { return Result<Done>::failure("planning only: nothing is started"); }
   std::vector<JobEnd> wait(int) override { return {}; }
   void kill(JobId, int) override {}
   std::vector<LiveJob> live() const override { return {}; }

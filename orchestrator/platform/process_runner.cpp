@@ -493,19 +493,18 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   return p;
 }
 
-bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
-  if (!broken_.empty()) {
-    error = broken_;
-    return false;
-  }
+Result<Done> ProcessRunner::start(const RunnerJob& job) {
+  using R = Result<Done>;
+  if (!broken_.empty()) return R::failure(broken_);
+  std::string error;
   if (config_.worker_argv.empty()) {
     const int slot = take_log_slot(error);
-    if (slot < 0) return false;
+    if (slot < 0) return R::failure(error);
     LogSlot& log = log_slots_[static_cast<std::size_t>(slot)];
     auto p = spawn(job.argv, false, log.fd, log.path, error);
     if (!p) {
       log.busy = false;
-      return false;
+      return R::failure(error);
     }
     p->log_slot = slot;
     p->log_begin_bytes = log.size_bytes;
@@ -513,7 +512,7 @@ bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
     p->job = job.id;
     p->job_name = job.name;
     p->job_started_ms = monotonic_ms();
-    return true;
+    return Done{};
   }
   std::shared_ptr<Proc> worker;
   for (auto& p : procs_)
@@ -526,7 +525,7 @@ bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
     const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     worker = spawn(config_.worker_argv, true, log_fd, log, error);
     if (log_fd >= 0) ::close(log_fd);
-    if (!worker) return false;
+    if (!worker) return R::failure(error);
   }
   std::string line = job.request_json + "\n";
   const char* data = line.data();
@@ -540,7 +539,7 @@ bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
       worker->exiting = true;
       close_fd(worker->stdin_fd);
       ::kill(-worker->pid, SIGKILL);
-      return false;
+      return R::failure(error);
     }
     data += n;
     left -= static_cast<std::size_t>(n);
@@ -551,7 +550,7 @@ bool ProcessRunner::start(const RunnerJob& job, std::string& error) {
   worker->job_started_ms = monotonic_ms();
   worker->job_started_cpu_ticks = cpu_ticks_of(worker->pid);
   worker->kill_sent = false;
-  return true;
+  return Done{};
 }
 
 void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {

@@ -58,7 +58,7 @@ class ProcessRunner : public WorkerRunner {
   ProcessRunner(const ProcessRunner&) = delete;
   ProcessRunner& operator=(const ProcessRunner&) = delete;
 
-  bool start(const RunnerJob& job, std::string& error) override;
+  Result<Done> start(const RunnerJob& job) override;
   std::vector<JobEnd> wait(int timeout_ms) override;
   void kill(JobId id, int grace_ms) override;
   std::vector<LiveJob> live() const override;

@@ -53,10 +53,9 @@ std::string read_file(const std::string& path) {
 TEST_CASE("exit status, signals and the log's tail come back per job") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
-  REQUIRE(runner.start(sh_job(1, "exit 0"), error));
-  REQUIRE(runner.start(sh_job(2, "echo 'bad input here' >&2; exit 3"), error));
-  REQUIRE(runner.start(sh_job(3, "kill -SEGV $$"), error));
+  REQUIRE(runner.start(sh_job(1, "exit 0")).ok());
+  REQUIRE(runner.start(sh_job(2, "echo 'bad input here' >&2; exit 3")).ok());
+  REQUIRE(runner.start(sh_job(3, "kill -SEGV $$")).ok());
   auto ends = wait_all(runner, 3);
   REQUIRE(ends.size() == 3);
   CHECK(ends[1].ok);
@@ -73,10 +72,9 @@ TEST_CASE("exit status, signals and the log's tail come back per job") {
 TEST_CASE("a command's peak RSS comes back from wait4, however short the command was") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
   // 150 MiB written (so resident) and freed within a few tens of ms: shorter than most sampling.
-  REQUIRE(runner.start({1, "big", {"/usr/bin/python3", "-c", "b = b'x' * (150 << 20)"}, ""}, error));
-  REQUIRE(runner.start(sh_job(2, "exit 0"), error));
+  REQUIRE(runner.start({1, "big", {"/usr/bin/python3", "-c", "b = b'x' * (150 << 20)"}, ""}).ok());
+  REQUIRE(runner.start(sh_job(2, "exit 0")).ok());
   auto ends = wait_all(runner, 2);
   REQUIRE(ends.size() == 2);
   REQUIRE(ends[1].ok);
@@ -90,17 +88,16 @@ TEST_CASE("a command's peak RSS comes back from wait4, however short the command
 TEST_CASE("a missing program fails at start with a message naming it") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
-  CHECK_FALSE(runner.start({1, "x", {"/nonexistent/tool", "a"}, ""}, error));
-  CHECK(error.find("/nonexistent/tool") != std::string::npos);
+  const auto started = runner.start({1, "x", {"/nonexistent/tool", "a"}, ""});
+  CHECK_FALSE(started.ok());
+  CHECK(started.error().find("/nonexistent/tool") != std::string::npos);
 }
 
 TEST_CASE("each job runs in its own process group with a raised oom_score_adj") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
   const std::string out = (t.path() / "ids").string();
-  REQUIRE(runner.start(sh_job(1, "echo $(ps -o pgid= -p $$) $$ $(cat /proc/self/oom_score_adj) > '" + out + "'"), error));
+  REQUIRE(runner.start(sh_job(1, "echo $(ps -o pgid= -p $$) $$ $(cat /proc/self/oom_score_adj) > '" + out + "'")).ok());
   auto ends = wait_all(runner, 1);
   REQUIRE(ends[1].ok);
   std::istringstream in(read_file(out));
@@ -123,13 +120,13 @@ TEST_CASE("a command starts with default signals, an empty mask and the parent-d
   sigaddset(&usr1, SIGUSR1);
   ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
   const std::string sig = (t.path() / "sig").string(), death = (t.path() / "death").string();
-  std::string error;
-  const bool started = runner.start(sh_job(1, "exec grep -E '^Sig(Blk|Ign)' /proc/self/status > '" + sig + "'"), error) &&
-                       runner.start({2, "death", {"/usr/bin/python3", "-c",
-                                                  "import ctypes; v = ctypes.c_int(); "
-                                                  "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); "  // PR_GET_PDEATHSIG
-                                                  "open('" + death + "', 'w').write(str(v.value))"}, ""},
-                                    error);
+  auto first = runner.start(sh_job(1, "exec grep -E '^Sig(Blk|Ign)' /proc/self/status > '" + sig + "'"));
+  auto second = runner.start({2, "death", {"/usr/bin/python3", "-c",
+                                           "import ctypes; v = ctypes.c_int(); "
+                                           "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); "  // PR_GET_PDEATHSIG
+                                           "open('" + death + "', 'w').write(str(v.value))"}, ""});
+  const bool started = first.ok() && second.ok();
+  const std::string error = first.error() + second.error();
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   ::sigaction(SIGINT, &old_int, nullptr);
   REQUIRE_MESSAGE(started, error);
@@ -143,7 +140,6 @@ TEST_CASE("a command starts with default signals, an empty mask and the parent-d
 TEST_CASE("commands log per slot, not per job; a failed one's output also gets a file of its own") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
   // 12 commands, at most 2 at a time; job 7 fails, job 4 writes nothing.
   std::map<ab::JobId, JobEnd> ends;
   ab::JobId next = 1;
@@ -152,7 +148,7 @@ TEST_CASE("commands log per slot, not per job; a failed one's output also gets a
       const std::string script = next == 7 ? "echo 'seven went wrong' >&2; exit 1"
                                  : next == 4 ? "true"
                                              : "echo out-" + std::to_string(next);
-      REQUIRE(runner.start(sh_job(next, script), error));
+      REQUIRE(runner.start(sh_job(next, script)).ok());
       ++next;
     }
     for (auto& e : runner.wait(50)) ends[e.id] = e;
@@ -178,11 +174,10 @@ TEST_CASE("commands log per slot, not per job; a failed one's output also gets a
 TEST_CASE("kill sends SIGTERM, then SIGKILL after the grace period, to the whole group") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
   const std::string pidfile = (t.path() / "grandchild").string();
   // The shell ignores SIGTERM and so does its background child: only SIGKILL ends them.
-  REQUIRE(runner.start(sh_job(1, "trap '' TERM; sleep 30 & echo $! > '" + pidfile + "'; wait; wait"), error));
-  REQUIRE(runner.start(sh_job(2, "sleep 30"), error));
+  REQUIRE(runner.start(sh_job(1, "trap '' TERM; sleep 30 & echo $! > '" + pidfile + "'; wait; wait")).ok());
+  REQUIRE(runner.start(sh_job(2, "sleep 30")).ok());
   while (read_file(pidfile).empty()) usleep(10000);
   const pid_t grandchild = static_cast<pid_t>(std::stol(read_file(pidfile)));
   runner.kill(1, 300);
@@ -201,9 +196,8 @@ TEST_CASE("kill sends SIGTERM, then SIGKILL after the grace period, to the whole
 TEST_CASE("shutdown stops and reaps everything") {
   ab::test::TempDir t;
   ProcessRunner runner(config_for(t));
-  std::string error;
-  REQUIRE(runner.start(sh_job(1, "sleep 30"), error));
-  REQUIRE(runner.start(sh_job(2, "trap '' TERM; sleep 30"), error));
+  REQUIRE(runner.start(sh_job(1, "sleep 30")).ok());
+  REQUIRE(runner.start(sh_job(2, "trap '' TERM; sleep 30")).ok());
   const auto live = runner.live();
   REQUIRE(live.size() == 2);
   auto ends = runner.shutdown(300);
@@ -239,11 +233,10 @@ for line in sys.stdin:
   ProcessRunnerConfig config = config_for(t);
   config.worker_argv = {"/usr/bin/python3", script.string()};
   ProcessRunner runner(config);
-  std::string error;
   auto job = [](ab::JobId id, const std::string& audio) {
     return RunnerJob{id, audio, {}, "{\"id\": " + std::to_string(id) + ", \"audio\": \"" + audio + "\"}"};
   };
-  REQUIRE(runner.start(job(1, "/a.wav"), error));
+  REQUIRE(runner.start(job(1, "/a.wav")).ok());
   auto ends = wait_all(runner, 1);
   REQUIRE(ends[1].ok);
   CHECK(ends[1].idle_rss_bytes.value_or(0) == 1000);
@@ -252,34 +245,34 @@ for line in sys.stdin:
   REQUIRE(runner.idle_pids().size() == 1);
   const pid_t worker = runner.idle_pids()[0];
   // The result line's band_limited reaches JobEnd; a failed job's or a non-boolean one does not.
-  REQUIRE(runner.start(job(6, "/edge.wav"), error));
+  REQUIRE(runner.start(job(6, "/edge.wav")).ok());
   ends = wait_all(runner, 1);
   REQUIRE(ends[6].ok);
   CHECK(ends[6].band_limited);
-  REQUIRE(runner.start(job(7, "/bad-edge.wav"), error));
+  REQUIRE(runner.start(job(7, "/bad-edge.wav")).ok());
   ends = wait_all(runner, 1);
   CHECK_FALSE(ends[7].ok);
   CHECK_FALSE(ends[7].band_limited);
-  REQUIRE(runner.start(job(8, "/odd.wav"), error));
+  REQUIRE(runner.start(job(8, "/odd.wav")).ok());
   ends = wait_all(runner, 1);
   REQUIRE(ends[8].ok);
   CHECK_FALSE(ends[8].band_limited);
-  REQUIRE(runner.start(job(2, "/bad.wav"), error));
+  REQUIRE(runner.start(job(2, "/bad.wav")).ok());
   ends = wait_all(runner, 1);
   CHECK_FALSE(ends[2].ok);
   CHECK(ends[2].job_error);
   CHECK(ends[2].error == "/bad.wav: not a sound file");
   // A job's CPU time on a persistent worker is the worker's CPU across that job: 0.3 s of busy
   // loop (process_time, so a loaded machine only stretches the wall time), not the worker's total.
-  REQUIRE(runner.start(job(4, "/busy.wav"), error));
+  REQUIRE(runner.start(job(4, "/busy.wav")).ok());
   ends = wait_all(runner, 1);
   REQUIRE(ends[4].ok);
   CHECK(ends[4].cpu_s >= 0.28);
   CHECK(ends[4].cpu_s <= 0.6);
-  REQUIRE(runner.start(job(5, "/a.wav"), error));
+  REQUIRE(runner.start(job(5, "/a.wav")).ok());
   ends = wait_all(runner, 1);
   CHECK(ends[5].cpu_s < 0.2);
-  REQUIRE(runner.start(job(3, "/crash.wav"), error));
+  REQUIRE(runner.start(job(3, "/crash.wav")).ok());
   CHECK(runner.live().at(0).pid == worker);  // the same worker took all three jobs
   ends = wait_all(runner, 1);
   CHECK_FALSE(ends[3].ok);
@@ -304,10 +297,8 @@ for line in sys.stdin:
   config.worker_argv = {"/usr/bin/python3", script.string()};
   config.worker_env = {"AB_TEST_ADDED=PASSIVE", "AB_TEST_USER_SET=ours"};
   ProcessRunner runner(config);
-  std::string error;
   auto value_of = [&](ab::JobId id, const std::string& name) {
-    REQUIRE(runner.start(RunnerJob{id, name, {}, "{\"id\": " + std::to_string(id) + ", \"audio\": \"" + name + "\"}"},
-                         error));
+    REQUIRE(runner.start(RunnerJob{id, name, {}, "{\"id\": " + std::to_string(id) + ", \"audio\": \"" + name + "\"}"}).ok());
     return wait_all(runner, 1)[id].error;
   };
   CHECK(value_of(1, "AB_TEST_ADDED") == "PASSIVE");
@@ -318,7 +309,7 @@ for line in sys.stdin:
   ProcessRunnerConfig command_config = config_for(t);
   command_config.worker_env = config.worker_env;
   ProcessRunner commands(command_config);
-  REQUIRE(commands.start(sh_job(4, "test -z \"$AB_TEST_ADDED\" && test \"$AB_TEST_USER_SET\" = mine"), error));
+  REQUIRE(commands.start(sh_job(4, "test -z \"$AB_TEST_ADDED\" && test \"$AB_TEST_USER_SET\" = mine")).ok());
   CHECK(wait_all(commands, 1)[4].ok);
   ::unsetenv("AB_TEST_USER_SET");
 }
@@ -338,10 +329,9 @@ for line in sys.stdin:
   config.worker_argv = {"/usr/bin/python3", script.string()};
   config.recycle_growth_bytes = 150ull << 20;
   ProcessRunner runner(config);
-  std::string error;
   std::vector<pid_t> pids;
   for (ab::JobId id = 1; id <= 4; ++id) {
-    REQUIRE(runner.start({id, "j", {}, "{\"id\": " + std::to_string(id) + "}"}, error));
+    REQUIRE(runner.start({id, "j", {}, "{\"id\": " + std::to_string(id) + "}"}).ok());
     pids.push_back(runner.live().at(0).pid);
     auto ends = wait_all(runner, 1);
     REQUIRE(ends[id].ok);
@@ -365,15 +355,15 @@ sys.exit(3)
   ProcessRunnerConfig config = config_for(t);
   config.worker_argv = {"/usr/bin/python3", script.string()};
   ProcessRunner runner(config);
-  std::string error;
-  REQUIRE(runner.start({1, "a", {}, "{\"id\": 1}"}, error));
+  REQUIRE(runner.start({1, "a", {}, "{\"id\": 1}"}).ok());
   auto ends = wait_all(runner, 1);
   REQUIRE(ends.count(1) == 1);
   CHECK_FALSE(ends[1].ok);
   CHECK(ends[1].exit_code == 3);
-  CHECK_FALSE(runner.start({2, "b", {}, "{\"id\": 2}"}, error));
-  CHECK(error.find("model.pt: not a TorchScript file") != std::string::npos);
-  CHECK(error.find("check --model") != std::string::npos);
+  const auto refused = runner.start({2, "b", {}, "{\"id\": 2}"});
+  CHECK_FALSE(refused.ok());
+  CHECK(refused.error().find("model.pt: not a TorchScript file") != std::string::npos);
+  CHECK(refused.error().find("check --model") != std::string::npos);
   CHECK(runner.stats().workers_started == 1);
   // The run's fault, not the file's: the loop ends the run with this one message.
   CHECK(runner.setup_error().find("model.pt: not a TorchScript file") != std::string::npos);
@@ -395,9 +385,8 @@ for line in sys.stdin:
   config.worker_argv = {"/usr/bin/python3", script.string()};
   config.status_blocks = true;
   ProcessRunner runner(config);
-  std::string error;
   const std::int64_t started = ab::monotonic_ms();
-  REQUIRE(runner.start({1, "a", {}, R"({"id": 1, "audio": "/a.wav"})"}, error));
+  REQUIRE(runner.start({1, "a", {}, R"({"id": 1, "audio": "/a.wav"})"}).ok());
   std::int64_t loading_polls = 0, max_silent_loading = -1, max_silent_ready = -1, counted_before_ready = 0;
   std::map<ab::JobId, JobEnd> ends;
   while (ends.empty() && ab::monotonic_ms() - started < 20000) {
@@ -450,11 +439,10 @@ for line in sys.stdin:
   ProcessRunnerConfig config = config_for(t);
   config.worker_argv = {"/usr/bin/python3", script.string()};
   ProcessRunner runner(config);
-  std::string error;
   // Three workers: two finish a job each and idle, one stays busy.
-  REQUIRE(runner.start({1, "a", {}, "{\"id\": 1, \"hold\": true}"}, error));
-  REQUIRE(runner.start({2, "b", {}, "{\"id\": 2}"}, error));
-  REQUIRE(runner.start({3, "c", {}, "{\"id\": 3}"}, error));
+  REQUIRE(runner.start({1, "a", {}, "{\"id\": 1, \"hold\": true}"}).ok());
+  REQUIRE(runner.start({2, "b", {}, "{\"id\": 2}"}).ok());
+  REQUIRE(runner.start({3, "c", {}, "{\"id\": 3}"}).ok());
   auto ends = wait_all(runner, 2);
   REQUIRE(ends.size() == 2);
   const auto idle = runner.idle_pids();
@@ -470,7 +458,7 @@ for line in sys.stdin:
   REQUIRE(runner.live().size() == 1);
   CHECK(runner.live()[0].id == 1);
   // A new job gets a new worker.
-  REQUIRE(runner.start({4, "d", {}, "{\"id\": 4}"}, error));
+  REQUIRE(runner.start({4, "d", {}, "{\"id\": 4}"}).ok());
   CHECK(runner.stats().workers_started == 4);
   runner.shutdown(1000);
 }
@@ -536,9 +524,8 @@ for line in sys.stdin:
     ProcessRunner runner(config);
     CHECK_FALSE(std::filesystem::exists(stale));
     CHECK(std::filesystem::exists(alive));
-    std::string error;
-    REQUIRE(runner.start({1, "a", {}, "{\"id\": 1}"}, error));
-    REQUIRE(runner.start({2, "b", {}, "{\"id\": 2}"}, error));
+    REQUIRE(runner.start({1, "a", {}, "{\"id\": 1}"}).ok());
+    REQUIRE(runner.start({2, "b", {}, "{\"id\": 2}"}).ok());
     auto ends = wait_all(runner, 2);
     REQUIRE(ends.size() == 2);
     for (ab::JobId id : {1, 2}) {

@@ -48,10 +48,10 @@ class CountingProbe : public MemoryProbe {
 class CountingRunner : public ProcessRunner {
  public:
   using ProcessRunner::ProcessRunner;
-  bool start(const RunnerJob& job, std::string& error) override {
-    const bool ok = ProcessRunner::start(job, error);
-    if (ok) ++starts;
-    return ok;
+  Result<Done> start(const RunnerJob& job) override {
+    Result<Done> started = ProcessRunner::start(job);
+    if (started) ++starts;
+    return started;
   }
   int starts = 0;
 };

@@ -52,7 +52,7 @@ class TimedRunner : public WorkerRunner {
 
   explicit TimedRunner(FakeClock& clock) : clock_(clock) {}
 
-  bool start(const RunnerJob& job, std::string&) override {
+  Result<Done> start(const RunnerJob& job) override {
     Job j;
     j.stem = std::filesystem::path(job.name).stem().string();
     const auto d1 = j.stem.find('-'), d2 = j.stem.rfind('-');
@@ -66,7 +66,7 @@ class TimedRunner : public WorkerRunner {
     running_[job.id] = j;
     starts.push_back(j.stem);
     max_running = std::max(max_running, running_.size());
-    return true;
+    return Done{};
   }
 
   std::vector<JobEnd> wait(int timeout_ms) override {
