@@ -27,8 +27,13 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
  public:
   /// `by_job[id - 1]`: the recorded job that job `id` replays.
   ReplayMachine(const std::vector<RecordedJob>& recorded, const std::vector<std::uint32_t>& by_job,
-                std::uint32_t cores, bool vram_matters)
-      : recorded_(recorded), by_job_(by_job), cores_(cores), vram_matters_(vram_matters), runs_(by_job.size()) {
+                std::uint32_t cores, bool vram_matters, std::int64_t shutdown_ms)
+      : recorded_(recorded),
+        by_job_(by_job),
+        cores_(cores),
+        vram_matters_(vram_matters),
+        shutdown_ms_(shutdown_ms),
+        runs_(by_job.size()) {
     max_bytes_.reserve(recorded.size());
     for (const auto& r : recorded) max_bytes_.push_back(recorded_max_bytes(r));
   }
@@ -112,8 +117,12 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
   std::vector<pid_t> idle_pids() const override { return {}; }
   std::vector<JobEnd> shutdown(int) override {
     while (!running_.empty()) kill(running_.back(), 0);
+    now_ms_ += shutdown_ms_;  // the workers' exit, as the recorded run's took
     return std::exchange(killed_, {});
   }
+
+  /// Time passes with nothing running (the recorded run's start-up before its first job).
+  void idle_for(std::int64_t ms) { now_ms_ += std::max<std::int64_t>(0, ms); }
 
   ProbeReading read(const std::vector<LiveJob>&, const std::vector<pid_t>&, std::int64_t now_ms, bool) override {
     ProbeReading r;
@@ -171,6 +180,7 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
   const std::vector<std::uint32_t>& by_job_;
   const std::uint32_t cores_;
   const bool vram_matters_;
+  const std::int64_t shutdown_ms_;
   std::vector<std::uint64_t> max_bytes_;  ///< per recorded job
   std::vector<Run> runs_;                 ///< per job id - 1
   std::vector<JobId> running_;            ///< unordered (Run::slot = index)
@@ -255,7 +265,8 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
   config.tick_ms = static_cast<int>(std::max<std::int64_t>(1, settings.sample_interval_ms));
   config.keep_timelines = false;
   config.stop_when_stalled = true;
-  ReplayMachine machine(recorded, order, settings.cores, settings.scheduler.vram_budget_bytes > 0);
+  ReplayMachine machine(recorded, order, settings.cores, settings.scheduler.vram_budget_bytes > 0,
+                        std::max<std::int64_t>(0, settings.shutdown_ms));
   ReplaySink sink(machine, result, config.tick_ms);
   std::unique_ptr<PredictionPolicy> policy;
   if (settings.cold && settings.use_predictions)  // margin applied by the policy, as in the real loop
@@ -268,12 +279,14 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
     if (!settings.cold) job.predicted_peak_bytes = predicted_of(pick);
     driver.add_job(std::move(job));
   }
+  machine.idle_for(settings.startup_ms);
   driver.run();
 
   result.stats = driver.scheduler().stats();
   result.lost_work_s = machine.lost_work_s();
   const auto last_end_ms = static_cast<double>(sink.last_end_ms());
-  result.makespan_s = last_end_ms / 1000.0;
+  // As the real run's summary counts it: from its start to its end, workers' exit included.
+  result.makespan_s = last_end_ms > 0 ? static_cast<double>(driver.elapsed_ms()) / 1000.0 : 0;
   if (last_end_ms > 0) {
     result.average_concurrency = machine.concurrency_ms() / last_end_ms;
     if (settings.scheduler.budget_bytes > 0)

@@ -28,6 +28,12 @@ struct ReplaySettings {
   bool cold = false;
   /// 50 ms: the real loop's default sampling tick (align-batch --sample-ms).
   std::int64_t sample_interval_ms = 50;
+  /// The recorded run's own time before its first job started (history, the plan) and after its
+  /// last job ended (the workers' exit once their stdin closes: LibTorch's teardown, 0.13 s of a
+  /// 3.2 s examples/corpus run): the replayed run spends them too, so its makespan is the real
+  /// run's wall time, not only its jobs'. 0: none (a synthetic workload).
+  std::int64_t startup_ms = 0;
+  std::int64_t shutdown_ms = 0;
 };
 
 /// Replays jobs `picks[i]` (indices into `recorded`; the same record may be picked many times).

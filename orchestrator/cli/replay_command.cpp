@@ -194,6 +194,8 @@ int run_replay(const ReplayOptions& o) {
   settings.cold = o.cold;
   if (info) settings.scheduler.vram_budget_bytes = recorded.vram_budget_bytes;
   settings.sample_interval_ms = o.sample_ms_given ? o.sample_ms : recorded.sample_ms.value_or(o.sample_ms);
+  settings.startup_ms = src.startup_ms;
+  settings.shutdown_ms = src.shutdown_ms;
   const bool cpu_bound = recorded.builtin_engine.value_or(false);
 
   const auto picks = o.scale == 1.0 ? pick_all(src.jobs.size()) : pick_scaled(src.jobs.size(), o.scale, o.seed);
@@ -207,6 +209,8 @@ int run_replay(const ReplayOptions& o) {
                         {"cores", settings.cores},
                         {"budget_bytes", settings.scheduler.budget_bytes},
                         {"sample_ms", settings.sample_interval_ms},
+                        {"startup_ms", settings.startup_ms},
+                        {"shutdown_ms", settings.shutdown_ms},
                         {"cold", o.cold},
                         {"scale", o.scale},
                         {"seed", o.seed}};
@@ -286,6 +290,25 @@ int run_replay(const ReplayOptions& o) {
 
 }  // namespace
 
+namespace {
+
+// The replayed run's time outside its jobs: from its start to its first job's start, and from its
+// last job's end to its own end (the workers' exit).
+void measure_run_ends(ReplaySource& src, const std::vector<JobRow>& rows) {
+  std::optional<std::int64_t> first_start_ms, last_end_ms;
+  for (const JobRow& row : rows) {
+    if (!row.started_at_ms) continue;
+    const auto end_ms = *row.started_at_ms + static_cast<std::int64_t>(row.wall_s * 1000.0);
+    first_start_ms = std::min(first_start_ms.value_or(*row.started_at_ms), *row.started_at_ms);
+    last_end_ms = std::max(last_end_ms.value_or(end_ms), end_ms);
+  }
+  if (!first_start_ms || !src.run) return;
+  src.startup_ms = std::max<std::int64_t>(0, *first_start_ms - src.run->info.started_at_ms);
+  if (src.run->ended_at_ms) src.shutdown_ms = std::max<std::int64_t>(0, *src.run->ended_at_ms - *last_end_ms);
+}
+
+}  // namespace
+
 StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
                                              const std::string& key) {
   using R = StoreResult<ReplaySource>;
@@ -330,6 +353,7 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
     rows = std::move(*jobs);
   }
 
+  if (src.run && (run_id || key.empty())) measure_run_ends(src, rows);
   // In the corpus's order (its scan sorts paths), as the real run numbered its jobs: the
   // scheduler breaks ties between equal estimates and sizes by that number, so replay's jobs
   // must come in the same order to start as the real ones did (history lists them as they ended).

@@ -23,6 +23,9 @@ struct ReplaySource {
   std::vector<std::string> keys;      ///< distinct job keys among `jobs`
   std::optional<RunRow> run;          ///< the run replayed, or the newest run of the key's jobs
   std::uint32_t passed_over = 0;      ///< newer runs left out by default: they finished no job
+  /// One run replayed: its time before the first job started and after the last one ended
+  /// (ReplaySettings::startup_ms, shutdown_ms); 0 when replaying a key's jobs of many runs.
+  std::int64_t startup_ms = 0, shutdown_ms = 0;
 };
 
 /// Loads the jobs of run `run_id`, or of `key` (all runs), or, with neither, of the newest run

@@ -193,6 +193,42 @@ TEST_CASE("replay predicts from recorded audio durations as the real loop does, 
   }
 }
 
+TEST_CASE("replay spends the recorded run's time outside its jobs: start-up before the first, the workers' exit after the last") {
+  test::TempDir dir("ab-replay");
+  auto opened = HistoryStore::open(dir.path() / "history.sqlite");
+  REQUIRE(opened.ok());
+  HistoryStore& store = *opened.value();
+  RunInfo info;
+  info.started_at_ms = 1'700'000'000'000;
+  info.budget_bytes = 4 * kGiB;
+  auto run = store.begin_run(info);
+  REQUIRE(run.ok());
+  // Two jobs of 1 s side by side, 100 ms after the run began; the run ends 400 ms after them.
+  for (int i = 0; i < 2; ++i) {
+    JobRecord rec;
+    rec.run_id = *run;
+    rec.input_path = "corpus/" + std::to_string(i) + ".wav";
+    rec.input_size_bytes = 1000;
+    rec.job_key = "cmd:test";
+    rec.peak_pss_bytes = 100 * kMiB;
+    rec.wall_s = 1.0;
+    rec.started_at_ms = info.started_at_ms + 100;
+    REQUIRE(store.record_job(rec).ok());
+  }
+  REQUIRE(store.end_run(*run, 0, info.started_at_ms + 1500).ok());
+  auto loaded = load_replay_source(store, *run, "");
+  REQUIRE(loaded.ok());
+  CHECK(loaded->startup_ms == 100);
+  CHECK(loaded->shutdown_ms == 400);
+  ReplaySettings s;
+  s.scheduler.budget_bytes = info.budget_bytes;
+  s.startup_ms = loaded->startup_ms;
+  s.shutdown_ms = loaded->shutdown_ms;
+  const ReplayResult r = replay(loaded->jobs, pick_all(loaded->jobs.size()), s);
+  CHECK(r.ok == 2);
+  CHECK(r.makespan_s == doctest::Approx(1.5));  // the real run's wall time, not its jobs' 1.0 s
+}
+
 }  // namespace ab
 
 TEST_CASE("replay --mem-budget PCT resolves against what the recorded run had: its cgroup limit, MemTotal, reserve") {
