@@ -110,6 +110,9 @@ class BatchDriver {
 
   /// Queues a job; returns its id (1, 2, ...: admission breaks ties by it, so add in queue order).
   JobId add_job(DriverJob job);
+  /// Room for `jobs` more add_job calls at once: a big corpus's job table grown by doubling held
+  /// up to 1.5 times its size while it moved (heaptrack, 20,000 jobs: 6.7 MB for 2.7 MB of jobs).
+  void reserve(std::size_t jobs) { jobs_.reserve(jobs_.size() + jobs); }
   /// Runs every queued job to its end (or to an interrupt or a setup error) and shuts the runner
   /// down: no worker is left.
   void run();

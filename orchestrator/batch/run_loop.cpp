@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <set>
 #include <system_error>
 
@@ -37,7 +38,18 @@ constexpr std::int64_t kHistoryBatchMs = 50;
 
 }  // namespace
 
-/// A file's side of a job (the driver keeps its attempts, peaks and timeline: DriverJob).
+/// What a file's job holds only while an attempt of it is under way: made when it is prepared,
+/// dropped once it is recorded. In the Job itself these held ~110 bytes of every queued file, and
+/// an ok job's outputs kept their paths' heap to the end of the run.
+struct RunLoop::Attempt {
+  std::int64_t started_unix_ms = 0;  ///< for history (reports draw it)
+  fs::path staging;  ///< external engine: this attempt's {out} directory (one of the pool's)
+  std::optional<std::string> transcript_hash;  ///< this attempt's transcript, hashed as it was sent
+  std::vector<OutputFile> outputs;  ///< what an ok attempt wrote, stat'ed right after
+};
+
+/// A file's side of a job (the driver keeps its attempts, peaks and timeline: DriverJob). 64
+/// bytes: one is held for every queued file (bench/many_jobs.sh's memory line).
 struct RunLoop::Job {
   JobId id = 0;
   /// Its file's index in the corpus; Pass::file_of builds the CorpusFile when one is needed. A
@@ -49,13 +61,10 @@ struct RunLoop::Job {
   std::uint64_t size_bytes = 0;
   std::int64_t mtime_ns = 0;
   std::optional<double> audio_duration_s;
-  std::int64_t started_unix_ms = 0;  ///< for history (reports draw it)
-  fs::path staging;  ///< external engine: this attempt's {out} directory (one of the pool's)
-  std::string task;  ///< what it runs: "align", "transcribe" or "command" (recorded for resume)
-  std::string reason;  ///< why it runs (resume.h)
+  std::unique_ptr<Attempt> attempt;  ///< while an attempt is under way
+  /// What it runs, in task_names_: "align", "transcribe" or "command" (recorded for resume).
+  std::uint8_t task = 0;
   bool transcribed_for_want = false;
-  std::optional<std::string> transcript_hash;  ///< this attempt's transcript, hashed as it was sent
-  std::vector<OutputFile> outputs;  ///< what an ok attempt wrote, stat'ed right after
 };
 
 std::size_t clean_stale_staging(const fs::path& out_dir) {
@@ -120,6 +129,7 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
   const bool any_transcript =
       std::any_of(corpus.files.begin(), corpus.files.end(), [](const CorpusFile& f) { return f.transcript.has_value(); });
   std::vector<PlannedFile> out;
+  out.reserve(corpus.files.size());
   for (std::size_t i = 0; i < corpus.files.size(); ++i) {
     const CorpusFile f = corpus.files[i];
     PlannedFile p;
@@ -164,12 +174,13 @@ RunnerJob RunLoop::make_runner_job(Job& job, const CorpusFile& f) {
   RunnerJob rj;
   rj.id = job.id;
   rj.name = f.relative.string();
+  release_staging(job, false);  // an attempt prepared but never started
+  job.attempt = std::make_unique<Attempt>();
   // An external command may read the transcript too ({dir}/{stem}.txt): only transcription does not.
-  job.transcript_hash = job.task == "transcribe" ? std::nullopt : transcript_hash_of(f);
-  job.outputs.clear();
+  job.attempt->transcript_hash = task_of(job) == "transcribe" ? std::nullopt : transcript_hash_of(f);
   if (config_.command) {
     take_staging(job);
-    CommandPlaceholders values{f.audio, job.staging / f.out_base.filename(), f.audio.stem().string(),
+    CommandPlaceholders values{f.audio, job.attempt->staging / f.out_base.filename(), f.audio.stem().string(),
                                f.audio.parent_path()};
     rj.argv = config_.command->expand(values);
   } else {
@@ -177,7 +188,7 @@ RunnerJob RunLoop::make_runner_job(Job& job, const CorpusFile& f) {
     fs::create_directories(f.out_base.parent_path(), ec);
     // Paths go as JSON strings, or as {"hex": ...} when not UTF-8 (common/wire_path.h): byte-exact.
     nlohmann::json req = {{"id", job.id}, {"audio", path_to_json(f.audio.string())},
-                          {"out", path_to_json(f.out_base.string())}, {"task", job.task}};
+                          {"out", path_to_json(f.out_base.string())}, {"task", task_of(job)}};
     req["transcript"] = f.transcript ? path_to_json(f.transcript->string()) : nlohmann::json(nullptr);
     rj.request_json = req.dump();
   }
@@ -199,7 +210,7 @@ bool RunLoop::finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end
         error = "output " + display_path(path) + " is missing right after the worker wrote it; check --out";
         return false;
       }
-      job.outputs.push_back(*o);
+      job.attempt->outputs.push_back(*o);
     }
     return true;
   }
@@ -212,7 +223,7 @@ bool RunLoop::finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end
   }
   // Each output appears under --out by one rename, so no reader ever sees half a file, and a run
   // killed at any moment leaves only whole outputs there (stale staging is removed next run).
-  for (const auto& entry : fs::directory_iterator(job.staging, ec)) {
+  for (const auto& entry : fs::directory_iterator(job.attempt->staging, ec)) {
     std::error_code rec;
     const fs::path dest = dest_dir / entry.path().filename();
     fs::rename(entry.path(), dest, rec);
@@ -221,36 +232,46 @@ bool RunLoop::finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end
               ": " + rec.message();
       return false;
     }
-    if (auto o = stat_output(dest.string())) job.outputs.push_back(*o);
+    if (auto o = stat_output(dest.string())) job.attempt->outputs.push_back(*o);
   }
   release_staging(job, /*known_empty=*/true);
   return true;
 }
 
 void RunLoop::take_staging(Job& job) {
+  fs::path& staging = job.attempt->staging;
   if (!free_staging_.empty()) {
-    job.staging = std::move(free_staging_.back());
+    staging = std::move(free_staging_.back());
     free_staging_.pop_back();
     return;
   }
   // A directory per concurrent job, reused: making and removing one per job cost the parent
   // more than the spawn itself (ext4 inode allocation, perf on 5,000 jobs of /bin/true).
-  job.staging = staging_dir_ / fmt::format("s{}", ++staging_made_);
+  staging = staging_dir_ / fmt::format("s{}", ++staging_made_);
   std::error_code ec;
-  fs::remove_all(job.staging, ec);
-  fs::create_directories(job.staging, ec);
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging, ec);
 }
 
 void RunLoop::release_staging(Job& job, bool known_empty) {
-  if (job.staging.empty()) return;
+  if (!job.attempt || job.attempt->staging.empty()) return;
+  fs::path& staging = job.attempt->staging;
   std::error_code ec;
   if (!known_empty)
-    for (const auto& entry : fs::directory_iterator(job.staging, ec)) {
+    for (const auto& entry : fs::directory_iterator(staging, ec)) {
       std::error_code rec;
       fs::remove_all(entry.path(), rec);
     }
-  free_staging_.push_back(std::move(job.staging));
-  job.staging.clear();
+  free_staging_.push_back(std::move(staging));
+  staging.clear();
+}
+
+const std::string& RunLoop::task_of(const Job& job) const { return task_names_[job.task]; }
+
+std::uint8_t RunLoop::task_index(const std::string& task) {
+  auto it = std::find(task_names_.begin(), task_names_.end(), task);
+  if (it == task_names_.end()) it = task_names_.insert(task_names_.end(), task);
+  return static_cast<std::uint8_t>(it - task_names_.begin());
 }
 
 /// One run of the corpus: the batch driver (batch_driver.h) runs its jobs; this is its job sink:
@@ -403,8 +424,15 @@ bool RunLoop::Pass::begin() {
 
 void RunLoop::Pass::enqueue(const Corpus& corpus) {
   std::vector<FailedFile> plan_errors;
-  const auto planned = loop.plan(corpus, plan_errors);
+  auto planned = loop.plan(corpus, plan_errors);
   for (auto& e : plan_errors) summary.failed.push_back(e);
+  // The files' jobs first, then the plan is let go, then the driver's jobs: the plan (~100 bytes
+  // a file) is never held beside the driver's and the scheduler's records.
+  const auto to_run = static_cast<std::size_t>(
+      std::count_if(planned.begin(), planned.end(), [](const PlannedFile& p) { return !p.skip; }));
+  jobs.reserve(to_run);
+  std::vector<std::optional<std::uint64_t>> predicted;
+  predicted.reserve(to_run);
   for (const auto& p : planned) {
     if (p.skip) {
       ++summary.skipped;
@@ -415,17 +443,21 @@ void RunLoop::Pass::enqueue(const Corpus& corpus) {
     job.size_bytes = corpus.files.size_bytes(p.file);
     job.mtime_ns = corpus.files.mtime_ns(p.file);
     job.audio_duration_s = corpus.files.audio_duration_s(p.file);
-    job.task = p.task;
-    job.reason = p.reason;
+    job.task = loop.task_index(p.task);
     job.transcribed_for_want = p.transcribed_for_want;
     ++summary.run_reasons[p.reason.substr(0, p.reason.find(':'))];
     if (p.reason != kReasonNew) summary.reran.push_back({audio_path_of(job), p.reason});
-    DriverJob dj;
-    dj.size_bytes = job.size_bytes;
-    dj.audio_duration_s = job.audio_duration_s;
-    dj.predicted_peak_bytes = p.predicted_peak_bytes;
-    job.id = driver->add_job(std::move(dj));
+    predicted.push_back(p.predicted_peak_bytes);
     jobs.push_back(std::move(job));
+  }
+  planned = {};
+  driver->reserve(jobs.size());
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    DriverJob dj;
+    dj.size_bytes = jobs[i].size_bytes;
+    dj.audio_duration_s = jobs[i].audio_duration_s;
+    dj.predicted_peak_bytes = predicted[i];
+    jobs[i].id = driver->add_job(std::move(dj));
   }
 
   state.total = jobs.size();
@@ -463,7 +495,7 @@ Result<RunnerJob> RunLoop::Pass::prepare(DriverJob& dj) {
 }
 
 void RunLoop::Pass::started(const DriverJob& dj, std::uint64_t estimate_bytes) {
-  file_job(dj.id).started_unix_ms = clock_.unix_ms();
+  if (Job& job = file_job(dj.id); job.attempt) job.attempt->started_unix_ms = clock_.unix_ms();
   progress_.job_started(name_of(dj.id), dj.attempts, estimate_bytes, state);
 }
 
@@ -484,6 +516,7 @@ void RunLoop::Pass::ended(DriverJob& dj, const JobEnd& end, JobOutcome& outcome)
                                                                        : JobStatus::kKilled;
   record(dj, status, &end, outcome.kind == JobOutcome::Kind::kOk ? std::string() : outcome.error,
          outcome.kind == JobOutcome::Kind::kDied && outcome.oom_suspected);
+  job.attempt.reset();
 }
 
 void RunLoop::Pass::settled(const DriverJob& dj, const JobEnd& end, const JobOutcome& outcome) {
@@ -524,17 +557,22 @@ void RunLoop::Pass::stopped(DriverJob& dj, const JobEnd& end, bool setup_fault) 
   running_fraction.erase(dj.id);
   if (setup_fault) {
     std::error_code ec;
-    if (!job.staging.empty()) fs::remove_all(job.staging, ec);
+    if (job.attempt && !job.attempt->staging.empty()) fs::remove_all(job.attempt->staging, ec);
+    job.attempt.reset();
     return;
   }
   // Interrupted: not the job's fault and not finished; the next run does it again.
   record(dj, JobStatus::kKilled, &end, "interrupted");
   loop.release_staging(job, false);
+  job.attempt.reset();
   progress_.job_ended(name_of(dj.id), "interrupted", "", dj.peak_pss_bytes, end.wall_s, state);
 }
 
 void RunLoop::Pass::failed(DriverJob& dj, const std::string& reason, bool announce) {
-  fail_file(file_job(dj.id), reason);
+  Job& job = file_job(dj.id);
+  loop.release_staging(job, false);  // prepared, but it could not start
+  job.attempt.reset();
+  fail_file(job, reason);
   if (announce) progress_.job_ended(name_of(dj.id), "failed", reason, dj.peak_pss_bytes, 0, state);
 }
 
@@ -658,10 +696,12 @@ void RunLoop::Pass::record(const DriverJob& dj, JobStatus status, const JobEnd* 
     if (end->term_signal) rec.term_signal = end->term_signal;
   }
   rec.error = error;
-  rec.task = job.task;
-  rec.transcript_hash = job.transcript_hash;
-  if (status == JobStatus::kOk) rec.outputs = job.outputs;
-  if (job.started_unix_ms) rec.started_at_ms = job.started_unix_ms;
+  rec.task = loop.task_of(job);
+  if (const Attempt* a = job.attempt.get()) {
+    rec.transcript_hash = a->transcript_hash;
+    if (status == JobStatus::kOk) rec.outputs = a->outputs;
+    if (a->started_unix_ms) rec.started_at_ms = a->started_unix_ms;
+  }
   rec.predicted_peak_bytes = dj.predicted_peak_bytes;
   rec.oom_suspected = oom_suspected;
   pending_history.push_back({std::move(rec), dj.timeline});

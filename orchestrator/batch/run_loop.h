@@ -108,10 +108,14 @@ class RunLoop {
 
  private:
   struct Job;
+  struct Attempt;  ///< a job's attempt under way (run_loop.cpp)
   struct Pass;  ///< one run's state and steps (run_loop.cpp)
   RunnerJob make_runner_job(Job& job, const CorpusFile& file);
   bool finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end, std::string& error);
   std::string task_for(const CorpusFile& file) const;
+  /// Jobs name their task by its index in task_names_ (a string each cost 32 bytes a file).
+  std::uint8_t task_index(const std::string& task);
+  const std::string& task_of(const Job& job) const;
   /// External engine: a staging directory for `job`'s attempt, from the pool (or a new one).
   void take_staging(Job& job);
   /// Empties `job`'s staging directory (unless `known_empty`) and returns it to the pool.
@@ -130,6 +134,7 @@ class RunLoop {
   std::filesystem::path staging_dir_;
   std::vector<std::filesystem::path> free_staging_;
   std::size_t staging_made_ = 0;
+  std::vector<std::string> task_names_;
 };
 
 /// Removes staging directories under `out_dir`/.align-batch/staging left by runs that died

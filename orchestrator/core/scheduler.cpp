@@ -93,6 +93,7 @@ void Scheduler::fail(JobId id, std::string reason) {
   pending_fails_.push_back({Decision::Kind::kFail, id, std::move(reason)});
   ++stats_.failed;
   jobs_.erase(id);
+  last_errors_.erase(id);
 }
 
 // False (and the job failed, erased) when the job's estimate exceeds a whole budget on its own.
@@ -379,17 +380,19 @@ void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /
       ++stats_.finished_ok;
       if (job.cold) ++cold_succeeded_;
       jobs_.erase(it);
+      last_errors_.erase(id);
       return;
     case JobOutcome::Kind::kFailed:
       ++stats_.failed;
       jobs_.erase(it);
+      last_errors_.erase(id);
       return;
     case JobOutcome::Kind::kDied:
       if (!outcome.oom_suspected) {
-        job.last_error = outcome.error;
+        const std::string& last_error = last_errors_[id] = outcome.error;
         if (++job.deaths >= std::max<std::uint32_t>(1, config_.max_attempts)) {
           fail(id, "failed " + std::to_string(job.deaths) + " times; last error: " +
-                       (job.last_error.empty() ? std::string("the worker died") : job.last_error));
+                       (last_error.empty() ? std::string("the worker died") : last_error));
           return;
         }
         requeue_or_fail(job, peak_seen, peak_vram_seen, /*raise=*/false);

@@ -177,19 +177,20 @@ class Scheduler {
   const SchedulerConfig& config() const { return config_; }
 
  private:
-  enum class Where { kQueued, kRunning };
+  enum class Where : std::uint8_t { kQueued, kRunning };
+  /// One is held for every queued file: 120 bytes (a node of jobs_ 128), its fields ordered so
+  /// that nothing pads them; a crash's error lives in last_errors_.
   struct Job {
     JobSpec spec;
-    Where where = Where::kQueued;
     std::uint64_t floor_bytes = 0;       ///< estimate raised after a kill: never predicted below
     std::uint64_t floor_vram_bytes = 0;
     std::uint32_t deaths = 0;            ///< crashes (count against max_attempts)
     std::uint32_t guard_kills = 0;       ///< guard kills and OOM deaths
-    std::string last_error;
+    Where where = Where::kQueued;
     // While running:
+    bool cold = false;                   ///< admitted without a prediction
     std::int64_t start_ms = 0;
     std::uint64_t start_seq = 0;
-    bool cold = false;                   ///< admitted without a prediction
     std::uint64_t reserved_bytes = 0;    ///< what admission counted for it
     std::uint64_t observed_peak_bytes = 0;
     std::uint64_t observed_vram_bytes = 0;
@@ -226,6 +227,7 @@ class Scheduler {
   SchedulerConfig config_;
   SchedulerStats stats_;
   std::unordered_map<JobId, Job> jobs_;  ///< queued and running jobs
+  std::unordered_map<JobId, std::string> last_errors_;  ///< the last crash's error, of jobs that crashed
   std::set<PredictedKey, PredictedOrder> predicted_queue_;
   std::set<ColdKey, ColdOrder> cold_queue_;
   /// Running jobs by (start_ms, start order, id): the youngest is last.
