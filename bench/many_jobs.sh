@@ -16,14 +16,17 @@
 #                                       jobs/s at the largest size it ran, marked with a '*'
 #       CORPUS=DIR                      where the tiny WAVs live (default a temp dir, removed at
 #                                       the end); given, it is kept and reused by later runs
+#       REPORT=0                        1: align-batch also writes its end-of-run report (at
+#                                       100,000 jobs a 71 MB page, its peak RSS 3.2 KiB a job)
 #
 # Each job is `/bin/true FILE OUT` over 10 ms WAVs (bench/make_tiny_corpus.py, 1000 a directory).
 # Contestants: xargs -P WORKERS -n1, GNU parallel -j WORKERS, align-batch --workers WORKERS with the
 # memory guard on and history written (its default), and align-batch --no-history. Per contestant:
 # wall time, jobs/s, jobs/s as a share of xargs', and the parent's own CPU per job (its utime +
-# stime apart from its children's: bench/own_cpu.py). Per size, the parent's peak RSS per queued
-# file, of the real run (above a one-file run's) and of --dry-run (above a one-file dry run's),
-# and the corpus scan time the run reports.
+# stime apart from its children's: bench/own_cpu.py). Per size, the parent's memory per queued
+# file: its VmHWM once every file is queued (a run stopped when its first job starts; above a
+# one-file run's), the whole run's peak RSS, and --dry-run's; and the corpus scan time the run
+# reports.
 # Last, align-batch's parent CPU per job at the largest size over the smallest: flat is 1.0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +37,9 @@ workers=${WORKERS:-2}
 parallel_max=${PARALLEL_MAX:-10000}
 nohist_max=${NOHIST_MAX:-all}
 xargs_max=${XARGS_MAX:-all}
+report=${REPORT:-0}
+report_flag=--no-report
+[ "$report" = 1 ] && report_flag=""
 ab=$build/orchestrator/align-batch
 py=/usr/bin/python3
 [ -x "$ab" ] || { echo "many_jobs.sh: $ab not built; run cmake --build $build --target align-batch" >&2; exit 2; }
@@ -66,6 +72,27 @@ base_kib=$(field "$tmp/base" 5)
 $own_cpu "$tmp/base_run" "$ab" --workers "$workers" --no-report --out "$tmp/out-one" "$corpus/d0000/f0000000.wav" -- /bin/true {in} {out} > /dev/null 2>&1
 base_run_kib=$(field "$tmp/base_run" 5)
 rm -rf "$tmp/out-one"
+
+# The parent's VmHWM (KiB) once it has queued every file of DIRS...: the run is stopped (SIGTERM)
+# as its first job starts, after scan, plan and queue, the peak of a corpus's queue. Counted above
+# a whole one-file run's peak.
+queued_hwm_kib() {
+  local out=$tmp/out-queued
+  rm -rf "$out"
+  "$ab" --workers "$workers" --progress plain --no-report --out "$out" "$@" -- /bin/true {in} {out} > /dev/null 2> "$tmp/queued.err" &
+  local pid=$! hwm=""
+  while kill -0 "$pid" 2>/dev/null; do
+    if grep -q '^start ' "$tmp/queued.err"; then
+      hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
+      kill -TERM "$pid"
+      break
+    fi
+    sleep 0.2
+  done
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$out"
+  echo "${hwm:-0}"
+}
 xargs_rate=""  # jobs/s of xargs at the largest size it ran (XARGS_MAX)
 
 declare -A per_job_ms
@@ -91,10 +118,10 @@ for n in $sizes; do
   fi
   contestants="$contestants ab"
   rm -rf "$tmp/out-ab" "$tmp/out-nohist"
-  $own_cpu "$tmp/ab" "$ab" --workers "$workers" --progress plain --out "$tmp/out-ab" "${dirs[@]}" \
+  $own_cpu "$tmp/ab" "$ab" --workers "$workers" --progress plain $report_flag --out "$tmp/out-ab" "${dirs[@]}" \
     -- /bin/true {in} {out} > "$tmp/ab.out" 2> "$tmp/ab.err" || { echo "align-batch failed:"; tail -5 "$tmp/ab.err"; exit 1; }
   if [ "$nohist_max" = all ] || [ "$n" -le "$nohist_max" ]; then
-    $own_cpu "$tmp/nohist" "$ab" --workers "$workers" --progress plain --no-history --out "$tmp/out-nohist" "${dirs[@]}" \
+    $own_cpu "$tmp/nohist" "$ab" --workers "$workers" --progress plain --no-history $report_flag --out "$tmp/out-nohist" "${dirs[@]}" \
       -- /bin/true {in} {out} > /dev/null 2>&1
     contestants="$contestants nohist"
   fi
@@ -118,10 +145,11 @@ for n in $sizes; do
   # The queue's memory: --dry-run's peak RSS over a one-file dry run, per file.
   $own_cpu "$tmp/dry" "$ab" --dry-run --no-history --out "$tmp/out-dry" "${dirs[@]}" -- /bin/true {in} {out} > /dev/null 2> "$tmp/dry.err"
   scan=$(sed -n 's/.*scanned the corpus in \([0-9.]*\) s.*/\1/p' "$tmp/ab.err" | head -1)
+  queued=$(queued_hwm_kib "${dirs[@]}")
   awk -v n="$n" -v rss="$(field "$tmp/dry" 5)" -v base="$base_kib" -v run_rss="$(field "$tmp/ab" 5)" \
-    -v run_base="$base_run_kib" -v scan="${scan:-<1}" \
-    'BEGIN { printf "%-9d memory per queued file: the run %.0f bytes (peak RSS %.0f MiB), --dry-run %.0f bytes (%.0f MiB); scan %s s\n",
-             n, (run_rss - run_base) * 1024 / n, run_rss / 1024, (rss - base) * 1024 / n, rss / 1024, scan }'
+    -v run_base="$base_run_kib" -v q="$queued" -v qbase="$base_run_kib" -v scan="${scan:-<1}" \
+    'BEGIN { printf "%-9d memory per queued file: %.0f bytes queued (VmHWM %.0f MiB); the whole run %.0f bytes (peak RSS %.0f MiB), --dry-run %.0f bytes (%.0f MiB); scan %s s\n",
+             n, (q - qbase) * 1024 / n, q / 1024, (run_rss - run_base) * 1024 / n, run_rss / 1024, (rss - base) * 1024 / n, rss / 1024, scan }'
   rm -rf "$tmp/out-ab" "$tmp/out-nohist" "$tmp/out-par" "$tmp/out-dry"
 done
 
