@@ -97,7 +97,7 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
       // A started job whose raised estimate no longer fits, while no worker has finished
       // loading its model: the estimate is a loading worker's memory, the same for every file.
       if (config_.persistent_workers && job.attempts > 0 && !runner_.ready_idle_bytes() &&
-          d.reason.find("at peak but the budget is") != std::string::npos) {
+          d.reason.kind == Reason::Kind::kNeedsMoreThanBudget) {
         fail_setup(fmt::format(
             "one align-batch-worker needs more than the budget even idle: stopped while still loading the model "
             "(it held {}), it would need more than the budget {} to finish loading; raise --mem-budget (or the "
@@ -107,7 +107,7 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
         break;
       }
       job.finished = true;
-      sink_.failed(job, d.reason, true);
+      sink_.refused(job, d.reason);
     } else {
       start(job, now_ms, started);
       if (setup_failed_) break;
@@ -125,7 +125,7 @@ void BatchDriver::confirm_kill(DriverJob& job, const Decision& d) {
   const ProbeReading fresh = read(/*exact=*/true);
   if (!scheduler_.confirm_kill(d.job, fresh.sample)) return;
   job.guard_kill = true;
-  sink_.notice(&job, "stopping it to stay inside the budget (" + d.reason + ")");
+  sink_.stopping(job, d.reason);
   runner_.kill(d.job, config_.kill_grace_ms);
 }
 

@@ -82,9 +82,13 @@ class JobSink {
   /// An attempt ended by the run's stop (`setup_fault`: the run's setup failed; else an
   /// interrupt): not the file's doing, it runs again next time.
   virtual void stopped(DriverJob& job, const JobEnd& end, bool setup_fault) = 0;
-  /// The file fails for good without a (further) attempt: the scheduler's kFail, a refused
-  /// prepare (`announce` false) or a start the runner refused.
+  /// The file fails for good without a (further) attempt: a refused prepare (`announce` false)
+  /// or a start the runner refused.
   virtual void failed(DriverJob& job, const std::string& reason, bool announce) = 0;
+  /// The scheduler failed the file for good (its kFail decision), for `reason`.
+  virtual void refused(DriverJob& job, const Reason& reason) = 0;
+  /// The memory guard is stopping `job` (a confirmed kill), for `reason`; it is requeued.
+  virtual void stopping(const DriverJob& job, const Reason& reason) = 0;
   /// Something the user should know, about `job` when not null.
   virtual void notice(const DriverJob* job, const std::string& text) = 0;
   /// After each reading: jobs running, memory in use, the workers' own status.

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "orchestrator/core/scheduler.h"
+
 namespace ab {
 
 /// Where the batch stands, for the live line and the JSON events.
@@ -124,6 +126,8 @@ class ProgressSink {
                          bool band_limited = false) = 0;
   /// A plain message (warnings, interrupt notices).
   virtual void message(const std::string& text) = 0;
+  /// The scheduler's reason for a kill or a failure, in the words the user reads.
+  virtual std::string describe(const Reason& reason) const = 0;
   /// Called every loop tick.
   virtual void tick(const ProgressState& state) = 0;
 };

@@ -212,11 +212,16 @@ class ReplaySink final : public JobSink {
       ++result_.ok;
       last_end_ms_ = machine_.now_ms();
     } else if (outcome.kind == JobOutcome::Kind::kFailed) {
-      count_failure(outcome.error);
+      ++result_.failed;
     }
   }
   void stopped(DriverJob&, const JobEnd&, bool) override {}
-  void failed(DriverJob&, const std::string& reason, bool) override { count_failure(reason); }
+  void failed(DriverJob&, const std::string&, bool) override { ++result_.failed; }
+  void refused(DriverJob&, const Reason& reason) override {
+    ++result_.failed;
+    if (result_.fail_reasons.size() < kMaxFailReasons) result_.fail_reasons.push_back(reason);
+  }
+  void stopping(const DriverJob&, const Reason&) override {}
   void notice(const DriverJob*, const std::string&) override {}
   void tick(std::size_t, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>&) override {
     result_.peak_total_bytes = std::max(result_.peak_total_bytes, in_use_bytes);
@@ -227,11 +232,6 @@ class ReplaySink final : public JobSink {
   double memory_ms() const { return memory_ms_; }
 
  private:
-  void count_failure(const std::string& reason) {
-    ++result_.failed;
-    if (result_.fail_reasons.size() < kMaxFailReasons) result_.fail_reasons.push_back(reason);
-  }
-
   ReplayMachine& machine_;
   ReplayResult& result_;
   const std::int64_t interval_ms_;

@@ -141,7 +141,9 @@ TEST_CASE("replay: a job larger than the budget fails with the scheduler's reaso
   CHECK(r.ok == 1);
   CHECK(r.failed == 1);
   REQUIRE(r.fail_reasons.size() == 1);
-  CHECK(r.fail_reasons[0].find("needs ~6.0 GiB at peak but the budget is 4.0 GiB") == 0);
+  CHECK(r.fail_reasons[0].kind == Reason::Kind::kNeedsMoreThanBudget);
+  CHECK(r.fail_reasons[0].need_bytes == 6 * kGiB);
+  CHECK(r.fail_reasons[0].limit_bytes == 4 * kGiB);
 }
 
 TEST_CASE("pick_scaled draws K times the jobs from the recorded ones, reproducibly") {

@@ -289,6 +289,10 @@ struct RunLoop::Pass : JobSink {
   void settled(const DriverJob& job, const JobEnd& end, const JobOutcome& outcome) override;
   void stopped(DriverJob& job, const JobEnd& end, bool setup_fault) override;
   void failed(DriverJob& job, const std::string& reason, bool announce) override;
+  void refused(DriverJob& job, const Reason& reason) override { failed(job, progress_.describe(reason), true); }
+  void stopping(const DriverJob& job, const Reason& reason) override {
+    notice(&job, "stopping it to stay inside the budget (" + progress_.describe(reason) + ")");
+  }
   void notice(const DriverJob* job, const std::string& text) override;
   void tick(std::size_t running, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>& workers) override;
   void after_wait() override { flush_history(false); }

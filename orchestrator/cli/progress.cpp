@@ -1,5 +1,6 @@
 // Progress: live line on a terminal, log lines otherwise, JSON events for programs; the summary.
 #include "orchestrator/cli/progress.h"
+#include "orchestrator/cli/decision_words.h"
 
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -143,6 +144,8 @@ void Progress::job_ended(const std::string& name, const std::string& status, con
                wall_s, detail.empty() ? "" : ": ", detail.c_str());
   std::fflush(log_);
 }
+
+std::string Progress::describe(const Reason& reason) const { return ab::describe(reason); }
 
 void Progress::message(const std::string& text) {
   if (mode_ == Mode::kQuiet) return;

@@ -55,6 +55,8 @@ class Progress : public ProgressSink {
                  std::uint64_t peak_bytes, double wall_s, const ProgressState& state, bool band_limited = false) override;
   /// A plain message (warnings, interrupt notices).
   void message(const std::string& text) override;
+  /// decision_words.h's words for the scheduler's reason.
+  std::string describe(const Reason& reason) const override;
   /// Called every loop tick; redraws the live line at most every 250 ms (JSON mode: a
   /// "progress" event at most every second).
   void tick(const ProgressState& state) override;

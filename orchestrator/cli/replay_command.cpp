@@ -1,6 +1,7 @@
 // `align-batch replay`: reads history, replays it (or sweeps settings), prints, stores tuned settings.
 #include "orchestrator/batch/exit_code.h"
 #include "orchestrator/cli/replay_command.h"
+#include "orchestrator/cli/decision_words.h"
 
 #include "orchestrator/batch/prediction_policy.h"
 #include "memguard/budget.h"
@@ -71,7 +72,13 @@ void print_result(const ReplayResult& r, const ReplaySettings& s) {
   fmt::print("  jobs          {} done, {} failed\n", r.ok, r.failed);
   fmt::print("  concurrency   {:.2f} on average, {} at most\n", r.average_concurrency, r.stats.peak_running);
   if (budget) fmt::print("  idle budget   {}\n", percent(r.idle_budget_fraction));
-  for (const auto& reason : r.fail_reasons) fmt::print("  failed: {}\n", reason);
+  for (const auto& reason : r.fail_reasons) fmt::print("  failed: {}\n", describe(reason));
+}
+
+std::vector<std::string> reasons_text(const std::vector<Reason>& reasons) {
+  std::vector<std::string> out;
+  for (const auto& r : reasons) out.push_back(describe(r));
+  return out;
 }
 
 nlohmann::json result_json(const ReplayResult& r) {
@@ -86,7 +93,7 @@ nlohmann::json result_json(const ReplayResult& r) {
           {"average_concurrency", r.average_concurrency},
           {"peak_running", r.stats.peak_running},
           {"idle_budget_fraction", r.idle_budget_fraction},
-          {"fail_reasons", r.fail_reasons}};
+          {"fail_reasons", reasons_text(r.fail_reasons)}};
 }
 
 void print_sweep(const std::vector<SweepRow>& rows, std::size_t best, std::uint64_t budget_bytes) {

@@ -59,7 +59,7 @@ struct ReplayResult {
   double lost_work_s = 0;               ///< work thrown away by guard kills
   std::uint32_t jobs = 0, ok = 0, failed = 0;
   SchedulerStats stats;                 ///< guard kills, retries, peak running, ...
-  std::vector<std::string> fail_reasons;  ///< first few kFail reasons, for the report
+  std::vector<Reason> fail_reasons;  ///< first few kFail reasons, for the report (the CLI words them)
 };
 
 /// Every recorded job once, in order.

@@ -1,7 +1,6 @@
 // Scheduler: admission against the memory budget, preemption of the youngest job, bounded retries.
 #include "orchestrator/core/scheduler.h"
 
-#include "common/bytes.h"
 
 #include <algorithm>
 #include <cassert>
@@ -89,7 +88,7 @@ void Scheduler::dequeue(const Job& job) {
   }
 }
 
-void Scheduler::fail(JobId id, std::string reason) {
+void Scheduler::fail(JobId id, Reason reason) {
   pending_fails_.push_back({Decision::Kind::kFail, id, std::move(reason)});
   ++stats_.failed;
   jobs_.erase(id);
@@ -100,14 +99,20 @@ void Scheduler::fail(JobId id, std::string reason) {
 bool Scheduler::check_fits_alone(Job& job) {
   const std::uint64_t need = estimate_of(job);
   if (config_.budget_bytes > 0 && need > config_.budget_bytes) {
-    fail(job.spec.id, "needs ~" + format_bytes(need) + " at peak but the budget is " + format_bytes(config_.budget_bytes) +
-                          "; raise --mem-budget or split the file");
+    Reason r;
+    r.kind = Reason::Kind::kNeedsMoreThanBudget;
+    r.need_bytes = need;
+    r.limit_bytes = config_.budget_bytes;
+    fail(job.spec.id, std::move(r));
     return false;
   }
   const std::uint64_t vram = vram_estimate_of(job);
   if (config_.vram_budget_bytes > 0 && vram > config_.vram_budget_bytes) {
-    fail(job.spec.id, "needs ~" + format_bytes(vram) + " of GPU memory at peak but the VRAM budget is " +
-                          format_bytes(config_.vram_budget_bytes) + "; raise --vram-budget or split the file");
+    Reason r;
+    r.kind = Reason::Kind::kNeedsMoreThanVramBudget;
+    r.need_bytes = vram;
+    r.limit_bytes = config_.vram_budget_bytes;
+    fail(job.spec.id, std::move(r));
     return false;
   }
   return true;
@@ -218,7 +223,7 @@ void Scheduler::observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_by
   largest_peak_seen_bytes_ = std::max(largest_peak_seen_bytes_, pss_bytes);
 }
 
-std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample,
+std::optional<Reason> Scheduler::pressure_reason(const MemorySample& sample,
                                                       bool lone_job) const {
   std::uint64_t total = sample.idle_pss_bytes + sample.shared_bytes, total_vram = 0;
   // What the plan, corrected by what is seen, says the total can reach: each running job at the
@@ -268,27 +273,31 @@ std::optional<std::string> Scheduler::pressure_reason(const MemorySample& sample
     if (!lone_job && !wrong_plan && used_by_plan <= budget) return std::nullopt;
     return line;
   };
+  Reason r;
+  r.percent = lone_job ? 100.0 : config_.high_water * 100;
   if (auto line = crossed(total, config_.budget_bytes, projected, outgrown)) {
-    return "memory in use " + format_bytes(total) + " is above " + format_bytes(static_cast<std::uint64_t>(*line)) + " (" +
-           fixed(lone_job ? 100.0 : config_.high_water * 100, 0) + "% of the " + format_bytes(config_.budget_bytes) +
-           " budget)";
+    r.kind = Reason::Kind::kMemoryAboveMark;
+    r.used_bytes = total;
+    r.line_bytes = static_cast<std::uint64_t>(*line);
+    r.limit_bytes = config_.budget_bytes;
+  } else if (auto vline = crossed(total_vram, config_.vram_budget_bytes, projected_vram, outgrown_vram)) {
+    r.kind = Reason::Kind::kVramAboveMark;
+    r.used_bytes = total_vram;
+    r.line_bytes = static_cast<std::uint64_t>(*vline);
+    r.limit_bytes = config_.vram_budget_bytes;
+  } else if (config_.reserve_bytes > 0 && sample.mem_available_bytes &&
+             *sample.mem_available_bytes < config_.reserve_bytes) {
+    r.kind = Reason::Kind::kAvailableBelowReserve;
+    r.used_bytes = *sample.mem_available_bytes;
+    r.limit_bytes = config_.reserve_bytes;
+  } else if (sample.psi_full_avg10 && *sample.psi_full_avg10 > config_.psi_full_avg10_limit) {
+    r.kind = Reason::Kind::kPressureStall;
+    r.percent = *sample.psi_full_avg10;
+    r.limit_percent = config_.psi_full_avg10_limit;
+  } else {
+    return std::nullopt;
   }
-  if (auto line = crossed(total_vram, config_.vram_budget_bytes, projected_vram, outgrown_vram)) {
-    return "GPU memory in use " + format_bytes(total_vram) + " is above " +
-           format_bytes(static_cast<std::uint64_t>(*line)) + " (" +
-           fixed(lone_job ? 100.0 : config_.high_water * 100, 0) + "% of the " +
-           format_bytes(config_.vram_budget_bytes) + " VRAM budget)";
-  }
-  if (config_.reserve_bytes > 0 && sample.mem_available_bytes &&
-      *sample.mem_available_bytes < config_.reserve_bytes) {
-    return "available memory " + format_bytes(*sample.mem_available_bytes) + " is below the reserve " +
-           format_bytes(config_.reserve_bytes);
-  }
-  if (sample.psi_full_avg10 && *sample.psi_full_avg10 > config_.psi_full_avg10_limit) {
-    return "memory pressure (PSI full avg10) " + fixed(*sample.psi_full_avg10, 1) + "% is above " +
-           fixed(config_.psi_full_avg10_limit, 1) + "%";
-  }
-  return std::nullopt;
+  return r;
 }
 
 void Scheduler::on_sample(const MemorySample& sample) {
@@ -314,11 +323,9 @@ void Scheduler::on_sample(const MemorySample& sample) {
   // The youngest loses the least work.
   const JobId victim = std::get<2>(*running_by_start_.rbegin());
   const Job& job = jobs_.at(victim);
-  pending_kills_.push_back(
-      {Decision::Kind::kKill, victim,
-       *reason + "; stopping the youngest job (running " +
-           fixed(static_cast<double>(sample.now_ms - job.start_ms) / 1000.0, 1) + " s, using " +
-           format_bytes(job.observed_pss_now_bytes) + ") to requeue it"});
+  reason->running_s = static_cast<double>(sample.now_ms - job.start_ms) / 1000.0;
+  reason->job_bytes = job.observed_pss_now_bytes;
+  pending_kills_.push_back({Decision::Kind::kKill, victim, std::move(*reason)});
   kill_in_flight_ = victim;
   pause_before_kill_ms_ = paused_until_ms_;
   paused_until_ms_ = std::max(paused_until_ms_, sample.now_ms + config_.pause_after_kill_ms);
@@ -391,8 +398,11 @@ void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /
       if (!outcome.oom_suspected) {
         const std::string& last_error = last_errors_[id] = outcome.error;
         if (++job.deaths >= std::max<std::uint32_t>(1, config_.max_attempts)) {
-          fail(id, "failed " + std::to_string(job.deaths) + " times; last error: " +
-                       (last_error.empty() ? std::string("the worker died") : last_error));
+          Reason r;
+          r.kind = Reason::Kind::kCrashedTooOften;
+          r.count = job.deaths;
+          r.last_error = last_error;
+          fail(id, std::move(r));
           return;
         }
         requeue_or_fail(job, peak_seen, peak_vram_seen, /*raise=*/false);
@@ -406,8 +416,11 @@ void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /
   }
   // Guard kill or OOM death: not the job's fault, so it comes back with the estimate it showed.
   if (++job.guard_kills > config_.max_guard_kills) {
-    fail(id, "stopped " + std::to_string(job.guard_kills) + " times to keep memory inside the budget (peak seen " +
-                 format_bytes(peak_seen) + "); lower the number of workers or raise --mem-budget");
+    Reason r;
+    r.kind = Reason::Kind::kGuardKilledTooOften;
+    r.count = job.guard_kills;
+    r.need_bytes = peak_seen;
+    fail(id, std::move(r));
     return;
   }
   requeue_or_fail(job, peak_seen, peak_vram_seen, /*raise=*/true);
@@ -472,9 +485,12 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
         const std::uint64_t need = std::get<0>(key);
         const JobId id = head->spec.id;
         dequeue(*head);
-        fail(id, "needs ~" + format_bytes(need) + " at peak, plus " + format_bytes(shared_bytes_) +
-                     " of model weights shared by all workers, but the budget is " +
-                     format_bytes(config_.budget_bytes) + "; raise --mem-budget or split the file");
+        Reason r;
+        r.kind = Reason::Kind::kNeedsMoreBesideShared;
+        r.need_bytes = need;
+        r.shared_bytes = shared_bytes_;
+        r.limit_bytes = config_.budget_bytes;
+        fail(id, std::move(r));
         out.push_back(std::move(pending_fails_.back()));  // decided now, carried out with this poll
         pending_fails_.pop_back();
         head_known_ = false;

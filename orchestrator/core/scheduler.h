@@ -98,12 +98,43 @@ struct JobOutcome {
   std::string error;                  ///< for kFailed / kDied: what happened, for the summary
 };
 
+/// Why the scheduler stops or fails a job: what happened and its figures. The scheduler says
+/// nothing in words; the CLI words it (orchestrator/cli/decision_words.h).
+struct Reason {
+  enum class Kind {
+    kNone,
+    // kFail: the job cannot run, or has run out of attempts.
+    kNeedsMoreThanBudget,      ///< need_bytes at peak > limit_bytes, the budget
+    kNeedsMoreThanVramBudget,  ///< need_bytes of VRAM at peak > limit_bytes, the VRAM budget
+    kNeedsMoreBesideShared,    ///< need_bytes + shared_bytes (the shared weights) > limit_bytes
+    kCrashedTooOften,          ///< died `count` times; last_error (empty: none reported)
+    kGuardKilledTooOften,      ///< stopped `count` times by the guard; need_bytes: the peak seen
+    // kKill: memory is short; the youngest job (running_s, using job_bytes) is stopped.
+    kMemoryAboveMark,          ///< used_bytes in use > line_bytes (percent % of limit_bytes)
+    kVramAboveMark,            ///< the same for VRAM and the VRAM budget
+    kAvailableBelowReserve,    ///< used_bytes available < limit_bytes, the reserve
+    kPressureStall,            ///< PSI full avg10 percent > limit_percent
+  };
+  Kind kind = Kind::kNone;
+  std::uint64_t need_bytes = 0;
+  std::uint64_t limit_bytes = 0;
+  std::uint64_t shared_bytes = 0;
+  std::uint64_t used_bytes = 0;
+  std::uint64_t line_bytes = 0;
+  double percent = 0;
+  double limit_percent = 0;
+  std::uint32_t count = 0;
+  std::string last_error;
+  double running_s = 0;          ///< kKill: how long the stopped job had run
+  std::uint64_t job_bytes = 0;   ///< kKill: what the stopped job was using
+};
+
 /// What the loop must do.
 struct Decision {
   enum class Kind { kStart, kKill, kFail };
   Kind kind = Kind::kStart;
   JobId job = 0;
-  std::string reason;  ///< for kKill and kFail: user-facing, names the figures involved
+  Reason reason;  ///< for kKill and kFail
 };
 
 /// Counters for the summary and for replay.
@@ -215,13 +246,13 @@ class Scheduler {
   void enqueue(Job& job);
   void dequeue(const Job& job);
   bool check_fits_alone(Job& job);
-  void fail(JobId id, std::string reason);
+  void fail(JobId id, Reason reason);
   void requeue_or_fail(Job& job, std::uint64_t peak_seen_bytes, std::uint64_t peak_vram_seen_bytes,
                        bool raise);
   void start(Job& job, bool cold, std::int64_t now_ms, std::vector<Decision>& out);
   void admit(std::int64_t now_ms, std::vector<Decision>& out);
   void observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_bytes);
-  std::optional<std::string> pressure_reason(const MemorySample& sample, bool lone_job) const;
+  std::optional<Reason> pressure_reason(const MemorySample& sample, bool lone_job) const;
   bool vram_fits(const Job& job) const;
 
   SchedulerConfig config_;

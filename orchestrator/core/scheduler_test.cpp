@@ -154,9 +154,10 @@ TEST_CASE("admission: a job that fits the budget but not beside the shared weigh
   REQUIRE(d.size() == 2);
   for (const auto& x : d)
     if (x.kind == Decision::Kind::kFail) {
-      CHECK(x.reason.find("8.0 GiB") != std::string::npos);
-      CHECK(x.reason.find("4.0 GiB of model weights shared") != std::string::npos);
-      CHECK(x.reason.find("10.0 GiB") != std::string::npos);
+      CHECK(x.reason.kind == Reason::Kind::kNeedsMoreBesideShared);
+      CHECK(x.reason.need_bytes == 8 * kGiB);
+      CHECK(x.reason.shared_bytes == 4 * kGiB);
+      CHECK(x.reason.limit_bytes == 10 * kGiB);
     }
 }
 
@@ -313,8 +314,9 @@ TEST_CASE("a job that cannot fit even alone fails at once, naming its need and t
   s.add_job(predicted(2, kGiB));
   auto d = s.poll(0);
   REQUIRE(fails(d) == std::vector<JobId>{1});
-  CHECK(d[0].reason ==
-        "needs ~6.1 GiB at peak but the budget is 4.0 GiB; raise --mem-budget or split the file");
+  CHECK(d[0].reason.kind == Reason::Kind::kNeedsMoreThanBudget);
+  CHECK(d[0].reason.need_bytes == 6 * kGiB + 100 * kMiB);
+  CHECK(d[0].reason.limit_bytes == 4 * kGiB);
   CHECK(starts(d) == std::vector<JobId>{2});
   CHECK(s.stats().failed == 1);
   // A prediction that arrives later and exceeds the budget fails the queued job the same way.
@@ -341,7 +343,12 @@ TEST_CASE("preemption: crossing the high-water mark kills the youngest job, once
   s.on_sample(sample(400, {{1, 4 * kGiB}, {2, 3 * kGiB}, {3, 2 * kGiB + 512 * kMiB}}));
   auto d = s.poll(400);
   REQUIRE(kills(d) == std::vector<JobId>{3});
-  CHECK(d[0].reason.find("above 9.0 GiB (90% of the 10.0 GiB budget)") != std::string::npos);
+  CHECK(d[0].reason.kind == Reason::Kind::kMemoryAboveMark);
+  CHECK(d[0].reason.used_bytes == 9 * kGiB + 512 * kMiB);
+  CHECK(d[0].reason.line_bytes == 9 * kGiB);  // 90% of 10 GiB
+  CHECK(d[0].reason.percent == doctest::Approx(90));
+  CHECK(d[0].reason.limit_bytes == 10 * kGiB);
+  CHECK(d[0].reason.job_bytes == 2 * kGiB + 512 * kMiB);  // the youngest's own use
   // No second kill while the first is under way, however bad the next sample is.
   s.on_sample(sample(450, {{1, 5 * kGiB}, {2, 3 * kGiB}, {3, 2 * kGiB}}));
   CHECK(kills(s.poll(450)).empty());
@@ -444,7 +451,9 @@ TEST_CASE("preemption: MemAvailable below the reserve and PSI above the limit al
   s.on_sample(m);
   auto d = s.poll(200);
   REQUIRE(kills(d) == std::vector<JobId>{2});
-  CHECK(d[0].reason.find("available memory 400.0 MiB is below the reserve 512.0 MiB") == 0);
+  CHECK(d[0].reason.kind == Reason::Kind::kAvailableBelowReserve);
+  CHECK(d[0].reason.used_bytes == 400 * kMiB);
+  CHECK(d[0].reason.limit_bytes == 512 * kMiB);
   s.on_job_ended(2, ended(JobOutcome::Kind::kGuardKilled, kGiB), 250);
 
   m = sample(300, {{1, kGiB}});
@@ -452,7 +461,9 @@ TEST_CASE("preemption: MemAvailable below the reserve and PSI above the limit al
   s.on_sample(m);
   d = s.poll(300);
   REQUIRE(kills(d) == std::vector<JobId>{1});
-  CHECK(d[0].reason.find("memory pressure (PSI full avg10) 35.0% is above 20.0%") == 0);
+  CHECK(d[0].reason.kind == Reason::Kind::kPressureStall);
+  CHECK(d[0].reason.percent == doctest::Approx(35.0));
+  CHECK(d[0].reason.limit_percent == doctest::Approx(20.0));
 }
 
 TEST_CASE("confirm_kill: a fresh reading that is fine cancels the kill and its pause") {
@@ -486,8 +497,9 @@ TEST_CASE("a lone job is killed only when it overruns the whole budget, then fai
   s.on_job_ended(1, ended(JobOutcome::Kind::kGuardKilled, 4 * kGiB + 200 * kMiB), 250);
   auto d = s.poll(5000);
   REQUIRE(fails(d) == std::vector<JobId>{1});
-  CHECK(d[0].reason ==
-        "needs ~5.2 GiB at peak but the budget is 4.0 GiB; raise --mem-budget or split the file");
+  CHECK(d[0].reason.kind == Reason::Kind::kNeedsMoreThanBudget);
+  CHECK(static_cast<double>(d[0].reason.need_bytes) / kGiB == doctest::Approx(5.2).epsilon(0.01));
+  CHECK(d[0].reason.limit_bytes == 4 * kGiB);
   CHECK(s.done());
 }
 
@@ -509,7 +521,9 @@ TEST_CASE("retries: crashes are retried up to max_attempts, failures never") {
   s.on_job_ended(1, ended(JobOutcome::Kind::kDied, kGiB, "killed by signal 6 (SIGABRT)"), 40);
   auto d = s.poll(40);
   REQUIRE(fails(d) == std::vector<JobId>{1});
-  CHECK(d[0].reason == "failed 3 times; last error: killed by signal 6 (SIGABRT)");
+  CHECK(d[0].reason.kind == Reason::Kind::kCrashedTooOften);
+  CHECK(d[0].reason.count == 3);
+  CHECK(d[0].reason.last_error == "killed by signal 6 (SIGABRT)");
   CHECK(s.stats().retried == 2);
   CHECK(s.stats().started == 4);
   CHECK(s.stats().failed == 2);
@@ -546,7 +560,8 @@ TEST_CASE("guard kills of one job are bounded") {
   s.on_job_ended(1, ended(JobOutcome::Kind::kGuardKilled, kGiB), 35);
   auto d = s.poll(40);
   REQUIRE(fails(d) == std::vector<JobId>{1});
-  CHECK(d[0].reason.find("stopped 3 times to keep memory inside the budget") == 0);
+  CHECK(d[0].reason.kind == Reason::Kind::kGuardKilledTooOften);
+  CHECK(d[0].reason.count == 3);
 }
 
 TEST_CASE("VRAM budget: admission and preemption count GPU memory too") {
@@ -563,8 +578,9 @@ TEST_CASE("VRAM budget: admission and preemption count GPU memory too") {
   s.add_job(huge);
   auto d = s.poll(0);
   CHECK(fails(d) == std::vector<JobId>{9});
-  CHECK(d[0].reason == "needs ~9.0 GiB of GPU memory at peak but the VRAM budget is 8.0 GiB; raise "
-                       "--vram-budget or split the file");
+  CHECK(d[0].reason.kind == Reason::Kind::kNeedsMoreThanVramBudget);
+  CHECK(d[0].reason.need_bytes == 9 * kGiB);
+  CHECK(d[0].reason.limit_bytes == 8 * kGiB);
   CHECK(starts(d) == std::vector<JobId>{1, 2});  // 3 + 3 fit in 8, a third 3 does not
   CHECK(s.committed_vram_bytes() == 6 * kGiB);
 
@@ -574,7 +590,8 @@ TEST_CASE("VRAM budget: admission and preemption count GPU memory too") {
   s.on_sample(m);
   d = s.poll(100);
   REQUIRE(kills(d) == std::vector<JobId>{2});
-  CHECK(d[0].reason.find("GPU memory in use 7.5 GiB") == 0);
+  CHECK(d[0].reason.kind == Reason::Kind::kVramAboveMark);
+  CHECK(d[0].reason.used_bytes == 7 * kGiB + 512 * kMiB);
 }
 
 TEST_CASE("no starvation: a large job waits for at most max_overtakes smaller ones") {

@@ -1,0 +1,54 @@
+// The scheduler's reasons in words: every message a kill or a failure decision shows the user.
+#include "orchestrator/cli/decision_words.h"
+
+#include "common/bytes.h"
+
+namespace ab {
+namespace {
+
+// A kill's reason ends with the job it stops.
+std::string victim(const Reason& r) {
+  return "; stopping the youngest job (running " + fixed(r.running_s, 1) + " s, using " + format_bytes(r.job_bytes) +
+         ") to requeue it";
+}
+
+}  // namespace
+
+std::string describe(const Reason& r) {
+  using K = Reason::Kind;
+  switch (r.kind) {
+    case K::kNone:
+      return {};
+    case K::kNeedsMoreThanBudget:
+      return "needs ~" + format_bytes(r.need_bytes) + " at peak but the budget is " + format_bytes(r.limit_bytes) +
+             "; raise --mem-budget or split the file";
+    case K::kNeedsMoreThanVramBudget:
+      return "needs ~" + format_bytes(r.need_bytes) + " of GPU memory at peak but the VRAM budget is " +
+             format_bytes(r.limit_bytes) + "; raise --vram-budget or split the file";
+    case K::kNeedsMoreBesideShared:
+      return "needs ~" + format_bytes(r.need_bytes) + " at peak, plus " + format_bytes(r.shared_bytes) +
+             " of model weights shared by all workers, but the budget is " + format_bytes(r.limit_bytes) +
+             "; raise --mem-budget or split the file";
+    case K::kCrashedTooOften:
+      return "failed " + std::to_string(r.count) + " times; last error: " +
+             (r.last_error.empty() ? std::string("the worker died") : r.last_error);
+    case K::kGuardKilledTooOften:
+      return "stopped " + std::to_string(r.count) + " times to keep memory inside the budget (peak seen " +
+             format_bytes(r.need_bytes) + "); lower the number of workers or raise --mem-budget";
+    case K::kMemoryAboveMark:
+      return "memory in use " + format_bytes(r.used_bytes) + " is above " + format_bytes(r.line_bytes) + " (" +
+             fixed(r.percent, 0) + "% of the " + format_bytes(r.limit_bytes) + " budget)" + victim(r);
+    case K::kVramAboveMark:
+      return "GPU memory in use " + format_bytes(r.used_bytes) + " is above " + format_bytes(r.line_bytes) + " (" +
+             fixed(r.percent, 0) + "% of the " + format_bytes(r.limit_bytes) + " VRAM budget)" + victim(r);
+    case K::kAvailableBelowReserve:
+      return "available memory " + format_bytes(r.used_bytes) + " is below the reserve " + format_bytes(r.limit_bytes) +
+             victim(r);
+    case K::kPressureStall:
+      return "memory pressure (PSI full avg10) " + fixed(r.percent, 1) + "% is above " + fixed(r.limit_percent, 1) +
+             "%" + victim(r);
+  }
+  return {};
+}
+
+}  // namespace ab

@@ -1,0 +1,14 @@
+// The scheduler's reasons in words: what a kill or a failure decision tells the user.
+#pragma once
+
+#include <string>
+
+#include "orchestrator/core/scheduler.h"
+
+namespace ab {
+
+/// `reason` as the user reads it, naming its figures and what to do: "needs ~6.1 GiB at peak
+/// but the budget is 4.0 GiB; raise --mem-budget or split the file". Empty for kNone.
+std::string describe(const Reason& reason);
+
+}  // namespace ab

@@ -1,0 +1,74 @@
+// The scheduler's reasons in words: each kind names its figures and says what to do.
+#include "orchestrator/cli/decision_words.h"
+
+#include <doctest/doctest.h>
+
+using namespace ab;
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+constexpr std::uint64_t kGiB = 1ull << 30;
+
+Reason reason_of(Reason::Kind kind) {
+  Reason r;
+  r.kind = kind;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("failure reasons name the need and the budget and say what to raise") {
+  Reason r = reason_of(Reason::Kind::kNeedsMoreThanBudget);
+  r.need_bytes = 6 * kGiB + 100 * kMiB;
+  r.limit_bytes = 4 * kGiB;
+  CHECK(describe(r) == "needs ~6.1 GiB at peak but the budget is 4.0 GiB; raise --mem-budget or split the file");
+  r.kind = Reason::Kind::kNeedsMoreThanVramBudget;
+  r.need_bytes = 9 * kGiB;
+  r.limit_bytes = 8 * kGiB;
+  CHECK(describe(r) ==
+        "needs ~9.0 GiB of GPU memory at peak but the VRAM budget is 8.0 GiB; raise --vram-budget or split the file");
+  r = reason_of(Reason::Kind::kNeedsMoreBesideShared);
+  r.need_bytes = 8 * kGiB;
+  r.shared_bytes = 4 * kGiB;
+  r.limit_bytes = 10 * kGiB;
+  CHECK(describe(r) == "needs ~8.0 GiB at peak, plus 4.0 GiB of model weights shared by all workers, but the budget "
+                       "is 10.0 GiB; raise --mem-budget or split the file");
+  r = reason_of(Reason::Kind::kCrashedTooOften);
+  r.count = 3;
+  r.last_error = "killed by signal 6 (SIGABRT)";
+  CHECK(describe(r) == "failed 3 times; last error: killed by signal 6 (SIGABRT)");
+  r.last_error.clear();
+  CHECK(describe(r) == "failed 3 times; last error: the worker died");
+  r = reason_of(Reason::Kind::kGuardKilledTooOften);
+  r.count = 3;
+  r.need_bytes = 5 * kGiB;
+  CHECK(describe(r) == "stopped 3 times to keep memory inside the budget (peak seen 5.0 GiB); lower the number of "
+                       "workers or raise --mem-budget");
+  CHECK(describe(reason_of(Reason::Kind::kNone)).empty());
+}
+
+TEST_CASE("kill reasons name what crossed which line, and the job they stop") {
+  Reason r = reason_of(Reason::Kind::kMemoryAboveMark);
+  r.used_bytes = 9 * kGiB + 512 * kMiB;
+  r.line_bytes = 9 * kGiB;
+  r.percent = 90;
+  r.limit_bytes = 10 * kGiB;
+  r.running_s = 1.25;
+  r.job_bytes = 2 * kGiB + 512 * kMiB;
+  CHECK(describe(r) == "memory in use 9.5 GiB is above 9.0 GiB (90% of the 10.0 GiB budget); stopping the youngest "
+                       "job (running 1.2 s, using 2.5 GiB) to requeue it");
+  r.kind = Reason::Kind::kVramAboveMark;
+  r.used_bytes = 7 * kGiB + 512 * kMiB;
+  r.line_bytes = 7 * kGiB + 200 * kMiB;
+  r.limit_bytes = 8 * kGiB;
+  CHECK(describe(r).find("GPU memory in use 7.5 GiB is above 7.2 GiB (90% of the 8.0 GiB VRAM budget)") == 0);
+  r.kind = Reason::Kind::kAvailableBelowReserve;
+  r.used_bytes = 400 * kMiB;
+  r.limit_bytes = 512 * kMiB;
+  CHECK(describe(r).find("available memory 400.0 MiB is below the reserve 512.0 MiB; stopping the youngest") == 0);
+  r.kind = Reason::Kind::kPressureStall;
+  r.percent = 35;
+  r.limit_percent = 20;
+  CHECK(describe(r).find("memory pressure (PSI full avg10) 35.0% is above 20.0%; stopping") == 0);
+}
