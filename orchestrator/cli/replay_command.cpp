@@ -126,6 +126,124 @@ std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const
 
 namespace {
 
+// The budget to replay under: --mem-budget (a percentage resolved as the recorded run would
+// have), else the recorded run's.
+Result<std::uint64_t> budget_for(const ReplayOptions& o, const RunInfo* info) {
+  using R = Result<std::uint64_t>;
+  if (o.mem_budget.empty()) {
+    if (info && info->budget_bytes) return info->budget_bytes;
+    return R::failure("the recorded run has no budget; pass --mem-budget SIZE");
+  }
+  auto spec = parse_budget_spec(o.mem_budget, "--mem-budget");
+  if (!spec) return R::failure(spec.error());
+  if (!spec->is_percent) return spec->bytes;
+  // As the recorded run would have resolved it: of min(cgroup limit, MemTotal), minus its reserve.
+  auto budget = percent_budget_of_run(*spec, info);
+  if (!budget)
+    return R::failure(fmt::format("--mem-budget {}: the recorded run has no memory total to take a percentage of; "
+                                  "give a size such as 16G",
+                                  o.mem_budget));
+  return *budget;
+}
+
+// The simulated machine and settings: the recorded run's, unless the command line says otherwise.
+Result<ReplaySettings> settings_for(const ReplayOptions& o, const ReplaySource& src) {
+  using R = Result<ReplaySettings>;
+  ReplaySettings settings;
+  const RunInfo* info = src.run ? &src.run->info : nullptr;
+  settings.cores = o.cores ? o.cores
+                   : info && info->cores ? info->cores
+                                         : static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+  auto budget = budget_for(o, info);
+  if (!budget) return R::failure(budget.error());
+  settings.scheduler.budget_bytes = *budget;
+  // Everything not given on the command line is what the recorded run had in force.
+  const RunSettings recorded = info ? info->settings : RunSettings{};
+  std::optional<std::uint32_t> cap = recorded.workers_cap.value_or(0);
+  if (!o.workers.empty()) cap = parse_workers(o.workers);
+  if (!cap) {
+    return R::failure(fmt::format("--workers '{}': use auto or a positive number", o.workers));
+  }
+  settings.scheduler.max_workers = *cap;
+  settings.scheduler.high_water = o.high_water_given ? o.high_water : recorded.high_water.value_or(o.high_water);
+  if (recorded.retries) settings.scheduler.max_attempts = *recorded.retries + 1;
+  settings.prediction_scale = o.margin_given ? o.margin : recorded.margin.value_or(o.margin);
+  // --cold: a first run, whose driver refits the estimator on the jobs finished so far, as the
+  // real loop does (replay_run.h).
+  settings.cold = o.cold;
+  settings.scheduler.vram_budget_bytes = recorded.vram_budget_bytes;
+  settings.sample_interval_ms = o.sample_ms_given ? o.sample_ms : recorded.sample_ms.value_or(o.sample_ms);
+  settings.startup_ms = src.startup_ms;
+  settings.shutdown_ms = src.shutdown_ms;
+  return settings;
+}
+
+// One replay under `settings`, printed (or added to `out`).
+void replay_once(const ReplayOptions& o, const ReplaySource& src, const std::vector<std::uint32_t>& picks,
+                 const ReplaySettings& settings, nlohmann::json& out) {
+  const ReplayResult r = replay(src.jobs, picks, settings);
+  out["workers"] = workers_text(settings.scheduler.max_workers);
+  out["high_water"] = settings.scheduler.high_water;
+  out["margin"] = settings.prediction_scale;
+  out["result"] = result_json(r);
+  if (!o.json) {
+    fmt::print("settings: workers {}, high water {}, margin {:.2f}, {}, samples every {} ms\n",
+               workers_text(settings.scheduler.max_workers), percent(settings.scheduler.high_water),
+               settings.prediction_scale, o.cold ? "first run (no history)" : "with history", settings.sample_interval_ms);
+    print_result(r, settings);
+  }
+}
+
+// The sweep over the default grid, printed (or added to `out`); --apply stores its pick.
+int replay_sweep(const ReplayOptions& o, HistoryStore& store, const ReplaySource& src,
+                 const std::vector<std::uint32_t>& picks, const ReplaySettings& settings, bool cpu_bound,
+                 nlohmann::json& out) {
+  const SweepGrid grid = default_sweep_grid(settings.cores, cpu_bound);
+  auto rows = sweep(src.jobs, picks, settings, grid);
+  const std::size_t best = recommend(rows);
+  out["rows"] = nlohmann::json::array();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    out["rows"].push_back({{"workers", workers_text(rows[i].max_workers)},
+                           {"high_water", rows[i].high_water},
+                           {"margin", rows[i].prediction_scale},
+                           {"recommended", i == best},
+                           {"result", result_json(rows[i].result)}});
+  }
+  const SweepRow& b = rows[best];
+  if (!o.json) {
+    fmt::print("sweep ({}, samples every {} ms; * recommended: fewest failures, no guard kill, "
+               "shortest makespan, the safer setting within {:.0f}%{}):\n",
+               o.cold ? "first run (no history)" : "with history", settings.sample_interval_ms,
+               kSweepTieFraction * 100, cpu_bound ? "; built-in engine: at most one worker per core" : "");
+    print_sweep(rows, best, settings.scheduler.budget_bytes);
+    fmt::print("recommended: --workers {} --high-water {:.2f} (prediction margin x{:.2f}): {:.1f} s, "
+               "{} guard kills\n",
+               workers_text(b.max_workers), b.high_water, b.prediction_scale, b.result.makespan_s,
+               b.result.stats.guard_kills);
+  }
+  if (o.apply) {
+    nlohmann::json tuned = {{"workers", workers_text(b.max_workers)},
+                            {"high_water", b.high_water},
+                            {"prediction_scale", b.prediction_scale},
+                            {"budget_bytes", settings.scheduler.budget_bytes},
+                            {"cores", settings.cores},
+                            {"replayed_jobs", picks.size()},
+                            {"replayed_makespan_s", b.result.makespan_s},
+                            {"source", "align-batch replay --sweep"}};
+    for (const auto& key : src.keys) {
+      auto stored = store.store_tuned_settings(key, tuned);
+      if (!stored) {
+        fmt::print(stderr, "align-batch replay: {}\n", stored.error());
+        return kExitCannotRun;
+      }
+      if (!o.json) fmt::print("stored as the tuned settings of key {} in {}; later runs of that key start from them "
+                              "(options given on their command line win)\n",
+                              key, store.path().string());
+    }
+  }
+  return kExitOk;
+}
+
 int run_replay(const ReplayOptions& o) {
   const std::filesystem::path path =
       o.history.empty() ? default_history_path(o.out) : std::filesystem::path(o.history);
@@ -152,57 +270,13 @@ int run_replay(const ReplayOptions& o) {
     return kExitCannotRun;
   }
 
-  ReplaySettings settings;
-  // The machine: what the recorded run had, unless told otherwise.
-  const RunInfo* info = src.run ? &src.run->info : nullptr;
-  settings.cores = o.cores ? o.cores
-                   : info && info->cores ? info->cores
-                                         : static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
-  if (!o.mem_budget.empty()) {
-    auto spec = parse_budget_spec(o.mem_budget, "--mem-budget");
-    if (!spec) {
-      fmt::print(stderr, "align-batch replay: {}\n", spec.error());
-      return kExitCannotRun;
-    }
-    if (spec->is_percent) {
-      // As the recorded run would have resolved it: of min(cgroup limit, MemTotal), minus its reserve.
-      auto budget = percent_budget_of_run(*spec, info);
-      if (!budget) {
-        fmt::print(stderr,
-                   "align-batch replay: --mem-budget {}: the recorded run has no memory total to take "
-                   "a percentage of; give a size such as 16G\n",
-                   o.mem_budget);
-        return kExitCannotRun;
-      }
-      settings.scheduler.budget_bytes = *budget;
-    } else {
-      settings.scheduler.budget_bytes = spec->bytes;
-    }
-  } else if (info && info->budget_bytes) {
-    settings.scheduler.budget_bytes = info->budget_bytes;
-  } else {
-    fmt::print(stderr, "align-batch replay: the recorded run has no budget; pass --mem-budget SIZE\n");
+  auto made = settings_for(o, src);
+  if (!made) {
+    fmt::print(stderr, "align-batch replay: {}\n", made.error());
     return kExitCannotRun;
   }
-  // Everything not given on the command line is what the recorded run had in force.
-  const RunSettings recorded = info ? info->settings : RunSettings{};
-  std::optional<std::uint32_t> cap = recorded.workers_cap.value_or(0);
-  if (!o.workers.empty()) cap = parse_workers(o.workers);
-  if (!cap) {
-    fmt::print(stderr, "align-batch replay: --workers '{}': use auto or a positive number\n", o.workers);
-    return kExitCannotRun;
-  }
-  settings.scheduler.max_workers = *cap;
-  settings.scheduler.high_water = o.high_water_given ? o.high_water : recorded.high_water.value_or(o.high_water);
-  if (recorded.retries) settings.scheduler.max_attempts = *recorded.retries + 1;
-  settings.prediction_scale = o.margin_given ? o.margin : recorded.margin.value_or(o.margin);
-  // --cold: a first run, whose driver refits the estimator on the jobs finished so far, as the
-  // real loop does (replay_run.h).
-  settings.cold = o.cold;
-  if (info) settings.scheduler.vram_budget_bytes = recorded.vram_budget_bytes;
-  settings.sample_interval_ms = o.sample_ms_given ? o.sample_ms : recorded.sample_ms.value_or(o.sample_ms);
-  settings.startup_ms = src.startup_ms;
-  settings.shutdown_ms = src.shutdown_ms;
+  const ReplaySettings& settings = *made;
+  const RunSettings recorded = src.run ? src.run->info.settings : RunSettings{};
   const bool cpu_bound = recorded.builtin_engine.value_or(false);
 
   const auto picks = o.scale == 1.0 ? pick_all(src.jobs.size()) : pick_scaled(src.jobs.size(), o.scale, o.seed);
@@ -229,61 +303,9 @@ int run_replay(const ReplayOptions& o) {
 
   const auto t0 = std::chrono::steady_clock::now();
   if (!o.sweep) {
-    ReplayResult r = replay(src.jobs, picks, settings);
-    out["workers"] = workers_text(*cap);
-    out["high_water"] = settings.scheduler.high_water;
-    out["margin"] = settings.prediction_scale;
-    out["result"] = result_json(r);
-    if (!o.json) {
-      fmt::print("settings: workers {}, high water {}, margin {:.2f}, {}, samples every {} ms\n",
-                 workers_text(*cap), percent(settings.scheduler.high_water), settings.prediction_scale,
-                 o.cold ? "first run (no history)" : "with history", settings.sample_interval_ms);
-      print_result(r, settings);
-    }
-  } else {
-    const SweepGrid grid = default_sweep_grid(settings.cores, cpu_bound);
-    auto rows = sweep(src.jobs, picks, settings, grid);
-    const std::size_t best = recommend(rows);
-    out["rows"] = nlohmann::json::array();
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      out["rows"].push_back({{"workers", workers_text(rows[i].max_workers)},
-                             {"high_water", rows[i].high_water},
-                             {"margin", rows[i].prediction_scale},
-                             {"recommended", i == best},
-                             {"result", result_json(rows[i].result)}});
-    }
-    const SweepRow& b = rows[best];
-    if (!o.json) {
-      fmt::print("sweep ({}, samples every {} ms; * recommended: fewest failures, no guard kill, "
-                 "shortest makespan, the safer setting within {:.0f}%{}):\n",
-                 o.cold ? "first run (no history)" : "with history", settings.sample_interval_ms,
-                 kSweepTieFraction * 100, cpu_bound ? "; built-in engine: at most one worker per core" : "");
-      print_sweep(rows, best, settings.scheduler.budget_bytes);
-      fmt::print("recommended: --workers {} --high-water {:.2f} (prediction margin x{:.2f}): {:.1f} s, "
-                 "{} guard kills\n",
-                 workers_text(b.max_workers), b.high_water, b.prediction_scale, b.result.makespan_s,
-                 b.result.stats.guard_kills);
-    }
-    if (o.apply) {
-      nlohmann::json tuned = {{"workers", workers_text(b.max_workers)},
-                              {"high_water", b.high_water},
-                              {"prediction_scale", b.prediction_scale},
-                              {"budget_bytes", settings.scheduler.budget_bytes},
-                              {"cores", settings.cores},
-                              {"replayed_jobs", picks.size()},
-                              {"replayed_makespan_s", b.result.makespan_s},
-                              {"source", "align-batch replay --sweep"}};
-      for (const auto& key : src.keys) {
-        auto stored = store.store_tuned_settings(key, tuned);
-        if (!stored) {
-          fmt::print(stderr, "align-batch replay: {}\n", stored.error());
-          return kExitCannotRun;
-        }
-        if (!o.json) fmt::print("stored as the tuned settings of key {} in {}; later runs of that key start from them "
-                                "(options given on their command line win)\n",
-                                key, store.path().string());
-      }
-    }
+    replay_once(o, src, picks, settings, out);
+  } else if (int code = replay_sweep(o, store, src, picks, settings, cpu_bound, out); code != kExitOk) {
+    return code;
   }
   const double elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.json) {
