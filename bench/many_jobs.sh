@@ -82,7 +82,7 @@ queued_hwm_kib() {
   "$ab" --workers "$workers" --progress plain --no-report --out "$out" "$@" -- /bin/true {in} {out} > /dev/null 2> "$tmp/queued.err" &
   local pid=$! hwm=""
   while kill -0 "$pid" 2>/dev/null; do
-    if grep -q '^start ' "$tmp/queued.err"; then
+    if grep -qs '^start ' "$tmp/queued.err"; then
       hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")
       kill -TERM "$pid"
       break
