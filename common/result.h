@@ -41,4 +41,7 @@ class [[nodiscard]] Result {
   std::variant<T, std::string> v_;
 };
 
+/// The value of a Result for operations that return nothing but can fail: `Result<Done>`.
+struct Done {};
+
 }  // namespace ab

@@ -31,9 +31,6 @@ namespace ab {
 template <class T>
 using StoreResult = Result<T>;
 
-/// For operations that return nothing but can fail.
-struct Done {};
-
 /// One align-batch run, as begin_run records it.
 struct RunInfo {
   std::int64_t started_at_ms = 0;  ///< Unix ms; 0: now

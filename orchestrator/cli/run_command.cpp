@@ -342,218 +342,272 @@ TunedApplied apply_tuned_settings(const nlohmann::json& tuned, RunOptions& o) {
   return t;
 }
 
-int run_batch(const RunOptions& given, const std::vector<std::string>& command, bool dashdash) {
-  RunOptions o = given;
-  if (std::string e = read_slurm_shard(o); !e.empty()) return usage_error(e);
-  if (o.corpus.empty())
-    return usage_error("no corpus given; usage: align-batch [OPTIONS] CORPUS... [-- COMMAND {in} {out}] (see --help)");
-  if (!parse_workers(o.workers))
-    return usage_error("--workers '" + o.workers + "': use auto or a whole number >= 1, e.g. --workers 4");
-  if (std::string e = check_slurm_options(o); !e.empty()) return usage_error(e);
-  std::optional<std::int64_t> timeout_ms;
-  if (!o.timeout.empty()) {
-    timeout_ms = parse_duration_ms(o.timeout);
-    if (!timeout_ms) return usage_error("--timeout '" + o.timeout + "': not a duration; use e.g. 90s, 10m or 2h");
-  }
-  if (auto r = parse_budget_flags(o.mem_budget, o.reserve); !r) return usage_error(r.error());
-  const auto hang_ms = parse_duration_ms(o.hang_timeout);
-  if (!hang_ms) return usage_error("--hang-timeout '" + o.hang_timeout + "': not a duration; use e.g. 60s or 5m");
+namespace {
 
-  // The engine and the job key history files its measurements under.
+/// What run_batch's steps prepare, in order: each step below fills its part.
+struct BatchSetup {
+  RunOptions o;                      ///< as given, then with history's tuned settings applied
+  std::vector<std::string> command;  ///< after '--'; empty: the built-in engine
+  bool dashdash = false;
   RunLoopConfig config;
-  std::string worker_path, model_path;
-  if (dashdash) {
-    // The built-in engine's options mean nothing to a command after '--': say so, never ignore them.
-    std::vector<std::string> builtin_only;
-    if (!o.model.empty()) builtin_only.push_back("--model");
-    if (o.task != "auto") builtin_only.push_back("--task");
-    if (o.max_trellis_mib != 0) builtin_only.push_back("--max-trellis-mib");
-    if (o.shared_weights != "on") builtin_only.push_back("--shared-weights");
-    if (!builtin_only.empty())
-      return usage_error(fmt::format("{} {} to the built-in engine's workers, not to a command after '--'; drop {}, or drop the command",
-                                     fmt::join(builtin_only, ", "), builtin_only.size() == 1 ? "applies" : "apply",
-                                     builtin_only.size() == 1 ? "it" : "them"));
-    std::string error;
-    auto tmpl = CommandTemplate::parse(command, error);
-    if (!tmpl) return usage_error(error);
-    if (resolve_program(command[0]).empty())
-      return usage_error("command '" + command[0] + "' not found or not executable; check the program after '--' and $PATH");
-    config.command = *tmpl;
-    config.job_key = job_key_for_command(command);
-  } else {
-    const std::string model = o.model.empty() ? default_model() : o.model;
-    std::error_code ec;
-    if (model.empty() || !fs::is_regular_file(model, ec))
-      return usage_error("model '" + model + "' not found; pass --model MODEL.pt (with MODEL.json beside it), set $AB_MODEL, "
-                         "or give an external command after '--'");
-    auto key = job_key_for_model(model);
-    if (!key.ok()) return usage_error(key.error());
-    config.job_key = model_job_key(key.value(), o.max_trellis_mib, o.shared_weights == "on");
-    worker_path = find_worker();
-    if (worker_path.empty())
-      return usage_error("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
-    model_path = fs::absolute(model).string();
-  }
-  config.out_dir = fs::absolute(o.out).lexically_normal();
-
-  // An existing history is opened now, for its tuned settings; a first run's is created only once
-  // every option and the corpus check out, so a usage error writes nothing.
-  const fs::path history_path = o.history.empty() ? default_history_path(config.out_dir) : fs::path(o.history);
+  std::string worker_path;  ///< built-in engine: align-batch-worker
+  std::string model_path;   ///< built-in engine: the model, absolute
+  fs::path history_path;
   std::unique_ptr<HistoryStore> history;
-  std::error_code history_ec;
-  if (!o.no_history && fs::exists(history_path, history_ec)) {
-    auto opened = HistoryStore::open(history_path, HistoryStore::Create::kNever);
-    if (!opened) {
-      if (!o.dry_run) return usage_error(opened.error());
-    } else {
-      history = std::move(opened.value());
-    }
-  }
-
-  // Settings `replay --sweep --apply` stored for this key fill in what the command line left unset.
-  std::string tuned_note;
   TunedApplied tuned;
-  tuned.prediction_scale = o.margin;
-  if (history) {
-    auto stored = history->tuned_settings(config.job_key);
+  std::string tuned_note;  ///< what history's tuned settings did; empty: none stored
+  std::string vram_note;   ///< how the GPU budget was reached; empty: no GPU
+  std::uint32_t max_workers = 0;      ///< the cap in force; 0: memory alone decides
+  std::uint32_t max_trellis_mib = 0;  ///< built-in engine: each worker's; 0 with a command
+  std::vector<std::string> worker_argv;
+  Progress::Mode mode = Progress::Mode::kPlain;
+  Budget budget;
+};
+
+/// The flags that are durations, parsed.
+struct Durations {
+  std::optional<std::int64_t> timeout_ms;
+  std::int64_t hang_ms = 0;
+};
+
+/// Checks what the options alone can tell, before anything is read or written.
+Result<Durations> check_flags(const RunOptions& o) {
+  using R = Result<Durations>;
+  if (o.corpus.empty())
+    return R::failure("no corpus given; usage: align-batch [OPTIONS] CORPUS... [-- COMMAND {in} {out}] (see --help)");
+  if (!parse_workers(o.workers))
+    return R::failure("--workers '" + o.workers + "': use auto or a whole number >= 1, e.g. --workers 4");
+  if (std::string e = check_slurm_options(o); !e.empty()) return R::failure(e);
+  Durations d;
+  if (!o.timeout.empty()) {
+    d.timeout_ms = parse_duration_ms(o.timeout);
+    if (!d.timeout_ms) return R::failure("--timeout '" + o.timeout + "': not a duration; use e.g. 90s, 10m or 2h");
+  }
+  if (auto r = parse_budget_flags(o.mem_budget, o.reserve); !r) return R::failure(r.error());
+  const auto hang_ms = parse_duration_ms(o.hang_timeout);
+  if (!hang_ms) return R::failure("--hang-timeout '" + o.hang_timeout + "': not a duration; use e.g. 60s or 5m");
+  d.hang_ms = *hang_ms;
+  return d;
+}
+
+/// The external command after '--' as the engine, keyed in history by the command.
+Result<Done> use_command(BatchSetup& s) {
+  const RunOptions& o = s.o;
+  // The built-in engine's options mean nothing to a command after '--': say so, never ignore them.
+  std::vector<std::string> builtin_only;
+  if (!o.model.empty()) builtin_only.push_back("--model");
+  if (o.task != "auto") builtin_only.push_back("--task");
+  if (o.max_trellis_mib != 0) builtin_only.push_back("--max-trellis-mib");
+  if (o.shared_weights != "on") builtin_only.push_back("--shared-weights");
+  if (!builtin_only.empty())
+    return Result<Done>::failure(fmt::format(
+        "{} {} to the built-in engine's workers, not to a command after '--'; drop {}, or drop the command",
+        fmt::join(builtin_only, ", "), builtin_only.size() == 1 ? "applies" : "apply",
+        builtin_only.size() == 1 ? "it" : "them"));
+  std::string error;
+  auto tmpl = CommandTemplate::parse(s.command, error);
+  if (!tmpl) return Result<Done>::failure(error);
+  if (resolve_program(s.command[0]).empty())
+    return Result<Done>::failure("command '" + s.command[0] +
+                                 "' not found or not executable; check the program after '--' and $PATH");
+  s.config.command = std::move(*tmpl);
+  s.config.job_key = job_key_for_command(s.command);
+  return Done{};
+}
+
+/// The built-in engine: the model (keyed in history by its content and the workers' caps) and
+/// the worker binary.
+Result<Done> use_builtin_engine(BatchSetup& s) {
+  const RunOptions& o = s.o;
+  const std::string model = o.model.empty() ? default_model() : o.model;
+  std::error_code ec;
+  if (model.empty() || !fs::is_regular_file(model, ec))
+    return Result<Done>::failure("model '" + model +
+                                 "' not found; pass --model MODEL.pt (with MODEL.json beside it), set $AB_MODEL, "
+                                 "or give an external command after '--'");
+  auto key = job_key_for_model(model);
+  if (!key.ok()) return Result<Done>::failure(key.error());
+  s.config.job_key = model_job_key(key.value(), o.max_trellis_mib, o.shared_weights == "on");
+  s.worker_path = find_worker();
+  if (s.worker_path.empty())
+    return Result<Done>::failure("align-batch-worker not found beside align-batch or on $PATH; set $AB_WORKER to its path");
+  s.model_path = fs::absolute(model).string();
+  return Done{};
+}
+
+/// An existing history, opened now for its tuned settings; a first run's is created only once
+/// every option and the corpus check out (open_new_history), so a usage error writes nothing.
+Result<Done> open_existing_history(BatchSetup& s) {
+  s.history_path = s.o.history.empty() ? default_history_path(s.config.out_dir) : fs::path(s.o.history);
+  std::error_code ec;
+  if (s.o.no_history || !fs::exists(s.history_path, ec)) return Done{};
+  auto opened = HistoryStore::open(s.history_path, HistoryStore::Create::kNever);
+  if (opened) s.history = std::move(opened.value());
+  else if (!s.o.dry_run) return Result<Done>::failure(opened.error());
+  return Done{};
+}
+
+/// Settings `replay --sweep --apply` stored for this key fill in what the command line left unset.
+void apply_history_tuning(BatchSetup& s) {
+  s.tuned.prediction_scale = s.o.margin;
+  if (s.history) {
+    auto stored = s.history->tuned_settings(s.config.job_key);
     if (!stored) {
-      tuned_note = "history: " + stored.error() + " (tuned settings not read)";
+      s.tuned_note = "history: " + stored.error() + " (tuned settings not read)";
     } else if (stored.value().is_object()) {
-      tuned = apply_tuned_settings(stored.value(), o);
+      const TunedApplied& t = s.tuned = apply_tuned_settings(stored.value(), s.o);
       std::string source = stored.value().value("source", std::string("replay --apply"));
-      tuned_note = fmt::format("tuned settings for this key from {} ({}): {}", source, history->path().string(),
-                               tuned.applied.empty() ? std::string("none applied") : join(tuned.applied, ", "));
-      if (!tuned.kept.empty()) tuned_note += "; kept as given (command line or --config): " + join(tuned.kept, ", ");
-      if (!tuned.ignored.empty()) tuned_note += "; ignored " + join(tuned.ignored, ", ");
+      s.tuned_note = fmt::format("tuned settings for this key from {} ({}): {}", source, s.history->path().string(),
+                                 t.applied.empty() ? std::string("none applied") : join(t.applied, ", "));
+      if (!t.kept.empty()) s.tuned_note += "; kept as given (command line or --config): " + join(t.kept, ", ");
+      if (!t.ignored.empty()) s.tuned_note += "; ignored " + join(t.ignored, ", ");
     }
   }
-  config.prediction_scale = tuned.prediction_scale;
+  s.config.prediction_scale = s.tuned.prediction_scale;
+}
 
-  auto workers = parse_workers(o.workers);
-  auto parsed_budget = parse_budget_flags(o.mem_budget, o.reserve);  // tuned settings may have set them
-  if (!parsed_budget) return usage_error(parsed_budget.error());
-  BudgetInputs inputs = parsed_budget.value();
-  std::uint64_t vram_budget_bytes = 0;
-  std::string vram_note;
-  if (o.vram_budget == "off") {
-    vram_note = "no GPU budget (--vram-budget off)";
-  } else if (!o.vram_budget.empty()) {
-    auto v = parse_size_bytes(o.vram_budget);
-    if (!v) return usage_error("--vram-budget '" + o.vram_budget + "': not a size; use e.g. 12G, 800M or off");
-    vram_budget_bytes = *v;
-  } else {
-    const VramDefault d = default_vram_budget(probe_nvml());
-    vram_budget_bytes = d.budget_bytes;
-    // Said only where there is a GPU; a machine without one simply has no second budget.
-    if (d.budget_bytes) vram_note = d.why;
+/// The GPU budget: --vram-budget, or NVML's free memory less a reserve (default_vram_budget).
+Result<std::uint64_t> vram_budget(BatchSetup& s) {
+  const std::string& flag = s.o.vram_budget;
+  if (flag == "off") {
+    s.vram_note = "no GPU budget (--vram-budget off)";
+    return std::uint64_t{0};
   }
-  std::vector<std::string> worker_argv;
+  if (!flag.empty()) {
+    auto v = parse_size_bytes(flag);
+    if (!v) return Result<std::uint64_t>::failure("--vram-budget '" + flag + "': not a size; use e.g. 12G, 800M or off");
+    return *v;
+  }
+  const VramDefault d = default_vram_budget(probe_nvml());
+  // Said only where there is a GPU; a machine without one simply has no second budget.
+  if (d.budget_bytes) s.vram_note = d.why;
+  return d.budget_bytes;
+}
+
+/// The cap on concurrent jobs and, for the built-in engine, each worker's command line and the
+/// largest alignment it may hold.
+void plan_workers(BatchSetup& s) {
   const unsigned cores = static_cast<unsigned>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
   // The cap on concurrent jobs: N from --workers N; with auto, memory alone decides for external
   // commands (they may wait on I/O or a GPU), but the built-in engine is CPU-bound LibTorch, so it
   // gets at most one worker per core. Measured on examples/corpus (28 files, 2 cores, 22 GiB):
   // memory alone started 28 workers, 11.6 s and 3.9 GiB; one per core, 4.8 s and 0.33 GiB.
-  std::uint32_t max_workers = *workers;
-  const std::uint32_t max_trellis_mib = dashdash ? 0 : o.max_trellis_mib ? o.max_trellis_mib : kDefaultMaxTrellisMib;
-  if (!dashdash) {
-    if (max_workers == 0) max_workers = cores;
-    // Each worker gets max(1, cores / workers) LibTorch threads, so N workers never oversubscribe.
-    worker_argv = {worker_path, "--model", model_path, "--threads",
-                   std::to_string(std::max(1u, cores / std::min(max_workers, cores))), "--max-trellis-mib",
-                   std::to_string(max_trellis_mib)};
-    // The model's sidecar gives an alignment's size before it starts (frames from the header's
-    // length, tokens from the transcript); without one the worker reports it at start.
-    const ModelInfoParse sidecar = read_model_info(model_path);
-    if (sidecar.info) {
-      AlignmentLimit limit;
-      limit.labels = label_set_of(*sidecar.info);
-      limit.sample_rate_hz = sidecar.info->sample_rate_hz;
-      limit.samples_per_frame = sidecar.info->samples_per_frame;
-      limit.cap_bytes = std::uint64_t(max_trellis_mib) << 20;
-      config.alignment_limit = std::move(limit);
-    }
+  s.max_workers = *parse_workers(s.o.workers);
+  if (s.dashdash) return;
+  s.max_trellis_mib = s.o.max_trellis_mib ? s.o.max_trellis_mib : kDefaultMaxTrellisMib;
+  if (s.max_workers == 0) s.max_workers = cores;
+  // Each worker gets max(1, cores / workers) LibTorch threads, so N workers never oversubscribe.
+  s.worker_argv = {s.worker_path, "--model", s.model_path, "--threads",
+                   std::to_string(std::max(1u, cores / std::min(s.max_workers, cores))), "--max-trellis-mib",
+                   std::to_string(s.max_trellis_mib)};
+  // The model's sidecar gives an alignment's size before it starts (frames from the header's
+  // length, tokens from the transcript); without one the worker reports it at start.
+  const ModelInfoParse sidecar = read_model_info(s.model_path);
+  if (sidecar.info) {
+    AlignmentLimit limit;
+    limit.labels = label_set_of(*sidecar.info);
+    limit.sample_rate_hz = sidecar.info->sample_rate_hz;
+    limit.samples_per_frame = sidecar.info->samples_per_frame;
+    limit.cap_bytes = std::uint64_t(s.max_trellis_mib) << 20;
+    s.config.alignment_limit = std::move(limit);
   }
-  Progress::Mode mode;
-  if (!Progress::parse_mode(o.progress, stderr, mode)) return usage_error("--progress: use auto, plain or json");
+}
 
-  // The budget: min(--mem-budget, min(cgroup limit, MemTotal) - reserve).
+/// The budget: min(--mem-budget, min(cgroup limit, MemTotal) - reserve). Fills in `inputs`'
+/// machine fields.
+Result<Budget> machine_budget(BudgetInputs& inputs) {
   MachineMemory machine;
   MachineReading reading = machine.read();
   inputs.mem_total_bytes = reading.meminfo && reading.meminfo->mem_total_bytes ? *reading.meminfo->mem_total_bytes : 0;
   if (reading.cgroup && !reading.cgroup->unlimited) inputs.cgroup_limit_bytes = reading.cgroup->limit_bytes;
   Budget budget = effective_budget(inputs);
-  if (!budget.ok()) return usage_error(budget.error);
+  if (!budget.ok()) return Result<Budget>::failure(budget.error);
+  return budget;
+}
 
-  config.scheduler.budget_bytes = budget.effective_bytes;
+/// The loop's settings from the options, the budgets and the caps.
+void configure_loop(BatchSetup& s, const Durations& d, const BudgetInputs& inputs, std::uint64_t vram_budget_bytes) {
+  const RunOptions& o = s.o;
+  RunLoopConfig& config = s.config;
+  config.scheduler.budget_bytes = s.budget.effective_bytes;
   config.scheduler.vram_budget_bytes = vram_budget_bytes;
   config.mem_total_bytes = inputs.mem_total_bytes;
-  config.scheduler.reserve_bytes = std::min<std::uint64_t>(budget.reserve_bytes, 256ull << 20);
-  config.scheduler.max_workers = max_workers;
+  config.scheduler.reserve_bytes = std::min<std::uint64_t>(s.budget.reserve_bytes, 256ull << 20);
+  config.scheduler.max_workers = s.max_workers;
   config.scheduler.max_attempts = o.retries + 1;
   config.scheduler.high_water = o.high_water;
   config.task = o.task;
   config.force = o.force;
-  config.timeout_ms = timeout_ms.value_or(0);
-  config.hang_ms = *hang_ms;
+  config.timeout_ms = d.timeout_ms.value_or(0);
+  config.hang_ms = d.hang_ms;
   config.tick_ms = o.sample_ms;
   // Recorded with the run; replay reads the same struct back: the cap, the engine, the tick.
   RunSettings& rs = config.settings;
-  rs.builtin_engine = !dashdash;
-  rs.model = model_path;
-  rs.command = command;
+  rs.builtin_engine = !s.dashdash;
+  rs.model = s.model_path;
+  rs.command = s.command;
   rs.workers = o.workers;
-  rs.workers_cap = max_workers;
+  rs.workers_cap = s.max_workers;
   rs.sample_ms = o.sample_ms;
   rs.high_water = o.high_water;
   rs.margin = config.prediction_scale;
   rs.retries = o.retries;
   rs.mem_budget = o.mem_budget;
   rs.reserve = o.reserve;
-  rs.budget_source = budget.ceiling_source;
+  rs.budget_source = s.budget.ceiling_source;
   // What a percentage --mem-budget referred to, so `replay --mem-budget 75%` of this run
   // resolves exactly as a run given that flag would have.
-  rs.limit_bytes = budget.limit_bytes;
-  rs.reserve_bytes = budget.reserve_bytes;
+  rs.limit_bytes = s.budget.limit_bytes;
+  rs.reserve_bytes = s.budget.reserve_bytes;
   rs.cgroup_limit_bytes = inputs.cgroup_limit_bytes;
   rs.vram_budget_bytes = vram_budget_bytes;
   rs.task = o.task;
   rs.timeout = o.timeout;
   rs.out = config.out_dir.string();
   rs.force = o.force;
-  rs.tuned = tuned.applied;
-  if (!dashdash) rs.shared_weights = o.shared_weights == "on";
-  if (max_trellis_mib) rs.max_trellis_mib = max_trellis_mib;
+  rs.tuned = s.tuned.applied;
+  if (!s.dashdash) rs.shared_weights = o.shared_weights == "on";
+  if (s.max_trellis_mib) rs.max_trellis_mib = s.max_trellis_mib;
+}
 
-  // One run per output directory and per history (run_lock.h). Taken before the scan when the
-  // output's folder exists already, so a second run stops at once; a first run takes it after the
-  // scan, since a usage error found there must leave nothing behind.
-  std::vector<std::unique_ptr<RunLock>> locks;
-  auto take_locks = [&]() -> std::string {
-    if (o.dry_run || !locks.empty()) return {};
-    if (o.slurm_task.empty()) {  // a Slurm task shares its submitter's --out (slurm_command.h)
-      auto out_lock = RunLock::acquire(config.out_dir / ".align-batch" / "lock",
-                                       "output directory " + display_path(config.out_dir.string()));
-      if (!out_lock) return out_lock.error();
-      locks.push_back(std::move(out_lock.value()));
+/// One run per output directory and per history (run_lock.h). Taken before the scan when the
+/// output's folder exists already, so a second run stops at once; a first run takes it after the
+/// scan, since a usage error found there must leave nothing behind.
+class RunLocks {
+ public:
+  /// Takes the locks `s` needs, once (again: nothing); none for a dry run.
+  Result<Done> take(const BatchSetup& s) {
+    if (s.o.dry_run || !locks_.empty()) return Done{};
+    const fs::path& out_dir = s.config.out_dir;
+    if (s.o.slurm_task.empty()) {  // a Slurm task shares its submitter's --out (slurm_command.h)
+      if (auto r = add(out_dir / ".align-batch" / "lock", "output directory " + display_path(out_dir.string())); !r)
+        return r;
     }
-    if (!o.no_history && history_path != default_history_path(config.out_dir)) {
-      fs::path lock_path = history_path;
+    if (!s.o.no_history && s.history_path != default_history_path(out_dir)) {
+      fs::path lock_path = s.history_path;
       lock_path += ".lock";
-      auto history_lock = RunLock::acquire(lock_path, "history " + display_path(history_path.string()));
-      if (!history_lock) return history_lock.error();
-      locks.push_back(std::move(history_lock.value()));
+      return add(lock_path, "history " + display_path(s.history_path.string()));
     }
-    return {};
-  };
-  if (std::error_code lock_ec; fs::is_directory(config.out_dir / ".align-batch", lock_ec))
-    if (auto error = take_locks(); !error.empty()) return usage_error(error);
+    return Done{};
+  }
 
-  // A big corpus takes a while to scan (stat + header per file): a live count on a terminal, and
-  // a line saying what it cost when that was noticeable.
+ private:
+  Result<Done> add(const fs::path& path, const std::string& what) {
+    auto lock = RunLock::acquire(path, what);
+    if (!lock) return Result<Done>::failure(lock.error());
+    locks_.push_back(std::move(lock.value()));
+    return Done{};
+  }
+  std::vector<std::unique_ptr<RunLock>> locks_;
+};
+
+/// Scans the corpus. A big corpus takes a while (stat + header per file): a live count on a
+/// terminal, and a line saying what it cost when that was noticeable. No audio file: an error.
+Result<Corpus> scan(const BatchSetup& s) {
   const std::int64_t scan_start_ms = monotonic_ms();
   std::int64_t scan_shown_ms = scan_start_ms;
-  const bool scan_live = mode == Progress::Mode::kTty && !o.dry_run;
-  Corpus corpus = scan_corpus(o.corpus, config.out_dir, [&](std::size_t found) {
+  const bool scan_live = s.mode == Progress::Mode::kTty && !s.o.dry_run;
+  Corpus corpus = scan_corpus(s.o.corpus, s.config.out_dir, [&](std::size_t found) {
     if (!scan_live || found % 256 != 0) return;
     const std::int64_t now = monotonic_ms();
     if (now - scan_shown_ms < 250) return;
@@ -562,135 +616,188 @@ int run_batch(const RunOptions& given, const std::vector<std::string>& command, 
   });
   const double scan_s = static_cast<double>(monotonic_ms() - scan_start_ms) / 1000.0;
   if (scan_live && scan_shown_ms != scan_start_ms) std::fprintf(stderr, "\r\033[K");
-  if (scan_s >= 1.0 && mode != Progress::Mode::kJson)
+  if (scan_s >= 1.0 && s.mode != Progress::Mode::kJson)
     std::fprintf(stderr, "align-batch: scanned the corpus in %.1f s: %zu audio files\n", scan_s, corpus.files.size());
   if (corpus.files.empty()) {
-    for (const auto& p : corpus.problems) std::fprintf(stderr, "align-batch: %s: %s\n", display_path(p.path.string()).c_str(), p.message.c_str());
-    return usage_error("no audio files found in the corpus given; pass directories, audio files or @LIST files");
+    for (const auto& p : corpus.problems)
+      std::fprintf(stderr, "align-batch: %s: %s\n", display_path(p.path.string()).c_str(), p.message.c_str());
+    return Result<Corpus>::failure("no audio files found in the corpus given; pass directories, audio files or @LIST files");
   }
+  return corpus;
+}
 
-  if (auto error = take_locks(); !error.empty()) return usage_error(error);
-  if (!o.no_history && !history && !o.dry_run) {
-    auto created = HistoryStore::open(history_path, HistoryStore::Create::kIfMissing);
-    if (!created) return usage_error(created.error());
-    history = std::move(created.value());
-  }
+/// A first run's history, created once every option and the corpus checked out.
+Result<Done> open_new_history(BatchSetup& s) {
+  if (s.o.no_history || s.history || s.o.dry_run) return Done{};
+  auto created = HistoryStore::open(s.history_path, HistoryStore::Create::kIfMissing);
+  if (!created) return Result<Done>::failure(created.error());
+  s.history = std::move(created.value());
+  return Done{};
+}
 
-  Progress progress(mode, stderr, stdout);
-  {
-    // Both <stem>.txt and <stem>.lab: the .txt is used. Said once, not once per file.
-    std::size_t both = 0;
-    std::optional<CorpusFile> example;  // corpus.files builds each file on demand: a copy, not a pointer
-    for (const auto& f : corpus.files)
-      if (f.unused_transcript && both++ == 0) example = f;
-    if (example) {
-      const std::string note = fmt::format(
-          "{} file{} both a .txt and a .lab transcript; the .txt is used (e.g. {}, not {})", both,
-          both == 1 ? " has" : "s have", display_path(example->transcript->string()),
-          display_path(example->unused_transcript->string()));
-      if (o.dry_run) std::printf("%s\n", note.c_str());
-      else progress.message(note);
-    }
+/// Says what the run should know before it starts: printed by a dry run, else progress messages.
+void say_notes(const BatchSetup& s, const Corpus& corpus, Progress& progress) {
+  std::vector<std::string> notes;
+  // Both <stem>.txt and <stem>.lab: the .txt is used. Said once, not once per file.
+  std::size_t both = 0;
+  std::optional<CorpusFile> example;  // corpus.files builds each file on demand: a copy, not a pointer
+  for (const auto& f : corpus.files)
+    if (f.unused_transcript && both++ == 0) example = f;
+  if (example)
+    notes.push_back(fmt::format("{} file{} both a .txt and a .lab transcript; the .txt is used (e.g. {}, not {})", both,
+                                both == 1 ? " has" : "s have", display_path(example->transcript->string()),
+                                display_path(example->unused_transcript->string())));
+  for (const std::string* note : {&s.vram_note, &s.tuned_note})
+    if (!note->empty()) notes.push_back(*note);
+  for (const auto& note : notes) {
+    if (s.o.dry_run) std::printf("%s\n", note.c_str());
+    else progress.message(note);
   }
-  if (!vram_note.empty()) {
-    if (o.dry_run) std::printf("%s\n", vram_note.c_str());
-    else progress.message(vram_note);
-  }
-  if (!tuned_note.empty()) {
-    if (o.dry_run) std::printf("%s\n", tuned_note.c_str());
-    else progress.message(tuned_note);
-  }
+}
+
+/// How workers are started; the log folder is made here, except for a dry run.
+Result<ProcessRunnerConfig> runner_config_for(const BatchSetup& s) {
   ProcessRunnerConfig runner_config;
-  runner_config.log_dir = config.out_dir / ".align-batch" / "logs";
-  runner_config.worker_argv = worker_argv;
+  runner_config.log_dir = s.config.out_dir / ".align-batch" / "logs";
+  runner_config.worker_argv = s.worker_argv;
   // LibTorch's OpenMP threads sleep between parallel regions instead of spinning: libgomp's
   // default spin made a 2-thread worker on 2 busy cores 4-5x slower (200 files of 0.1 s: 38.5 s
   // vs 8.0 s passive, a 194 s file 5.3-8.8 s vs 0.9-1.8 s a job; bench/engine_overhead.sh).
   // libgomp reads it once as it loads, so it must be in the worker's environment from exec.
-  if (!dashdash) runner_config.worker_env = {"OMP_WAIT_POLICY=PASSIVE"};
-  runner_config.status_blocks = !dashdash;
+  if (!s.dashdash) runner_config.worker_env = {"OMP_WAIT_POLICY=PASSIVE"};
+  runner_config.status_blocks = !s.dashdash;
   std::error_code ec;
-  if (!o.dry_run) {
+  if (!s.o.dry_run) {
     fs::create_directories(runner_config.log_dir, ec);
-    if (ec) return usage_error("cannot create " + runner_config.log_dir.string() + ": " + ec.message() + "; check --out");
+    if (ec)
+      return Result<ProcessRunnerConfig>::failure("cannot create " + runner_config.log_dir.string() + ": " +
+                                                  ec.message() + "; check --out");
   }
+  return runner_config;
+}
 
-  if (o.executor == "slurm")
-    return run_slurm_batch(o, config, corpus, history.get(), progress, command, dashdash, model_path, mode == Progress::Mode::kTty);
-
-  if (o.dry_run) {
-    NoMemoryProbe probe;
-    std::vector<FailedFile> errors;
-    // plan() needs no runner or probe; a RunLoop is built only to share its logic.
-    PlanOnlyRunner null_runner;
-    RunLoop loop(config, null_runner, probe, history.get(), progress, nullptr);
-    auto plan = loop.plan(corpus, errors);
-    std::size_t to_run = 0, above_budget = 0;
-    std::uint64_t largest = 0;
-    // One header row, then one tab-separated row per file (docs/orchestrator.md).
-    std::printf("action\tfile\tsize\taudio\tpeak\ttask\ttranscript\twhy%s\n", dashdash ? "\tcommand" : "");
-    for (const auto& p : plan) {
-      const CorpusFile f = corpus.files[p.file];
-      const std::string audio = f.audio_duration_s ? fmt::format("audio {:.2f} s", *f.audio_duration_s)
-                                                         : std::string("audio unknown");
-      std::string row = fmt::format(
-          "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", p.skip ? "skip" : "run", display_path(f.audio.string()),
-          format_bytes(f.size_bytes), audio,
-          p.predicted_peak_bytes ? "peak ~" + format_bytes(*p.predicted_peak_bytes) : std::string("peak unknown (no history)"),
-          p.task + (p.transcribed_for_want ? " (no transcript)" : ""),
-          f.transcript ? display_path(f.transcript->string()) : std::string("-"), p.skip ? "done" : p.reason);
-      if (dashdash && config.command) {
-        // {out} shown at its final place; when the job runs it points into the staging directory.
-        row += "\t" + shell_words(config.command->expand({f.audio, f.out_base, f.audio.stem().string(), f.audio.parent_path()}));
-      }
-      std::printf("%s\n", row.c_str());
-      if (!p.skip) {
-        ++to_run;
-        largest = std::max(largest, p.predicted_peak_bytes.value_or(0));
-        if (p.predicted_peak_bytes.value_or(0) > budget.effective_bytes) ++above_budget;
-      }
-    }
-    for (const auto& e : errors) std::printf("error\t%s\t%s\n", display_path(e.path).c_str(), e.reason.c_str());
-    for (const auto& e : corpus.problems)
-      std::printf("error\t%s\t%s\n", display_path(e.path.string()).c_str(), e.message.c_str());
-    std::printf("plan: %zu to run, %zu skipped (done), %zu with errors; budget %s (%s, reserve %s); workers %s",
-                to_run, plan.size() - to_run, errors.size() + corpus.problems.size(),
-                format_bytes(budget.effective_bytes).c_str(), budget.ceiling_source.c_str(),
-                format_bytes(budget.reserve_bytes).c_str(), o.workers.c_str());
-    if (max_workers > 0) std::printf(" (at most %u at once)", static_cast<unsigned>(max_workers));
-    if (above_budget > 0)
-      std::printf("; %zu file%s predicted above the budget (largest ~%s): %s would fail unstarted", above_budget,
-                  above_budget == 1 ? "" : "s", format_bytes(largest).c_str(), above_budget == 1 ? "it" : "they");
-    else if (largest > 0)
-      std::printf("; at least %llu at once by the largest prediction",
-                  static_cast<unsigned long long>(budget.effective_bytes / largest));
-    std::printf("\n");
-    return kExitOk;
+/// One tab-separated row of the dry run's plan (docs/orchestrator.md).
+std::string plan_row(const BatchSetup& s, const PlannedFile& p, const CorpusFile& f) {
+  const std::string audio =
+      f.audio_duration_s ? fmt::format("audio {:.2f} s", *f.audio_duration_s) : std::string("audio unknown");
+  std::string row = fmt::format(
+      "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}", p.skip ? "skip" : "run", display_path(f.audio.string()),
+      format_bytes(f.size_bytes), audio,
+      p.predicted_peak_bytes ? "peak ~" + format_bytes(*p.predicted_peak_bytes) : std::string("peak unknown (no history)"),
+      p.task + (p.transcribed_for_want ? " (no transcript)" : ""),
+      f.transcript ? display_path(f.transcript->string()) : std::string("-"), p.skip ? "done" : p.reason);
+  if (s.dashdash && s.config.command) {
+    // {out} shown at its final place; when the job runs it points into the staging directory.
+    row += "\t" + shell_words(s.config.command->expand({f.audio, f.out_base, f.audio.stem().string(), f.audio.parent_path()}));
   }
+  return row;
+}
 
+/// --dry-run: one header row, one row per file, the errors, then one line of totals.
+int print_plan(BatchSetup& s, const Corpus& corpus, Progress& progress) {
+  NoMemoryProbe probe;
+  std::vector<FailedFile> errors;
+  // plan() needs no runner or probe; a RunLoop is built only to share its logic.
+  PlanOnlyRunner null_runner;
+  RunLoop loop(s.config, null_runner, probe, s.history.get(), progress, nullptr);
+  auto plan = loop.plan(corpus, errors);
+  std::size_t to_run = 0, above_budget = 0;
+  std::uint64_t largest = 0;
+  const Budget& budget = s.budget;
+  std::printf("action\tfile\tsize\taudio\tpeak\ttask\ttranscript\twhy%s\n", s.dashdash ? "\tcommand" : "");
+  for (const auto& p : plan) {
+    std::printf("%s\n", plan_row(s, p, corpus.files[p.file]).c_str());
+    if (p.skip) continue;
+    ++to_run;
+    largest = std::max(largest, p.predicted_peak_bytes.value_or(0));
+    if (p.predicted_peak_bytes.value_or(0) > budget.effective_bytes) ++above_budget;
+  }
+  for (const auto& e : errors) std::printf("error\t%s\t%s\n", display_path(e.path).c_str(), e.reason.c_str());
+  for (const auto& e : corpus.problems)
+    std::printf("error\t%s\t%s\n", display_path(e.path.string()).c_str(), e.message.c_str());
+  std::printf("plan: %zu to run, %zu skipped (done), %zu with errors; budget %s (%s, reserve %s); workers %s", to_run,
+              plan.size() - to_run, errors.size() + corpus.problems.size(), format_bytes(budget.effective_bytes).c_str(),
+              budget.ceiling_source.c_str(), format_bytes(budget.reserve_bytes).c_str(), s.o.workers.c_str());
+  if (s.max_workers > 0) std::printf(" (at most %u at once)", static_cast<unsigned>(s.max_workers));
+  if (above_budget > 0)
+    std::printf("; %zu file%s predicted above the budget (largest ~%s): %s would fail unstarted", above_budget,
+                above_budget == 1 ? "" : "s", format_bytes(largest).c_str(), above_budget == 1 ? "it" : "they");
+  else if (largest > 0)
+    std::printf("; at least %llu at once by the largest prediction",
+                static_cast<unsigned long long>(budget.effective_bytes / largest));
+  std::printf("\n");
+  return kExitOk;
+}
+
+/// Runs the batch on this machine, writes its report and prints the summary.
+int run_local(BatchSetup& s, const Corpus& corpus, Progress& progress, ProcessRunnerConfig runner_config) {
   SignalWatcher signals;
-  if (!dashdash && o.shared_weights == "on") {
+  if (!s.dashdash && s.o.shared_weights == "on") {
     auto shared = create_shared_weights_file(::getpid());
     if (shared) runner_config.shared_weights = shared.value();
     else progress.message("warning: " + shared.error() + "; every worker keeps its own copy of the weights");
   }
   std::error_code size_ec;
-  const std::uintmax_t model_bytes = dashdash ? 0 : fs::file_size(model_path, size_ec);
+  const std::uintmax_t model_bytes = s.dashdash ? 0 : fs::file_size(s.model_path, size_ec);
   ProcMemoryProbe probe("/proc", runner_config.shared_weights, size_ec ? 0 : model_bytes);
   ProcessRunner runner(runner_config);
   progress.message(fmt::format("{} files; {}; budget {} ({}); workers {}{}; history {}", corpus.files.size(),
-                               config.settings.engine_text(),
-                               format_bytes(budget.effective_bytes), budget.ceiling_source, o.workers,
-                               max_workers ? fmt::format(" (at most {} at once)", max_workers) : std::string(),
-                               history ? history->path().string() : std::string("off")));
-  RunLoop loop(config, runner, probe, history.get(), progress, &SignalWatcher::interrupts);
+                               s.config.settings.engine_text(), format_bytes(s.budget.effective_bytes),
+                               s.budget.ceiling_source, s.o.workers,
+                               s.max_workers ? fmt::format(" (at most {} at once)", s.max_workers) : std::string(),
+                               s.history ? s.history->path().string() : std::string("off")));
+  RunLoop loop(s.config, runner, probe, s.history.get(), progress, &SignalWatcher::interrupts);
   RunSummary summary = loop.run(corpus);
-  summary.max_trellis_mib = max_trellis_mib;
-  summary.out_dir = config.out_dir.string();
+  summary.max_trellis_mib = s.max_trellis_mib;
+  summary.out_dir = s.config.out_dir.string();
   // The report reads the run back from history once the loop is over, never while it runs.
-  if (!o.no_report) write_end_of_run_report(history.get(), loop.run_id(), config.out_dir, summary, progress);
+  if (!s.o.no_report) write_end_of_run_report(s.history.get(), loop.run_id(), s.config.out_dir, summary, progress);
   progress.summary(summary, stdout);
   return summary.exit_code();
+}
+
+}  // namespace
+
+int run_batch(const RunOptions& given, const std::vector<std::string>& command, bool dashdash) {
+  BatchSetup s;
+  s.o = given;
+  s.command = command;
+  s.dashdash = dashdash;
+  if (std::string e = read_slurm_shard(s.o); !e.empty()) return usage_error(e);
+  auto durations = check_flags(s.o);
+  if (!durations) return usage_error(durations.error());
+  if (auto r = dashdash ? use_command(s) : use_builtin_engine(s); !r) return usage_error(r.error());
+  s.config.out_dir = fs::absolute(s.o.out).lexically_normal();
+  if (auto r = open_existing_history(s); !r) return usage_error(r.error());
+  apply_history_tuning(s);
+  auto inputs = parse_budget_flags(s.o.mem_budget, s.o.reserve);  // tuned settings may have set them
+  if (!inputs) return usage_error(inputs.error());
+  auto vram_budget_bytes = vram_budget(s);
+  if (!vram_budget_bytes) return usage_error(vram_budget_bytes.error());
+  plan_workers(s);
+  if (!Progress::parse_mode(s.o.progress, stderr, s.mode)) return usage_error("--progress: use auto, plain or json");
+  auto budget = machine_budget(inputs.value());
+  if (!budget) return usage_error(budget.error());
+  s.budget = budget.value();
+  configure_loop(s, durations.value(), inputs.value(), vram_budget_bytes.value());
+
+  RunLocks locks;
+  if (std::error_code ec; fs::is_directory(s.config.out_dir / ".align-batch", ec))
+    if (auto r = locks.take(s); !r) return usage_error(r.error());
+  auto corpus = scan(s);
+  if (!corpus) return usage_error(corpus.error());
+  if (auto r = locks.take(s); !r) return usage_error(r.error());
+  if (auto r = open_new_history(s); !r) return usage_error(r.error());
+
+  Progress progress(s.mode, stderr, stdout);
+  say_notes(s, corpus.value(), progress);
+  auto runner_config = runner_config_for(s);
+  if (!runner_config) return usage_error(runner_config.error());
+  if (s.o.executor == "slurm")
+    return run_slurm_batch(s.o, s.config, corpus.value(), s.history.get(), progress, command, dashdash, s.model_path,
+                           s.mode == Progress::Mode::kTty);
+  if (s.o.dry_run) return print_plan(s, corpus.value(), progress);
+  return run_local(s, corpus.value(), progress, std::move(runner_config.value()));
 }
 
 }  // namespace ab
