@@ -98,69 +98,65 @@ std::unique_ptr<HistoryStore> open_or_report(const HistoryOptions& o, int& exit_
   return std::move(store.value());
 }
 
-int list_keys(HistoryStore& store, Format format) {
+/// Every key's summary: its jobs, fitted lines and how well they predicted.
+Result<std::vector<KeySummary>> key_summaries(HistoryStore& store) {
+  using R = Result<std::vector<KeySummary>>;
   const auto keys = store.keys();
-  if (!keys) {
-    fmt::print(stderr, "align-batch history: {}\n", keys.error());
-    return kExitCannotRun;
-  }
+  if (!keys) return R::failure(keys.error());
   std::vector<KeySummary> summaries;
   for (const auto& k : *keys) {
     const auto jobs = store.jobs_for_key(k.job_key);
-    if (!jobs) {
-      fmt::print(stderr, "align-batch history: {}\n", jobs.error());
-      return kExitCannotRun;
-    }
+    if (!jobs) return R::failure(jobs.error());
     summaries.push_back(summarize_key(k, *jobs));
   }
-  if (format == Format::kJson) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& s : summaries) {
-      auto fit_json = [](const std::optional<LinearFit>& f) {
-        if (!f) return nlohmann::json(nullptr);
-        return nlohmann::json{{"baseline_bytes", f->baseline_bytes}, {"ratio", f->ratio},
-                              {"margin", f->margin}, {"spread", f->spread}, {"jobs", f->n}};
-      };
-      out.push_back({{"key", s.key.job_key},
-                     {"jobs", s.key.job_count},
-                     {"ok_jobs", s.key.ok_count},
-                     {"median_peak_bytes", s.median_peak_bytes},
-                     {"size_fit", fit_json(s.size_fit)},
-                     {"duration_fit", fit_json(s.duration_fit)},
-                     {"median_abs_error", opt_json(s.median_abs_error)},
-                     {"coverage", opt_json(s.coverage)},
-                     {"evaluated_jobs", s.evaluated_jobs},
-                     {"last_used_ms", s.key.last_finished_at_ms}});
-    }
-    fmt::print("{}\n", out.dump(2));
-    return kExitOk;
+  return summaries;
+}
+
+void print_keys_json(const std::vector<KeySummary>& summaries) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& s : summaries) {
+    auto fit_json = [](const std::optional<LinearFit>& f) {
+      if (!f) return nlohmann::json(nullptr);
+      return nlohmann::json{{"baseline_bytes", f->baseline_bytes}, {"ratio", f->ratio},
+                            {"margin", f->margin}, {"spread", f->spread}, {"jobs", f->n}};
+    };
+    out.push_back({{"key", s.key.job_key},
+                   {"jobs", s.key.job_count},
+                   {"ok_jobs", s.key.ok_count},
+                   {"median_peak_bytes", s.median_peak_bytes},
+                   {"size_fit", fit_json(s.size_fit)},
+                   {"duration_fit", fit_json(s.duration_fit)},
+                   {"median_abs_error", opt_json(s.median_abs_error)},
+                   {"coverage", opt_json(s.coverage)},
+                   {"evaluated_jobs", s.evaluated_jobs},
+                   {"last_used_ms", s.key.last_finished_at_ms}});
   }
-  if (format == Format::kCsv) {
-    std::vector<std::vector<std::string>> rows = {
-        {"key", "jobs", "ok_jobs", "median_peak_bytes", "baseline_bytes", "ratio_bytes_per_byte",
-         "margin", "duration_baseline_bytes", "ratio_bytes_per_s", "duration_margin",
-         "median_abs_error", "coverage", "evaluated_jobs", "last_used_ms"}};
-    for (const auto& s : summaries) {
-      rows.push_back(
-          {s.key.job_key, std::to_string(s.key.job_count), std::to_string(s.key.ok_count),
-           std::to_string(s.median_peak_bytes),
-           s.size_fit ? fmt::format("{:.0f}", s.size_fit->baseline_bytes) : "",
-           s.size_fit ? fmt::format("{:.6g}", s.size_fit->ratio) : "",
-           s.size_fit ? fmt::format("{:.4f}", s.size_fit->margin) : "",
-           s.duration_fit ? fmt::format("{:.0f}", s.duration_fit->baseline_bytes) : "",
-           s.duration_fit ? fmt::format("{:.6g}", s.duration_fit->ratio) : "",
-           s.duration_fit ? fmt::format("{:.4f}", s.duration_fit->margin) : "",
-           s.median_abs_error ? fmt::format("{:.4f}", *s.median_abs_error) : "",
-           s.coverage ? fmt::format("{:.4f}", *s.coverage) : "", std::to_string(s.evaluated_jobs),
-           std::to_string(s.key.last_finished_at_ms)});
-    }
-    print_csv(rows);
-    return kExitOk;
+  fmt::print("{}\n", out.dump(2));
+}
+
+void print_keys_csv(const std::vector<KeySummary>& summaries) {
+  std::vector<std::vector<std::string>> rows = {
+      {"key", "jobs", "ok_jobs", "median_peak_bytes", "baseline_bytes", "ratio_bytes_per_byte",
+       "margin", "duration_baseline_bytes", "ratio_bytes_per_s", "duration_margin",
+       "median_abs_error", "coverage", "evaluated_jobs", "last_used_ms"}};
+  for (const auto& s : summaries) {
+    rows.push_back(
+        {s.key.job_key, std::to_string(s.key.job_count), std::to_string(s.key.ok_count),
+         std::to_string(s.median_peak_bytes),
+         s.size_fit ? fmt::format("{:.0f}", s.size_fit->baseline_bytes) : "",
+         s.size_fit ? fmt::format("{:.6g}", s.size_fit->ratio) : "",
+         s.size_fit ? fmt::format("{:.4f}", s.size_fit->margin) : "",
+         s.duration_fit ? fmt::format("{:.0f}", s.duration_fit->baseline_bytes) : "",
+         s.duration_fit ? fmt::format("{:.6g}", s.duration_fit->ratio) : "",
+         s.duration_fit ? fmt::format("{:.4f}", s.duration_fit->margin) : "",
+         s.median_abs_error ? fmt::format("{:.4f}", *s.median_abs_error) : "",
+         s.coverage ? fmt::format("{:.4f}", *s.coverage) : "", std::to_string(s.evaluated_jobs),
+         std::to_string(s.key.last_finished_at_ms)});
   }
-  if (summaries.empty()) {
-    fmt::print("no jobs recorded yet in {}\n", store.path().string());
-    return kExitOk;
-  }
+  print_csv(rows);
+}
+
+void print_keys_table(const std::vector<KeySummary>& summaries) {
   std::vector<std::vector<std::string>> rows = {{"JOBS", "OK", "MEDIAN PEAK", "PEAK BY INPUT BYTES",
                                                  "PEAK BY AUDIO SECONDS", "ERROR", "COVERED",
                                                  "LAST USED", "KEY"}};
@@ -190,6 +186,18 @@ int list_keys(HistoryStore& store, Format format) {
       "duration is known and that line's margin is no wider. ERROR is the median |predicted − "
       "actual| / actual and COVERED the share at or below the predicted p95, each job predicted "
       "only from jobs before it.\n");
+}
+
+int list_keys(HistoryStore& store, Format format) {
+  const auto summaries = key_summaries(store);
+  if (!summaries) {
+    fmt::print(stderr, "align-batch history: {}\n", summaries.error());
+    return kExitCannotRun;
+  }
+  if (format == Format::kJson) print_keys_json(*summaries);
+  else if (format == Format::kCsv) print_keys_csv(*summaries);
+  else if (summaries->empty()) fmt::print("no jobs recorded yet in {}\n", store.path().string());
+  else print_keys_table(*summaries);
   return kExitOk;
 }
 

@@ -201,34 +201,52 @@ std::string job_title(const JobRow& r) {
 
 // ---- 1. memory over time, and concurrency beneath -------------------------------------------
 
-std::string memory_chart(const ReportInput& in) {
-  const auto& run = in.run;
-  const std::int64_t t0 = run.info.started_at_ms;
-  std::vector<std::size_t> order(in.jobs.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::vector<Span> spans;
-  double end_ms = run.ended_at_ms ? static_cast<double>(*run.ended_at_ms - t0) : 0;
+/// The run's attempts in time: each one's span, the run's end, and the order they started in.
+struct RunSpans {
+  std::vector<Span> spans;         ///< one per ReportInput::jobs
+  std::vector<std::size_t> order;  ///< indices into spans by start time (ties: job order)
+  double end_ms = 1;
+};
+
+RunSpans run_spans(const ReportInput& in) {
+  RunSpans r;
+  const std::int64_t t0 = in.run.info.started_at_ms;
+  r.end_ms = in.run.ended_at_ms ? static_cast<double>(*in.run.ended_at_ms - t0) : 0;
   for (const auto& j : in.jobs) {
-    spans.push_back(span_of(j.row, t0));
-    end_ms = std::max(end_ms, spans.back().end_ms);
+    r.spans.push_back(span_of(j.row, t0));
+    r.end_ms = std::max(r.end_ms, r.spans.back().end_ms);
   }
-  end_ms = std::max(end_ms, 1.0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+  r.end_ms = std::max(r.end_ms, 1.0);
+  r.order.resize(in.jobs.size());
+  for (std::size_t i = 0; i < r.order.size(); ++i) r.order[i] = i;
+  const auto& spans = r.spans;
+  std::sort(r.order.begin(), r.order.end(), [&](std::size_t a, std::size_t b) {
     return spans[a].start_ms != spans[b].start_ms ? spans[a].start_ms < spans[b].start_ms : a < b;
   });
+  return r;
+}
 
-  // Stack each job on those that started before it, on a fixed time grid.
+/// One attempt's band in the stacked chart: the grid cells it covers, its lower and upper edge.
+struct Band {
+  std::size_t job;
+  std::vector<int> cells;
+  std::vector<double> lo, hi;
+};
+
+/// Every attempt stacked on those that started before it, on a grid of kMemoryGridSteps steps.
+struct MemoryStack {
+  std::vector<Band> bands;  ///< in start order
+  double dt_ms = 1;         ///< the grid's step
+  double max_bytes = 0;     ///< the highest sum
+};
+
+MemoryStack stack_bands(const ReportInput& in, const RunSpans& r) {
+  MemoryStack st;
   const int n = kMemoryGridSteps;
-  const double dt = end_ms / n;
+  const double dt = st.dt_ms = r.end_ms / n;
   std::vector<double> below(n + 1, 0.0);
-  struct Band {
-    std::size_t job;
-    std::vector<int> cells;
-    std::vector<double> lo, hi;
-  };
-  std::vector<Band> bands;
-  for (std::size_t k : order) {
-    const Span& sp = spans[k];
+  for (std::size_t k : r.order) {
+    const Span& sp = r.spans[k];
     Band b{k, {}, {}, {}};
     int first = static_cast<int>(std::ceil(sp.start_ms / dt));
     int last = static_cast<int>(std::floor(sp.end_ms / dt));
@@ -242,99 +260,95 @@ std::string memory_chart(const ReportInput& in) {
       b.hi.push_back(below[i] + v);
       below[i] += v;
     }
-    bands.push_back(std::move(b));
+    st.bands.push_back(std::move(b));
   }
-  const double stack_max = *std::max_element(below.begin(), below.end());
+  st.max_bytes = *std::max_element(below.begin(), below.end());
+  return st;
+}
 
-  const double budget = static_cast<double>(run.info.budget_bytes);
-  const double high_water = budget * run.info.settings.high_water.value_or(0);
-  const std::optional<double> cgroup = run.info.settings.cgroup_limit_bytes;
-  // A budget far above what the run used would flatten the picture to a line at the bottom: the
-  // axis then ends above the run's peak, and lines above it are named at the top instead.
-  double y_max = std::max(stack_max, 1.0) * 1.15;
-  for (double line : {budget, high_water, cgroup.value_or(0)})
-    if (line > 0 && line <= std::max(stack_max, 1.0) * 4) y_max = std::max(y_max, line * 1.05);
-  const ByteUnit unit = byte_unit(y_max);
-
-  Plot p;
-  p.height = 280;
-  p.set(end_ms / 1000, y_max / unit.bytes);
-  Plot c;
-  c.top = p.top + p.height + 70;
-  c.height = 90;
-  std::size_t max_running = 0;
-  // Concurrency: +1 at each start, -1 at each end; an end sorts before a start at the same time.
+/// Concurrency: +1 at each start, -1 at each end; an end sorts before a start at the same time.
+std::vector<std::pair<double, int>> concurrency_events(const std::vector<Span>& spans) {
   std::vector<std::pair<double, int>> events;
   for (const auto& sp : spans) {
     events.push_back({sp.start_ms, +1});
     events.push_back({sp.end_ms, -1});
   }
   std::sort(events.begin(), events.end());
-  {
-    long running = 0;
-    for (const auto& e : events) {
-      running += e.second;
-      max_running = std::max<std::size_t>(max_running, static_cast<std::size_t>(std::max(0L, running)));
-    }
-  }
-  c.set(end_ms / 1000, static_cast<double>(std::max<std::size_t>(max_running, 1)) * 1.15);
-  const double height = c.top + c.height + 50;
+  return events;
+}
 
-  std::string s = "<section id=\"memory\"><h2>Memory over time</h2>\n";
-  s += "<p>The sum of the workers' PSS, one band per job attempt stacked in start order, against the budget the "
-       "scheduler admitted to. Marks above the plot: every guard kill, OOM death, crash and retry (hover for the file).</p>\n";
-  s += svg_open(p.left + p.width + 20, height, "memory over time");
-  s += p.axes(linear_ticks(end_ms / 1000), linear_ticks(y_max / unit.bytes), "time since the run started (s)",
-              fmt::format("PSS of all workers ({})", unit.name));
+std::size_t most_running(const std::vector<std::pair<double, int>>& events) {
+  std::size_t max_running = 0;
+  long running = 0;
+  for (const auto& e : events) {
+    running += e.second;
+    max_running = std::max<std::size_t>(max_running, static_cast<std::size_t>(std::max(0L, running)));
+  }
+  return max_running;
+}
+
+/// One band as an SVG path, coloured by how its attempt ended (`index`: its place in start order).
+std::string band_path(const ReportInput& in, const Band& b, std::size_t index, const Plot& p, double dt,
+                      const ByteUnit& unit) {
   static const char* const kOkColours[] = {"#4e79a7", "#76b7b2", "#59a14f", "#a0cbe8", "#8cd17d", "#499894"};
-  for (std::size_t bi = 0; bi < bands.size(); ++bi) {
-    const Band& b = bands[bi];
-    const JobRow& row = in.jobs[b.job].row;
-    std::string fill;
-    switch (row.status) {
-      case JobStatus::kOk: fill = kOkColours[bi % 6]; break;
-      case JobStatus::kKilled: fill = "#e15759"; break;
-      case JobStatus::kDied: fill = "#f28e2b"; break;
-      case JobStatus::kFailed: fill = "#b07aa1"; break;
-    }
-    std::string d;
-    auto x_of = [&](std::size_t i) { return p.x(b.cells[i] * dt / 1000); };
-    const bool sliver = b.cells.size() == 1;
-    const double half = sliver ? std::max(0.5, (p.x(dt / 1000) - p.x(0)) / 2) : 0;
-    for (std::size_t i = 0; i < b.cells.size(); ++i) {
-      const double y = p.y(b.hi[i] / unit.bytes);
-      if (sliver) d += fmt::format("M{},{}L{},{}", num(x_of(i) - half), num(y), num(x_of(i) + half), num(y));
-      else d += fmt::format("{}{},{}", i == 0 ? "M" : "L", num(x_of(i)), num(y));
-    }
-    for (std::size_t i = b.cells.size(); i-- > 0;) {
-      const double y = p.y(b.lo[i] / unit.bytes);
-      if (sliver) d += fmt::format("L{},{}L{},{}", num(x_of(i) + half), num(y), num(x_of(i) - half), num(y));
-      else d += fmt::format("L{},{}", num(x_of(i)), num(y));
-    }
-    s += fmt::format(R"(<path class="job {}" data-file="{}" data-attempt="{}" fill="{}" d="{}Z"><title>{}</title></path>)",
-                     to_string(row.status), esc(row.input_path), row.attempts, fill, d, esc(job_title(row)));
-    s += "\n";
+  const JobRow& row = in.jobs[b.job].row;
+  std::string fill;
+  switch (row.status) {
+    case JobStatus::kOk: fill = kOkColours[index % 6]; break;
+    case JobStatus::kKilled: fill = "#e15759"; break;
+    case JobStatus::kDied: fill = "#f28e2b"; break;
+    case JobStatus::kFailed: fill = "#b07aa1"; break;
   }
-  // Budget, high-water mark and cgroup limit: drawn where they fall on the axis, named at the top otherwise.
-  double off_chart_y = p.top + 12;
-  auto hline = [&](double bytes, const char* cls, const std::string& label) {
-    if (bytes <= 0) return;
-    if (bytes / unit.bytes > y_max / unit.bytes) {
-      s += fmt::format(R"(<text class="limit-note {}" x="{}" y="{}" text-anchor="end">{} {} (above the chart)</text>)",
-                       cls, p.left + p.width - 6, num(off_chart_y), esc(label), format_bytes(static_cast<std::uint64_t>(bytes)));
-      off_chart_y += 14;
-      return;
-    }
-    const double y = p.y(bytes / unit.bytes);
-    s += fmt::format(R"(<line class="limit {}" x1="{}" y1="{}" x2="{}" y2="{}"/>)", cls, p.left, num(y), p.left + p.width, num(y));
-    s += fmt::format(R"(<text class="limit-note {}" x="{}" y="{}" text-anchor="end">{} {}</text>)", cls,
-                     p.left + p.width - 6, num(y - 4), esc(label), format_bytes(static_cast<std::uint64_t>(bytes)));
-  };
-  hline(budget, "budget", "budget");
-  hline(high_water, "high-water", "high-water mark");
-  if (cgroup) hline(*cgroup, "cgroup", "cgroup limit");
+  std::string d;
+  auto x_of = [&](std::size_t i) { return p.x(b.cells[i] * dt / 1000); };
+  const bool sliver = b.cells.size() == 1;
+  const double half = sliver ? std::max(0.5, (p.x(dt / 1000) - p.x(0)) / 2) : 0;
+  for (std::size_t i = 0; i < b.cells.size(); ++i) {
+    const double y = p.y(b.hi[i] / unit.bytes);
+    if (sliver) d += fmt::format("M{},{}L{},{}", num(x_of(i) - half), num(y), num(x_of(i) + half), num(y));
+    else d += fmt::format("{}{},{}", i == 0 ? "M" : "L", num(x_of(i)), num(y));
+  }
+  for (std::size_t i = b.cells.size(); i-- > 0;) {
+    const double y = p.y(b.lo[i] / unit.bytes);
+    if (sliver) d += fmt::format("L{},{}L{},{}", num(x_of(i) + half), num(y), num(x_of(i) - half), num(y));
+    else d += fmt::format("L{},{}", num(x_of(i)), num(y));
+  }
+  return fmt::format(R"(<path class="job {}" data-file="{}" data-attempt="{}" fill="{}" d="{}Z"><title>{}</title></path>)",
+                     to_string(row.status), esc(row.input_path), row.attempts, fill, d, esc(job_title(row))) +
+         "\n";
+}
 
-  // Marks: at the end of a killed or dead attempt, at the start of every retry.
+/// The memory chart's horizontal lines (budget, high-water mark, cgroup limit): drawn where they
+/// fall on the axis, named at the top where they are above it.
+class LimitLines {
+ public:
+  LimitLines(const Plot& p, const ByteUnit& unit, double y_max) : p_(p), unit_(unit), y_max_(y_max) {}
+  std::string line(double bytes, const char* cls, const std::string& label) {
+    if (bytes <= 0) return {};
+    if (bytes / unit_.bytes > y_max_ / unit_.bytes) {
+      std::string s = fmt::format(R"(<text class="limit-note {}" x="{}" y="{}" text-anchor="end">{} {} (above the chart)</text>)",
+                                  cls, p_.left + p_.width - 6, num(off_chart_y_), esc(label),
+                                  format_bytes(static_cast<std::uint64_t>(bytes)));
+      off_chart_y_ += 14;
+      return s;
+    }
+    const double y = p_.y(bytes / unit_.bytes);
+    return fmt::format(R"(<line class="limit {}" x1="{}" y1="{}" x2="{}" y2="{}"/>)", cls, p_.left, num(y),
+                       p_.left + p_.width, num(y)) +
+           fmt::format(R"(<text class="limit-note {}" x="{}" y="{}" text-anchor="end">{} {}</text>)", cls,
+                       p_.left + p_.width - 6, num(y - 4), esc(label), format_bytes(static_cast<std::uint64_t>(bytes)));
+  }
+
+ private:
+  const Plot& p_;
+  ByteUnit unit_;
+  double y_max_;
+  double off_chart_y_ = p_.top + 12;
+};
+
+/// Marks above the plot: at the end of a killed or dead attempt, at the start of every retry.
+std::string attempt_marks(const ReportInput& in, const std::vector<Span>& spans, const Plot& p) {
+  std::string s;
   for (std::size_t k = 0; k < in.jobs.size(); ++k) {
     const JobRow& row = in.jobs[k].row;
     const ReportMark m = mark_of(row);
@@ -353,27 +367,66 @@ std::string memory_chart(const ReportInput& in) {
       s += "\n";
     }
   }
+  return s;
+}
 
-  // Concurrency beneath, on the same time axis.
-  s += c.axes(linear_ticks(end_ms / 1000), linear_ticks(c.y.d1, 3), "time since the run started (s)", "jobs running");
-  {
-    std::string d = fmt::format("M{},{}", c.x(0), c.y(0));
-    long running = 0;
-    for (const auto& e : events) {
-      d += fmt::format("H{}", num(c.x(e.first / 1000)));
-      running += e.second;
-      d += fmt::format("V{}", num(c.y(static_cast<double>(std::max(0L, running)))));
-    }
-    d += fmt::format("H{}", num(c.x(end_ms / 1000)));
-    s += fmt::format(R"(<path class="concurrency" d="{}"/>)", d);
+/// Jobs running over time, as a step line on plot `c` ending at `end_ms`.
+std::string concurrency_path(const Plot& c, const std::vector<std::pair<double, int>>& events, double end_ms) {
+  std::string d = fmt::format("M{},{}", c.x(0), c.y(0));
+  long running = 0;
+  for (const auto& e : events) {
+    d += fmt::format("H{}", num(c.x(e.first / 1000)));
+    running += e.second;
+    d += fmt::format("V{}", num(c.y(static_cast<double>(std::max(0L, running)))));
   }
+  d += fmt::format("H{}", num(c.x(end_ms / 1000)));
+  return fmt::format(R"(<path class="concurrency" d="{}"/>)", d);
+}
+
+std::string memory_chart(const ReportInput& in) {
+  const RunSpans r = run_spans(in);
+  const MemoryStack st = stack_bands(in, r);
+  const double budget = static_cast<double>(in.run.info.budget_bytes);
+  const double high_water = budget * in.run.info.settings.high_water.value_or(0);
+  const std::optional<double> cgroup = in.run.info.settings.cgroup_limit_bytes;
+  // A budget far above what the run used would flatten the picture to a line at the bottom: the
+  // axis then ends above the run's peak, and lines above it are named at the top instead.
+  double y_max = std::max(st.max_bytes, 1.0) * 1.15;
+  for (double line : {budget, high_water, cgroup.value_or(0)})
+    if (line > 0 && line <= std::max(st.max_bytes, 1.0) * 4) y_max = std::max(y_max, line * 1.05);
+  const ByteUnit unit = byte_unit(y_max);
+
+  Plot p;
+  p.height = 280;
+  p.set(r.end_ms / 1000, y_max / unit.bytes);
+  Plot c;  // concurrency beneath, on the same time axis
+  c.top = p.top + p.height + 70;
+  c.height = 90;
+  const auto events = concurrency_events(r.spans);
+  const std::size_t max_running = most_running(events);
+  c.set(r.end_ms / 1000, static_cast<double>(std::max<std::size_t>(max_running, 1)) * 1.15);
+
+  std::string s = "<section id=\"memory\"><h2>Memory over time</h2>\n";
+  s += "<p>The sum of the workers' PSS, one band per job attempt stacked in start order, against the budget the "
+       "scheduler admitted to. Marks above the plot: every guard kill, OOM death, crash and retry (hover for the file).</p>\n";
+  s += svg_open(p.left + p.width + 20, c.top + c.height + 50, "memory over time");
+  s += p.axes(linear_ticks(r.end_ms / 1000), linear_ticks(y_max / unit.bytes), "time since the run started (s)",
+              fmt::format("PSS of all workers ({})", unit.name));
+  for (std::size_t bi = 0; bi < st.bands.size(); ++bi) s += band_path(in, st.bands[bi], bi, p, st.dt_ms, unit);
+  LimitLines limits(p, unit, y_max);
+  s += limits.line(budget, "budget", "budget");
+  s += limits.line(high_water, "high-water", "high-water mark");
+  if (cgroup) s += limits.line(*cgroup, "cgroup", "cgroup limit");
+  s += attempt_marks(in, r.spans, p);
+  s += c.axes(linear_ticks(r.end_ms / 1000), linear_ticks(c.y.d1, 3), "time since the run started (s)", "jobs running");
+  s += concurrency_path(c, events, r.end_ms);
   s += "</svg>\n";
   s += fmt::format("<p class=\"legend\"><span class=\"key ok\"></span>ok <span class=\"key killed\"></span>stopped by the "
                    "guard <span class=\"key died\"></span>died <span class=\"key failed\"></span>failed &#183; marks: "
                    "<span class=\"sym guard-kill\">&#9660;</span> guard kill <span class=\"sym oom-death\">&#9660;</span> OOM "
                    "death <span class=\"sym crash\">&#9660;</span> crash <span class=\"sym retry\">&#9679;</span> retry &#183; "
                    "highest sum drawn {}, at most {} jobs at once</p>\n",
-                   format_bytes(static_cast<std::uint64_t>(stack_max)), max_running);
+                   format_bytes(static_cast<std::uint64_t>(st.max_bytes)), max_running);
   s += "</section>\n";
   return s;
 }
@@ -509,8 +562,11 @@ std::string audio_charts(const ReportInput& in) {
 
 // ---- 4. tables -------------------------------------------------------------------------------
 
+/// A table's rows: the file a row is about (empty: none) and its cells.
+using TableRows = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
 std::string table(const std::string& id, const std::string& title, const std::vector<std::string>& header,
-                  const std::vector<std::pair<std::string, std::vector<std::string>>>& rows, const std::string& empty) {
+                  const TableRows& rows, const std::string& empty) {
   std::string s = fmt::format("<section id=\"{}\"><h2>{}</h2>\n", id, esc(title));
   if (rows.empty()) return s + "<p class=\"empty\">" + esc(empty) + "</p></section>\n";
   s += "<table><thead><tr>";
@@ -524,8 +580,8 @@ std::string table(const std::string& id, const std::string& title, const std::ve
   return s + "</tbody></table></section>\n";
 }
 
-std::string tables(const ReportInput& in) {
-  // Failed files: no ok attempt in this run; the last attempt says why.
+/// Failed files: no ok attempt in this run; the last attempt says why.
+std::string failed_table(const ReportInput& in) {
   std::map<std::string, const JobRow*> last;
   std::set<std::string> ok;
   for (const auto& j : in.jobs) {
@@ -535,22 +591,29 @@ std::string tables(const ReportInput& in) {
         (j.row.finished_at_ms == l->finished_at_ms && j.row.attempts > l->attempts))
       l = &j.row;
   }
-  std::vector<std::pair<std::string, std::vector<std::string>>> failed;
+  TableRows failed;
   for (const auto& [path, row] : last) {
     if (ok.count(path)) continue;
     std::string reason = row->error;
     if (reason.empty()) reason = mark_title(mark_of(*row));
     failed.push_back({path, {path, to_string(row->status), std::to_string(row->attempts), format_bytes(row->peak_pss_bytes), reason}});
   }
-  std::string s = table("failed", "Files that did not finish", {"file", "last attempt", "attempts", "peak PSS", "reason"}, failed,
-                        "Every file of this run that started finished. (Files refused before starting, such as unreadable "
-                        "audio, are listed in the run's summary.)");
+  return table("failed", "Files that did not finish", {"file", "last attempt", "attempts", "peak PSS", "reason"}, failed,
+               "Every file of this run that started finished. (Files refused before starting, such as unreadable "
+               "audio, are listed in the run's summary.)");
+}
 
+/// The ok attempts, slowest first.
+std::vector<const JobRow*> done_by_wall_time(const ReportInput& in) {
   std::vector<const JobRow*> done;
   for (const auto& j : in.jobs)
     if (j.row.status == JobStatus::kOk) done.push_back(&j.row);
   std::sort(done.begin(), done.end(), [](const JobRow* a, const JobRow* b) { return a->wall_s > b->wall_s; });
-  std::vector<std::pair<std::string, std::vector<std::string>>> slow;
+  return done;
+}
+
+std::string slowest_table(const std::vector<const JobRow*>& done) {
+  TableRows slow;
   for (std::size_t i = 0; i < done.size() && i < kTableRows; ++i) {
     const JobRow& r = *done[i];
     slow.push_back({r.input_path, {r.input_path, fmt::format("{:.2f}", r.wall_s),
@@ -558,9 +621,11 @@ std::string tables(const ReportInput& in) {
                                    r.audio_duration_s && r.wall_s > 0 ? fmt::format("{:.0f}", *r.audio_duration_s / r.wall_s) : "-",
                                    fmt::format("{:.2f}", r.cpu_s)}});
   }
-  s += table("slowest", "Slowest files", {"file", "wall (s)", "audio (s)", "× real time", "CPU (s)"}, slow,
-             "No file finished.");
+  return table("slowest", "Slowest files", {"file", "wall (s)", "audio (s)", "× real time", "CPU (s)"}, slow,
+               "No file finished.");
+}
 
+std::string above_prediction_table(const std::vector<const JobRow*>& done) {
   std::vector<const JobRow*> over;
   for (const auto* r : done)
     if (r->predicted_peak_bytes && r->peak_pss_bytes > *r->predicted_peak_bytes) over.push_back(r);
@@ -568,15 +633,17 @@ std::string tables(const ReportInput& in) {
     return static_cast<double>(r->peak_pss_bytes) / static_cast<double>(*r->predicted_peak_bytes);
   };
   std::sort(over.begin(), over.end(), [&](const JobRow* a, const JobRow* b) { return ratio(a) > ratio(b); });
-  std::vector<std::pair<std::string, std::vector<std::string>>> above;
+  TableRows above;
   for (std::size_t i = 0; i < over.size() && i < kTableRows; ++i) {
     const JobRow& r = *over[i];
     above.push_back({r.input_path, {r.input_path, format_bytes(*r.predicted_peak_bytes), format_bytes(r.peak_pss_bytes),
                                     fmt::format("{:.2f}", ratio(&r))}});
   }
-  s += table("above", "Furthest above their prediction", {"file", "predicted", "measured", "measured ÷ predicted"}, above,
-             "No finished file used more than predicted.");
+  return table("above", "Furthest above their prediction", {"file", "predicted", "measured", "measured ÷ predicted"},
+               above, "No finished file used more than predicted.");
+}
 
+std::string settings_table(const ReportInput& in) {
   const auto& info = in.run.info;
   const RunSettings& f = info.settings;
   auto text = [](const std::string& v) { return v.empty() ? std::string("-") : v; };
@@ -586,7 +653,7 @@ std::string tables(const ReportInput& in) {
   if (!f.mem_budget.empty()) budget += "; --mem-budget " + f.mem_budget;
   const auto& cgroup = f.cgroup_limit_bytes;
   const auto& hw = f.high_water;
-  std::vector<std::pair<std::string, std::vector<std::string>>> settings = {
+  TableRows settings = {
       {"", {"run", fmt::format("{} on {} ({} cores, {} memory), align-batch {}", in.run.id, info.host, info.cores,
                                format_bytes(info.mem_total_bytes), info.version)}},
       {"", {"started", utc(info.started_at_ms)}},
@@ -605,8 +672,12 @@ std::string tables(const ReportInput& in) {
       {"", {"outputs", text(f.out)}},
       {"", {"history", in.history_path.empty() ? "-" : in.history_path}},
   };
-  s += table("settings", "Settings of the run", {"setting", "value"}, settings, "");
-  return s;
+  return table("settings", "Settings of the run", {"setting", "value"}, settings, "");
+}
+
+std::string tables(const ReportInput& in) {
+  const std::vector<const JobRow*> done = done_by_wall_time(in);
+  return failed_table(in) + slowest_table(done) + above_prediction_table(done) + settings_table(in);
 }
 
 const char* const kStyle = R"css(

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "common/result.h"
 #include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/worker_runner.h"
@@ -89,6 +91,10 @@ class ProcessRunner : public WorkerRunner {
   /// Ends a reaped command's part of its slot log; returns its tail for a failed command's error.
   std::string end_command_log(Proc& p, bool ok, const std::string& how);
   void read_output(Proc& p, std::vector<JobEnd>& ended);
+  /// A worker's `ready` line: it loaded its model (or could not: every later start fails).
+  void take_ready_line(Proc& p, const nlohmann::json& msg);
+  /// A busy worker's result line: its job's end; the worker is idle again (or told to exit).
+  JobEnd take_result_line(Proc& p, const nlohmann::json& msg);
   void reap(std::vector<JobEnd>& ended);
   void escalate_kills();
   void read_status();
