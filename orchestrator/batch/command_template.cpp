@@ -1,6 +1,9 @@
 // CommandTemplate: placeholder expansion for the external-command engine; argv only, never a shell.
 #include "orchestrator/batch/command_template.h"
 
+#include <cassert>
+#include <utility>
+
 namespace ab {
 
 std::string safe_path_argument(const std::filesystem::path& path) {
@@ -9,9 +12,9 @@ std::string safe_path_argument(const std::filesystem::path& path) {
   return s;
 }
 
-bool expand_argument(const std::string& arg, const CommandPlaceholders& values, std::string& result,
-                     std::string& error) {
-  result.clear();
+Result<std::string> expand_argument(const std::string& arg, const CommandPlaceholders& values) {
+  using R = Result<std::string>;
+  std::string result;
   for (std::size_t i = 0; i < arg.size();) {
     char c = arg[i];
     if (c == '{' && i + 1 < arg.size() && arg[i + 1] == '{') {
@@ -23,8 +26,7 @@ bool expand_argument(const std::string& arg, const CommandPlaceholders& values, 
     } else if (c == '{') {
       std::size_t close = arg.find('}', i);
       if (close == std::string::npos) {
-        error = "'" + arg + "': '{' without '}'; write {{ for a literal brace";
-        return false;
+        return R::failure("'" + arg + "': '{' without '}'; write {{ for a literal brace");
       }
       std::string name = arg.substr(i + 1, close - i - 1);
       if (name == "in") {
@@ -36,32 +38,27 @@ bool expand_argument(const std::string& arg, const CommandPlaceholders& values, 
       } else if (name == "dir") {
         result += safe_path_argument(values.dir);
       } else {
-        error = "'" + arg + "': unknown placeholder {" + name +
-                "}; use {in}, {out}, {stem} or {dir}, and {{ }} for literal braces";
-        return false;
+        return R::failure("'" + arg + "': unknown placeholder {" + name +
+                          "}; use {in}, {out}, {stem} or {dir}, and {{ }} for literal braces");
       }
       i = close + 1;
     } else if (c == '}') {
-      error = "'" + arg + "': '}' without '{'; write }} for a literal brace";
-      return false;
+      return R::failure("'" + arg + "': '}' without '{'; write }} for a literal brace");
     } else {
       result += c;
       ++i;
     }
   }
-  return true;
+  return result;
 }
 
-std::optional<CommandTemplate> CommandTemplate::parse(const std::vector<std::string>& argv, std::string& error) {
-  if (argv.empty() || argv[0].empty()) {
-    error = "no command after '--'; write e.g. `align-batch corpus/ -- mytool {in} {out}`";
-    return std::nullopt;
-  }
+Result<CommandTemplate> CommandTemplate::parse(const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0].empty())
+    return Result<CommandTemplate>::failure("no command after '--'; write e.g. `align-batch corpus/ -- mytool {in} {out}`");
   CommandPlaceholders probe{"/in", "/out", "stem", "/dir"};
   bool mentions_in = false;
-  std::string expanded;
   for (const auto& arg : argv) {
-    if (!expand_argument(arg, probe, expanded, error)) return std::nullopt;
+    if (auto expanded = expand_argument(arg, probe); !expanded) return Result<CommandTemplate>::failure(expanded.error());
     if (arg.find("{in}") != std::string::npos) mentions_in = true;
   }
   CommandTemplate t;
@@ -73,11 +70,11 @@ std::optional<CommandTemplate> CommandTemplate::parse(const std::vector<std::str
 std::vector<std::string> CommandTemplate::expand(const CommandPlaceholders& values) const {
   std::vector<std::string> out;
   out.reserve(argv_.size());
-  std::string expanded, error;
   for (const auto& arg : argv_) {
     // parse() validated every argument, so expansion cannot fail here.
-    expand_argument(arg, values, expanded, error);
-    out.push_back(expanded);
+    Result<std::string> expanded = expand_argument(arg, values);
+    assert(expanded.ok());
+    out.push_back(std::move(expanded.value()));
   }
   return out;
 }

@@ -2,9 +2,10 @@
 #pragma once
 
 #include <filesystem>
-#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/result.h"
 
 namespace ab {
 
@@ -21,8 +22,8 @@ struct CommandPlaceholders {
 /// (as GNU parallel and xargs do).
 class CommandTemplate {
  public:
-  /// Parses `argv`; on a bad template returns nullopt and sets `error` (for exit status 2).
-  static std::optional<CommandTemplate> parse(const std::vector<std::string>& argv, std::string& error);
+  /// Parses `argv`; a bad template is an error naming the argument (for exit status 2).
+  static Result<CommandTemplate> parse(const std::vector<std::string>& argv);
 
   /// The argv for one file. Every element is passed to execvp unchanged: spaces, quotes, `;`,
   /// `$()` and newlines in file names are inert. Path placeholders are absolute, so a file named
@@ -37,9 +38,8 @@ class CommandTemplate {
   std::vector<std::string> argv_;
 };
 
-/// Pure: expands one template argument; false with `error` on an unknown placeholder or a lone brace.
-bool expand_argument(const std::string& arg, const CommandPlaceholders& values, std::string& result,
-                     std::string& error);
+/// Pure: expands one template argument; an error on an unknown placeholder or a lone brace.
+Result<std::string> expand_argument(const std::string& arg, const CommandPlaceholders& values);
 
 /// A path as a safe argument: absolute stays; a relative path starting with '-' gets "./".
 std::string safe_path_argument(const std::filesystem::path& path);

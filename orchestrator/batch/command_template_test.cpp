@@ -14,9 +14,8 @@ CommandPlaceholders values_for(const std::string& dir, const std::string& name, 
 }  // namespace
 
 TEST_CASE("placeholders expand inside and across arguments") {
-  std::string error;
-  auto t = CommandTemplate::parse({"tool", "--in={in}", "{out}.TextGrid", "{dir}/{stem}.txt", "{{x}}"}, error);
-  REQUIRE(t.has_value());
+  auto t = CommandTemplate::parse({"tool", "--in={in}", "{out}.TextGrid", "{dir}/{stem}.txt", "{{x}}"});
+  REQUIRE(t.ok());
   auto argv = t->expand(values_for("/c/d", "a.wav", "/o/d/a"));
   REQUIRE(argv.size() == 5);
   CHECK(argv[0] == "tool");
@@ -27,18 +26,16 @@ TEST_CASE("placeholders expand inside and across arguments") {
 }
 
 TEST_CASE("without {in} the input is appended, as GNU parallel does") {
-  std::string error;
-  auto t = CommandTemplate::parse({"wc", "-c"}, error);
-  REQUIRE(t.has_value());
+  auto t = CommandTemplate::parse({"wc", "-c"});
+  REQUIRE(t.ok());
   auto argv = t->expand(values_for("/c", "a.wav", "/o/a"));
   REQUIRE(argv.size() == 3);
   CHECK(argv[2] == "/c/a.wav");
 }
 
 TEST_CASE("hostile file names stay one argument each, byte for byte") {
-  std::string error;
-  auto t = CommandTemplate::parse({"tool", "{in}", "{stem}"}, error);
-  REQUIRE(t.has_value());
+  auto t = CommandTemplate::parse({"tool", "{in}", "{stem}"});
+  REQUIRE(t.ok());
   for (std::string name : {"a b.wav", "it's \"q\".wav", "x;rm -rf ~.wav", "$(reboot).wav", "new\nline.wav",
                            "-rf.wav", "`id`.wav"}) {
     auto argv = t->expand(values_for("/c", name, "/o/x"));
@@ -55,20 +52,23 @@ TEST_CASE("a relative path with a leading dash is made safe") {
 }
 
 TEST_CASE("bad templates are refused with a message naming the argument") {
-  std::string error;
-  CHECK_FALSE(CommandTemplate::parse({}, error).has_value());
-  CHECK(error.find("no command") != std::string::npos);
-  CHECK_FALSE(CommandTemplate::parse({"tool", "{input}"}, error).has_value());
-  CHECK(error.find("{input}") != std::string::npos);
-  CHECK(error.find("{in}, {out}") != std::string::npos);
-  CHECK_FALSE(CommandTemplate::parse({"tool", "{in"}, error).has_value());
-  CHECK(error.find("without '}'") != std::string::npos);
-  CHECK_FALSE(CommandTemplate::parse({"tool", "a}b"}, error).has_value());
+  auto none = CommandTemplate::parse({});
+  CHECK_FALSE(none.ok());
+  CHECK(none.error().find("no command") != std::string::npos);
+  auto unknown = CommandTemplate::parse({"tool", "{input}"});
+  CHECK_FALSE(unknown.ok());
+  CHECK(unknown.error().find("{input}") != std::string::npos);
+  CHECK(unknown.error().find("{in}, {out}") != std::string::npos);
+  auto unclosed = CommandTemplate::parse({"tool", "{in"});
+  CHECK_FALSE(unclosed.ok());
+  CHECK(unclosed.error().find("without '}'") != std::string::npos);
+  auto unopened = CommandTemplate::parse({"tool", "a}b"});
+  CHECK_FALSE(unopened.ok());
+  CHECK(unopened.error().find("without '{'") != std::string::npos);
 }
 
 TEST_CASE("text() joins the template for the history key") {
-  std::string error;
-  auto t = CommandTemplate::parse({"tool", "{in}", "{out}"}, error);
-  REQUIRE(t.has_value());
+  auto t = CommandTemplate::parse({"tool", "{in}", "{out}"});
+  REQUIRE(t.ok());
   CHECK(t->text() == "tool {in} {out}");
 }

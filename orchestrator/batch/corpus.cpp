@@ -592,20 +592,14 @@ std::vector<std::string> parse_list_file(std::string_view text) {
   return out;
 }
 
-bool refresh_corpus_file(CorpusFile& file, std::string& error) {
+Result<Done> refresh_corpus_file(CorpusFile& file) {
+  using R = Result<Done>;
   struct stat st {};
-  if (::stat(file.audio.c_str(), &st) != 0) {
-    error = "vanished or cannot be read (" + std::string(std::strerror(errno)) + "); check the file";
-    return false;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    error = "is no longer a regular file; check the corpus";
-    return false;
-  }
-  if (::access(file.audio.c_str(), R_OK) != 0) {
-    error = "is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions";
-    return false;
-  }
+  if (::stat(file.audio.c_str(), &st) != 0)
+    return R::failure("vanished or cannot be read (" + std::string(std::strerror(errno)) + "); check the file");
+  if (!S_ISREG(st.st_mode)) return R::failure("is no longer a regular file; check the corpus");
+  if (::access(file.audio.c_str(), R_OK) != 0)
+    return R::failure("is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions");
   const auto size_bytes = static_cast<std::uint64_t>(st.st_size);
   const std::int64_t mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
   // The header is read again only when the file changed: refresh runs before every job start.
@@ -613,7 +607,7 @@ bool refresh_corpus_file(CorpusFile& file, std::string& error) {
   file.size_bytes = size_bytes;
   file.mtime_ns = mtime_ns;
   if (changed) file.audio_duration_s = read_audio_duration_s(file.audio);
-  return true;
+  return Done{};
 }
 
 std::optional<double> read_audio_duration_s(const fs::path& path) {

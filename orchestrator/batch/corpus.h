@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/result.h"
+
 namespace ab {
 
 /// One audio file to process, with where its transcript and outputs are.
@@ -140,9 +142,9 @@ std::vector<std::string> parse_list_file(std::string_view text);
 Corpus scan_corpus(const std::vector<std::string>& inputs, const std::filesystem::path& out_dir,
                    const std::function<void(std::size_t)>& on_file = {});
 
-/// Stats `file.audio` again: false (and `error` says why) if it vanished or cannot be read now.
-/// When its size or mtime changed (or it was never read), reads its audio duration again.
-bool refresh_corpus_file(CorpusFile& file, std::string& error);
+/// Stats `file.audio` again: an error saying why if it vanished or cannot be read now. When its
+/// size or mtime changed (or it was never read), reads its audio duration again.
+Result<Done> refresh_corpus_file(CorpusFile& file);
 
 /// The audio seconds `path`'s header states (libsndfile's frames / rate, as the worker's
 /// AudioSource::duration_s() reports them; nothing is decoded): none if libsndfile cannot open it

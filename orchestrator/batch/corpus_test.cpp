@@ -121,10 +121,10 @@ TEST_CASE("refresh_corpus_file notices a file that vanished after the scan") {
   auto corpus = ab::scan_corpus({(t.path() / "c").string()}, t.path() / "out");
   REQUIRE(corpus.files.size() == 1);
   fs::remove(p);
-  std::string error;
   ab::CorpusFile f = corpus.files[0];
-  CHECK_FALSE(ab::refresh_corpus_file(f, error));
-  CHECK(error.find("vanished") != std::string::npos);
+  auto fresh = ab::refresh_corpus_file(f);
+  CHECK_FALSE(fresh.ok());
+  CHECK(fresh.error().find("vanished") != std::string::npos);
 }
 
 TEST_CASE("the scan reads each file's audio duration from its header; an unreadable one has none but stays a file") {
@@ -190,17 +190,16 @@ TEST_CASE("refresh_corpus_file reads the duration again when the file changed") 
   ab::CorpusFile f = corpus.files[0];
   REQUIRE(f.audio_duration_s.has_value());
   CHECK(std::abs(*f.audio_duration_s - 1.0) < 0.001);
-  std::string error;
-  REQUIRE(ab::refresh_corpus_file(f, error));
+  REQUIRE(ab::refresh_corpus_file(f).ok());
   CHECK(std::abs(*f.audio_duration_s - 1.0) < 0.001);
   // Rewritten with 3 s at 8 kHz (a new size): the next refresh sees the new header.
   write_tone(p, "wav", 8000, 1, 3.0);
-  REQUIRE(ab::refresh_corpus_file(f, error));
+  REQUIRE(ab::refresh_corpus_file(f).ok());
   REQUIRE(f.audio_duration_s.has_value());
   CHECK(std::abs(*f.audio_duration_s - 3.0) < 0.001);
   // Overwritten with garbage: no duration any more (the job will report the bad header).
   t.write("c/x.wav", std::string(100, 'z'));
-  REQUIRE(ab::refresh_corpus_file(f, error));
+  REQUIRE(ab::refresh_corpus_file(f).ok());
   CHECK_FALSE(f.audio_duration_s.has_value());
 }
 

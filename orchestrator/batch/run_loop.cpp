@@ -488,9 +488,8 @@ void RunLoop::Pass::enqueue(const Corpus& corpus) {
 
 Result<RunnerJob> RunLoop::Pass::prepare(DriverJob& dj) {
   Job& job = file_job(dj.id);
-  std::string error;
   CorpusFile file = file_of(job);
-  if (!refresh_corpus_file(file, error)) return Result<RunnerJob>::failure(error);
+  if (auto fresh = refresh_corpus_file(file); !fresh) return Result<RunnerJob>::failure(fresh.error());
   // The size and duration may have changed since the scan; predictions follow the file as it is.
   job.size_bytes = dj.size_bytes = file.size_bytes;
   job.mtime_ns = file.mtime_ns;

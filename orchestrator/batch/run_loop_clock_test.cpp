@@ -32,8 +32,7 @@ struct VirtualWorld {
   VirtualWorld() {
     config.out_dir = dir.path() / "out";
     config.job_key = "cmd:fake {in}";
-    std::string error;
-    config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}, error);
+    config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
     config.scheduler.budget_bytes = 4096 * kMiB;
     config.kill_grace_ms = 5000;
   }

@@ -228,8 +228,7 @@ struct World {
     history = std::move(h.value());
     config.out_dir = dir.path() / "out";
     config.job_key = "cmd:fake {in}";
-    std::string error;
-    config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}, error);
+    config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
     config.scheduler.budget_bytes = 300 * kMiB;
     config.scheduler.pause_after_kill_ms = 0;
     config.tick_ms = 0;

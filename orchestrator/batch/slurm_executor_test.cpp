@@ -173,8 +173,7 @@ struct World {
     history = std::move(h.value());
     loop.out_dir = dir.path() / "out";
     loop.job_key = kKey;
-    std::string error;
-    loop.command = CommandTemplate::parse({"fake", "{in}", "{out}"}, error);
+    loop.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
     config.align_batch_path = "/bin/align-batch";
     config.tail = {"--", "fake", "{in}", "{out}"};
     config.poll_ms = 0;

@@ -87,8 +87,7 @@ TEST_CASE("replay of a first run (--cold) and of a run with history takes the re
   RunLoopConfig config;
   config.out_dir = dir.path() / "out";
   config.job_key = "cmd:fake {in}";
-  std::string error;
-  config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}, error);
+  config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
   config.scheduler.budget_bytes = 1000 * kMiB;
   config.tick_ms = 50;
 

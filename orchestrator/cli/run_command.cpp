@@ -404,13 +404,12 @@ Result<Done> use_command(BatchSetup& s) {
         "{} {} to the built-in engine's workers, not to a command after '--'; drop {}, or drop the command",
         fmt::join(builtin_only, ", "), builtin_only.size() == 1 ? "applies" : "apply",
         builtin_only.size() == 1 ? "it" : "them"));
-  std::string error;
-  auto tmpl = CommandTemplate::parse(s.command, error);
-  if (!tmpl) return Result<Done>::failure(error);
+  auto tmpl = CommandTemplate::parse(s.command);
+  if (!tmpl) return Result<Done>::failure(tmpl.error());
   if (resolve_program(s.command[0]).empty())
     return Result<Done>::failure("command '" + s.command[0] +
                                  "' not found or not executable; check the program after '--' and $PATH");
-  s.config.command = std::move(*tmpl);
+  s.config.command = std::move(tmpl.value());
   s.config.job_key = job_key_for_command(s.command);
   return Done{};
 }

@@ -67,8 +67,7 @@ TEST_CASE("40 short jobs: memory is read once per tick, not once per job end; ad
   // Each job: 20 ms, then a copy of its input (a result to check).
   const std::vector<std::string> command = {"/bin/sh", "-c", "sleep 0.02; exec cp \"$0\" \"$1.copy\"", "{in}", "{out}"};
   config.job_key = "cmd:sleep-copy";
-  std::string error;
-  config.command = CommandTemplate::parse(command, error);
+  config.command = CommandTemplate::parse(command).value();
   REQUIRE(config.command);
   config.scheduler.budget_bytes = 4ull << 30;
   config.scheduler.max_workers = 4;
