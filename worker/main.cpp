@@ -62,7 +62,9 @@ class Heartbeat {
 int not_ready(const std::string& raw_error) {
   // A model path, say, may be any bytes: shown as the parent shows paths (\xHH), valid UTF-8.
   const std::string error = ab::display_path(raw_error);
-  std::cout << nlohmann::json{{"ready", false}, {"error", error}}.dump() << std::endl;
+  ab::ReadyLine line;
+  line.error = error;
+  std::cout << ab::to_json(line).dump() << std::endl;
   spdlog::error("{}", error);
   return 3;
 }
@@ -142,21 +144,21 @@ int main(int argc, char** argv) {
     status.set_phase(ab::WorkerPhase::kExited);
     return not_ready(e.what());
   }
-  nlohmann::json ready = ab::ready_message(model->info());
-  ready["threads"] = ab::torch_threads();
+  ab::ReadyLine ready = ab::ready_message(model->info());
+  ready.threads = ab::torch_threads();
   const ab::WeightSharing& sharing = model->sharing();
   if (sharing.shared) {
-    ready["shared_weights_bytes"] = sharing.bytes;
+    ready.shared_weights_bytes = sharing.bytes;
     spdlog::info("weights {} {} ({} tensors, {:.1f} MiB; private copy freed: {:.1f} MiB of RSS)",
                  sharing.created ? "written to" : "mapped from", shared_weights, sharing.tensors,
                  static_cast<double>(sharing.bytes) / (1 << 20),
                  static_cast<double>(sharing.private_rss_freed_bytes) / (1 << 20));
   } else if (!shared_weights.empty()) {
-    ready["shared_weights_error"] = ab::display_path(sharing.error);
+    ready.shared_weights_error = ab::display_path(sharing.error);
     spdlog::warn("weights not shared, this worker keeps its own copy: {}", sharing.error);
   }
-  ready["rss_bytes"] = ab::current_rss_bytes();
-  std::cout << ready.dump() << std::endl;
+  ready.rss_bytes = ab::current_rss_bytes();
+  std::cout << ab::to_json(ready).dump() << std::endl;
   spdlog::info("model {} loaded ({} labels, {} Hz, {} threads, {} s windows + {} s context)", ab::display_path(model_path),
                model->info().labels.size(), model->info().sample_rate_hz, threads, config.windows.window_s,
                config.windows.context_s);

@@ -36,8 +36,8 @@ void write_line(std::ostream& out, const json& j) { out << dump_line(j) << '\n' 
 /// A failed job's result. Messages embed paths (the audio, the transcript, an output, libsndfile's
 /// own text), which may be any bytes: shown as the parent shows them, each byte that is not UTF-8
 /// as \xHH (protocol/wire_path.h), never replaced by U+FFFD.
-json error_result(const json& id, const std::string& message) {
-  return json{{"id", id}, {"ok", false}, {"error", display_path(message)}};
+JobResult error_result(std::optional<std::int64_t> id, const std::string& message) {
+  return job_failure(id, display_path(message));
 }
 
 /// Fractions of a job's progress given to each phase (emissions dominate the time).
@@ -91,12 +91,14 @@ bool pin_malloc_mmap_threshold(std::size_t kib) {
   return mallopt(M_MMAP_THRESHOLD, static_cast<int>(kib << 10)) == 1;
 }
 
-json ready_message(const ModelInfo& info) {
-  return json{{"ready", true},
-              {"pid", static_cast<long long>(getpid())},
-              {"sample_rate", info.sample_rate_hz},
-              {"labels", info.labels.size()},
-              {"rss_bytes", current_rss_bytes()}};
+ReadyLine ready_message(const ModelInfo& info) {
+  ReadyLine r;
+  r.ready = true;
+  r.pid = static_cast<std::int64_t>(getpid());
+  r.sample_rate_hz = info.sample_rate_hz;
+  r.labels = info.labels.size();
+  r.rss_bytes = current_rss_bytes();
+  return r;
 }
 
 WorkerLoop::WorkerLoop(EmissionModel& model, WorkerConfig config, WorkerStatus& status)
@@ -108,33 +110,32 @@ int WorkerLoop::run(std::istream& in, std::ostream& out) {
   std::string line;
   while (std::getline(in, line)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json result = handle_line(line, out);
-    write_line(out, result);
+    write_line(out, to_json(handle_line(line, out)));
   }
   status_.set_phase(WorkerPhase::kExited);
   status_.beat();
   return 0;
 }
 
-json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
-  json result;
+JobResult WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
+  JobResult result;
   // The job's own peak: VmHWM from here to its end. Samples can miss a job shorter than the
   // parent's sampling interval; this cannot. Without clear_refs it is the worker's lifetime peak.
   const bool peak_is_the_jobs = reset_peak_rss();
   {
     json job = json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (job.is_discarded() || !job.is_object()) {
-      result = error_result(nullptr, "stdin: not a JSON job object: " + line.substr(0, 200) +
+      result = error_result(std::nullopt, "stdin: not a JSON job object: " + line.substr(0, 200) +
                                          " (the parent must send one JSON object per line, see docs/worker-protocol.md)");
     } else {
       result = run_job(job, out);
     }
   }
-  if (peak_is_the_jobs) result["peak_rss_bytes"] = peak_rss_bytes();
+  if (peak_is_the_jobs) result.peak_rss_bytes = peak_rss_bytes();
   // Every buffer of the job is gone by now; hand the freed heap back to the system, then measure.
   model_.release_scratch();
   malloc_trim(0);
-  result["idle_rss_bytes"] = current_rss_bytes();
+  result.idle_rss_bytes = current_rss_bytes();
   status_.heap_bytes.store(malloc_in_use_bytes(), std::memory_order_relaxed);
   status_.clear_job();
   status_.set_phase(WorkerPhase::kIdle);
@@ -142,28 +143,27 @@ json WorkerLoop::handle_line(const std::string& line, std::ostream& out) {
   return result;
 }
 
-json WorkerLoop::run_job(const json& job, std::ostream& out) {
-  const json id = job.contains("id") ? job["id"] : json(nullptr);
-  if (!id.is_number_integer()) return error_result(id, "job without an integer \"id\": " + dump_line(job));
-  // Paths are JSON strings, or {"hex": ...} for names that are not UTF-8 (common/wire_path.h).
-  const auto audio = job.find("audio");
-  const std::optional<std::string> audio_bytes = audio == job.end() ? std::nullopt : path_from_json(*audio);
-  if (!audio_bytes || audio_bytes->empty()) {
-    return error_result(id, "job " + dump_line(id) + ": \"audio\" must be the audio file's path");
-  }
-  const std::string audio_path = *audio_bytes;
-  status_.set_job(id.get<std::int64_t>(), audio_path);
+JobResult WorkerLoop::run_job(const json& line, std::ostream& out) {
+  const auto id_field = line.find("id");
+  const std::optional<std::int64_t> line_id =
+      id_field != line.end() && id_field->is_number_integer() ? std::optional(id_field->get<std::int64_t>()) : std::nullopt;
+  Result<JobRequest> parsed = parse_job_request(line);
+  if (!parsed) return error_result(line_id, parsed.error());
+  const JobRequest& job = parsed.value();
+  const std::int64_t id = job.id;
+  const std::string& audio_path = job.audio;
+  status_.set_job(id, audio_path);
   status_.set_phase(WorkerPhase::kDecoding);
   status_.beat();
 
   WindowConfig windows = config_.windows;
   // Out of memory in the engine (its own report, or std::bad_alloc): once more with half-size
   // windows, then a result saying so. nullopt: retry.
-  auto out_of_memory = [&](int attempt, const char* where, const char* what) -> std::optional<json> {
+  auto out_of_memory = [&](int attempt, const char* where, const char* what) -> std::optional<JobResult> {
     if (attempt == 1)
       return error_result(id, display_path(audio_path) + ": out of memory" + where + " even with " + fmt::format("{:g}", windows.window_s) +
                                   " s windows (" + what + "); lower --window-s, run fewer workers or give them more memory");
-    spdlog::warn("job {}: {}: {}out of memory ({}); retrying with {} s windows", dump_line(id), display_path(audio_path),
+    spdlog::warn("job {}: {}: {}out of memory ({}); retrying with {} s windows", id, display_path(audio_path),
                  *where ? "engine " : "", what, windows.window_s / 2);
     return std::nullopt;
   };
@@ -185,38 +185,19 @@ json WorkerLoop::run_job(const json& job, std::ostream& out) {
   }
 }
 
-json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std::ostream& out) {
+JobResult WorkerLoop::run_job_once(const JobRequest& job, const WindowConfig& windows, std::ostream& out) {
   const auto t0 = std::chrono::steady_clock::now();
-  const json id = job["id"];
-  const std::string audio_path = *path_from_json(job["audio"]);
+  const std::int64_t id = job.id;
+  const std::string& audio_path = job.audio;
   const std::string audio_shown = display_path(audio_path);
   const ModelInfo& info = model_.info();
-
-  std::string transcript_path;
-  if (const auto t = job.find("transcript"); t != job.end() && !t->is_null()) {
-    const auto bytes = path_from_json(*t);
-    if (!bytes) return error_result(id, audio_shown + ": job's \"transcript\" must be a path or null");
-    transcript_path = *bytes;
-  }
-  std::string task = job.value("task", std::string("auto"));
-  if (task == "auto") task = transcript_path.empty() ? "transcribe" : "align";
-  if (task != "align" && task != "transcribe") {
-    return error_result(id, audio_shown + ": unknown task \"" + task + "\"; use \"align\" or \"transcribe\"");
-  }
-  if (task == "align" && transcript_path.empty()) {
-    return error_result(id, audio_shown + ": task \"align\" needs a \"transcript\" file");
-  }
-  const auto out_it = job.find("out");
-  const std::optional<std::string> out_bytes = out_it == job.end() ? std::nullopt : path_from_json(*out_it);
-  if (!out_bytes || out_bytes->empty()) {
-    return error_result(id, audio_shown + ": job has no \"out\" path (output path without extension)");
-  }
-  const std::string out_base = *out_bytes;
+  const std::string& task = job.task;
+  const std::string& out_base = job.out;
 
   // Transcript first: it is cheap, and a bad one should not cost a pass of the model.
   std::optional<Transcript> transcript;
   if (task == "align") {
-    Result<Transcript> t = read_transcript(transcript_path, labels_);
+    Result<Transcript> t = read_transcript(*job.transcript, labels_);
     if (!t) return error_result(id, t.error());
     transcript = std::move(t).value();
   }
@@ -247,7 +228,7 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
         status_.set_fraction(f);
         status_.heap_bytes.store(malloc_in_use_bytes(), std::memory_order_relaxed);
         status_.beat();
-        write_line(out, json{{"id", id}, {"progress", std::round(f * 1000) / 1000}});
+        write_line(out, to_json(JobProgress{id, std::round(f * 1000) / 1000}));
       },
       &stats);
   // The model's blocks kept between windows are not needed by the aligner.
@@ -265,7 +246,11 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
   const FrameClock clock{info.samples_per_frame, info.sample_rate_hz};
   const std::string utterance = std::filesystem::path(audio_path).stem().string();
   TimedAlignment timed;
-  json extra;
+  JobResult r;
+  r.id = id;
+  r.ok = true;
+  r.task = task;
+  json& figures = r.figures;
   if (task == "align") {
     AlignerConfig ac;
     ac.blank = info.blank;
@@ -274,16 +259,16 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
     Result<Alignment> a = align_ctc(em.view(), transcript->tokens, ac);
     if (!a) return error_result(id, a.error());
     timed = timed_from_alignment(a.value(), *transcript, labels_, clock, audio_s, utterance);
-    extra = {{"log_prob", a->log_prob}, {"exact", a->exact}, {"band_limited", a->band_limited},
-             {"aligner_bytes", a->work_bytes}};
+    r.band_limited = a->band_limited;
+    figures.update({{"log_prob", a->log_prob}, {"exact", a->exact}, {"aligner_bytes", a->work_bytes}});
     if (a->band_limited)
       spdlog::warn("job {}: {}: the alignment's search band reached --max-trellis-mib ({:g} MiB) and the path ran "
                    "near its edge; the timings may be slightly off: raise --max-trellis-mib to search wider",
-                   dump_line(id), audio_shown, double(config_.max_trellis_bytes) / (1 << 20));
+                   id, audio_shown, double(config_.max_trellis_bytes) / (1 << 20));
   } else {
     Decoding d = decode_greedy(em.view(), labels_);
     timed = timed_from_decoding(d, labels_, clock, audio_s, utterance);
-    extra = {{"text", d.text()}};
+    figures["text"] = d.text();
   }
   status_.set_fraction(kAlignedAt);
   status_.set_phase(WorkerPhase::kWriting);
@@ -293,23 +278,17 @@ json WorkerLoop::run_job_once(const json& job, const WindowConfig& windows, std:
   status_.set_fraction(1.0);
 
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  json outputs = json::array();
-  for (const auto& path : written.value()) outputs.push_back(path_to_json(path));
-  json r{{"id", id},
-         {"ok", true},
-         {"outputs", outputs},
-         {"task", task},
-         {"audio_s", audio_s},
-         {"wall_s", wall_s},
-         {"frames", em.frames},
-         {"windows", stats.windows},
-         {"emissions_bytes", em.bytes()},
-         {"peak_window_samples", stats.peak_window_samples},
-         {"window_s", windows.window_s}};
-  r.update(extra);
+  r.outputs = std::move(written.value());
+  figures.update({{"audio_s", audio_s},
+                  {"wall_s", wall_s},
+                  {"frames", em.frames},
+                  {"windows", stats.windows},
+                  {"emissions_bytes", em.bytes()},
+                  {"peak_window_samples", stats.peak_window_samples},
+                  {"window_s", windows.window_s}});
   if (scratch)
-    r["tensor_cache"] = {{"peak_bytes", scratch->peak_bytes}, {"reused", scratch->reused}, {"mapped", scratch->mapped}};
-  spdlog::info("job {}: {} {} ({:.1f} s audio, {} frames, {} windows) in {:.2f} s", dump_line(id), task, audio_shown,
+    figures["tensor_cache"] = {{"peak_bytes", scratch->peak_bytes}, {"reused", scratch->reused}, {"mapped", scratch->mapped}};
+  spdlog::info("job {}: {} {} ({:.1f} s audio, {} frames, {} windows) in {:.2f} s", id, task, audio_shown,
                audio_s, em.frames, stats.windows, wall_s);
   return r;
 }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/emission_model.h"
+#include "protocol/job_messages.h"
 #include "protocol/status_block.h"
 #include "protocol/transcript.h"
 #include "worker/windowed_emissions.h"
@@ -47,8 +48,8 @@ inline constexpr std::size_t kMallocMmapThresholdKib = 128;
 /// sliding threshold alone (returns true). False if mallopt refused.
 bool pin_malloc_mmap_threshold(std::size_t kib);
 
-/// The `{"ready": true, ...}` line's object (pid, sample rate, labels, RSS now).
-nlohmann::json ready_message(const ModelInfo& info);
+/// The `{"ready": true, ...}` line (pid, sample rate, labels, RSS now).
+ReadyLine ready_message(const ModelInfo& info);
 
 /// Reads jobs, runs them on `model`, answers per docs/worker-protocol.md. A bad job (bad JSON, bad
 /// audio, bad transcript, engine error, out of memory twice) is an error result, never the end of
@@ -61,12 +62,12 @@ class WorkerLoop {
   /// Returns the process exit status (0).
   int run(std::istream& in, std::ostream& out);
 
-  /// Handles one job line; writes progress lines and returns the result object (not yet written).
-  nlohmann::json handle_line(const std::string& line, std::ostream& out);
+  /// Handles one job line; writes progress lines and returns the result (not yet written).
+  JobResult handle_line(const std::string& line, std::ostream& out);
 
  private:
-  nlohmann::json run_job(const nlohmann::json& job, std::ostream& out);
-  nlohmann::json run_job_once(const nlohmann::json& job, const WindowConfig& windows, std::ostream& out);
+  JobResult run_job(const nlohmann::json& line, std::ostream& out);
+  JobResult run_job_once(const JobRequest& job, const WindowConfig& windows, std::ostream& out);
 
   EmissionModel& model_;
   WorkerConfig config_;

@@ -23,6 +23,7 @@
 #include "orchestrator/batch/prediction_policy.h"
 #include "orchestrator/batch/resume.h"
 #include "protocol/alignment_size.h"
+#include "protocol/job_messages.h"
 
 namespace fs = std::filesystem;
 
@@ -186,11 +187,9 @@ RunnerJob RunLoop::make_runner_job(Job& job, const CorpusFile& f) {
   } else {
     std::error_code ec;
     fs::create_directories(f.out_base.parent_path(), ec);
-    // Paths go as JSON strings, or as {"hex": ...} when not UTF-8 (common/wire_path.h): byte-exact.
-    nlohmann::json req = {{"id", job.id}, {"audio", path_to_json(f.audio.string())},
-                          {"out", path_to_json(f.out_base.string())}, {"task", task_of(job)}};
-    req["transcript"] = f.transcript ? path_to_json(f.transcript->string()) : nlohmann::json(nullptr);
-    rj.request_json = req.dump();
+    JobRequest request{static_cast<std::int64_t>(job.id), f.audio.string(), std::nullopt, f.out_base.string(), task_of(job)};
+    if (f.transcript) request.transcript = f.transcript->string();
+    rj.request_json = job_request_line(request);
   }
   return rj;
 }

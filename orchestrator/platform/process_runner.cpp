@@ -571,23 +571,22 @@ void ProcessRunner::read_output(Proc& p, std::vector<JobEnd>& ended) {
     p.out_buf.erase(0, nl + 1);
     auto msg = nlohmann::json::parse(line, nullptr, false);
     if (msg.is_discarded() || !msg.is_object()) continue;  // not protocol: ignore (it goes nowhere)
-    if (msg.contains("ready")) take_ready_line(p, msg);
-    else if (msg.contains("ok") && p.busy) ended.push_back(take_result_line(p, msg));
+    if (auto ready = parse_ready_line(msg)) take_ready_line(p, *ready);
+    else if (auto result = parse_job_result(msg); result && p.busy) ended.push_back(take_result_line(p, *result));
     // else: progress lines, or a stray result
   }
 }
 
-void ProcessRunner::take_ready_line(Proc& p, const nlohmann::json& msg) {
-  if (!msg.value("ready", false)) {
-    broken_ = "align-batch-worker could not start: " + msg.value("error", std::string("unknown error")) +
+void ProcessRunner::take_ready_line(Proc& p, const ReadyLine& line) {
+  if (!line.ready) {
+    broken_ = "align-batch-worker could not start: " + (line.error.empty() ? std::string("unknown error") : line.error) +
               "; check --model (see " + p.log.string() + ")";
     if (setup_error_.empty()) setup_error_ = broken_;
     return;
   }
   p.ready = any_ready_ = true;
   p.ready_ms = monotonic_ms();
-  if (msg.contains("shared_weights_bytes") && msg["shared_weights_bytes"].is_number_unsigned())
-    p.shared_weights_bytes = msg["shared_weights_bytes"].get<std::uint64_t>();
+  p.shared_weights_bytes = line.shared_weights_bytes.value_or(0);
   // What one loaded worker holds, as the budget counts it: PSS (RSS would count LibTorch's
   // pages in full even when other processes share them), else the ready line's RSS. With
   // shared weights, its PSS without its share of them plus the one copy, whole: what a
@@ -597,36 +596,32 @@ void ProcessRunner::take_ready_line(Proc& p, const nlohmann::json& msg) {
     idle_bytes = rollup->pss_bytes;
     if (p.shared_weights_bytes)
       idle_bytes = rollup->pss_bytes - std::min(rollup->pss_bytes, rollup->pss_shmem_bytes) + p.shared_weights_bytes;
-  } else if (msg.contains("rss_bytes") && msg["rss_bytes"].is_number_unsigned()) {
-    idle_bytes = msg["rss_bytes"].get<std::uint64_t>();
+  } else {
+    idle_bytes = line.rss_bytes;
   }
   // The smallest: a worker already busy with its first job when this is read holds more.
   if (idle_bytes) ready_idle_bytes_ = std::min(ready_idle_bytes_.value_or(*idle_bytes), *idle_bytes);
 }
 
-JobEnd ProcessRunner::take_result_line(Proc& p, const nlohmann::json& msg) {
+JobEnd ProcessRunner::take_result_line(Proc& p, const JobResult& result) {
   JobEnd end;
   end.id = p.job;
-  end.ok = msg.value("ok", false);
+  end.ok = result.ok;
   end.job_error = !end.ok;
   end.exit_code = 0;
-  end.error = end.ok ? std::string() : msg.value("error", std::string("the worker reported a failure"));
+  if (!end.ok) end.error = result.error.empty() ? std::string("the worker reported a failure") : result.error;
   end.wall_s = static_cast<double>(monotonic_ms() - p.job_started_ms) / 1000.0;
   if (const std::uint64_t ticks = cpu_ticks_of(p.pid); ticks >= p.job_started_cpu_ticks)
     end.cpu_s = static_cast<double>(ticks - p.job_started_cpu_ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-  if (msg.contains("idle_rss_bytes") && msg["idle_rss_bytes"].is_number_unsigned())
-    end.idle_rss_bytes = msg["idle_rss_bytes"].get<std::uint64_t>();
+  end.idle_rss_bytes = result.idle_rss_bytes;
   // VmHWM counts the shared weights whole; history learns the worker's own memory, and the
   // mapping is charged once for all workers (MemorySample::shared_bytes).
-  if (msg.contains("peak_rss_bytes") && msg["peak_rss_bytes"].is_number_unsigned()) {
-    const auto peak = msg["peak_rss_bytes"].get<std::uint64_t>();
-    end.peak_rss_bytes = peak > p.shared_weights_bytes ? peak - p.shared_weights_bytes : 0;
+  if (const auto peak = result.peak_rss_bytes)
+    end.peak_rss_bytes = *peak > p.shared_weights_bytes ? *peak - p.shared_weights_bytes : 0;
+  if (end.ok) {
+    end.band_limited = result.band_limited;
+    end.outputs = result.outputs;
   }
-  if (end.ok && msg.contains("band_limited") && msg["band_limited"].is_boolean())
-    end.band_limited = msg["band_limited"].get<bool>();
-  if (end.ok && msg.contains("outputs") && msg["outputs"].is_array())
-    for (const auto& o : msg["outputs"])
-      if (auto path = path_from_json(o)) end.outputs.push_back(*path);
   end.killed_by_us = p.kill_sent;
   p.busy = false;
   p.job = 0;

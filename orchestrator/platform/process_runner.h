@@ -8,11 +8,10 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "common/result.h"
 #include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/worker_runner.h"
+#include "protocol/job_messages.h"
 
 namespace ab {
 
@@ -92,9 +91,9 @@ class ProcessRunner : public WorkerRunner {
   std::string end_command_log(Proc& p, bool ok, const std::string& how);
   void read_output(Proc& p, std::vector<JobEnd>& ended);
   /// A worker's `ready` line: it loaded its model (or could not: every later start fails).
-  void take_ready_line(Proc& p, const nlohmann::json& msg);
+  void take_ready_line(Proc& p, const ReadyLine& line);
   /// A busy worker's result line: its job's end; the worker is idle again (or told to exit).
-  JobEnd take_result_line(Proc& p, const nlohmann::json& msg);
+  JobEnd take_result_line(Proc& p, const JobResult& result);
   void reap(std::vector<JobEnd>& ended);
   void escalate_kills();
   void read_status();
