@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "common/result.h"
-#include "history/history_store.h"  // Done
 #include "orchestrator/core/scheduler.h"
 
 namespace ab {
