@@ -603,8 +603,10 @@ void RunLoop::Pass::tick(std::size_t running, std::uint64_t in_use_bytes, const 
 
 void RunLoop::Pass::learn_cost(const Job& job, const JobEnd& end) {
   // Without history the cost law comes from this run's own jobs, tried at 5, 10, 20, ...
-  // of them until their durations spread enough for a line.
-  if (cost_law.calibrated || !job.audio_duration_s || end.wall_s <= 0) return;
+  // of them until their durations spread enough for a line. Not from a worker's first job: its
+  // start-up is no cost of its file (with it, one run's law came out as 1.4 s a file and nothing
+  // per audio second, and the ETA at half-time was 8-15 times the time left: bench/eta.sh).
+  if (cost_law.calibrated || !job.audio_duration_s || end.wall_s <= 0 || end.worker_first_job) return;
   costs_seen.emplace_back(*job.audio_duration_s, end.wall_s);
   const std::size_t n = costs_seen.size();
   if (n >= kJobCostMinJobs && n % kJobCostMinJobs == 0 && ((n / kJobCostMinJobs) & (n / kJobCostMinJobs - 1)) == 0) {

@@ -32,6 +32,9 @@ struct JobEnd {
   bool killed_by_us = false;   ///< kill() had been called for this job
   std::string error;           ///< what happened, for the summary (includes the log's tail)
   double wall_s = 0;
+  /// A persistent worker's first job: its wall time includes the worker's start-up (the
+  /// process, LibTorch, the model), up to ten times the job itself on a busy machine.
+  bool worker_first_job = false;
   double cpu_s = 0;            ///< user + system: the job's process (external), the worker's across the job (persistent)
   std::optional<std::uint64_t> idle_rss_bytes;  ///< built-in worker's RSS after the job
   /// The job's peak RSS as its process saw it: the built-in worker's `peak_rss_bytes` (VmHWM

@@ -437,7 +437,10 @@ void Scheduler::start(Job& job, bool cold, std::int64_t now_ms, std::vector<Deci
   committed_jobs_ += charge_of(job);
   committed_vram_ += vram_charge_of(job);
   running_by_start_.insert({job.start_ms, job.start_seq, job.spec.id});
-  if (cold) ++cold_running_;
+  if (cold) {
+    ++cold_running_;
+    ++cold_starts_;
+  }
   if (idle_reused_ < idle_workers_) ++idle_reused_;
   ++stats_.started;
   stats_.peak_running =
@@ -499,10 +502,15 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
       if (!head_fits && overtakes_ >= config_.max_overtakes) return;
     }
 
-    // Slow start: unpredicted jobs (largest first), a few at a time, each counted as the largest
-    // peak seen so far.
+    // Slow start: unpredicted jobs, a few at a time, each counted as the largest peak seen so
+    // far. Largest first, but for the first start after the opening cold_start_jobs: the
+    // smallest, so that the first few ends show both ends of the corpus (the memory law and the
+    // ETA's cost per file need a spread; by size alone a corpus of many copies of its longest
+    // files gives none until late). Not among the opening ones: those start the workers, and a
+    // worker's first job also carries its start-up, which says nothing of a small file's cost.
     if (!cold_queue_.empty() && cold_running_ < cold_start_limit()) {
-      Job& cold = jobs_.at(cold_queue_.begin()->second);
+      const bool smallest = cold_starts_ == std::max<std::uint32_t>(1, config_.cold_start_jobs);
+      Job& cold = jobs_.at(smallest ? std::prev(cold_queue_.end())->second : cold_queue_.begin()->second);
       if ((cold_need_bytes() <= headroom || nothing_running) && vram_fits(cold)) {
         if (head && !head_fits) ++overtakes_;
         start(cold, /*cold=*/true, now_ms, out);

@@ -232,7 +232,8 @@ class Scheduler {
   struct PredictedOrder {
     bool operator()(const PredictedKey& a, const PredictedKey& b) const;
   };
-  /// Queue order for unpredicted jobs: size descending, then id.
+  /// Queue order for unpredicted jobs: size descending, then id (slow start takes one from the
+  /// end early: admit()).
   using ColdKey = std::pair<std::uint64_t, JobId>;
   struct ColdOrder {
     bool operator()(const ColdKey& a, const ColdKey& b) const;
@@ -274,6 +275,7 @@ class Scheduler {
   std::uint64_t idle_charge_after(std::uint32_t reuses) const;
   std::uint64_t largest_peak_seen_bytes_ = 0;
   std::uint32_t cold_running_ = 0;
+  std::uint32_t cold_starts_ = 0;       ///< unpredicted starts so far (admit(): which takes the smallest)
   std::uint32_t cold_succeeded_ = 0;
   std::int64_t paused_until_ms_ = 0;
   std::int64_t pause_before_kill_ms_ = 0;  ///< restored if confirm_kill cancels the kill

@@ -108,6 +108,7 @@ struct ProcessRunner::Proc {
   JobId job = 0;
   std::string job_name;
   std::int64_t job_started_ms = 0;
+  std::uint32_t results = 0;  ///< persistent: result lines it has sent
   std::uint64_t job_started_cpu_ticks = 0;  ///< persistent workers: the process's CPU at job start
   /// This (the parent) process's RSS when it forked the command. A child's ru_maxrss counts its
   /// pre-exec copy of the parent, so only a figure above this says something about the command.
@@ -611,6 +612,7 @@ JobEnd ProcessRunner::take_result_line(Proc& p, const JobResult& result) {
   end.exit_code = 0;
   if (!end.ok) end.error = result.error.empty() ? std::string("the worker reported a failure") : result.error;
   end.wall_s = static_cast<double>(monotonic_ms() - p.job_started_ms) / 1000.0;
+  end.worker_first_job = p.results++ == 0;
   if (const std::uint64_t ticks = cpu_ticks_of(p.pid); ticks >= p.job_started_cpu_ticks)
     end.cpu_s = static_cast<double>(ticks - p.job_started_cpu_ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
   end.idle_rss_bytes = result.idle_rss_bytes;

@@ -242,6 +242,7 @@ for line in sys.stdin:
   CHECK(ends[1].idle_rss_bytes.value_or(0) == 1000);
   CHECK(ends[1].peak_rss_bytes.value_or(0) == 5000);  // the worker's own per-job peak, not wait4's
   CHECK_FALSE(ends[1].band_limited);
+  CHECK(ends[1].worker_first_job);  // its wall time carries the worker's start-up
   REQUIRE(runner.idle_pids().size() == 1);
   const pid_t worker = runner.idle_pids()[0];
   // The result line's band_limited reaches JobEnd; a failed job's or a non-boolean one does not.
@@ -249,6 +250,7 @@ for line in sys.stdin:
   ends = wait_all(runner, 1);
   REQUIRE(ends[6].ok);
   CHECK(ends[6].band_limited);
+  CHECK_FALSE(ends[6].worker_first_job);
   REQUIRE(runner.start(job(7, "/bad-edge.wav")).ok());
   ends = wait_all(runner, 1);
   CHECK_FALSE(ends[7].ok);
