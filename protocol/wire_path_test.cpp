@@ -4,7 +4,7 @@
 #include <doctest/doctest.h>
 
 TEST_CASE("wire_path: UTF-8 paths stay strings, others travel as hex and come back byte-exact") {
-  for (const std::string path : {std::string("/c/a.wav"), std::string("/c/\xc3\xa9t\xc3\xa9.wav"), std::string("/c/caf\xe9.wav"),
+  for (const std::string& path : {std::string("/c/a.wav"), std::string("/c/\xc3\xa9t\xc3\xa9.wav"), std::string("/c/caf\xe9.wav"),
                                  std::string("/c/\xff\xfe\x80.wav"), std::string("/c/\xed\xa0\x80.wav") /* surrogate */,
                                  std::string("/c/\xc0\xaf.wav") /* overlong '/' */, std::string("/c/new\nline.wav")}) {
     CAPTURE(ab::display_path(path));

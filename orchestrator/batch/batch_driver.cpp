@@ -102,12 +102,13 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
             "one align-batch-worker needs more than the budget even idle: stopped while still loading the model "
             "(it held {}), it would need more than the budget {} to finish loading; raise --mem-budget (or the "
             "container's memory limit), or use a smaller model",
-            format_bytes(std::max(job.peak_pss_bytes, job.loading_peak_pss_bytes)),
+            format_bytes(std::max(job.attempt().peak_pss_bytes, job.attempt().loading_peak_pss_bytes)),
             format_bytes(config_.scheduler.budget_bytes)));
         break;
       }
       job.finished = true;
       sink_.refused(job, d.reason);
+      job.current.reset();
     } else {
       start(job, now_ms, started);
       if (setup_failed_) break;
@@ -124,7 +125,7 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
 void BatchDriver::confirm_kill(DriverJob& job, const Decision& d) {
   const ProbeReading fresh = read(/*exact=*/true);
   if (!scheduler_.confirm_kill(d.job, fresh.sample)) return;
-  job.guard_kill = true;
+  job.current->guard_kill = true;
   sink_.stopping(job, d.reason);
   runner_.kill(d.job, config_.kill_grace_ms);
 }
@@ -135,23 +136,23 @@ void BatchDriver::start(DriverJob& job, std::int64_t now_ms, bool& started) {
     scheduler_.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, prepared.error()}, now_ms);
     job.finished = true;
     sink_.failed(job, prepared.error(), false);
+    job.current.reset();
     return;
   }
   ++job.attempts;
-  job.guard_kill = job.timed_out = job.hung = false;
-  job.peak_pss_bytes = job.peak_rss_bytes = job.loading_peak_pss_bytes = 0;
-  job.timeline.clear();
-  job.oom_kills_at_start = oom_kills_now_;
+  job.current = std::make_unique<DriverAttempt>();
+  job.current->oom_kills_at_start = oom_kills_now_;
+  job.current->started_ms = now_ms;
   if (Result<Done> ran = runner_.start(prepared.value()); !ran) {
     if (check_setup()) return;
     scheduler_.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, ran.error()}, now_ms);
     job.finished = true;
     sink_.failed(job, ran.error(), true);
+    job.current.reset();
     return;
   }
   job.running = true;
   started = true;
-  job.started_ms = now_ms;
   sink_.started(job, scheduler_.estimate_bytes(job.id).value_or(0));
 }
 
@@ -177,23 +178,23 @@ std::size_t BatchDriver::sample(std::int64_t read_ms) {
     in_use_bytes_ += s.pss_bytes;
     if (s.id == 0 || s.id > jobs_.size() || !jobs_[s.id - 1].running) continue;
     DriverJob& job = jobs_[s.id - 1];
+    DriverAttempt& a = *job.current;
     const auto rss_it = reading.rss_bytes.find(s.id);
     const std::uint64_t rss = rss_it != reading.rss_bytes.end() ? rss_it->second : 0;
     if (loading.count(s.id)) {
       // The worker's model load, not the job: history would learn every first job of a worker
       // as a copy of the weights bigger. The scheduler still sees it (on_sample, below).
-      job.loading_peak_pss_bytes = std::max(job.loading_peak_pss_bytes, s.pss_bytes);
+      a.loading_peak_pss_bytes = std::max(a.loading_peak_pss_bytes, s.pss_bytes);
     } else {
-      job.peak_pss_bytes = std::max(job.peak_pss_bytes, s.pss_bytes);
-      job.peak_rss_bytes = std::max(job.peak_rss_bytes, rss);
+      a.peak_pss_bytes = std::max(a.peak_pss_bytes, s.pss_bytes);
+      a.peak_rss_bytes = std::max(a.peak_rss_bytes, rss);
       if (config_.keep_timelines) {
-        job.timeline.push_back({read_ms - job.started_ms, rss, s.pss_bytes, s.vram_bytes});
-        if (job.timeline.size() >= kTimelineThinAt)
-          job.timeline = downsample_timeline(job.timeline, kTimelineThinAt / 2);
+        a.timeline.push_back({read_ms - a.started_ms, rss, s.pss_bytes, s.vram_bytes});
+        if (a.timeline.size() >= kTimelineThinAt) a.timeline = downsample_timeline(a.timeline, kTimelineThinAt / 2);
       }
     }
-    if (config_.timeout_ms > 0 && !job.timed_out && read_ms - job.started_ms > config_.timeout_ms) {
-      job.timed_out = true;
+    if (config_.timeout_ms > 0 && !a.timed_out && read_ms - a.started_ms > config_.timeout_ms) {
+      a.timed_out = true;
       runner_.kill(job.id, config_.kill_grace_ms);
     }
   }
@@ -209,8 +210,8 @@ void BatchDriver::watch_workers(std::size_t running) {
   for (const auto& w : workers) {
     if (w.id == 0 || w.id > jobs_.size()) continue;
     DriverJob& job = jobs_[w.id - 1];
-    if (!job.running || config_.hang_ms <= 0 || job.hung || w.silent_ms <= config_.hang_ms) continue;
-    job.hung = true;
+    if (!job.running || config_.hang_ms <= 0 || job.current->hung || w.silent_ms <= config_.hang_ms) continue;
+    job.current->hung = true;
     sink_.notice(&job, fmt::format("its worker has not beaten for {:.1f} s; killing it and retrying the file",
                                    static_cast<double>(w.silent_ms) / 1000.0));
     runner_.kill(w.id, 0);
@@ -222,6 +223,13 @@ void BatchDriver::handle_end(const JobEnd& end, bool stopping_now) {
   if (end.id == 0 || end.id > jobs_.size()) return;
   DriverJob& job = jobs_[end.id - 1];
   job.running = false;
+  if (!job.current) job.current = std::make_unique<DriverAttempt>();  // an end the runner made up
+  settle(job, end, stopping_now);
+  if (job.finished || stopping_now || setup_failed_) job.current.reset();  // it runs no more in this run
+}
+
+void BatchDriver::settle(DriverJob& job, const JobEnd& end, bool stopping_now) {
+  DriverAttempt& a = *job.current;
   if (setup_failed_ && !end.ok) {
     // Not the file's doing: nothing to record or report for it; it runs next time. (A job that
     // finished before the run's fault showed, even in the same wait, is done and recorded as
@@ -232,10 +240,10 @@ void BatchDriver::handle_end(const JobEnd& end, bool stopping_now) {
   // A job shorter than the sampling interval may have no sample at all: its own peak RSS (the
   // worker's per-job VmHWM, or wait4's for a command) stands in, an upper bound of its PSS.
   if (end.peak_rss_bytes) {
-    job.peak_rss_bytes = std::max(job.peak_rss_bytes, *end.peak_rss_bytes);
-    if (job.peak_pss_bytes == 0) job.peak_pss_bytes = *end.peak_rss_bytes;
+    a.peak_rss_bytes = std::max(a.peak_rss_bytes, *end.peak_rss_bytes);
+    if (a.peak_pss_bytes == 0) a.peak_pss_bytes = *end.peak_rss_bytes;
   }
-  if (end.peak_pss_bytes) job.peak_pss_bytes = std::max(job.peak_pss_bytes, *end.peak_pss_bytes);
+  if (end.peak_pss_bytes) a.peak_pss_bytes = std::max(a.peak_pss_bytes, *end.peak_pss_bytes);
   if (stopping_now && !end.ok) {
     sink_.stopped(job, end, false);  // interrupted: not finished, the next run does it again
     return;
@@ -246,15 +254,15 @@ void BatchDriver::handle_end(const JobEnd& end, bool stopping_now) {
     const ProbeReading fresh = read();
     if (fresh.oom_kill_count) oom_kills_now_ = fresh.oom_kill_count;
     if (fresh.cgroup_limit_bytes) cgroup_limit_bytes_ = fresh.cgroup_limit_bytes;
-    oom_rose = oom_kills_now_ && job.oom_kills_at_start && *oom_kills_now_ > *job.oom_kills_at_start;
+    oom_rose = oom_kills_now_ && a.oom_kills_at_start && *oom_kills_now_ > *a.oom_kills_at_start;
   }
   AttemptFacts facts;
-  facts.timed_out = job.timed_out;
-  facts.hung = job.hung;
-  facts.guard_kill = job.guard_kill;
+  facts.timed_out = a.timed_out;
+  facts.hung = a.hung;
+  facts.guard_kill = a.guard_kill;
   facts.oom_rose = oom_rose;
-  facts.peak_pss_bytes = job.peak_pss_bytes;
-  facts.last_pss_bytes = job.timeline.empty() ? 0 : job.timeline.back().pss_bytes;
+  facts.peak_pss_bytes = a.peak_pss_bytes;
+  facts.last_pss_bytes = a.timeline.empty() ? 0 : a.timeline.back().pss_bytes;
   facts.in_use_bytes = in_use_bytes_;
   facts.cgroup_limit_bytes = cgroup_limit_bytes_;
   facts.timeout_ms = config_.timeout_ms;
@@ -268,7 +276,7 @@ void BatchDriver::handle_end(const JobEnd& end, bool stopping_now) {
     fail_setup(fmt::format(
         "one align-batch-worker needs more than the budget even idle: it held {} while still loading the model, "
         "above {:.0f}% of the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
-        format_bytes(std::max(job.peak_pss_bytes, job.loading_peak_pss_bytes)), config_.scheduler.high_water * 100,
+        format_bytes(std::max(a.peak_pss_bytes, a.loading_peak_pss_bytes)), config_.scheduler.high_water * 100,
         format_bytes(config_.scheduler.budget_bytes)));
     return;
   }
@@ -279,7 +287,7 @@ void BatchDriver::handle_end(const JobEnd& end, bool stopping_now) {
 
 bool BatchDriver::loading_fault(const DriverJob& job) const {
   return config_.persistent_workers && !runner_.ready_idle_bytes() && config_.scheduler.budget_bytes > 0 &&
-         static_cast<double>(std::max(job.peak_pss_bytes, job.loading_peak_pss_bytes)) >=
+         static_cast<double>(std::max(job.attempt().peak_pss_bytes, job.attempt().loading_peak_pss_bytes)) >=
              config_.scheduler.high_water * static_cast<double>(config_.scheduler.budget_bytes);
 }
 
@@ -288,8 +296,8 @@ void BatchDriver::refit(const DriverJob& done) {
   JobRow row;
   row.input_size_bytes = done.size_bytes;
   row.audio_duration_s = done.audio_duration_s;
-  row.peak_pss_bytes = done.peak_pss_bytes;
-  row.peak_rss_bytes = done.peak_rss_bytes;
+  row.peak_pss_bytes = done.attempt().peak_pss_bytes;
+  row.peak_rss_bytes = done.attempt().peak_rss_bytes;
   row.status = JobStatus::kOk;
   if (!policy_->learn(row)) return;
   // Only queued jobs take a new prediction (a running job keeps what admission reserved for it

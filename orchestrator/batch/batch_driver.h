@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,15 +45,10 @@ struct DriverConfig {
   bool stop_when_stalled = false;
 };
 
-/// One job as the driver tracks it: what predictions need, and its current attempt.
-struct DriverJob {
-  JobId id = 0;
-  std::uint64_t size_bytes = 0;
-  std::optional<double> audio_duration_s;
-  std::optional<std::uint64_t> predicted_peak_bytes;  ///< the policy's (scaled), refits included
-  std::uint32_t attempts = 0;
-  bool running = false;
-  bool finished = false;   ///< ended ok or failed for good
+/// One attempt of a job: its measurements while it runs. Made when the attempt starts and let go
+/// once its end is settled for good (a requeued job's stays until its next start), so queued and
+/// finished files carry none of it.
+struct DriverAttempt {
   std::int64_t started_ms = 0;  ///< since the run's start
   bool guard_kill = false;
   bool timed_out = false;
@@ -62,6 +58,25 @@ struct DriverJob {
   std::uint64_t loading_peak_pss_bytes = 0;  ///< its new worker's PSS while that loaded the model
   std::vector<TimelinePoint> timeline;
   std::optional<std::uint64_t> oom_kills_at_start;
+};
+
+/// One job as the driver tracks it: what predictions need, and its current attempt. One is held
+/// for every queued file: 64 bytes.
+struct DriverJob {
+  JobId id = 0;
+  std::uint64_t size_bytes = 0;
+  std::optional<double> audio_duration_s;
+  std::optional<std::uint64_t> predicted_peak_bytes;  ///< the policy's (scaled), refits included
+  std::unique_ptr<DriverAttempt> current;  ///< the attempt running or just ended; null otherwise
+  std::uint32_t attempts = 0;
+  bool running = false;
+  bool finished = false;   ///< ended ok or failed for good
+
+  /// The current attempt, or an empty one (a job refused before it ever started).
+  const DriverAttempt& attempt() const {
+    static const DriverAttempt none;
+    return current ? *current : none;
+  }
 };
 
 /// The driver's fourth seam: what becomes of each job. The real run stats files, moves outputs,
@@ -116,7 +131,10 @@ class BatchDriver {
   JobId add_job(DriverJob job);
   /// Room for `jobs` more add_job calls at once: a big corpus's job table grown by doubling held
   /// up to 1.5 times its size while it moved (heaptrack, 20,000 jobs: 6.7 MB for 2.7 MB of jobs).
-  void reserve(std::size_t jobs) { jobs_.reserve(jobs_.size() + jobs); }
+  void reserve(std::size_t jobs) {
+    jobs_.reserve(jobs_.size() + jobs);
+    scheduler_.reserve(jobs_.size() + jobs);
+  }
   /// Runs every queued job to its end (or to an interrupt or a setup error) and shuts the runner
   /// down: no worker is left.
   void run();
@@ -143,6 +161,7 @@ class BatchDriver {
   std::size_t sample(std::int64_t read_ms);
   void watch_workers(std::size_t running);
   void handle_end(const JobEnd& end, bool stopping_now);
+  void settle(DriverJob& job, const JobEnd& end, bool stopping_now);
   void refit(const DriverJob& done);
   bool loading_fault(const DriverJob& job) const;
   void fail_setup(std::string error);

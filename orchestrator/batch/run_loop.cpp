@@ -536,20 +536,20 @@ void RunLoop::Pass::settled(const DriverJob& dj, const JobEnd& end, const JobOut
       progress_.job_ended(name, "done",
                           end.band_limited ? "aligned within a limited search band (may be off): raise --max-trellis-mib"
                                            : "",
-                          dj.peak_pss_bytes, end.wall_s, state, end.band_limited);
+                          dj.attempt().peak_pss_bytes, end.wall_s, state, end.band_limited);
       break;
     case JobOutcome::Kind::kFailed:
       fail_file(job, outcome.error);
-      progress_.job_ended(name, "failed", outcome.error, dj.peak_pss_bytes, end.wall_s, state);
+      progress_.job_ended(name, "failed", outcome.error, dj.attempt().peak_pss_bytes, end.wall_s, state);
       break;
     case JobOutcome::Kind::kDied:
       progress_.job_ended(name, "retry",
                           (outcome.oom_suspected ? "killed by the kernel (out of memory): " : "") + outcome.error,
-                          dj.peak_pss_bytes, end.wall_s, state);
+                          dj.attempt().peak_pss_bytes, end.wall_s, state);
       break;
     case JobOutcome::Kind::kGuardKilled:
       progress_.job_ended(name, "killed", "stopped by the memory guard, will run again with a raised estimate",
-                          dj.peak_pss_bytes, end.wall_s, state);
+                          dj.attempt().peak_pss_bytes, end.wall_s, state);
       break;
   }
 }
@@ -567,7 +567,7 @@ void RunLoop::Pass::stopped(DriverJob& dj, const JobEnd& end, bool setup_fault) 
   record(dj, JobStatus::kKilled, &end, "interrupted");
   loop.release_staging(job, false);
   job.attempt.reset();
-  progress_.job_ended(name_of(dj.id), "interrupted", "", dj.peak_pss_bytes, end.wall_s, state);
+  progress_.job_ended(name_of(dj.id), "interrupted", "", dj.attempt().peak_pss_bytes, end.wall_s, state);
 }
 
 void RunLoop::Pass::failed(DriverJob& dj, const std::string& reason, bool announce) {
@@ -575,7 +575,7 @@ void RunLoop::Pass::failed(DriverJob& dj, const std::string& reason, bool announ
   loop.release_staging(job, false);  // prepared, but it could not start
   job.attempt.reset();
   fail_file(job, reason);
-  if (announce) progress_.job_ended(name_of(dj.id), "failed", reason, dj.peak_pss_bytes, 0, state);
+  if (announce) progress_.job_ended(name_of(dj.id), "failed", reason, dj.attempt().peak_pss_bytes, 0, state);
 }
 
 void RunLoop::Pass::notice(const DriverJob* dj, const std::string& text) {
@@ -590,8 +590,8 @@ void RunLoop::Pass::tick(std::size_t running, std::uint64_t in_use_bytes, const 
     if (w.id == 0 || w.id > jobs.size() || !driver->job(w.id).running) continue;
     const DriverJob& dj = driver->job(w.id);
     running_fraction[w.id] = std::clamp(w.fraction_done, 0.0, 1.0);
-    if (oldest_start_ms < 0 || dj.started_ms < oldest_start_ms) {
-      oldest_start_ms = dj.started_ms;
+    if (oldest_start_ms < 0 || dj.attempt().started_ms < oldest_start_ms) {
+      oldest_start_ms = dj.attempt().started_ms;
       state.current = fmt::format("{} {} {:.0f}%", name_of(w.id), w.phase, w.fraction_done * 100);
     }
   }
@@ -691,8 +691,8 @@ void RunLoop::Pass::record(const DriverJob& dj, JobStatus status, const JobEnd* 
   rec.job_key = config_.job_key;
   rec.status = status;
   rec.attempts = dj.attempts;
-  rec.peak_rss_bytes = dj.peak_rss_bytes;
-  rec.peak_pss_bytes = dj.peak_pss_bytes;
+  rec.peak_rss_bytes = dj.attempt().peak_rss_bytes;
+  rec.peak_pss_bytes = dj.attempt().peak_pss_bytes;
   if (end) {
     rec.wall_s = end->wall_s;
     rec.cpu_s = end->cpu_s;
@@ -708,7 +708,7 @@ void RunLoop::Pass::record(const DriverJob& dj, JobStatus status, const JobEnd* 
   }
   rec.predicted_peak_bytes = dj.predicted_peak_bytes;
   rec.oom_suspected = oom_suspected;
-  pending_history.push_back({std::move(rec), dj.timeline});
+  pending_history.push_back({std::move(rec), dj.attempt().timeline});
   flush_history(false);
 }
 

@@ -39,6 +39,30 @@ bool Scheduler::ColdOrder::operator()(const ColdKey& a, const ColdKey& b) const 
 
 Scheduler::Scheduler(const SchedulerConfig& config) : config_(config) {}
 
+Scheduler::Job* Scheduler::find(JobId id) {
+  return id < jobs_.size() && jobs_[id].where != Where::kGone ? &jobs_[id] : nullptr;
+}
+
+const Scheduler::Job* Scheduler::find(JobId id) const {
+  return id < jobs_.size() && jobs_[id].where != Where::kGone ? &jobs_[id] : nullptr;
+}
+
+Scheduler::Job* Scheduler::find_running(JobId id) {
+  Job* job = find(id);
+  return job && job->where == Where::kRunning ? job : nullptr;
+}
+
+const Scheduler::Job* Scheduler::find_running(JobId id) const {
+  const Job* job = find(id);
+  return job && job->where == Where::kRunning ? job : nullptr;
+}
+
+void Scheduler::erase(JobId id) {
+  jobs_[id] = Job{};
+  --live_jobs_;
+  last_errors_.erase(id);
+}
+
 std::uint64_t Scheduler::estimate_of(const Job& job) const {
   return std::max(job.spec.predicted_peak_bytes.value_or(0), job.floor_bytes);
 }
@@ -91,8 +115,7 @@ void Scheduler::dequeue(const Job& job) {
 void Scheduler::fail(JobId id, Reason reason) {
   pending_fails_.push_back({Decision::Kind::kFail, id, std::move(reason)});
   ++stats_.failed;
-  jobs_.erase(id);
-  last_errors_.erase(id);
+  erase(id);
 }
 
 // False (and the job failed, erased) when the job's estimate exceeds a whole budget on its own.
@@ -119,17 +142,19 @@ bool Scheduler::check_fits_alone(Job& job) {
 }
 
 void Scheduler::add_job(const JobSpec& spec) {
-  assert(jobs_.count(spec.id) == 0 && "job id added twice");
+  if (spec.id >= jobs_.size()) jobs_.resize(spec.id + 1);
   Job& job = jobs_[spec.id];
+  assert(job.where == Where::kGone && "job id added twice");
   job.spec = spec;
+  ++live_jobs_;
   if (!check_fits_alone(job)) return;
   enqueue(job);
 }
 
 void Scheduler::set_prediction(JobId id, std::uint64_t predicted_peak_bytes) {
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return;
-  Job& job = it->second;
+  Job* found = find(id);
+  if (!found) return;
+  Job& job = *found;
   if (job.spec.predicted_peak_bytes == predicted_peak_bytes) return;
   if (job.where == Where::kQueued) {
     dequeue(job);
@@ -158,18 +183,19 @@ void Scheduler::set_predictions(const std::vector<std::pair<JobId, std::uint64_t
   }
   std::vector<JobId> too_large;
   for (const auto& [id, bytes] : predictions) {
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) continue;
-    if (it->second.where == Where::kRunning) {
+    Job* found = find(id);
+    if (!found) continue;
+    if (found->where == Where::kRunning) {
       set_prediction(id, bytes);
       continue;
     }
-    it->second.spec.predicted_peak_bytes = bytes;
+    found->spec.predicted_peak_bytes = bytes;
   }
   std::vector<PredictedKey> predicted;
   std::vector<ColdKey> cold;
   predicted.reserve(predicted_queue_.size() + cold_queue_.size());
-  for (auto& [id, job] : jobs_) {
+  for (JobId id = 0; id < jobs_.size(); ++id) {
+    const Job& job = jobs_[id];
     if (job.where != Where::kQueued) continue;
     if (has_estimate(job.spec, job.floor_bytes)) {
       predicted.emplace_back(estimate_of(job), job.spec.size_bytes, id);
@@ -247,13 +273,13 @@ std::optional<Reason> Scheduler::pressure_reason(const MemorySample& sample,
        static_cast<double>(total_vram) > config_.high_water * static_cast<double>(config_.vram_budget_bytes));
   for (std::size_t i = 0; above_mark && i < sample.jobs.size(); ++i) {
     const auto& j = sample.jobs[i];
-    auto it = jobs_.find(j.id);
-    if (it == jobs_.end() || it->second.where != Where::kRunning) {
+    const Job* running = find_running(j.id);
+    if (!running) {
       projected += j.pss_bytes;
       projected_vram += j.vram_bytes;
       continue;
     }
-    const Job& job = it->second;
+    const Job& job = *running;
     projected += std::max(j.pss_bytes, job.reserved_bytes);
     projected_vram += std::max(j.vram_bytes, vram_estimate_of(job));
     outgrown = outgrown || beyond(j.pss_bytes, job.reserved_bytes);
@@ -304,10 +330,7 @@ void Scheduler::on_sample(const MemorySample& sample) {
   std::uint64_t total = sample.idle_pss_bytes + sample.shared_bytes;
   for (const auto& s : sample.jobs) {
     total += s.pss_bytes;
-    auto it = jobs_.find(s.id);
-    if (it != jobs_.end() && it->second.where == Where::kRunning) {
-      observe(it->second, s.pss_bytes, s.vram_bytes);
-    }
+    if (Job* running = find_running(s.id)) observe(*running, s.pss_bytes, s.vram_bytes);
   }
   idle_pss_bytes_ = sample.idle_pss_bytes;
   idle_workers_ = sample.idle_workers;
@@ -333,16 +356,11 @@ void Scheduler::on_sample(const MemorySample& sample) {
 
 bool Scheduler::confirm_kill(JobId id, const MemorySample& fresh) {
   if (!kill_in_flight_ || *kill_in_flight_ != id) return false;
-  for (const auto& s : fresh.jobs) {
-    auto it = jobs_.find(s.id);
-    if (it != jobs_.end() && it->second.where == Where::kRunning) {
-      observe(it->second, s.pss_bytes, s.vram_bytes);
-    }
-  }
+  for (const auto& s : fresh.jobs)
+    if (Job* running = find_running(s.id)) observe(*running, s.pss_bytes, s.vram_bytes);
   idle_pss_bytes_ = fresh.idle_pss_bytes;
   shared_bytes_ = fresh.shared_bytes;
-  auto it = jobs_.find(id);
-  const bool still_running = it != jobs_.end() && it->second.where == Where::kRunning;
+  const bool still_running = find_running(id) != nullptr;
   if (still_running && pressure_reason(fresh, running_by_start_.size() == 1)) return true;
   kill_in_flight_.reset();
   paused_until_ms_ = pause_before_kill_ms_;
@@ -369,9 +387,9 @@ void Scheduler::requeue_or_fail(Job& job, std::uint64_t peak_seen_bytes,
 }
 
 void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /*now_ms*/) {
-  auto it = jobs_.find(id);
-  if (it == jobs_.end() || it->second.where != Where::kRunning) return;
-  Job& job = it->second;
+  Job* running = find_running(id);
+  if (!running) return;
+  Job& job = *running;
   observe(job, outcome.peak_pss_bytes, outcome.peak_vram_bytes);
   const std::uint64_t peak_seen = job.observed_peak_bytes;
   const std::uint64_t peak_vram_seen = job.observed_vram_bytes;
@@ -386,13 +404,11 @@ void Scheduler::on_job_ended(JobId id, const JobOutcome& outcome, std::int64_t /
     case JobOutcome::Kind::kOk:
       ++stats_.finished_ok;
       if (job.cold) ++cold_succeeded_;
-      jobs_.erase(it);
-      last_errors_.erase(id);
+      erase(id);
       return;
     case JobOutcome::Kind::kFailed:
       ++stats_.failed;
-      jobs_.erase(it);
-      last_errors_.erase(id);
+      erase(id);
       return;
     case JobOutcome::Kind::kDied:
       if (!outcome.oom_suspected) {
@@ -542,8 +558,7 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
 std::vector<Decision> Scheduler::poll(std::int64_t now_ms) {
   std::vector<Decision> out;
   for (auto& kill : pending_kills_) {
-    auto it = jobs_.find(kill.job);
-    if (it != jobs_.end() && it->second.where == Where::kRunning) out.push_back(std::move(kill));
+    if (find_running(kill.job)) out.push_back(std::move(kill));
   }
   pending_kills_.clear();
   for (auto& f : pending_fails_) out.push_back(std::move(f));
@@ -553,7 +568,7 @@ std::vector<Decision> Scheduler::poll(std::int64_t now_ms) {
 }
 
 bool Scheduler::done() const {
-  return jobs_.empty() && pending_kills_.empty() && pending_fails_.empty();
+  return live_jobs_ == 0 && pending_kills_.empty() && pending_fails_.empty();
 }
 
 std::size_t Scheduler::queued() const { return predicted_queue_.size() + cold_queue_.size(); }
@@ -569,9 +584,9 @@ std::uint64_t Scheduler::idle_charge_after(std::uint32_t reuses) const {
 }
 
 std::optional<std::uint64_t> Scheduler::estimate_bytes(JobId id) const {
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) return std::nullopt;
-  const Job& job = it->second;
+  const Job* found = find(id);
+  if (!found) return std::nullopt;
+  const Job& job = *found;
   if (job.where == Where::kRunning) return job.reserved_bytes;
   if (!has_estimate(job.spec, job.floor_bytes)) return std::nullopt;
   return estimate_of(job);

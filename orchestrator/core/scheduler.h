@@ -162,8 +162,11 @@ class Scheduler {
  public:
   explicit Scheduler(const SchedulerConfig& config);
 
-  /// A job joins the queue. Its id must not be queued or running already.
+  /// A job joins the queue. Its id must not be queued or running already. Ids should be small
+  /// and dense (1, 2, ...): the scheduler keeps a slot for every id up to the largest.
   void add_job(const JobSpec& job);
+  /// Room for ids up to `largest_id` at once (a big corpus's table, not grown by doubling).
+  void reserve(JobId largest_id) { jobs_.reserve(largest_id + 1); }
   /// History learned more (a job of the same key finished): a queued job's prediction changes.
   /// For a running job it replaces the cold-start reservation. Never lowers an estimate raised
   /// after a kill. Unknown or finished jobs are ignored.
@@ -208,16 +211,16 @@ class Scheduler {
   const SchedulerConfig& config() const { return config_; }
 
  private:
-  enum class Where : std::uint8_t { kQueued, kRunning };
-  /// One is held for every queued file: 120 bytes (a node of jobs_ 128), its fields ordered so
-  /// that nothing pads them; a crash's error lives in last_errors_.
+  enum class Where : std::uint8_t { kGone, kQueued, kRunning };
+  /// One is held for every job id up to the largest added: 120 bytes, its fields ordered so that
+  /// nothing pads them; a crash's error lives in last_errors_. kGone: never added, or ended.
   struct Job {
     JobSpec spec;
     std::uint64_t floor_bytes = 0;       ///< estimate raised after a kill: never predicted below
     std::uint64_t floor_vram_bytes = 0;
     std::uint32_t deaths = 0;            ///< crashes (count against max_attempts)
     std::uint32_t guard_kills = 0;       ///< guard kills and OOM deaths
-    Where where = Where::kQueued;
+    Where where = Where::kGone;
     // While running:
     bool cold = false;                   ///< admitted without a prediction
     std::int64_t start_ms = 0;
@@ -239,6 +242,11 @@ class Scheduler {
     bool operator()(const ColdKey& a, const ColdKey& b) const;
   };
 
+  Job* find(JobId id);  ///< a queued or running job; null when gone or unknown
+  const Job* find(JobId id) const;
+  Job* find_running(JobId id);
+  const Job* find_running(JobId id) const;
+  void erase(JobId id);  ///< the job ended for good: its slot goes back to kGone
   std::uint64_t estimate_of(const Job& job) const;
   std::uint64_t vram_estimate_of(const Job& job) const;
   std::uint64_t charge_of(const Job& job) const;
@@ -258,7 +266,10 @@ class Scheduler {
 
   SchedulerConfig config_;
   SchedulerStats stats_;
-  std::unordered_map<JobId, Job> jobs_;  ///< queued and running jobs
+  /// Indexed by id: ids are small and dense (1, 2, ...: the driver's), so a table beats a hash
+  /// map's node and bucket per job (1M queued files: 120 MB against 150).
+  std::vector<Job> jobs_;
+  std::size_t live_jobs_ = 0;  ///< jobs_ not kGone: queued and running
   std::unordered_map<JobId, std::string> last_errors_;  ///< the last crash's error, of jobs that crashed
   std::set<PredictedKey, PredictedOrder> predicted_queue_;
   std::set<ColdKey, ColdOrder> cold_queue_;
