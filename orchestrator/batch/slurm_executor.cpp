@@ -50,6 +50,15 @@ struct SlurmExecutor::File {
   std::uint32_t oom_resubmits = 0;
   std::uint32_t lost_resubmits = 0;
   std::uint64_t last_task_mem_bytes = 0;
+
+  /// Failed, for `reason` less a leading "PATH: " (the file's own path: the summary names it).
+  void fail(std::string reason, RunSummary& summary) {
+    state = State::kFailed;
+    const std::string path = file.audio.string();
+    const std::string prefix = path + ": ";
+    if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
+    summary.failed.push_back({path, reason});
+  }
 };
 
 struct SlurmExecutor::Task {
@@ -74,6 +83,24 @@ struct SlurmExecutor::Array {
   fs::path dir;
   bool cold = false;
   std::vector<std::size_t> tasks;  ///< into the run's task table
+};
+
+/// What settles an ended task's files: sacct's word on it, and whether the run is cancelling.
+struct SlurmExecutor::TaskEnd {
+  std::string state;  ///< sacct's State; "UNKNOWN": sacct had no row for it
+  TaskFate fate = TaskFate::kRunning;
+  int exit_code = -1;          ///< -1: sacct had no row for it
+  std::uint64_t max_rss = 0;   ///< its .batch step's MaxRSS; 0: not shown yet
+  bool stopping = false;       ///< Ctrl-C: a cancelled task's files are left for the next run
+};
+
+/// A file's attempts in its task's own history (none: not seen).
+struct SlurmExecutor::LastAttempt {
+  bool ok = false;    ///< one of them was ok
+  bool seen = false;  ///< there was one
+  JobStatus status = JobStatus::kOk;  ///< the last one's
+  std::string error;                  ///< the last one's
+  std::uint64_t peak_bytes = 0;       ///< the highest of their peaks (PSS or RSS)
 };
 
 SlurmExecutor::SlurmExecutor(RunLoopConfig loop, SlurmConfig config, SlurmCluster& cluster, HistoryStore* history,
@@ -264,110 +291,124 @@ void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow*
   if (row) task.row = *row;
   else task.row.state = "UNKNOWN";
   if (batch) task.batch = *batch;
-  const std::string state = task.row.state;
-  const TaskFate fate = task_fate(state);
-  const std::string id = task.job_id;
-  const fs::path log = task.dir / fmt::format("{}.log", task.index);
-  const std::uint64_t max_rss = batch && batch->max_rss_bytes ? *batch->max_rss_bytes : 0;
-  if (fate == TaskFate::kOutOfMemory) ++stats_.out_of_memory_tasks;
+  TaskEnd end;
+  end.state = task.row.state;
+  end.fate = task_fate(end.state);
+  end.exit_code = row ? row->exit_code : -1;
+  end.max_rss = batch && batch->max_rss_bytes ? *batch->max_rss_bytes : 0;
+  end.stopping = stopping;
+  if (end.fate == TaskFate::kOutOfMemory) ++stats_.out_of_memory_tasks;
+  const auto last = merge_task_history(task, files, summary);
+  for (auto f : task.files) {
+    const auto it = last.find(f);
+    settle_file(task, end, it == last.end() ? LastAttempt{} : it->second, files[f], summary);
+  }
+}
 
+std::map<std::size_t, SlurmExecutor::LastAttempt> SlurmExecutor::merge_task_history(const Task& task,
+                                                                                     const std::vector<File>& files,
+                                                                                     RunSummary& summary) {
   // The task's own history: every attempt it recorded goes into the main history, under this run.
-  struct Last {
-    bool ok = false;
-    bool seen = false;
-    JobStatus status = JobStatus::kOk;
-    std::string error;
-    std::uint64_t peak_bytes = 0;
-  };
-  std::map<std::string, std::size_t> by_path;
-  for (auto f : task.files) by_path[files[f].file.audio.string()] = f;
-  std::map<std::size_t, Last> last;
+  std::map<std::size_t, LastAttempt> last;
   const fs::path db = task.dir / fmt::format("{}.sqlite", task.index);
   std::error_code ec;
-  if (fs::exists(db, ec)) {
-    auto opened = HistoryStore::open(db, HistoryStore::Create::kNever);
-    auto rows = opened ? opened.value()->jobs_for_key(loop_.job_key, 1u << 30)
-                       : StoreResult<std::vector<JobRow>>::failure(opened.error());
-    if (!rows) progress_.message(fmt::format("task {}: its history cannot be read: {}", id, rows.error()));
+  if (!fs::exists(db, ec)) return last;
+  std::map<std::string, std::size_t> by_path;
+  for (auto f : task.files) by_path[files[f].file.audio.string()] = f;
+  auto opened = HistoryStore::open(db, HistoryStore::Create::kNever);
+  auto rows = opened ? opened.value()->jobs_for_key(loop_.job_key, 1u << 30)
+                     : StoreResult<std::vector<JobRow>>::failure(opened.error());
+  if (!rows) {
+    progress_.message(fmt::format("task {}: its history cannot be read: {}", task.job_id, rows.error()));
+    return last;
+  }
+  for (auto it = rows.value().rbegin(); it != rows.value().rend(); ++it) {  // oldest first
+    auto f = by_path.find(it->input_path);
+    if (f == by_path.end()) continue;
+    merge_job_row(*opened.value(), *it);
+    LastAttempt& l = last[f->second];
+    l.seen = true;
+    l.status = it->status;
+    l.error = it->error;
+    l.peak_bytes = std::max(l.peak_bytes, std::max(it->peak_pss_bytes, it->peak_rss_bytes));
+    if (it->status == JobStatus::kOk) l.ok = true;
+    summary.peak_pss_bytes = std::max(summary.peak_pss_bytes, it->peak_pss_bytes);
+  }
+  return last;
+}
+
+void SlurmExecutor::merge_job_row(HistoryStore& task_history, const JobRow& row) {
+  JobRecord rec = row;
+  rec.run_id = run_id_;
+  // The outputs an ok job wrote (resume checks them) come back with the newest ok row only.
+  if (row.status == JobStatus::kOk)
+    if (auto newest = task_history.last_ok_job(row.input_path, loop_.job_key); newest && newest.value() &&
+                                                                                newest.value()->id == row.id)
+      rec.outputs = newest.value()->outputs;
+  auto timeline = task_history.timeline(row.id);
+  if (auto r = history_->record_job(rec, timeline ? timeline.value() : std::vector<TimelinePoint>{}); !r)
+    progress_.message("history: " + r.error());
+}
+
+void SlurmExecutor::settle_file(const Task& task, const TaskEnd& end, const LastAttempt& l, File& file,
+                                RunSummary& summary) {
+  if (l.ok) {
+    file.state = File::State::kDone;
+    ++summary.done;
+    return;
+  }
+  // Inside a task the budget is its --mem: a job the task's guard stopped (kKilled), the kernel
+  // killed (kDied), or its scheduler found too big means the request was too small.
+  const bool bad_file = l.seen && l.status == JobStatus::kFailed && l.error.find(kDoesNotFit) == std::string::npos;
+  const bool memory = end.fate == TaskFate::kOutOfMemory || (end.fate == TaskFate::kFailed && l.seen && !bad_file);
+  const std::string& id = task.job_id;
+  if (bad_file && end.fate != TaskFate::kCancelled) {
+    file.fail(l.error, summary);
+  } else if (memory && end.fate != TaskFate::kCancelled) {
+    resubmit_for_memory(task, end, l, file, summary);
+  } else if (end.fate == TaskFate::kLost && file.lost_resubmits < config_.max_oom_resubmits) {
+    ++file.lost_resubmits;
+    ++summary.retried;
+    file.state = File::State::kWaiting;
+  } else if (end.fate == TaskFate::kCancelled) {
+    if (end.stopping) file.state = File::State::kWaiting;  // interrupted: the next run does it
     else
-      for (auto it = rows.value().rbegin(); it != rows.value().rend(); ++it) {  // oldest first
-        auto f = by_path.find(it->input_path);
-        if (f == by_path.end()) continue;
-        JobRecord rec = *it;
-        rec.run_id = run_id_;
-        // The outputs an ok job wrote (resume checks them) come back with the newest ok row only.
-        if (it->status == JobStatus::kOk)
-          if (auto newest = opened.value()->last_ok_job(it->input_path, loop_.job_key); newest && newest.value() &&
-                                                                                          newest.value()->id == it->id)
-            rec.outputs = newest.value()->outputs;
-        auto timeline = opened.value()->timeline(it->id);
-        if (auto r = history_->record_job(rec, timeline ? timeline.value() : std::vector<TimelinePoint>{}); !r)
-          progress_.message("history: " + r.error());
-        Last& l = last[f->second];
-        l.seen = true;
-        l.status = it->status;
-        l.error = it->error;
-        l.peak_bytes = std::max(l.peak_bytes, std::max(it->peak_pss_bytes, it->peak_rss_bytes));
-        if (it->status == JobStatus::kOk) l.ok = true;
-        summary.peak_pss_bytes = std::max(summary.peak_pss_bytes, it->peak_pss_bytes);
-      }
+      file.fail(fmt::format("its Slurm task {} was cancelled, not by align-batch (scancel?); run again to redo it", id),
+                summary);
+  } else if (end.fate == TaskFate::kTimeout) {
+    file.fail(fmt::format("its Slurm task {} hit its time limit; give tasks more with --slurm-arg=--time=...", id),
+              summary);
+  } else {
+    const fs::path log = task.dir / fmt::format("{}.log", task.index);
+    file.fail(fmt::format("its Slurm task {} ended {} (exit {}) without finishing it{}{}; see {}", id, end.state,
+                          end.exit_code, l.seen ? ": " : "", l.error, log.string()),
+              summary);
   }
-  for (auto f : task.files) {
-    File& file = files[f];
-    const Last l = last.count(f) ? last[f] : Last{};
-    const std::string path = file.file.audio.string();
-    auto fail = [&](std::string reason) {
-      file.state = File::State::kFailed;
-      const std::string prefix = path + ": ";
-      if (reason.compare(0, prefix.size(), prefix) == 0) reason.erase(0, prefix.size());
-      summary.failed.push_back({path, reason});
-    };
-    if (l.ok) {
-      file.state = File::State::kDone;
-      ++summary.done;
-      continue;
-    }
-    // Inside a task the budget is its --mem: a job the task's guard stopped (kKilled), the kernel
-    // killed (kDied), or its scheduler found too big means the request was too small.
-    const bool bad_file = l.seen && l.status == JobStatus::kFailed && l.error.find(kDoesNotFit) == std::string::npos;
-    const bool memory = fate == TaskFate::kOutOfMemory ||
-                        (fate == TaskFate::kFailed && l.seen && !bad_file);
-    if (bad_file && fate != TaskFate::kCancelled) {
-      fail(l.error);
-    } else if (memory && fate != TaskFate::kCancelled) {
-      if (file.oom_resubmits >= config_.max_oom_resubmits) {
-        fail(fmt::format("ran out of memory in {} Slurm tasks (the last, {}, asked for --mem={}); give it a node with "
-                         "more memory (--slurm-partition) or split the file",
-                         file.oom_resubmits + 1, id, format_bytes(task.mem_bytes)));
-        continue;
-      }
-      if (task.mem_bytes >= node_mem_bytes_) {
-        fail(fmt::format("needs more than the largest node's memory ({}): task {} asked for all of it and ran out; "
-                         "use a partition with bigger nodes (--slurm-partition) or split the file",
-                         format_bytes(node_mem_bytes_), id));
-        continue;
-      }
-      const std::uint64_t was = file.need_bytes ? file.need_bytes : task.mem_bytes;
-      file.need_bytes = std::max<std::uint64_t>(static_cast<std::uint64_t>(static_cast<double>(was) * config_.oom_raise),
-                                                task.files.size() == 1 ? std::max(l.peak_bytes, max_rss) : l.peak_bytes);
-      ++file.oom_resubmits;
-      ++stats_.resubmitted_files;
-      ++summary.retried;
-      file.state = File::State::kWaiting;
-    } else if (fate == TaskFate::kLost && file.lost_resubmits < config_.max_oom_resubmits) {
-      ++file.lost_resubmits;
-      ++summary.retried;
-      file.state = File::State::kWaiting;
-    } else if (fate == TaskFate::kCancelled) {
-      if (stopping) file.state = File::State::kWaiting;  // interrupted: the next run does it
-      else fail(fmt::format("its Slurm task {} was cancelled, not by align-batch (scancel?); run again to redo it", id));
-    } else if (fate == TaskFate::kTimeout) {
-      fail(fmt::format("its Slurm task {} hit its time limit; give tasks more with --slurm-arg=--time=...", id));
-    } else {
-      fail(fmt::format("its Slurm task {} ended {} (exit {}) without finishing it{}{}; see {}", id, state,
-                       row ? row->exit_code : -1, l.seen ? ": " : "", l.error, log.string()));
-    }
+}
+
+void SlurmExecutor::resubmit_for_memory(const Task& task, const TaskEnd& end, const LastAttempt& l, File& file,
+                                        RunSummary& summary) {
+  if (file.oom_resubmits >= config_.max_oom_resubmits) {
+    file.fail(fmt::format("ran out of memory in {} Slurm tasks (the last, {}, asked for --mem={}); give it a node with "
+                          "more memory (--slurm-partition) or split the file",
+                          file.oom_resubmits + 1, task.job_id, format_bytes(task.mem_bytes)),
+              summary);
+    return;
   }
+  if (task.mem_bytes >= node_mem_bytes_) {
+    file.fail(fmt::format("needs more than the largest node's memory ({}): task {} asked for all of it and ran out; "
+                          "use a partition with bigger nodes (--slurm-partition) or split the file",
+                          format_bytes(node_mem_bytes_), task.job_id),
+              summary);
+    return;
+  }
+  const std::uint64_t was = file.need_bytes ? file.need_bytes : task.mem_bytes;
+  file.need_bytes = std::max<std::uint64_t>(static_cast<std::uint64_t>(static_cast<double>(was) * config_.oom_raise),
+                                            task.files.size() == 1 ? std::max(l.peak_bytes, end.max_rss) : l.peak_bytes);
+  ++file.oom_resubmits;
+  ++stats_.resubmitted_files;
+  ++summary.retried;
+  file.state = File::State::kWaiting;
 }
 
 void SlurmExecutor::record_sacct(Task& task) {

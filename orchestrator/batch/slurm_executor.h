@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 namespace ab {
 
 class HistoryStore;
+struct JobRow;
 
 /// Settings of a Slurm run beyond the local run's (RunLoopConfig: key, task, force, margin).
 struct SlurmConfig {
@@ -101,6 +103,19 @@ class SlurmExecutor {
               std::string& error);
   void finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files, RunSummary& summary,
                    bool stopping);
+  // The steps of finish_task.
+  struct TaskEnd;
+  struct LastAttempt;
+  /// The ended task's own history into the main one, under this run; each of its files' attempts.
+  std::map<std::size_t, LastAttempt> merge_task_history(const Task& task, const std::vector<File>& files,
+                                                        RunSummary& summary);
+  /// One row of a task's history (with its outputs, if the newest ok one, and its timeline) into the main one.
+  void merge_job_row(HistoryStore& task_history, const JobRow& row);
+  /// One file of an ended task: done, failed, or waiting again.
+  void settle_file(const Task& task, const TaskEnd& end, const LastAttempt& last, File& file, RunSummary& summary);
+  /// A file that ran out of memory: waiting again with a bigger need, or failed if it cannot get one.
+  void resubmit_for_memory(const Task& task, const TaskEnd& end, const LastAttempt& last, File& file,
+                           RunSummary& summary);
   /// sacct's figures for an ended task: the stats, a history row and a tasks.jsonl line.
   void record_sacct(Task& task);
   // The steps of run(), over its state.
