@@ -21,6 +21,7 @@
 #include "history/history_store.h"
 #include "tests/testutil/audio_gen.h"
 #include "tests/testutil/read_all.h"
+#include "tests/testutil/scripted_jobs.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -52,12 +53,12 @@ class FakeRunner : public WorkerRunner {
   std::uint64_t oom_kills_ = 0;  ///< the "kernel's" OOM kill counter (FakeProbe reports it)
 
   Result<Done> start(const RunnerJob& job) override {
-    const std::string stem = fs::path(job.name).stem().string();
+    const test::ScriptedName script = test::parse_scripted_name(job.name);
+    const std::string& stem = script.stem;
     Running r;
-    auto d1 = stem.find('-'), d2 = stem.rfind('-');
-    r.kind = stem.substr(0, d1);
-    r.mib = std::stoull(stem.substr(d1 + 1, d2 - d1 - 1));
-    r.ticks = std::stoi(stem.substr(d2 + 1));
+    r.kind = script.kind;
+    r.mib = script.mib;
+    r.ticks = static_cast<int>(script.n);
     if (persistent && idle_.empty()) r.loading_left = loading_ticks;  // a new worker loads its model first
     running_[job.id] = r;
     if (persistent && !idle_.empty()) idle_.pop_back();  // reuses an idle worker
@@ -148,18 +149,7 @@ class FakeRunner : public WorkerRunner {
     retired_ += static_cast<int>(told);
     return told;
   }
-  std::vector<JobEnd> shutdown(int) override {
-    std::vector<JobEnd> ends;
-    for (auto& [id, r] : running_) {
-      JobEnd e;
-      e.id = id;
-      e.killed_by_us = true;
-      e.term_signal = SIGTERM;
-      ends.push_back(e);
-    }
-    running_.clear();
-    return ends;
-  }
+  std::vector<JobEnd> shutdown(int) override { return test::stop_all(running_); }
 
   std::uint64_t pss_bytes(JobId id) const {
     const Running& r = running_.at(id);
@@ -196,16 +186,9 @@ class FakeProbe : public MemoryProbe {
   explicit FakeProbe(const FakeRunner& runner) : runner_(runner) {}
   ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>& idle, std::int64_t now_ms,
                     bool = false) override {
-    ProbeReading r;
-    r.sample.now_ms = now_ms;
-    r.sample.idle_pss_bytes = idle.size() * idle_mib * kMiB;
     std::uint64_t total = 0;
-    for (const auto& l : live) {
-      const std::uint64_t pss = runner_.pss_bytes(l.id);
-      r.sample.jobs.push_back({l.id, pss, 0});
-      r.rss_bytes[l.id] = pss;
-      total += pss;
-    }
+    ProbeReading r = test::scripted_reading(runner_, live, now_ms, total);
+    r.sample.idle_pss_bytes = idle.size() * idle_mib * kMiB;
     max_total_bytes = std::max(max_total_bytes, total);
     r.oom_kill_count = runner_.oom_kills_;
     return r;

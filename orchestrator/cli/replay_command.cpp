@@ -338,11 +338,13 @@ void measure_run_ends(ReplaySource& src, const std::vector<JobRow>& rows) {
 
 }  // namespace
 
-StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
-                                             const std::string& key) {
-  using R = StoreResult<ReplaySource>;
-  ReplaySource src;
-  std::vector<JobRow> rows;
+namespace {
+
+// The recorded jobs to replay: run `run_id`'s, key `key`'s, or the newest run's that finished a
+// job; `src` learns the run they came from.
+StoreResult<std::vector<JobRow>> select_rows(HistoryStore& store, std::optional<std::int64_t> run_id,
+                                             const std::string& key, ReplaySource& src) {
+  using R = StoreResult<std::vector<JobRow>>;
   if (run_id) {
     auto run = store.run(*run_id);
     if (!run) return R::failure(run.error());
@@ -351,37 +353,62 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
                                     store.path().string(), *run_id));
     }
     src.run = **run;
-    auto jobs = store.jobs_for_run(*run_id);
-    if (!jobs) return R::failure(jobs.error());
-    rows = std::move(*jobs);
-  } else if (!key.empty()) {
+    return store.jobs_for_run(*run_id);
+  }
+  if (!key.empty()) {
     auto jobs = store.jobs_for_key(key, 100'000'000);
-    if (!jobs) return R::failure(jobs.error());
-    rows = std::move(*jobs);
-    if (rows.empty()) {
+    if (!jobs) return jobs;
+    if (jobs->empty()) {
       return R::failure(fmt::format("{}: no jobs with key '{}'; `align-batch history` lists the keys",
                                     store.path().string(), key));
     }
     // The machine of the newest run holding them (jobs_for_key returns newest first).
-    auto run = store.run(rows.front().run_id);
+    auto run = store.run(jobs->front().run_id);
     if (run && *run) src.run = **run;
-  } else {
-    auto runs = store.runs();
-    if (!runs) return R::failure(runs.error());
-    if (runs->empty()) {
-      return R::failure(fmt::format("{}: no runs recorded yet; run a corpus first",
-                                    store.path().string()));
-    }
-    // The newest run that finished a job: a run that found every file done finished none.
-    auto it = std::find_if(runs->begin(), runs->end(), [](const RunRow& r) { return r.ok_count > 0; });
-    if (it == runs->end()) it = runs->begin();
-    src.passed_over = static_cast<std::uint32_t>(it - runs->begin());
-    src.run = *it;
-    auto jobs = store.jobs_for_run(src.run->id);
-    if (!jobs) return R::failure(jobs.error());
-    rows = std::move(*jobs);
+    return jobs;
   }
+  auto runs = store.runs();
+  if (!runs) return R::failure(runs.error());
+  if (runs->empty()) {
+    return R::failure(fmt::format("{}: no runs recorded yet; run a corpus first", store.path().string()));
+  }
+  // The newest run that finished a job: a run that found every file done finished none.
+  auto it = std::find_if(runs->begin(), runs->end(), [](const RunRow& r) { return r.ok_count > 0; });
+  if (it == runs->end()) it = runs->begin();
+  src.passed_over = static_cast<std::uint32_t>(it - runs->begin());
+  src.run = *it;
+  return store.jobs_for_run(src.run->id);
+}
 
+// One ok row as replay's job: its recorded figures and timeline, predicted by `policy`.
+StoreResult<RecordedJob> recorded_job(HistoryStore& store, const JobRow& row, const PredictionPolicy& policy) {
+  RecordedJob job;
+  job.key = row.job_key;
+  job.size_bytes = row.input_size_bytes;
+  job.audio_duration_s = row.audio_duration_s;
+  job.duration_s = row.wall_s;
+  job.cpu_s = row.cpu_s;
+  job.peak_pss_bytes = row.peak_pss_bytes ? row.peak_pss_bytes : row.peak_rss_bytes;
+  auto timeline = store.timeline(row.id);
+  if (!timeline) return StoreResult<RecordedJob>::failure(timeline.error());
+  job.timeline.reserve(timeline->size());
+  for (const TimelinePoint& p : *timeline) {
+    job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes, p.vram_bytes});
+  }
+  // As the real loop does (run_loop): from the input size and the recorded audio duration.
+  job.predicted_peak_bytes = policy.predict(row.input_size_bytes, row.audio_duration_s);
+  return job;
+}
+
+}  // namespace
+
+StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<std::int64_t> run_id,
+                                             const std::string& key) {
+  using R = StoreResult<ReplaySource>;
+  ReplaySource src;
+  auto selected = select_rows(store, run_id, key, src);
+  if (!selected) return R::failure(selected.error());
+  std::vector<JobRow> rows = std::move(*selected);
   if (src.run && (run_id || key.empty())) measure_run_ends(src, rows);
   // In the corpus's order (its scan sorts paths), as the real run numbered its jobs: the
   // scheduler breaks ties between equal estimates and sizes by that number, so replay's jobs
@@ -402,22 +429,9 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
       policy = std::make_unique<PredictionPolicy>(std::move(*key_jobs));  // margin 1: replay applies its own
       src.keys.push_back(row.job_key);
     }
-    RecordedJob job;
-    job.key = row.job_key;
-    job.size_bytes = row.input_size_bytes;
-    job.audio_duration_s = row.audio_duration_s;
-    job.duration_s = row.wall_s;
-    job.cpu_s = row.cpu_s;
-    job.peak_pss_bytes = row.peak_pss_bytes ? row.peak_pss_bytes : row.peak_rss_bytes;
-    auto timeline = store.timeline(row.id);
-    if (!timeline) return R::failure(timeline.error());
-    job.timeline.reserve(timeline->size());
-    for (const TimelinePoint& p : *timeline) {
-      job.timeline.push_back({p.t_ms, p.pss_bytes ? p.pss_bytes : p.rss_bytes, p.vram_bytes});
-    }
-    // As the real loop does (run_loop): from the input size and the recorded audio duration.
-    job.predicted_peak_bytes = policy->predict(row.input_size_bytes, row.audio_duration_s);
-    src.jobs.push_back(std::move(job));
+    auto job = recorded_job(store, row, *policy);
+    if (!job) return R::failure(job.error());
+    src.jobs.push_back(std::move(*job));
   }
   return src;
 }

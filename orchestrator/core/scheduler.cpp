@@ -469,20 +469,46 @@ bool Scheduler::vram_fits(const Job& job) const {
          committed_vram_ + vram_estimate_of(job) <= config_.vram_budget_bytes;
 }
 
+std::uint64_t Scheduler::headroom_bytes(bool nothing_running) const {
+  if (config_.budget_bytes == 0) return kUnlimited;
+  // With nothing running the whole budget is there (idle workers can be recycled to make room),
+  // less the shared weights, which stay until the run ends. Else the job about to start takes an
+  // idle worker if there is one: its prediction holds that worker's memory already, so the
+  // worker's idle share is not charged twice.
+  const std::uint64_t used = shared_bytes_ + (nothing_running ? 0 : committed_jobs_ + idle_charge_after(1));
+  return used >= config_.budget_bytes ? 0 : config_.budget_bytes - used;
+}
+
+void Scheduler::fail_beside_shared(Job& head, std::uint64_t need_bytes, std::vector<Decision>& out) {
+  const JobId id = head.spec.id;
+  dequeue(head);
+  Reason r;
+  r.kind = Reason::Kind::kNeedsMoreBesideShared;
+  r.need_bytes = need_bytes;
+  r.shared_bytes = shared_bytes_;
+  r.limit_bytes = config_.budget_bytes;
+  fail(id, std::move(r));
+  out.push_back(std::move(pending_fails_.back()));  // decided now, carried out with this poll
+  pending_fails_.pop_back();
+  head_known_ = false;
+}
+
+Scheduler::Job* Scheduler::first_fit(std::uint64_t headroom) {
+  // First fit decreasing: the largest job whose estimate fits the headroom (and the VRAM left).
+  auto it = predicted_queue_.lower_bound({headroom, kUnlimited, 0});
+  for (int n = 0; it != predicted_queue_.end() && n < kVramFitScan; ++it, ++n) {
+    Job& candidate = jobs_.at(std::get<2>(*it));
+    if (vram_fits(candidate)) return &candidate;
+  }
+  return nullptr;
+}
+
 void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
   if (now_ms < paused_until_ms_) return;
   for (;;) {
     if (config_.max_workers > 0 && running_by_start_.size() >= config_.max_workers) return;
     const bool nothing_running = running_by_start_.empty();
-    // With nothing running the whole budget is there (idle workers can be recycled to make
-    // room), less the shared weights, which stay until the run ends.
-    std::uint64_t headroom = kUnlimited;
-    if (config_.budget_bytes > 0) {
-      // The job about to start takes an idle worker if there is one: its prediction holds that
-      // worker's memory already, so the worker's idle share is not charged twice.
-      const std::uint64_t used = shared_bytes_ + (nothing_running ? 0 : committed_jobs_ + idle_charge_after(1));
-      headroom = used >= config_.budget_bytes ? 0 : config_.budget_bytes - used;
-    }
+    const std::uint64_t headroom = headroom_bytes(nothing_running);
 
     // The largest predicted job: start it if it fits; if smaller jobs have overtaken it too
     // often, hold everything until it fits.
@@ -501,18 +527,7 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
           std::get<0>(key) > headroom) {
         // It fits the budget, but not beside the shared weights, and nothing else will end to
         // make room: it can never start.
-        const std::uint64_t need = std::get<0>(key);
-        const JobId id = head->spec.id;
-        dequeue(*head);
-        Reason r;
-        r.kind = Reason::Kind::kNeedsMoreBesideShared;
-        r.need_bytes = need;
-        r.shared_bytes = shared_bytes_;
-        r.limit_bytes = config_.budget_bytes;
-        fail(id, std::move(r));
-        out.push_back(std::move(pending_fails_.back()));  // decided now, carried out with this poll
-        pending_fails_.pop_back();
-        head_known_ = false;
+        fail_beside_shared(*head, std::get<0>(key), out);
         continue;
       }
       if (!head_fits && overtakes_ >= config_.max_overtakes) return;
@@ -535,22 +550,9 @@ void Scheduler::admit(std::int64_t now_ms, std::vector<Decision>& out) {
     }
 
     if (!head) return;
-    if (head_fits) {
-      start(*head, /*cold=*/false, now_ms, out);
-      continue;
-    }
-    // First fit decreasing: the largest job whose estimate fits the headroom.
-    Job* pick = nullptr;
-    auto it = predicted_queue_.lower_bound({headroom, kUnlimited, 0});
-    for (int n = 0; it != predicted_queue_.end() && n < kVramFitScan; ++it, ++n) {
-      Job& candidate = jobs_.at(std::get<2>(*it));
-      if (vram_fits(candidate)) {
-        pick = &candidate;
-        break;
-      }
-    }
+    Job* pick = head_fits ? head : first_fit(headroom);
     if (!pick) return;
-    ++overtakes_;
+    if (!head_fits) ++overtakes_;
     start(*pick, /*cold=*/false, now_ms, out);
   }
 }

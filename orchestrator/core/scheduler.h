@@ -260,6 +260,10 @@ class Scheduler {
                        bool raise);
   void start(Job& job, bool cold, std::int64_t now_ms, std::vector<Decision>& out);
   void admit(std::int64_t now_ms, std::vector<Decision>& out);
+  std::uint64_t headroom_bytes(bool nothing_running) const;  ///< what admission may still commit
+  /// The queue's head can never start beside the shared weights: it fails, decided in this poll.
+  void fail_beside_shared(Job& head, std::uint64_t need_bytes, std::vector<Decision>& out);
+  Job* first_fit(std::uint64_t headroom);  ///< the largest queued job that fits; null: none
   void observe(Job& job, std::uint64_t pss_bytes, std::uint64_t vram_bytes);
   std::optional<Reason> pressure_reason(const MemorySample& sample, bool lone_job) const;
   bool vram_fits(const Job& job) const;

@@ -16,6 +16,7 @@
 #include "orchestrator/batch/clock.h"
 #include "orchestrator/batch/memory_probe.h"
 #include "orchestrator/batch/worker_runner.h"
+#include "tests/testutil/scripted_jobs.h"
 
 namespace ab::test {
 
@@ -53,12 +54,12 @@ class TimedRunner : public WorkerRunner {
   explicit TimedRunner(FakeClock& clock) : clock_(clock) {}
 
   Result<Done> start(const RunnerJob& job) override {
+    const ScriptedName script = parse_scripted_name(job.name);
     Job j;
-    j.stem = std::filesystem::path(job.name).stem().string();
-    const auto d1 = j.stem.find('-'), d2 = j.stem.rfind('-');
-    j.kind = j.stem.substr(0, d1);
-    j.mib = std::stoull(j.stem.substr(d1 + 1, d2 - d1 - 1));
-    j.duration_ms = std::stoll(j.stem.substr(d2 + 1));
+    j.stem = script.stem;
+    j.kind = script.kind;
+    j.mib = script.mib;
+    j.duration_ms = script.n;
     j.started_ms = clock_.now_ms();
     const bool first = ++attempts_[j.stem] == 1;
     j.hung = j.kind == "hang" && first;
@@ -132,18 +133,7 @@ class TimedRunner : public WorkerRunner {
     return out;
   }
 
-  std::vector<JobEnd> shutdown(int) override {
-    std::vector<JobEnd> ends;
-    for (const auto& [id, j] : running_) {
-      JobEnd e;
-      e.id = id;
-      e.killed_by_us = true;
-      e.term_signal = SIGTERM;
-      ends.push_back(e);
-    }
-    running_.clear();
-    return ends;
-  }
+  std::vector<JobEnd> shutdown(int) override { return stop_all(running_); }
 
   std::uint64_t pss_bytes(JobId id) const { return running_.at(id).mib << 20; }
 
@@ -166,14 +156,8 @@ class TimedProbe : public MemoryProbe {
   ProbeReading read(const std::vector<LiveJob>& live, const std::vector<pid_t>&, std::int64_t now_ms,
                     bool = false) override {
     ++reads;
-    ProbeReading r;
-    r.sample.now_ms = now_ms;
-    for (const auto& l : live) {
-      const std::uint64_t pss = runner_.pss_bytes(l.id);
-      r.sample.jobs.push_back({l.id, pss, 0});
-      r.rss_bytes[l.id] = pss;
-    }
-    return r;
+    std::uint64_t total = 0;
+    return scripted_reading(runner_, live, now_ms, total);
   }
   std::size_t reads = 0;
 
