@@ -234,6 +234,8 @@ class CorpusBuilder {
 
  private:
   using Transcript = CorpusFiles::Transcript;
+  /// Directories entered, by device and inode, so that a symlink loop ends.
+  using Visited = std::set<std::pair<dev_t, ino_t>>;
   static std::string extension_list() {
     std::string s;
     for (const auto& e : audio_extensions()) s += (s.empty() ? "" : " ") + e.substr(1);
@@ -260,7 +262,7 @@ class CorpusBuilder {
   }
 
   void add_directory(const fs::path& root) {
-    std::set<std::pair<dev_t, ino_t>> visited;  // directories entered, so a symlink loop ends
+    Visited visited;
     std::size_t found = 0;
     walk(root.native(), std::string(), true, found, visited);
     if (found == 0) problem(root, "holds no audio files (" + extension_list() + ")");
@@ -285,110 +287,155 @@ class CorpusBuilder {
                txt != CorpusFiles::kNone ? lab : CorpusFiles::kNone);
   }
 
+  /// What a directory entry is, a symlink followed.
+  enum class EntryKind { kDirectory, kFile, kOther, kUnreachable };
+
+  struct DirEntry {
+    std::string name;
+    bool is_dir;
+  };
+  /// What the scan keeps of one directory's entries.
+  struct Listing {
+    std::vector<DirEntry> entries;         ///< audio files and subdirectories, in name order
+    std::vector<std::string> transcripts;  ///< .txt and .lab files, by name, sorted
+    std::size_t audio_files = 0;           ///< entries that are no directory
+  };
+
   // Recursion by hand: symlinked directories are followed (a corpus assembled from links is
   // common), each directory entered once by device and inode, and the run's own --out is never
   // entered (its outputs are no inputs). Each directory's entries, files and subdirectories
   // together, are visited in name order: the order a sort of whole paths component by component
   // gives.
-  void walk(const std::string& dir, const std::string& relative, bool is_root, std::size_t& found,
-            std::set<std::pair<dev_t, ino_t>>& visited) {
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-      problem(dir, "directory cannot be read (" + std::string(std::strerror(errno)) + "); check its permissions");
-      return;
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || (out_dir_id_ && st.st_dev == out_dir_id_->first && st.st_ino == out_dir_id_->second)) {
-      ::close(fd);
-      return;
-    }
-    if (!visited.insert({st.st_dev, st.st_ino}).second) {
-      if (!is_root)
-        problem(dir, "is a symlink loop (a directory already scanned); skipped: remove the link or point it elsewhere");
-      ::close(fd);
-      return;
-    }
-    DIR* d = ::fdopendir(fd);
-    if (!d) {
-      problem(dir, "directory cannot be read (" + std::string(std::strerror(errno)) + "); check its permissions");
-      ::close(fd);
-      return;
-    }
-    struct Entry {
-      std::string name;
-      bool is_dir;
-    };
-    std::vector<Entry> entries;
-    std::vector<std::string> transcripts;  // .txt and .lab files here, by name
-    errno = 0;
-    while (const dirent* e = ::readdir(d)) {
-      const std::string_view name(e->d_name);
-      if (name == "." || name == "..") continue;
-      bool is_dir = e->d_type == DT_DIR;
-      bool is_reg = e->d_type == DT_REG;
-      if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
-        struct stat target {};
-        if (::fstatat(fd, e->d_name, &target, 0) != 0) {
-          struct stat link {};
-          if (::fstatat(fd, e->d_name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode))
-            problem(join(dir, name), "is a symlink whose target is missing or unreadable; skipped: fix or remove the link");
-          continue;
-        }
-        is_dir = S_ISDIR(target.st_mode);
-        is_reg = S_ISREG(target.st_mode);
-      }
-      if (is_dir) {
-        entries.push_back({std::string(name), true});
-      } else if (is_reg) {
-        if (is_audio_name(name)) {
-          entries.push_back({std::string(name), false});
-        } else {
-          const std::string ext = lower(std::string(extension_of(name)));
-          if (ext == ".txt" || ext == ".lab") transcripts.emplace_back(name);
-        }
-      }
-      errno = 0;
-    }
-    if (errno != 0) problem(dir, "error while scanning (" + std::string(std::strerror(errno)) + "); some files may be missing");
-    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
-    std::sort(transcripts.begin(), transcripts.end());
-    auto has = [&](const std::string& n) { return std::binary_search(transcripts.begin(), transcripts.end(), n); };
-    std::vector<const std::string*> file_names;
-    for (const auto& e : entries)
-      if (!e.is_dir) file_names.push_back(&e.name);
+  void walk(const std::string& dir, const std::string& relative, bool is_root, std::size_t& found, Visited& visited) {
+    DIR* d = enter_directory(dir, is_root, visited);
+    if (!d) return;
+    const int fd = ::dirfd(d);
+    Listing listing;
+    read_listing(d, fd, dir, listing);
     std::optional<std::uint32_t> dir_id;
-    if (!file_names.empty()) {
-      dir_id = dir_index(dir, relative);
-      // The duplicate checks' slots, all asked for at once: one by one, each was a cache and TLB
-      // miss (two loads in add_record took 12% of a 1,000,000-file scan's CPU, perf annotate).
-      for (const std::string* name : file_names) {
-        seen_audio_.prefetch(audio_hash(*dir_id, *name));
-        seen_out_.prefetch(out_hash(*dir_id, stem_of(*name)));
-      }
-    }
-    for (const auto& e : entries) {
+    if (listing.audio_files > 0) dir_id = index_directory_of_files(dir, relative, listing.entries);
+    for (const auto& e : listing.entries) {
       if (e.is_dir) {
         walk(join(dir, e.name), relative.empty() ? e.name : join(relative, e.name), false, found, visited);
         continue;
       }
       ++found;
-      // The transcript beside it: `.txt` before `.lab`, lower case before upper; the `.lab` is
-      // left unused when both kinds exist (looked up among this directory's names, not stat'ed).
-      const std::string stem = e.name.substr(0, e.name.rfind('.'));
-      auto first_of = [&](Transcript a, Transcript b) {
-        if (has(stem + CorpusFiles::transcript_extension(a))) return a;
-        if (has(stem + CorpusFiles::transcript_extension(b))) return b;
-        return CorpusFiles::kNone;
-      };
-      Transcript txt = CorpusFiles::kNone, lab = CorpusFiles::kNone;
-      if (!transcripts.empty()) {
-        txt = first_of(CorpusFiles::kTxt, CorpusFiles::kTxtUpper);
-        lab = first_of(CorpusFiles::kLab, CorpusFiles::kLabUpper);
-      }
-      add_record(*dir_id, fd, e.name, e.name, txt != CorpusFiles::kNone ? txt : lab,
-                 txt != CorpusFiles::kNone ? lab : CorpusFiles::kNone);
+      add_listed_file(*dir_id, fd, e.name, listing.transcripts);
     }
     ::closedir(d);
+  }
+
+  void problem_unreadable_directory(const std::string& dir) {
+    problem(dir, "directory cannot be read (" + std::string(std::strerror(errno)) + "); check its permissions");
+  }
+
+  /// `dir` opened for reading its entries, or null: it cannot be read (a problem), is --out, or
+  /// was entered before (a problem below a root: a symlink loop).
+  DIR* enter_directory(const std::string& dir, bool is_root, Visited& visited) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      problem_unreadable_directory(dir);
+      return nullptr;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || (out_dir_id_ && st.st_dev == out_dir_id_->first && st.st_ino == out_dir_id_->second)) {
+      ::close(fd);
+      return nullptr;
+    }
+    if (!visited.insert({st.st_dev, st.st_ino}).second) {
+      if (!is_root)
+        problem(dir, "is a symlink loop (a directory already scanned); skipped: remove the link or point it elsewhere");
+      ::close(fd);
+      return nullptr;
+    }
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+      problem_unreadable_directory(dir);
+      ::close(fd);
+    }
+    return d;
+  }
+
+  /// Reads the entries of `d` (the directory `dir`, open as `fd`) into `listing`, sorted.
+  void read_listing(DIR* d, int fd, const std::string& dir, Listing& listing) {
+    errno = 0;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string_view name(e->d_name);
+      if (name == "." || name == "..") continue;
+      const EntryKind kind = entry_kind(fd, dir, *e);
+      if (kind == EntryKind::kUnreachable) continue;
+      add_to_listing(listing, name, kind);
+      errno = 0;
+    }
+    if (errno != 0) problem(dir, "error while scanning (" + std::string(std::strerror(errno)) + "); some files may be missing");
+    std::sort(listing.entries.begin(), listing.entries.end(),
+              [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+    std::sort(listing.transcripts.begin(), listing.transcripts.end());
+  }
+
+  /// What entry `e` of `dir` (open as `fd`) is: its readdir type, or for a symlink (or an
+  /// unknown type) its target's; kUnreachable when that cannot be stat'ed (a problem for a link).
+  EntryKind entry_kind(int fd, const std::string& dir, const dirent& e) {
+    if (e.d_type != DT_LNK && e.d_type != DT_UNKNOWN)
+      return e.d_type == DT_DIR ? EntryKind::kDirectory : e.d_type == DT_REG ? EntryKind::kFile : EntryKind::kOther;
+    struct stat target {};
+    if (::fstatat(fd, e.d_name, &target, 0) != 0) {
+      struct stat link {};
+      if (::fstatat(fd, e.d_name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode))
+        problem(join(dir, e.d_name), "is a symlink whose target is missing or unreadable; skipped: fix or remove the link");
+      return EntryKind::kUnreachable;
+    }
+    if (S_ISDIR(target.st_mode)) return EntryKind::kDirectory;
+    return S_ISREG(target.st_mode) ? EntryKind::kFile : EntryKind::kOther;
+  }
+
+  /// Keeps what the scan uses of one entry: a directory, an audio file, a transcript's name.
+  static void add_to_listing(Listing& listing, std::string_view name, EntryKind kind) {
+    if (kind == EntryKind::kDirectory) {
+      listing.entries.push_back({std::string(name), true});
+    } else if (kind == EntryKind::kFile) {
+      if (is_audio_name(name)) {
+        listing.entries.push_back({std::string(name), false});
+        ++listing.audio_files;
+      } else {
+        const std::string ext = lower(std::string(extension_of(name)));
+        if (ext == ".txt" || ext == ".lab") listing.transcripts.emplace_back(name);
+      }
+    }
+  }
+
+  /// The directory table's entry for `dir`, which holds files among `entries`.
+  std::uint32_t index_directory_of_files(const std::string& dir, const std::string& relative,
+                                         const std::vector<DirEntry>& entries) {
+    const std::uint32_t dir_id = dir_index(dir, relative);
+    // The duplicate checks' slots, all asked for at once: one by one, each was a cache and TLB
+    // miss (two loads in add_record took 12% of a 1,000,000-file scan's CPU, perf annotate).
+    for (const auto& e : entries)
+      if (!e.is_dir) {
+        seen_audio_.prefetch(audio_hash(dir_id, e.name));
+        seen_out_.prefetch(out_hash(dir_id, stem_of(e.name)));
+      }
+    return dir_id;
+  }
+
+  /// Adds the audio file `name` of directory `dir` (open as `fd`) with the transcript beside it:
+  /// `.txt` before `.lab`, lower case before upper; the `.lab` is left unused when both kinds
+  /// exist (looked up among the directory's `transcripts`, not stat'ed).
+  void add_listed_file(std::uint32_t dir, int fd, const std::string& name, const std::vector<std::string>& transcripts) {
+    Transcript txt = CorpusFiles::kNone, lab = CorpusFiles::kNone;
+    if (!transcripts.empty()) {
+      const std::string stem = name.substr(0, name.rfind('.'));
+      auto first_of = [&](Transcript a, Transcript b) {
+        auto has = [&](Transcript t) {
+          return std::binary_search(transcripts.begin(), transcripts.end(), stem + CorpusFiles::transcript_extension(t));
+        };
+        return has(a) ? a : has(b) ? b : CorpusFiles::kNone;
+      };
+      txt = first_of(CorpusFiles::kTxt, CorpusFiles::kTxtUpper);
+      lab = first_of(CorpusFiles::kLab, CorpusFiles::kLabUpper);
+    }
+    add_record(dir, fd, name, name, txt != CorpusFiles::kNone ? txt : lab,
+               txt != CorpusFiles::kNone ? lab : CorpusFiles::kNone);
   }
 
   /// The directory table's entry for `path` scanned under a root at `relative`.

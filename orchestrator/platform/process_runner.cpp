@@ -236,6 +236,99 @@ pid_t spawn_process(SpawnRequest& req, char* stack, std::size_t stack_bytes) {
   return pid;
 }
 
+/// A new status block for a worker, under an unguessable name, created exclusively: another
+/// local user could pre-create a predictable one (ab-status-PID-N) and make every job fail. A
+/// clash is retried. Null, with `error`, when it cannot be created; `name` is the name it has.
+std::unique_ptr<StatusBlock> create_status_block(std::string& name, std::string& error) {
+  for (int attempt = 0;; ++attempt) {
+    name = status_block_name(::getpid());
+    try {
+      return StatusBlock::create(name);
+    } catch (const boost::interprocess::interprocess_exception& e) {
+      if (e.get_error_code() == boost::interprocess::already_exists_error && attempt < 16) continue;
+      error = "cannot create the worker's status block /dev/shm/" + name + " (" + e.what() +
+              "); check that /dev/shm is writable and not full";
+      return nullptr;
+    }
+  }
+}
+
+/// A persistent worker's stdin and stdout pipes: [0] the read end, [1] the write end.
+struct WorkerPipes {
+  int in[2] = {-1, -1};
+  int out[2] = {-1, -1};
+
+  bool open() { return ::pipe2(in, O_CLOEXEC) == 0 && ::pipe2(out, O_CLOEXEC) == 0; }
+  void close_all() {
+    for (int fd : {in[0], in[1], out[0], out[1]})
+      if (fd >= 0) ::close(fd);
+  }
+  /// The ends the child has (its stdin's read end, its stdout's write end).
+  void close_child_ends() {
+    ::close(in[0]);
+    ::close(out[1]);
+  }
+  void close_parent_ends() {
+    ::close(in[1]);
+    ::close(out[0]);
+  }
+};
+
+/// What the child reads between clone and exec besides its file descriptors, prepared by the
+/// parent: exec's argv (pointing into the strings given), its environment (none: the parent's
+/// environ) and the text it writes to /proc/self/oom_score_adj. Not copied: it points into itself.
+struct ChildArgs {
+  std::vector<char*> argv;
+  std::vector<std::string> env;
+  std::vector<char*> envp;
+  char oom_score_adj[16] = {};
+  int oom_score_adj_len = 0;
+
+  ChildArgs(const std::vector<std::string>& args, int oom_score_adj_value) {
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    oom_score_adj_len = std::snprintf(oom_score_adj, sizeof oom_score_adj, "%d\n", oom_score_adj_value);
+  }
+  ChildArgs(const ChildArgs&) = delete;
+  ChildArgs& operator=(const ChildArgs&) = delete;
+
+  /// The parent's environment plus each "NAME=VALUE" of `added` whose NAME it does not have
+  /// (none of `added`: the child keeps the parent's environ).
+  void add_environment(const std::vector<std::string>& added) {
+    if (added.empty()) return;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    for (const auto& add : added) {
+      const std::string name = add.substr(0, add.find('='));
+      if (!std::getenv(name.c_str())) env.push_back(add);
+    }
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
+};
+
+/// The request to exec `program` with `child`'s argv and environment on these standard streams;
+/// the child sends itself `death_signal` when the parent dies (spawn_child).
+void fill_spawn_request(SpawnRequest& req, const std::string& program, const ChildArgs& child, int stdin_fd,
+                        int stdout_fd, int stderr_fd, int death_signal) {
+  req.program = program.c_str();
+  req.argv = child.argv.data();
+  req.envp = child.envp.empty() ? nullptr : child.envp.data();
+  req.stdin_fd = stdin_fd;
+  req.stdout_fd = stdout_fd;
+  req.stderr_fd = stderr_fd;
+  req.parent = ::getpid();
+  req.death_signal = death_signal;
+  req.oom_score_adj_text = child.oom_score_adj;
+  req.oom_score_adj_len = child.oom_score_adj_len;
+}
+
+/// Reaps `pid`, which has exited already.
+void reap_exited(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -376,25 +469,20 @@ std::string ProcessRunner::end_command_log(Proc& p, bool ok, const std::string& 
   return tail;
 }
 
+void ProcessRunner::note_setup_error(const std::string& error) {
+  if (setup_error_.empty()) setup_error_ = error;
+}
+
 std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std::string>& argv_in, bool persistent,
                                                           int log_fd, const fs::path& log, std::string& error) {
   std::vector<std::string> argv = argv_in;
   std::unique_ptr<StatusBlock> status;
   if (persistent && config_.status_blocks) {
-    // An unguessable name, created exclusively: another local user could pre-create a
-    // predictable one (ab-status-PID-N) and make every job fail. A clash is retried.
     std::string name;
-    for (int attempt = 0; !status; ++attempt) {
-      name = status_block_name(::getpid());
-      try {
-        status = StatusBlock::create(name);
-      } catch (const boost::interprocess::interprocess_exception& e) {
-        if (e.get_error_code() == boost::interprocess::already_exists_error && attempt < 16) continue;
-        error = "cannot create the worker's status block /dev/shm/" + name + " (" + e.what() +
-                "); check that /dev/shm is writable and not full";
-        if (setup_error_.empty()) setup_error_ = error;
-        return nullptr;
-      }
+    status = create_status_block(name, error);
+    if (!status) {
+      note_setup_error(error);
+      return nullptr;
     }
     argv.insert(argv.end(), {"--status-shm", name});
   }
@@ -404,7 +492,7 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   if (program.empty()) {
     error = "command '" + (argv.empty() ? std::string() : argv[0]) +
             "' not found or not executable; check the program after '--' (or --model's worker) and $PATH";
-    if (setup_error_.empty()) setup_error_ = error;
+    note_setup_error(error);
     return nullptr;
   }
   auto p = std::make_shared<Proc>();
@@ -412,86 +500,59 @@ std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std:
   p->status = std::move(status);
   p->heartbeat_moved_ms = monotonic_ms();
   p->log = log;
+  if (!start_child(*p, program, argv, log_fd, error)) return nullptr;
+  ++stats_.workers_started;
+  procs_.push_back(p);
+  return p;
+}
+
+bool ProcessRunner::start_child(Proc& p, const std::string& program, const std::vector<std::string>& argv, int log_fd,
+                                std::string& error) {
   if (null_fd_ < 0) null_fd_ = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   const int null_fd = null_fd_;
   if (log_fd < 0) log_fd = null_fd;
-  int in_pipe[2] = {-1, -1}, out_pipe[2] = {-1, -1};
-  if (persistent && (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0)) {
+  WorkerPipes pipes;
+  if (p.persistent && !pipes.open()) {
     error = std::string("cannot create pipes: ") + std::strerror(errno) + "; too many open files?";
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]})
-      if (fd >= 0) ::close(fd);
-    return nullptr;
+    pipes.close_all();
+    return false;
   }
   // Everything the child needs is prepared before the clone: between it and exec only
   // async-signal-safe calls, and no writes to our memory but req.child_errno.
-  std::vector<char*> cargv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  std::vector<std::string> env;
-  std::vector<char*> cenv;
-  if (persistent && !config_.worker_env.empty()) {
-    for (char** e = environ; *e; ++e) env.emplace_back(*e);
-    for (const auto& add : config_.worker_env) {
-      const std::string name = add.substr(0, add.find('='));
-      if (!std::getenv(name.c_str())) env.push_back(add);
-    }
-    for (auto& e : env) cenv.push_back(e.data());
-    cenv.push_back(nullptr);
-  }
-  char adj[16];
-  int adj_len = std::snprintf(adj, sizeof adj, "%d\n", config_.oom_score_adj);
+  ChildArgs child(argv, config_.oom_score_adj);
+  if (p.persistent) child.add_environment(config_.worker_env);
   SpawnRequest req;
-  req.program = program.c_str();
-  req.argv = cargv.data();
-  req.envp = cenv.empty() ? nullptr : cenv.data();
-  req.stdin_fd = persistent ? in_pipe[0] : null_fd;
-  req.stdout_fd = persistent ? out_pipe[1] : log_fd;
-  req.stderr_fd = log_fd;
-  req.parent = ::getpid();
-  req.death_signal = persistent ? SIGTERM : SIGKILL;
-  req.oom_score_adj_text = adj;
-  req.oom_score_adj_len = adj_len;
-
+  fill_spawn_request(req, program, child, p.persistent ? pipes.in[0] : null_fd, p.persistent ? pipes.out[1] : log_fd,
+                     log_fd, p.persistent ? SIGTERM : SIGKILL);
   const std::uint64_t parent_rss_bytes = own_rss_bytes();
   const pid_t pid = spawn_process(req, spawn_stack_.get(), kSpawnStackBytes);
   if (pid < 0) {
     error = std::string("cannot start a process: ") + std::strerror(errno) + "; the machine is out of processes or memory";
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1]})
-      if (fd >= 0) ::close(fd);
-    return nullptr;
+    pipes.close_all();
+    return false;
   }
   ::setpgid(pid, pid);  // also here, so the group exists before we ever signal it
-  if (persistent) {
-    ::close(in_pipe[0]);
-    ::close(out_pipe[1]);
-  }
+  if (p.persistent) pipes.close_child_ends();
   if (req.child_errno != 0) {
     // exec failed: the child has exited already (CLONE_VFORK returned only after it did).
     close_fd(req.pidfd);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (persistent) {
-      ::close(in_pipe[1]);
-      ::close(out_pipe[0]);
-    }
+    reap_exited(pid);
+    if (p.persistent) pipes.close_parent_ends();
     error = "cannot run '" + program + "': " + std::strerror(req.child_errno) +
             "; check the program (its #! interpreter too) and its permissions";
     // Every file would fail the same way: the run's fault, not the file's.
-    if (setup_error_.empty()) setup_error_ = error;
-    return nullptr;
+    note_setup_error(error);
+    return false;
   }
-  p->pid = pid;
-  p->pidfd = req.pidfd;
-  p->parent_rss_at_fork_bytes = parent_rss_bytes;
-  if (persistent) {
-    p->stdin_fd = in_pipe[1];
-    p->stdout_fd = out_pipe[0];
-    ::fcntl(p->stdout_fd, F_SETFL, ::fcntl(p->stdout_fd, F_GETFL) | O_NONBLOCK);
+  p.pid = pid;
+  p.pidfd = req.pidfd;
+  p.parent_rss_at_fork_bytes = parent_rss_bytes;
+  if (p.persistent) {
+    p.stdin_fd = pipes.in[1];
+    p.stdout_fd = pipes.out[0];
+    ::fcntl(p.stdout_fd, F_SETFL, ::fcntl(p.stdout_fd, F_GETFL) | O_NONBLOCK);
   }
-  ++stats_.workers_started;
-  procs_.push_back(p);
-  return p;
+  return true;
 }
 
 Result<Done> ProcessRunner::start(const RunnerJob& job) {
@@ -582,7 +643,7 @@ void ProcessRunner::take_ready_line(Proc& p, const ReadyLine& line) {
   if (!line.ready) {
     broken_ = "align-batch-worker could not start: " + (line.error.empty() ? std::string("unknown error") : line.error) +
               "; check --model (see " + p.log.string() + ")";
-    if (setup_error_.empty()) setup_error_ = broken_;
+    note_setup_error(broken_);
     return;
   }
   p.ready = any_ready_ = true;

@@ -86,6 +86,11 @@ class ProcessRunner : public WorkerRunner {
   /// `log_fd` (stdout and stderr of a command, stderr of a worker; -1: /dev/null) stays the caller's.
   std::shared_ptr<Proc> spawn(const std::vector<std::string>& argv, bool persistent, int log_fd,
                               const std::filesystem::path& log, std::string& error);
+  /// Clones and execs `program` for `p` (its pipes too, for a persistent worker); false with `error`.
+  bool start_child(Proc& p, const std::string& program, const std::vector<std::string>& argv, int log_fd,
+                   std::string& error);
+  /// Keeps `error` as the run's setup error unless there is one already (the first wins).
+  void note_setup_error(const std::string& error);
   int take_log_slot(std::string& error);
   /// Ends a reaped command's part of its slot log; returns its tail for a failed command's error.
   std::string end_command_log(Proc& p, bool ok, const std::string& how);
