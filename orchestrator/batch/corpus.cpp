@@ -358,14 +358,15 @@ class CorpusBuilder {
 
   /// Reads the entries of `d` (the directory `dir`, open as `fd`) into `listing`, sorted.
   void read_listing(DIR* d, int fd, const std::string& dir, Listing& listing) {
-    errno = 0;
-    while (const dirent* e = ::readdir(d)) {
+    for (;;) {
+      errno = 0;  // readdir's end and its error look alike but for errno; a failed stat must not leak into it
+      const dirent* e = ::readdir(d);
+      if (!e) break;
       const std::string_view name(e->d_name);
       if (name == "." || name == "..") continue;
       const EntryKind kind = entry_kind(fd, dir, *e);
       if (kind == EntryKind::kUnreachable) continue;
       add_to_listing(listing, name, kind);
-      errno = 0;
     }
     if (errno != 0) problem(dir, "error while scanning (" + std::string(std::strerror(errno)) + "); some files may be missing");
     std::sort(listing.entries.begin(), listing.entries.end(),

@@ -99,6 +99,20 @@ TEST_CASE("list files resolve relative paths from their own directory; duplicate
   CHECK(corpus.problems[0].message.find("does not exist") != std::string::npos);
 }
 
+TEST_CASE("a dangling symlink is its own problem, not a scan error of its directory") {
+  // Alone in its directory, the link is readdir's last entry: the failed stat of its target set
+  // errno, which once survived to the end of the listing and read as a readdir error.
+  TempDir t;
+  t.write("corpus/ok/a.wav", "RIFF1234");
+  fs::create_directories(t.path() / "corpus/links");
+  fs::create_symlink(t.path() / "nowhere.wav", t.path() / "corpus/links/gone.wav");
+  auto corpus = ab::scan_corpus({(t.path() / "corpus").string()}, t.path() / "out");
+  CHECK(corpus.files.size() == 1);
+  REQUIRE(corpus.problems.size() == 1);
+  CHECK(corpus.problems[0].path == t.path() / "corpus/links/gone.wav");
+  CHECK(corpus.problems[0].message.find("symlink whose target is missing") != std::string::npos);
+}
+
 TEST_CASE("missing inputs, non-audio files and colliding outputs are problems, not fatal") {
   TempDir t;
   t.write("a/same.wav", "1");
