@@ -708,6 +708,9 @@ void RunLoop::Pass::record(const DriverJob& dj, JobStatus status, const JobEnd* 
   }
   rec.predicted_peak_bytes = dj.predicted_peak_bytes;
   rec.oom_suspected = oom_suspected;
+  // Now, as the end is handled: the batch it joins is written up to kHistoryBatchMs later, and
+  // the report draws concurrency from these times.
+  rec.finished_at_ms = clock_.unix_ms();
   pending_history.push_back({std::move(rec), dj.attempt().timeline});
   flush_history(false);
 }

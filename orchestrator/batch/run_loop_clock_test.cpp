@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "history/history_store.h"
 #include "orchestrator/cli/progress.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/timed_runner.h"
@@ -36,11 +37,11 @@ struct VirtualWorld {
     config.scheduler.budget_bytes = 4096 * kMiB;
     config.kill_grace_ms = 5000;
   }
-  RunSummary run(const std::vector<std::string>& names) {
+  RunSummary run(const std::vector<std::string>& names, HistoryStore* history = nullptr) {
     for (const auto& n : names) dir.write("corpus/" + n + ".wav", std::string(1000, 'x'));
     const Corpus corpus = scan_corpus({(dir.path() / "corpus").string()}, config.out_dir);
     Progress progress(Progress::Mode::kQuiet, stderr, stdout);
-    RunLoop loop(config, runner, probe, nullptr, progress, nullptr, &clock);
+    RunLoop loop(config, runner, probe, history, progress, nullptr, &clock);
     const std::int64_t t0 = clock.now_ms();
     RunSummary s = loop.run(corpus);
     elapsed_ms = clock.now_ms() - t0;
@@ -103,4 +104,28 @@ TEST_CASE("virtual time: memory is read on the tick's deadline, not at every job
   CHECK(w.probe.reads >= 1 + static_cast<std::size_t>(w.elapsed_ms / 200) - 1);
   CHECK(w.probe.reads <= 2 + static_cast<std::size_t>(w.elapsed_ms / 200));
   CHECK(w.runner.max_running <= 4);
+}
+
+TEST_CASE("virtual time: history records when each job started and ended, not when its batch was written") {
+  VirtualWorld w;
+  w.config.tick_ms = 1000;
+  auto opened = HistoryStore::open(w.dir.path() / "history.sqlite");
+  REQUIRE(opened.ok());
+  HistoryStore& history = *opened.value();
+  auto s = w.run({"ok-10-3000", "ok-10-500", "ok-10-1200"}, &history);
+  CHECK(s.done == 3);
+  auto runs = history.runs();
+  REQUIRE(runs.ok());
+  REQUIRE(runs->size() == 1);
+  auto rows = history.jobs_for_run(runs->front().id);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 3);
+  for (const JobRow& row : *rows) {
+    CAPTURE(row.input_path);
+    REQUIRE(row.started_at_ms);
+    const std::int64_t duration_ms = std::stoll(row.input_path.substr(row.input_path.rfind('-') + 1));
+    // The fake clock's Unix time: a job's end is seen at the wait that reaches it.
+    CHECK(row.finished_at_ms - *row.started_at_ms == duration_ms);
+    CHECK(row.finished_at_ms <= w.clock.unix_ms());
+  }
 }

@@ -48,11 +48,20 @@ Result<fs::path> write_run_report(HistoryStore& store, std::int64_t run_id, cons
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto jobs = store.jobs_for_run(run_id);
   if (!jobs) return R::failure(jobs.error());
+  // Too many attempts to draw one by one: the page draws each at its recorded peak (run_report.h).
+  const bool timelines = jobs->size() <= kReportJobsDrawnEach;
+  in.jobs.reserve(jobs->size());
   for (auto& row : *jobs) {
-    auto timeline = store.timeline(row.id);
-    if (!timeline) return R::failure(timeline.error());
-    in.jobs.push_back({std::move(row), std::move(*timeline)});
+    std::vector<TimelinePoint> points;
+    if (timelines) {
+      auto timeline = store.timeline(row.id);
+      if (!timeline) return R::failure(timeline.error());
+      points = std::move(*timeline);
+    }
+    in.jobs.push_back({std::move(row), std::move(points)});
   }
+  jobs->clear();
+  jobs->shrink_to_fit();
   // The law history holds for the run's key now (every run of it), as the next run would predict.
   if (!in.jobs.empty()) {
     auto key_rows = store.jobs_for_key(in.jobs.front().row.job_key);

@@ -199,6 +199,52 @@ std::string job_title(const JobRow& r) {
                      format_bytes(r.peak_pss_bytes), r.wall_s, r.error.empty() ? "" : ": " + r.error);
 }
 
+/// The points of a scatter chart: one circle per file (with `data-file`) up to
+/// kReportJobsDrawnEach, else counted in squares of kBinPx, each as opaque as its count is high.
+class Scatter {
+ public:
+  Scatter(const Plot& p, std::size_t points, double radius) : p_(p), dense_(points > kReportJobsDrawnEach), r_(radius) {}
+  /// A point at data (x, y) of class `cls` for `file`; `title` (called only when drawn one by
+  /// one) says what hovering it shows.
+  template <class Title>
+  void add(double x, double y, const char* cls, const std::string& file, Title&& title) {
+    const double px = p_.x(x), py = p_.y(y);
+    if (!dense_) {
+      s_ += fmt::format(R"(<circle class="point {}" data-file="{}" cx="{}" cy="{}" r="{}"><title>{}</title></circle>)", cls,
+                        esc(file), num(px), num(py), r_, title()) + "\n";
+      return;
+    }
+    ++bins_[{cls, static_cast<int>((px - p_.left) / kBinPx), static_cast<int>((py - p_.top) / kBinPx)}];
+  }
+  std::string svg() const {
+    if (!dense_) return s_;
+    std::size_t most = 1;
+    for (const auto& [cell, n] : bins_) most = std::max(most, n);
+    std::string s;
+    for (const auto& [cell, n] : bins_) {
+      const auto& [cls, cx, cy] = cell;
+      const double opacity = 0.2 + 0.8 * std::log1p(static_cast<double>(n)) / std::log1p(static_cast<double>(most));
+      s += fmt::format(R"(<rect class="bin {}" data-count="{}" x="{}" y="{}" width="{}" height="{}" fill-opacity="{:.2f}"><title>{} files</title></rect>)",
+                       cls, n, num(p_.left + cx * kBinPx), num(p_.top + cy * kBinPx), kBinPx, kBinPx, opacity, n) + "\n";
+    }
+    return s;
+  }
+  /// A line for the chart's caption: how the points are drawn.
+  std::string note() const {
+    return dense_ ? fmt::format(" More than {} files: each square counts the files that fall in it (darker: more); "
+                                "the tables below name the notable ones.", kReportJobsDrawnEach)
+                  : std::string();
+  }
+
+ private:
+  static constexpr double kBinPx = 5;
+  const Plot& p_;
+  bool dense_;
+  double r_;
+  std::string s_;
+  std::map<std::tuple<std::string, int, int>, std::size_t> bins_;
+};
+
 // ---- 1. memory over time, and concurrency beneath -------------------------------------------
 
 /// The run's attempts in time: each one's span, the run's end, and the order they started in.
@@ -240,7 +286,52 @@ struct MemoryStack {
   double max_bytes = 0;     ///< the highest sum
 };
 
+/// The grid cells attempt `sp` covers: [first, last] (one cell, its middle, when it is shorter).
+std::pair<int, int> cells_of(const Span& sp, double dt, int n) {
+  int first = static_cast<int>(std::ceil(sp.start_ms / dt));
+  int last = static_cast<int>(std::floor(sp.end_ms / dt));
+  if (last < first) first = last = std::clamp(static_cast<int>(std::lround((sp.start_ms + sp.end_ms) / 2 / dt)), 0, n);
+  return {std::clamp(first, 0, n), std::clamp(last, 0, n)};
+}
+
+/// More attempts than kReportJobsDrawnEach: one band per way they ended (ok, stopped by the guard,
+/// died, failed), stacked in that order, each attempt counted at its recorded peak while it ran.
+MemoryStack stack_by_status(const ReportInput& in, const RunSpans& r) {
+  MemoryStack st;
+  const int n = kMemoryGridSteps;
+  const double dt = st.dt_ms = r.end_ms / n;
+  const JobStatus order[] = {JobStatus::kOk, JobStatus::kKilled, JobStatus::kDied, JobStatus::kFailed};
+  std::map<JobStatus, std::vector<double>> sums;
+  std::map<JobStatus, std::size_t> example;  // a job of that status: the band's colour and name
+  for (std::size_t k = 0; k < in.jobs.size(); ++k) {
+    const JobStatus status = in.jobs[k].row.status;
+    auto& sum = sums[status];
+    if (sum.empty()) {
+      sum.assign(n + 1, 0.0);
+      example[status] = k;
+    }
+    const auto [first, last] = cells_of(r.spans[k], dt, n);
+    for (int i = first; i <= last; ++i) sum[i] += static_cast<double>(in.jobs[k].row.peak_pss_bytes);
+  }
+  std::vector<double> below(n + 1, 0.0);
+  for (JobStatus status : order) {
+    auto it = sums.find(status);
+    if (it == sums.end()) continue;
+    Band b{example[status], {}, {}, {}};
+    for (int i = 0; i <= n; ++i) {
+      b.cells.push_back(i);
+      b.lo.push_back(below[i]);
+      b.hi.push_back(below[i] + it->second[i]);
+      below[i] += it->second[i];
+    }
+    st.bands.push_back(std::move(b));
+  }
+  st.max_bytes = *std::max_element(below.begin(), below.end());
+  return st;
+}
+
 MemoryStack stack_bands(const ReportInput& in, const RunSpans& r) {
+  if (in.jobs.size() > kReportJobsDrawnEach) return stack_by_status(in, r);
   MemoryStack st;
   const int n = kMemoryGridSteps;
   const double dt = st.dt_ms = r.end_ms / n;
@@ -248,11 +339,7 @@ MemoryStack stack_bands(const ReportInput& in, const RunSpans& r) {
   for (std::size_t k : r.order) {
     const Span& sp = r.spans[k];
     Band b{k, {}, {}, {}};
-    int first = static_cast<int>(std::ceil(sp.start_ms / dt));
-    int last = static_cast<int>(std::floor(sp.end_ms / dt));
-    if (last < first) first = last = std::clamp(static_cast<int>(std::lround((sp.start_ms + sp.end_ms) / 2 / dt)), 0, n);
-    first = std::clamp(first, 0, n);
-    last = std::clamp(last, 0, n);
+    const auto [first, last] = cells_of(sp, dt, n);
     for (int i = first; i <= last; ++i) {
       const double v = pss_at(in.jobs[k], std::max(0.0, i * dt - sp.start_ms));
       b.cells.push_back(i);
@@ -287,18 +374,20 @@ std::size_t most_running(const std::vector<std::pair<double, int>>& events) {
   return max_running;
 }
 
-/// One band as an SVG path, coloured by how its attempt ended (`index`: its place in start order).
-std::string band_path(const ReportInput& in, const Band& b, std::size_t index, const Plot& p, double dt,
-                      const ByteUnit& unit) {
+/// The fill of a band whose attempt ended as `status` (`index`: its place in start order).
+const char* band_fill(JobStatus status, std::size_t index) {
   static const char* const kOkColours[] = {"#4e79a7", "#76b7b2", "#59a14f", "#a0cbe8", "#8cd17d", "#499894"};
-  const JobRow& row = in.jobs[b.job].row;
-  std::string fill;
-  switch (row.status) {
-    case JobStatus::kOk: fill = kOkColours[index % 6]; break;
-    case JobStatus::kKilled: fill = "#e15759"; break;
-    case JobStatus::kDied: fill = "#f28e2b"; break;
-    case JobStatus::kFailed: fill = "#b07aa1"; break;
+  switch (status) {
+    case JobStatus::kOk: return kOkColours[index % 6];
+    case JobStatus::kKilled: return "#e15759";
+    case JobStatus::kDied: return "#f28e2b";
+    case JobStatus::kFailed: return "#b07aa1";
   }
+  return "#999";
+}
+
+/// A band's outline: along its upper edge, back along its lower one (a sliver: one cell wide).
+std::string band_outline(const Band& b, const Plot& p, double dt, const ByteUnit& unit) {
   std::string d;
   auto x_of = [&](std::size_t i) { return p.x(b.cells[i] * dt / 1000); };
   const bool sliver = b.cells.size() == 1;
@@ -313,8 +402,26 @@ std::string band_path(const ReportInput& in, const Band& b, std::size_t index, c
     if (sliver) d += fmt::format("L{},{}L{},{}", num(x_of(i) + half), num(y), num(x_of(i) - half), num(y));
     else d += fmt::format("L{},{}", num(x_of(i)), num(y));
   }
-  return fmt::format(R"(<path class="job {}" data-file="{}" data-attempt="{}" fill="{}" d="{}Z"><title>{}</title></path>)",
-                     to_string(row.status), esc(row.input_path), row.attempts, fill, d, esc(job_title(row))) +
+  return d + "Z";
+}
+
+/// One attempt's band as an SVG path, coloured by how it ended.
+std::string band_path(const ReportInput& in, const Band& b, std::size_t index, const Plot& p, double dt,
+                      const ByteUnit& unit) {
+  const JobRow& row = in.jobs[b.job].row;
+  return fmt::format(R"(<path class="job {}" data-file="{}" data-attempt="{}" fill="{}" d="{}"><title>{}</title></path>)",
+                     to_string(row.status), esc(row.input_path), row.attempts, band_fill(row.status, index),
+                     band_outline(b, p, dt, unit), esc(job_title(row))) +
+         "\n";
+}
+
+/// stack_by_status's band of every attempt that ended as its example did: `count` of them.
+std::string status_band_path(const ReportInput& in, const Band& b, std::size_t count, const Plot& p, double dt,
+                             const ByteUnit& unit) {
+  const JobStatus status = in.jobs[b.job].row.status;
+  return fmt::format(R"(<path class="jobs {}" data-count="{}" fill="{}" d="{}"><title>{} attempts {}, each at its recorded peak while it ran</title></path>)",
+                     to_string(status), count, band_fill(status, 0), band_outline(b, p, dt, unit), count,
+                     to_string(status)) +
          "\n";
 }
 
@@ -370,14 +477,24 @@ std::string attempt_marks(const ReportInput& in, const std::vector<Span>& spans,
   return s;
 }
 
-/// Jobs running over time, as a step line on plot `c` ending at `end_ms`.
+/// Jobs running over time, as a step line on plot `c` ending at `end_ms`: a step per start and
+/// end, or with more than kReportJobsDrawnEach attempts the most running in each grid step.
 std::string concurrency_path(const Plot& c, const std::vector<std::pair<double, int>>& events, double end_ms) {
   std::string d = fmt::format("M{},{}", c.x(0), c.y(0));
+  auto step = [&](double t_ms, long running) {
+    d += fmt::format("H{}V{}", num(c.x(t_ms / 1000)), num(c.y(static_cast<double>(std::max(0L, running)))));
+  };
   long running = 0;
-  for (const auto& e : events) {
-    d += fmt::format("H{}", num(c.x(e.first / 1000)));
-    running += e.second;
-    d += fmt::format("V{}", num(c.y(static_cast<double>(std::max(0L, running)))));
+  if (events.size() <= 2 * kReportJobsDrawnEach) {
+    for (const auto& e : events) step(e.first, running += e.second);
+  } else {
+    const double dt = end_ms / kMemoryGridSteps;
+    std::size_t i = 0;
+    for (int cell = 0; cell < kMemoryGridSteps; ++cell) {
+      long most = running;
+      for (; i < events.size() && events[i].first < (cell + 1) * dt; ++i) most = std::max(most, running += events[i].second);
+      step(cell * dt, most);
+    }
   }
   d += fmt::format("H{}", num(c.x(end_ms / 1000)));
   return fmt::format(R"(<path class="concurrency" d="{}"/>)", d);
@@ -407,12 +524,25 @@ std::string memory_chart(const ReportInput& in) {
   c.set(r.end_ms / 1000, static_cast<double>(std::max<std::size_t>(max_running, 1)) * 1.15);
 
   std::string s = "<section id=\"memory\"><h2>Memory over time</h2>\n";
-  s += "<p>The sum of the workers' PSS, one band per job attempt stacked in start order, against the budget the "
-       "scheduler admitted to. Marks above the plot: every guard kill, OOM death, crash and retry (hover for the file).</p>\n";
+  const bool dense = in.jobs.size() > kReportJobsDrawnEach;
+  std::map<JobStatus, std::size_t> by_status;
+  for (const auto& j : in.jobs) ++by_status[j.row.status];
+  if (dense)
+    s += fmt::format("<p>The sum of the workers' PSS against the budget the scheduler admitted to. {} attempts, more than "
+                     "the {} drawn one by one: one band per way they ended, each attempt counted at its recorded peak "
+                     "while it ran. ", in.jobs.size(), kReportJobsDrawnEach);
+  else
+    s += "<p>The sum of the workers' PSS, one band per job attempt stacked in start order, against the budget the "
+         "scheduler admitted to. ";
+  s += "Marks above the plot: every guard kill, OOM death, crash and retry (hover for the file).</p>\n";
   s += svg_open(p.left + p.width + 20, c.top + c.height + 50, "memory over time");
   s += p.axes(linear_ticks(r.end_ms / 1000), linear_ticks(y_max / unit.bytes), "time since the run started (s)",
               fmt::format("PSS of all workers ({})", unit.name));
-  for (std::size_t bi = 0; bi < st.bands.size(); ++bi) s += band_path(in, st.bands[bi], bi, p, st.dt_ms, unit);
+  for (std::size_t bi = 0; bi < st.bands.size(); ++bi) {
+    const Band& b = st.bands[bi];
+    s += dense ? status_band_path(in, b, by_status[in.jobs[b.job].row.status], p, st.dt_ms, unit)
+               : band_path(in, b, bi, p, st.dt_ms, unit);
+  }
   LimitLines limits(p, unit, y_max);
   s += limits.line(budget, "budget", "budget");
   s += limits.line(high_water, "high-water", "high-water mark");
@@ -466,20 +596,21 @@ std::string prediction_chart(const ReportInput& in) {
   s += fmt::format(R"(<line class="diagonal" x1="{}" y1="{}" x2="{}" y2="{}"/>)", num(p.x(lo)), num(p.y(lo)), num(p.x(hi)),
                    num(p.y(hi)));
   s += fmt::format(R"(<text class="limit-note" x="{}" y="{}">y = x</text>)", num(p.x(hi) - 40), num(p.y(hi) + 14));
+  Scatter points(p, r.files, 3.5);
   for (const auto& j : in.jobs) {
     const JobRow& row = j.row;
     if (row.status != JobStatus::kOk || !row.predicted_peak_bytes || row.peak_pss_bytes == 0) continue;
     const bool above = row.peak_pss_bytes > *row.predicted_peak_bytes;
-    s += fmt::format(R"(<circle class="point {}" data-file="{}" cx="{}" cy="{}" r="3.5"><title>{}: predicted {}, measured {} ({:.2f}&#215;)</title></circle>)",
-                     above ? "above" : "within", esc(row.input_path),
-                     num(p.x(static_cast<double>(*row.predicted_peak_bytes) / kMiB)),
-                     num(p.y(static_cast<double>(row.peak_pss_bytes) / kMiB)), esc(row.input_path),
-                     format_bytes(*row.predicted_peak_bytes), format_bytes(row.peak_pss_bytes),
-                     static_cast<double>(row.peak_pss_bytes) / static_cast<double>(*row.predicted_peak_bytes));
-    s += "\n";
+    points.add(static_cast<double>(*row.predicted_peak_bytes) / kMiB, static_cast<double>(row.peak_pss_bytes) / kMiB,
+               above ? "above" : "within", row.input_path, [&] {
+                 return fmt::format("{}: predicted {}, measured {} ({:.2f}&#215;)", esc(row.input_path),
+                                    format_bytes(*row.predicted_peak_bytes), format_bytes(row.peak_pss_bytes),
+                                    static_cast<double>(row.peak_pss_bytes) / static_cast<double>(*row.predicted_peak_bytes));
+               });
   }
+  s += points.svg();
   s += "</svg>\n<p class=\"legend\"><span class=\"sym above\">&#9679;</span> above the line (more than predicted) "
-       "<span class=\"sym within\">&#9679;</span> at or below it</p></section>\n";
+       "<span class=\"sym within\">&#9679;</span> at or below it." + points.note() + "</p></section>\n";
   return s;
 }
 
@@ -507,6 +638,7 @@ std::string audio_charts(const ReportInput& in) {
                    rows.size(), audio_sum, wall_sum, audio_sum > 0 ? wall_sum / audio_sum : 0,
                    wall_sum > 0 ? audio_sum / wall_sum : 0);
   s += "<div class=\"pair\">";
+  std::string dense_note;
   {
     Plot p;
     p.width = 380;
@@ -514,11 +646,13 @@ std::string audio_charts(const ReportInput& in) {
     p.set(audio_max * 1.05, std::max(wall_max, 1e-3) * 1.1);
     s += svg_open(p.left + p.width + 20, p.top + p.height + 50, "wall time against audio seconds");
     s += p.axes(linear_ticks(p.x.d1, 5), linear_ticks(p.y.d1, 5), "audio (s)", "wall time per job (s)");
+    Scatter points(p, rows.size(), 3);
     for (const auto* r : rows)
-      s += fmt::format(R"(<circle class="point wall" data-file="{}" cx="{}" cy="{}" r="3"><title>{}: {:.1f} s audio, {:.2f} s</title></circle>)",
-                       esc(r->input_path), num(p.x(*r->audio_duration_s)), num(p.y(r->wall_s)), esc(r->input_path),
-                       *r->audio_duration_s, r->wall_s) + "\n";
-    s += "</svg>";
+      points.add(*r->audio_duration_s, r->wall_s, "wall", r->input_path, [&] {
+        return fmt::format("{}: {:.1f} s audio, {:.2f} s", esc(r->input_path), *r->audio_duration_s, r->wall_s);
+      });
+    s += points.svg() + "</svg>";
+    dense_note = points.note();
   }
   {
     const ByteUnit unit = byte_unit(peak_max);
@@ -541,11 +675,13 @@ std::string audio_charts(const ReportInput& in) {
       line(1.0, "central");
       line(1.0 + fit->margin, "upper");
     }
+    Scatter points(p, rows.size(), 3);
     for (const auto* r : rows)
-      s += fmt::format(R"(<circle class="point peak" data-file="{}" cx="{}" cy="{}" r="3"><title>{}: {:.1f} s audio, peak {}</title></circle>)",
-                       esc(r->input_path), num(p.x(*r->audio_duration_s)), num(p.y(static_cast<double>(r->peak_pss_bytes) / unit.bytes)),
-                       esc(r->input_path), *r->audio_duration_s, format_bytes(r->peak_pss_bytes)) + "\n";
-    s += "</svg>";
+      points.add(*r->audio_duration_s, static_cast<double>(r->peak_pss_bytes) / unit.bytes, "peak", r->input_path, [&] {
+        return fmt::format("{}: {:.1f} s audio, peak {}", esc(r->input_path), *r->audio_duration_s,
+                           format_bytes(r->peak_pss_bytes));
+      });
+    s += points.svg() + "</svg>";
   }
   s += "</div>\n";
   if (in.duration_fit)
@@ -556,6 +692,7 @@ std::string audio_charts(const ReportInput& in) {
   else
     s += "<p class=\"legend\">History has no law on audio seconds for this key yet (it needs 5 ok jobs with different "
          "durations).</p>\n";
+  if (!dense_note.empty()) s += "<p class=\"legend\">" + dense_note.substr(1) + "</p>\n";
   s += "</section>\n";
   return s;
 }
@@ -688,6 +825,7 @@ svg { display: block; margin: 6px 0; background: #fff; } .pair { display: flex; 
 .frame { fill: none; stroke: #888; } .grid { stroke: #e6e6e6; } .tick { font-size: 11px; fill: #555; }
 .label { font-size: 12px; fill: #222; } .limit-note { font-size: 11px; fill: #333; }
 .job { stroke: #fff; stroke-width: 0.3; fill-opacity: 0.9; }
+.jobs { fill-opacity: 0.9; } .bin.within, .bin.wall, .bin.peak { fill: #4e79a7; } .bin.above { fill: #e15759; }
 .limit { stroke-width: 1.5; } .limit.budget { stroke: #222; } .limit.high-water { stroke: #e15759; stroke-dasharray: 6 4; }
 .limit.cgroup { stroke: #7f3c8d; stroke-dasharray: 2 3; }
 .mark line { stroke-width: 1; stroke-dasharray: 3 3; } .mark path, .mark circle { stroke: none; }

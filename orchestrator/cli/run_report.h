@@ -20,6 +20,12 @@
 
 namespace ab {
 
+/// Up to this many attempts the page draws each one (a band, a point, `data-file`); above it, a
+/// run's memory is one band per way its attempts ended and the scatter charts are density grids,
+/// so a page of a million jobs stays a few hundred kB (each job drawn costs ~600 bytes of page).
+/// Marks of kills, deaths and retries, and the tables, stay per file. Timelines are then not read.
+constexpr std::size_t kReportJobsDrawnEach = 2000;
+
 /// One ended attempt of the run, with its stored (down-sampled) memory timeline.
 struct ReportJob {
   JobRow row;

@@ -220,4 +220,35 @@ TEST_CASE("a job no reading saw is still drawn, as a sliver at its recorded peak
   CHECK(std::stod(m[3]) > std::stod(m[1]));  // it has a width
 }
 
+TEST_CASE("a run of more attempts than are drawn one by one: bands by status, density squares, marks still per file") {
+  ReportInput in = sample_run();
+  const std::size_t n = kReportJobsDrawnEach + 1000;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double start = static_cast<double>(i % 400) * 0.05;
+    in.jobs.push_back(job({"/c/many/" + std::to_string(i) + ".wav", JobStatus::kOk, 1, start, start + 0.5,
+                           100 + i % 50, 120, 1.0 + static_cast<double>(i % 30)}));
+  }
+  const std::string html = render_report(in);
+  // Memory: one band per way the attempts ended, not one per attempt.
+  CHECK(count(html, "<path class=\"job ") == 0);
+  CHECK(count(html, "<path class=\"jobs ok\" data-count=\"" + std::to_string(n + 4) + "\"") == 1);
+  CHECK(count(html, "<path class=\"jobs killed\" data-count=\"1\"") == 1);
+  // Scatters: squares whose counts add up to the files drawn, no circle per file.
+  CHECK(count(html, "<circle class=\"point") == 0);
+  std::size_t within = 0, wall = 0;
+  const std::regex bin("<rect class=\"bin (\\w+)\" data-count=\"(\\d+)\"");
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), bin); it != std::sregex_iterator(); ++it) {
+    const std::size_t c = std::stoul((*it)[2]);
+    if ((*it)[1] == "within" || (*it)[1] == "above") within += c;
+    if ((*it)[1] == "wall") wall += c;
+  }
+  CHECK(within == n + 3);  // the sample's three predicted ok files, and every added one
+  CHECK(wall == n + 4);    // every ok file with a duration
+  // What happened to single files is still marked and named.
+  CHECK(count(html, "<g class=\"mark guard-kill\" data-file=\"/c/big.wav\"") == 1);
+  CHECK(count(html, "<g class=\"mark oom-death\" data-file=\"/c/oom.wav\"") == 1);
+  CHECK(html.find("more than the " + std::to_string(kReportJobsDrawnEach) + " drawn one by one") != std::string::npos);
+  CHECK(html.size() < 200'000);  // drawn one by one it would be ~600 bytes a job
+}
+
 }  // namespace ab
