@@ -16,8 +16,8 @@
 #                                       jobs/s at the largest size it ran, marked with a '*'
 #       CORPUS=DIR                      where the tiny WAVs live (default a temp dir, removed at
 #                                       the end); given, it is kept and reused by later runs
-#       REPORT=0                        1: align-batch also writes its end-of-run report (at
-#                                       100,000 jobs a 71 MB page, its peak RSS 3.2 KiB a job)
+#       REPORT=0                        1: align-batch also writes its end-of-run report (above
+#                                       2,000 jobs drawn in aggregate: tens of kB)
 #
 # Each job is `/bin/true FILE OUT` over 10 ms WAVs (bench/make_tiny_corpus.py, 1000 a directory).
 # Contestants: xargs -P WORKERS -n1, GNU parallel -j WORKERS, align-batch --workers WORKERS with the

@@ -101,13 +101,27 @@ ProcSampler::~ProcSampler() = default;
 void ProcSampler::watch(std::uint64_t key, pid_t root_pid) {
   Watch w;
   w.root_pid = root_pid;
+  if (auto it = recent_.find(root_pid); it != recent_.end()) {
+    if (tick_count_ <= it->second.second + config_.smaps_every_ticks) {
+      w = it->second.first;  // its smaps state and last reading; the peaks restart below
+      auto& r = w.reading;
+      r.peak_rss_bytes = r.rss_bytes;
+      r.peak_pss_bytes = r.pss_bytes;
+      r.peak_uss_bytes = r.uss_bytes;
+      r.peak_vram_bytes = r.vram_bytes;
+    }
+    recent_.erase(it);
+  }
   w.reading.key = key;
   w.reading.root_pid = root_pid;
   watches_[key] = w;
 }
 
 void ProcSampler::unwatch(std::uint64_t key) {
-  watches_.erase(key);
+  auto it = watches_.find(key);
+  if (it == watches_.end()) return;
+  if (it->second.have_smaps) recent_[it->second.root_pid] = {it->second, tick_count_};
+  watches_.erase(it);
 }
 
 void ProcSampler::reset_peaks(std::uint64_t key) {
@@ -130,6 +144,8 @@ TreeMemory ProcSampler::read_tree_now(pid_t root_pid) const {
 
 void ProcSampler::tick() {
   const std::uint64_t n = tick_count_++;
+  for (auto it = recent_.begin(); it != recent_.end();)  // too old to stand for the tree now
+    it = n > it->second.second + config_.smaps_every_ticks ? recent_.erase(it) : std::next(it);
   const bool full_scan = n % config_.full_scan_every_ticks == 0;
 
   struct Job {

@@ -116,7 +116,10 @@ class ProcSampler {
   void tick();
 
   /// Watches `root_pid` and all its descendants under `key` (a worker or job id). Re-watching a
-  /// key replaces it and restarts its peaks.
+  /// key replaces it and restarts its peaks. A tree unwatched within the last smaps_every_ticks
+  /// ticks (a persistent worker between two jobs, or idle and then busy) keeps its last smaps
+  /// reading: it is not read again as new (a LibTorch worker's rollup costs a few ms, and short
+  /// jobs would pay it for every file), only when its turn comes.
   void watch(std::uint64_t key, pid_t root_pid);
   void unwatch(std::uint64_t key);
   /// Restarts a key's peaks from its current reading: a persistent worker begins a new job.
@@ -155,6 +158,8 @@ class ProcSampler {
   std::chrono::steady_clock::time_point last_tick_at_{};
 
   std::map<std::uint64_t, Watch> watches_;
+  /// Trees unwatched lately, by root pid, with the tick they were let go at (watch() takes them up).
+  std::map<pid_t, std::pair<Watch, std::uint64_t>> recent_;
   SamplerSnapshot snapshot_;
 };
 

@@ -169,6 +169,43 @@ TEST_CASE("ProcSampler on a fake /proc: cheap ticks estimate PSS from RSS, peaks
   CHECK(now.pss_bytes == 30 * kMiB);
 }
 
+TEST_CASE("ProcSampler on a fake /proc: a tree watched again under a new key soon after keeps its smaps reading") {
+  // A persistent worker takes job after job, each watched under its own key: the rollup is read
+  // when the tree's turn comes, not again for every job (a LibTorch worker's costs a few ms).
+  test::TempDir dir;
+  fake_process(dir, 1, 0, 1, 1, 1);
+  fake_process(dir, 100, 1, 300, 200, 150);  // the worker
+  SamplerConfig config;
+  config.root = dir.path();
+  config.smaps_every_ticks = 4;
+  config.smaps_cpu_share = 0;  // the tick count alone decides
+  config.scan_every_ticks = 1;
+  config.read_vram = false;
+  ProcSampler sampler(config);
+  sampler.watch(1, 100);
+  sampler.tick();  // tick 0: new, read
+  CHECK(find(sampler.snapshot(), 1)->pss_measured);
+  sampler.unwatch(1);
+  fake_rss(dir, 100, 340);  // the next job grows it by 40 MiB
+  sampler.watch(2, 100);
+  sampler.tick();  // tick 1: not new to the sampler, and not due
+  auto w = *find(sampler.snapshot(), 2);
+  CHECK_FALSE(w.pss_measured);
+  CHECK(w.pss_bytes == 240 * kMiB);  // 200 + 40, from the reading it kept
+  CHECK(w.peak_pss_bytes == 240 * kMiB);
+  sampler.tick();
+  sampler.tick();
+  sampler.tick();  // tick 4: its turn
+  CHECK(find(sampler.snapshot(), 2)->pss_measured);
+
+  // Let go for longer than smaps_every_ticks, it is new again: its old reading may be stale.
+  sampler.unwatch(2);
+  for (int i = 0; i < 6; ++i) sampler.tick();
+  sampler.watch(3, 100);
+  sampler.tick();
+  CHECK(find(sampler.snapshot(), 3)->pss_measured);
+}
+
 TEST_CASE("ProcSampler: the smaps ration stops dear reads once spent; without a ration they follow the tick count") {
   test::TempDir dir;
   fake_process(dir, 1, 0, 1, 1, 1);
