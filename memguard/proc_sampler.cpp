@@ -102,19 +102,13 @@ void ProcSampler::watch(std::uint64_t key, pid_t root_pid) {
   Watch w;
   w.root_pid = root_pid;
   if (auto it = recent_.find(root_pid); it != recent_.end()) {
-    if (tick_count_ <= it->second.second + config_.smaps_every_ticks) {
-      w = it->second.first;  // its smaps state and last reading; the peaks restart below
-      auto& r = w.reading;
-      r.peak_rss_bytes = r.rss_bytes;
-      r.peak_pss_bytes = r.pss_bytes;
-      r.peak_uss_bytes = r.uss_bytes;
-      r.peak_vram_bytes = r.vram_bytes;
-    }
+    if (tick_count_ <= it->second.second + config_.smaps_every_ticks) w = it->second.first;  // its smaps state and reading
     recent_.erase(it);
   }
   w.reading.key = key;
   w.reading.root_pid = root_pid;
   watches_[key] = w;
+  reset_peaks(key);  // a kept reading's peaks were its last job's
 }
 
 void ProcSampler::unwatch(std::uint64_t key) {

@@ -23,6 +23,9 @@ constexpr std::size_t kTableRows = 10;
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
+/// More attempts than kReportJobsDrawnEach: every chart draws them in aggregate (run_report.h).
+bool drawn_in_aggregate(const ReportInput& in) { return in.jobs.size() > kReportJobsDrawnEach; }
+
 std::string esc(const std::string& s) {
   std::string out;
   out.reserve(s.size());
@@ -199,11 +202,11 @@ std::string job_title(const JobRow& r) {
                      format_bytes(r.peak_pss_bytes), r.wall_s, r.error.empty() ? "" : ": " + r.error);
 }
 
-/// The points of a scatter chart: one circle per file (with `data-file`) up to
-/// kReportJobsDrawnEach, else counted in squares of kBinPx, each as opaque as its count is high.
+/// The points of a scatter chart: one circle per file (with `data-file`), or for a dense run
+/// (drawn_in_aggregate) counted in squares of kBinPx, each as opaque as its count is high.
 class Scatter {
  public:
-  Scatter(const Plot& p, std::size_t points, double radius) : p_(p), dense_(points > kReportJobsDrawnEach), r_(radius) {}
+  Scatter(const Plot& p, bool dense, double radius) : p_(p), dense_(dense), r_(radius) {}
   /// A point at data (x, y) of class `cls` for `file`; `title` (called only when drawn one by
   /// one) says what hovering it shows.
   template <class Title>
@@ -231,7 +234,7 @@ class Scatter {
   }
   /// A line for the chart's caption: how the points are drawn.
   std::string note() const {
-    return dense_ ? fmt::format(" More than {} files: each square counts the files that fall in it (darker: more); "
+    return dense_ ? fmt::format(" More than {} attempts: each square counts the files that fall in it (darker: more); "
                                 "the tables below name the notable ones.", kReportJobsDrawnEach)
                   : std::string();
   }
@@ -331,7 +334,7 @@ MemoryStack stack_by_status(const ReportInput& in, const RunSpans& r) {
 }
 
 MemoryStack stack_bands(const ReportInput& in, const RunSpans& r) {
-  if (in.jobs.size() > kReportJobsDrawnEach) return stack_by_status(in, r);
+  if (drawn_in_aggregate(in)) return stack_by_status(in, r);
   MemoryStack st;
   const int n = kMemoryGridSteps;
   const double dt = st.dt_ms = r.end_ms / n;
@@ -479,13 +482,14 @@ std::string attempt_marks(const ReportInput& in, const std::vector<Span>& spans,
 
 /// Jobs running over time, as a step line on plot `c` ending at `end_ms`: a step per start and
 /// end, or with more than kReportJobsDrawnEach attempts the most running in each grid step.
-std::string concurrency_path(const Plot& c, const std::vector<std::pair<double, int>>& events, double end_ms) {
+std::string concurrency_path(const Plot& c, const std::vector<std::pair<double, int>>& events, double end_ms,
+                             bool dense) {
   std::string d = fmt::format("M{},{}", c.x(0), c.y(0));
   auto step = [&](double t_ms, long running) {
     d += fmt::format("H{}V{}", num(c.x(t_ms / 1000)), num(c.y(static_cast<double>(std::max(0L, running)))));
   };
   long running = 0;
-  if (events.size() <= 2 * kReportJobsDrawnEach) {
+  if (!dense) {
     for (const auto& e : events) step(e.first, running += e.second);
   } else {
     const double dt = end_ms / kMemoryGridSteps;
@@ -524,7 +528,7 @@ std::string memory_chart(const ReportInput& in) {
   c.set(r.end_ms / 1000, static_cast<double>(std::max<std::size_t>(max_running, 1)) * 1.15);
 
   std::string s = "<section id=\"memory\"><h2>Memory over time</h2>\n";
-  const bool dense = in.jobs.size() > kReportJobsDrawnEach;
+  const bool dense = drawn_in_aggregate(in);
   std::map<JobStatus, std::size_t> by_status;
   for (const auto& j : in.jobs) ++by_status[j.row.status];
   if (dense)
@@ -549,7 +553,7 @@ std::string memory_chart(const ReportInput& in) {
   if (cgroup) s += limits.line(*cgroup, "cgroup", "cgroup limit");
   s += attempt_marks(in, r.spans, p);
   s += c.axes(linear_ticks(r.end_ms / 1000), linear_ticks(c.y.d1, 3), "time since the run started (s)", "jobs running");
-  s += concurrency_path(c, events, r.end_ms);
+  s += concurrency_path(c, events, r.end_ms, dense);
   s += "</svg>\n";
   s += fmt::format("<p class=\"legend\"><span class=\"key ok\"></span>ok <span class=\"key killed\"></span>stopped by the "
                    "guard <span class=\"key died\"></span>died <span class=\"key failed\"></span>failed &#183; marks: "
@@ -596,7 +600,7 @@ std::string prediction_chart(const ReportInput& in) {
   s += fmt::format(R"(<line class="diagonal" x1="{}" y1="{}" x2="{}" y2="{}"/>)", num(p.x(lo)), num(p.y(lo)), num(p.x(hi)),
                    num(p.y(hi)));
   s += fmt::format(R"(<text class="limit-note" x="{}" y="{}">y = x</text>)", num(p.x(hi) - 40), num(p.y(hi) + 14));
-  Scatter points(p, r.files, 3.5);
+  Scatter points(p, drawn_in_aggregate(in), 3.5);
   for (const auto& j : in.jobs) {
     const JobRow& row = j.row;
     if (row.status != JobStatus::kOk || !row.predicted_peak_bytes || row.peak_pss_bytes == 0) continue;
@@ -646,7 +650,7 @@ std::string audio_charts(const ReportInput& in) {
     p.set(audio_max * 1.05, std::max(wall_max, 1e-3) * 1.1);
     s += svg_open(p.left + p.width + 20, p.top + p.height + 50, "wall time against audio seconds");
     s += p.axes(linear_ticks(p.x.d1, 5), linear_ticks(p.y.d1, 5), "audio (s)", "wall time per job (s)");
-    Scatter points(p, rows.size(), 3);
+    Scatter points(p, drawn_in_aggregate(in), 3);
     for (const auto* r : rows)
       points.add(*r->audio_duration_s, r->wall_s, "wall", r->input_path, [&] {
         return fmt::format("{}: {:.1f} s audio, {:.2f} s", esc(r->input_path), *r->audio_duration_s, r->wall_s);
@@ -675,7 +679,7 @@ std::string audio_charts(const ReportInput& in) {
       line(1.0, "central");
       line(1.0 + fit->margin, "upper");
     }
-    Scatter points(p, rows.size(), 3);
+    Scatter points(p, drawn_in_aggregate(in), 3);
     for (const auto* r : rows)
       points.add(*r->audio_duration_s, static_cast<double>(r->peak_pss_bytes) / unit.bytes, "peak", r->input_path, [&] {
         return fmt::format("{}: {:.1f} s audio, peak {}", esc(r->input_path), *r->audio_duration_s,

@@ -3,6 +3,7 @@
 
 
 #include <algorithm>
+#include <utility>
 #include <cassert>
 #include <limits>
 
@@ -39,23 +40,19 @@ bool Scheduler::ColdOrder::operator()(const ColdKey& a, const ColdKey& b) const 
 
 Scheduler::Scheduler(const SchedulerConfig& config) : config_(config) {}
 
-Scheduler::Job* Scheduler::find(JobId id) {
-  return id < jobs_.size() && jobs_[id].where != Where::kGone ? &jobs_[id] : nullptr;
-}
-
 const Scheduler::Job* Scheduler::find(JobId id) const {
   return id < jobs_.size() && jobs_[id].where != Where::kGone ? &jobs_[id] : nullptr;
-}
-
-Scheduler::Job* Scheduler::find_running(JobId id) {
-  Job* job = find(id);
-  return job && job->where == Where::kRunning ? job : nullptr;
 }
 
 const Scheduler::Job* Scheduler::find_running(JobId id) const {
   const Job* job = find(id);
   return job && job->where == Where::kRunning ? job : nullptr;
 }
+
+// The same lookups on a scheduler the caller may change: its own table, so the cast is sound.
+Scheduler::Job* Scheduler::find(JobId id) { return const_cast<Job*>(std::as_const(*this).find(id)); }
+
+Scheduler::Job* Scheduler::find_running(JobId id) { return const_cast<Job*>(std::as_const(*this).find_running(id)); }
 
 void Scheduler::erase(JobId id) {
   jobs_[id] = Job{};
