@@ -354,13 +354,7 @@ RunSummary RunLoop::run(const Corpus& corpus) {
 }
 
 DriverConfig RunLoop::driver_config() const {
-  DriverConfig d;
-  d.scheduler = config_.scheduler;
-  d.tick_ms = config_.tick_ms;
-  d.kill_grace_ms = config_.kill_grace_ms;
-  d.stop_grace_ms = config_.stop_grace_ms;
-  d.timeout_ms = config_.timeout_ms;
-  d.hang_ms = config_.hang_ms;
+  DriverConfig d = config_.driver;
   d.persistent_workers = !config_.command;
   return d;
 }
@@ -375,7 +369,7 @@ RunLoop::Pass::Pass(RunLoop& owner, const Corpus& corpus)
       files(corpus.files),
       history_flushed_ms(owner.clock_.now_ms() - kHistoryBatchMs) {
   summary.total = corpus.files.size() + corpus.problems.size();
-  summary.budget_bytes = config_.scheduler.budget_bytes;
+  summary.budget_bytes = config_.driver.scheduler.budget_bytes;
   for (const auto& p : corpus.problems) summary.failed.push_back({display_path(p.path.string()), p.message});
   // Predictions: the key's recorded jobs, refitted whenever one of ours finishes.
   if (history_) {
@@ -394,7 +388,7 @@ bool RunLoop::Pass::begin() {
     ::gethostname(host, sizeof host - 1);
     info.host = host;
     info.cores = static_cast<std::uint32_t>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
-    info.budget_bytes = config_.scheduler.budget_bytes;
+    info.budget_bytes = config_.driver.scheduler.budget_bytes;
     info.mem_total_bytes = config_.mem_total_bytes;
     info.settings = config_.settings;
     auto r = history_->begin_run(info);
@@ -405,18 +399,18 @@ bool RunLoop::Pass::begin() {
 
   // The built-in engine's every job holds a loaded model: no job of this key ever needed less
   // than the smallest recorded peak. Above the budget, no file can run: say so once, start nothing.
-  if (!config_.command && config_.scheduler.budget_bytes > 0) {
+  if (!config_.command && config_.driver.scheduler.budget_bytes > 0) {
     std::uint64_t smallest = 0;
     std::size_t ok_jobs = 0;
     for (const auto& r : key_rows)
       if (r.status == JobStatus::kOk && r.peak_pss_bytes > 0) {
         smallest = ok_jobs++ == 0 ? r.peak_pss_bytes : std::min(smallest, r.peak_pss_bytes);
       }
-    if (ok_jobs > 0 && smallest > config_.scheduler.budget_bytes) {
+    if (ok_jobs > 0 && smallest > config_.driver.scheduler.budget_bytes) {
       summary.setup_error = fmt::format(
           "one align-batch-worker needs at least {} (the smallest peak of the {} jobs history holds for this model), "
           "more than the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
-          format_bytes(smallest), ok_jobs, format_bytes(config_.scheduler.budget_bytes));
+          format_bytes(smallest), ok_jobs, format_bytes(config_.driver.scheduler.budget_bytes));
       summary.wall_s = static_cast<double>(driver->elapsed_ms()) / 1000.0;
       if (history_ && run_id_ != 0) (void)history_->end_run(run_id_, summary.exit_code());
       return false;
@@ -481,8 +475,8 @@ void RunLoop::Pass::enqueue(const Corpus& corpus) {
   cost_law = fit_job_cost(costs_seen);
   costs_seen.clear();
   retotal_work();
-  state.cap = config_.scheduler.max_workers;
-  state.budget_bytes = config_.scheduler.budget_bytes;
+  state.cap = config_.driver.scheduler.max_workers;
+  state.budget_bytes = config_.driver.scheduler.budget_bytes;
 }
 
 Result<RunnerJob> RunLoop::Pass::prepare(DriverJob& dj) {

@@ -41,7 +41,9 @@ std::optional<std::string> alignment_refusal(const CorpusFile& file, const Align
 
 /// Settings of one run (from the command line).
 struct RunLoopConfig {
-  SchedulerConfig scheduler;
+  /// The driver's settings: scheduler, sampling, grace periods, timeout, hang detection.
+  /// `persistent_workers` is set by the loop (the built-in engine's workers load a model).
+  DriverConfig driver;
   std::filesystem::path out_dir;
   std::string job_key;                     ///< history/job_key.h: model or command key
   std::optional<CommandTemplate> command;  ///< external-command engine; none: built-in worker
@@ -49,17 +51,6 @@ struct RunLoopConfig {
   /// Built-in engine: align jobs whose alignment cannot fit are failed in the plan, unstarted.
   std::optional<AlignmentLimit> alignment_limit;
   bool force = false;                      ///< ignore history's "done" (redo everything)
-  std::int64_t timeout_ms = 0;             ///< per job; 0: none
-  /// 50 ms: a job allocating at 1 GiB/s grows ~50 MiB between two readings, well inside the
-  /// 10% high-water margin of any budget above 0.5 GiB.
-  int tick_ms = 50;
-  /// Guard kills and timeouts: SIGTERM, then SIGKILL after this. Short, because memory is short.
-  int kill_grace_ms = 1000;
-  /// First Ctrl-C: SIGTERM to every worker, SIGKILL after this (or at the second Ctrl-C).
-  int stop_grace_ms = 10000;
-  /// Built-in engine: a running job whose worker's heartbeat has not moved for this long is
-  /// killed and retried (counted as a crash). 0: never.
-  std::int64_t hang_ms = 0;
   std::uint32_t timeline_points = 64;
   /// History's predicted peaks are multiplied by this (--margin, or a key's tuned settings).
   double prediction_scale = 1.0;

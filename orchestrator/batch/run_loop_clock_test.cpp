@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "history/history_store.h"
-#include "orchestrator/cli/progress.h"
+#include "tests/testutil/recording_progress.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/timed_runner.h"
 
@@ -34,13 +34,13 @@ struct VirtualWorld {
     config.out_dir = dir.path() / "out";
     config.job_key = "cmd:fake {in}";
     config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
-    config.scheduler.budget_bytes = 4096 * kMiB;
-    config.kill_grace_ms = 5000;
+    config.driver.scheduler.budget_bytes = 4096 * kMiB;
+    config.driver.kill_grace_ms = 5000;
   }
   RunSummary run(const std::vector<std::string>& names, HistoryStore* history = nullptr) {
     for (const auto& n : names) dir.write("corpus/" + n + ".wav", std::string(1000, 'x'));
     const Corpus corpus = scan_corpus({(dir.path() / "corpus").string()}, config.out_dir);
-    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    test::RecordingProgress progress;
     RunLoop loop(config, runner, probe, history, progress, nullptr, &clock);
     const std::int64_t t0 = clock.now_ms();
     RunSummary s = loop.run(corpus);
@@ -54,8 +54,8 @@ struct VirtualWorld {
 
 TEST_CASE("virtual time: --timeout stops a job at the first reading past it, and spares one just under it") {
   VirtualWorld w;
-  w.config.timeout_ms = 60'000;
-  w.config.tick_ms = 1000;
+  w.config.driver.timeout_ms = 60'000;
+  w.config.driver.tick_ms = 1000;
   auto s = w.run({"slow-10-0", "ok-10-59000"});
   CHECK(s.done == 1);
   REQUIRE(s.failed.size() == 1);
@@ -73,8 +73,8 @@ TEST_CASE("virtual time: --timeout stops a job at the first reading past it, and
 
 TEST_CASE("virtual time: a worker whose heartbeat stops is killed after --hang-ms and its file retried") {
   VirtualWorld w;
-  w.config.hang_ms = 30'000;
-  w.config.tick_ms = 1000;
+  w.config.driver.hang_ms = 30'000;
+  w.config.driver.tick_ms = 1000;
   // hang: its first attempt's worker is silent; ok-10-45000 runs longer than hang_ms, beating.
   auto s = w.run({"hang-10-5000", "ok-10-45000"});
   CHECK(s.exit_code() == 0);
@@ -89,8 +89,8 @@ TEST_CASE("virtual time: a worker whose heartbeat stops is killed after --hang-m
 
 TEST_CASE("virtual time: memory is read on the tick's deadline, not at every job end, and admission does not wait for it") {
   VirtualWorld w;
-  w.config.tick_ms = 200;
-  w.config.scheduler.max_workers = 4;
+  w.config.driver.tick_ms = 200;
+  w.config.driver.scheduler.max_workers = 4;
   std::vector<std::string> names;
   for (int i = 0; i < 40; ++i) names.push_back("ok-5-" + std::to_string(20 + i % 3));  // 20-22 ms each
   // Distinct files: the stem names the script, the directory keeps them apart.
@@ -108,7 +108,7 @@ TEST_CASE("virtual time: memory is read on the tick's deadline, not at every job
 
 TEST_CASE("virtual time: history records when each job started and ended, not when its batch was written") {
   VirtualWorld w;
-  w.config.tick_ms = 1000;
+  w.config.driver.tick_ms = 1000;
   auto opened = HistoryStore::open(w.dir.path() / "history.sqlite");
   REQUIRE(opened.ok());
   HistoryStore& history = *opened.value();

@@ -1,6 +1,6 @@
 // Level-2 tests: the run loop with a fake worker runner and a fake memory probe (no processes),
 // a real corpus directory and a real SQLite history.
-#include "orchestrator/cli/progress.h"
+#include "tests/testutil/recording_progress.h"
 #include "orchestrator/batch/run_loop.h"
 
 #include <signal.h>
@@ -16,11 +16,8 @@
 #include <map>
 #include <set>
 
-#include <nlohmann/json.hpp>
-
 #include "history/history_store.h"
 #include "tests/testutil/audio_gen.h"
-#include "tests/testutil/read_all.h"
 #include "tests/testutil/scripted_jobs.h"
 #include "tests/testutil/temp_dir.h"
 
@@ -212,17 +209,17 @@ struct World {
     config.out_dir = dir.path() / "out";
     config.job_key = "cmd:fake {in}";
     config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
-    config.scheduler.budget_bytes = 300 * kMiB;
-    config.scheduler.pause_after_kill_ms = 0;
-    config.tick_ms = 0;
-    config.kill_grace_ms = 0;
+    config.driver.scheduler.budget_bytes = 300 * kMiB;
+    config.driver.scheduler.pause_after_kill_ms = 0;
+    config.driver.tick_ms = 0;
+    config.driver.kill_grace_ms = 0;
   }
   Corpus corpus(const std::vector<std::string>& names) {
     for (const auto& n : names) dir.write("corpus/" + n + ".wav", std::string(1000, 'x'));
     return scan_corpus({(dir.path() / "corpus").string()}, config.out_dir);
   }
   RunSummary run(const Corpus& c, FakeRunner& runner, FakeProbe& probe, std::function<int()> interrupts = nullptr) {
-    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    test::RecordingProgress progress;
     RunLoop loop(config, runner, probe, history.get(), progress, std::move(interrupts));
     return loop.run(c);
   }
@@ -325,7 +322,10 @@ TEST_CASE("a job growing past the budget is stopped by the guard and fails clear
   CHECK(s.done == 3);
   REQUIRE(s.failed.size() == 1);
   CHECK(s.failed[0].path.find("ok-800-20.wav") != std::string::npos);
-  CHECK(s.failed[0].reason.find("budget is 300.0 MiB") != std::string::npos);
+  // The scheduler's reason (cli/ words it): needs more than the 300 MiB budget.
+  const std::string needs_more = "reason " + std::to_string(static_cast<int>(Reason::Kind::kNeedsMoreThanBudget));
+  CHECK(s.failed[0].reason.rfind(needs_more + ", need ", 0) == 0);
+  CHECK(s.failed[0].reason.find(", limit " + std::to_string(300 * kMiB)) != std::string::npos);
   CHECK(s.guard_killed >= 1);
   CHECK(probe.max_total_bytes <= 300 * kMiB + 60 * kMiB);  // one tick of growth past the mark, no more
   auto st = w.statuses();
@@ -458,8 +458,8 @@ TEST_CASE("an interrupt stops admissions and the running jobs; exit 130; nothing
 
 TEST_CASE("the timeout fails a job that runs too long") {
   World w;
-  w.config.timeout_ms = 1;
-  w.config.tick_ms = 5;
+  w.config.driver.timeout_ms = 1;
+  w.config.driver.tick_ms = 5;
   auto corpus = w.corpus({"slow-10-1"});
   FakeRunner runner;
   FakeProbe probe(runner);
@@ -490,13 +490,13 @@ TEST_CASE("predictions are refitted on refit_due()'s schedule, in bulk, for queu
   CHECK(refit_due(128));
   CHECK_FALSE(refit_due(0));
   World w;
-  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  w.config.driver.scheduler.budget_bytes = 1000 * kMiB;
   std::vector<std::string> names;
   for (int i = 0; i < 100; ++i) names.push_back("ok-" + std::to_string(20 + i) + "-" + std::to_string(2 + i % 3));
   auto corpus = w.corpus(names);
   FakeRunner runner;
   FakeProbe probe(runner);
-  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  test::RecordingProgress progress;
   RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
   auto s = loop.run(corpus);
   CHECK(s.done == 100);
@@ -511,7 +511,7 @@ TEST_CASE("predictions are refitted on refit_due()'s schedule, in bulk, for queu
 
 TEST_CASE("idle persistent workers are retired when nothing queued could use them") {
   World w;
-  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  w.config.driver.scheduler.budget_bytes = 1000 * kMiB;
   // One long job and three short ones: all four run at once; when the short ones end the queue
   // is empty, so their three workers would only hold memory until the long one ends.
   auto corpus = w.corpus({"ok-200-60", "ok-100-5", "ok-101-5", "ok-102-5"});
@@ -522,7 +522,7 @@ TEST_CASE("idle persistent workers are retired when nothing queued could use the
     runner.persistent = true;
     FakeProbe probe(runner);
     probe.idle_mib = 50;
-    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    test::RecordingProgress progress;
     RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
     auto s = loop.run(corpus);
     CHECK(s.done == 4);
@@ -538,7 +538,7 @@ TEST_CASE("idle persistent workers are retired when nothing queued could use the
 
 TEST_CASE("an idle worker is retired while the queued job does not fit, and the queue still finishes") {
   World w;
-  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  w.config.driver.scheduler.budget_bytes = 1000 * kMiB;
   // Cold start runs two jobs at a time, largest first, and the rest wait for predictions.
   // After the history run, big (400) + mid (350) run together; small (100) then fits beside them (850) and ends at tick 5: the queue holds "ok-450-8", which needs the long
   // job's memory, so the small job's worker has nothing to do.
@@ -551,7 +551,7 @@ TEST_CASE("an idle worker is retired while the queued job does not fit, and the 
   runner.persistent = true;
   FakeProbe probe(runner);
   probe.idle_mib = 40;
-  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  test::RecordingProgress progress;
   RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
   auto s = loop.run(corpus);
   CHECK(s.done == 4);
@@ -562,7 +562,7 @@ TEST_CASE("an idle worker is retired while the queued job does not fit, and the 
 
 TEST_CASE("history learns a job's own memory, not its new worker's model load") {
   World w;
-  w.config.scheduler.budget_bytes = 1000 * kMiB;
+  w.config.driver.scheduler.budget_bytes = 1000 * kMiB;
   // Each new worker holds 400 MiB for its first 4 ticks (a private copy of the weights until it
   // swaps them for the shared one), then its job grows to 60-90 MiB as the script says.
   auto corpus = w.corpus({"ok-60-10", "ok-70-10", "ok-80-10", "ok-90-10", "ok-65-10", "ok-75-10"});
@@ -593,8 +593,8 @@ TEST_CASE("history learns a job's own memory, not its new worker's model load") 
 
 TEST_CASE("every job row records the file's audio duration, and re-predictions during the run follow it") {
   World w;
-  w.config.scheduler.budget_bytes = 1000 * kMiB;
-  w.config.scheduler.max_workers = 1;  // one at a time: job k starts after k - 1 have finished
+  w.config.driver.scheduler.budget_bytes = 1000 * kMiB;
+  w.config.driver.scheduler.max_workers = 1;  // one at a time: job k starts after k - 1 have finished
   // Peak = 20 MiB + 10 MiB per audio second (the FakeRunner reads it from the name), in real WAV
   // files at 16 and 8 kHz: bytes are no proxy for seconds here (16k/3 s and 8k/6 s are the same size).
   struct File {
@@ -613,9 +613,7 @@ TEST_CASE("every job row records the file's audio duration, and re-predictions d
   REQUIRE(corpus.files.size() == files.size());
   FakeRunner runner;
   FakeProbe probe(runner);
-  std::FILE* events = std::tmpfile();
-  REQUIRE(events != nullptr);
-  Progress progress(Progress::Mode::kJson, stderr, events);
+  test::RecordingProgress progress;
   RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
   auto s = loop.run(corpus);
   REQUIRE(s.done == files.size());
@@ -635,22 +633,12 @@ TEST_CASE("every job row records the file's audio duration, and re-predictions d
   // The jobs started after the refit at 8 ok jobs were admitted with the audio-seconds line's
   // prediction: the measured peaks are 9/10 of the named ones (the last sample is one tick
   // before the end), so 18 MiB + 9 MiB/s. The bytes line would give 16k/3 s and 8k/6 s the same.
-  const std::string text = test::read_all_and_close(events);
-  std::vector<std::pair<std::string, std::uint64_t>> starts;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    const auto e = nlohmann::json::parse(text.substr(pos, nl - pos));
-    pos = nl + 1;
-    if (e["event"] == "start") starts.emplace_back(e["file"].get<std::string>(), e["estimate_bytes"].get<std::uint64_t>());
-  }
+  const auto& starts = progress.starts;
   REQUIRE(starts.size() == files.size());
   for (std::size_t i = 8; i < starts.size(); ++i) {
-    const auto& [name, estimate_bytes] = starts[i];
-    CAPTURE(name);
-    const double expected_bytes = (18.0 + 9.0 * seconds_of.at(name)) * static_cast<double>(kMiB);
-    CHECK(static_cast<double>(estimate_bytes) == doctest::Approx(expected_bytes).epsilon(0.005));
+    CAPTURE(starts[i].name);
+    const double expected_bytes = (18.0 + 9.0 * seconds_of.at(starts[i].name)) * static_cast<double>(kMiB);
+    CHECK(static_cast<double>(starts[i].estimate_bytes) == doctest::Approx(expected_bytes).epsilon(0.005));
   }
 }
 
@@ -683,7 +671,7 @@ TEST_CASE("plan: a history whose peaks follow audio seconds predicts a new file 
   REQUIRE(corpus.files[0].size_bytes == corpus.files[1].size_bytes);
   FakeRunner runner;
   FakeProbe probe(runner);
-  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  test::RecordingProgress progress;
   RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
   std::vector<FailedFile> errors;
   const auto plan = loop.plan(corpus, errors);
@@ -697,82 +685,26 @@ TEST_CASE("plan: a history whose peaks follow audio seconds predicts a new file 
   CHECK(plan[2].predicted_peak_bytes.has_value());
 }
 
-TEST_CASE("a band-limited alignment is said in its end event, counted in the summary with advice") {
+TEST_CASE("a band-limited alignment is said in its end event and listed in the summary") {
   World w;
   auto corpus = w.corpus({"ok-10-3", "edge-10-3", "edge-20-4", "fail-10-3"});
   FakeRunner runner;
   FakeProbe probe(runner);
-
-  SUBCASE("JSON events") {
-    std::FILE* events = std::tmpfile();
-    REQUIRE(events != nullptr);
-    Progress progress(Progress::Mode::kJson, stderr, events);
-    RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
-    RunSummary s = loop.run(corpus);
-    CHECK(s.done == 3);
-    REQUIRE(s.band_limited.size() == 2);
-    std::set<std::string> limited;
-    for (const auto& p : s.band_limited) limited.insert(fs::path(p).filename().string());
-    CHECK(limited == std::set<std::string>{"edge-10-3.wav", "edge-20-4.wav"});
-    s.max_trellis_mib = 32;
-    progress.summary(s, stdout);
-    std::map<std::string, bool> end_flag;
-    nlohmann::json summary_event;
-    const std::string text = test::read_all_and_close(events);
-    std::size_t pos = 0;
-    while (pos < text.size()) {
-      const std::size_t nl = text.find('\n', pos);
-      const auto e = nlohmann::json::parse(text.substr(pos, nl - pos));
-      pos = nl + 1;
-      if (e["event"] == "end") end_flag[e["file"].get<std::string>()] = e["band_limited"].get<bool>();
-      if (e["event"] == "summary") summary_event = e;
-    }
-    CHECK(end_flag == std::map<std::string, bool>{
-                          {"ok-10-3.wav", false}, {"edge-10-3.wav", true}, {"edge-20-4.wav", true}, {"fail-10-3.wav", false}});
-    CHECK(summary_event["band_limited"].size() == 2);
-    CHECK(summary_event["max_trellis_mib"] == 32);
+  test::RecordingProgress progress;
+  RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
+  RunSummary s = loop.run(corpus);
+  CHECK(s.done == 3);
+  std::set<std::string> limited;
+  for (const auto& p : s.band_limited) limited.insert(fs::path(p).filename().string());
+  CHECK(limited == std::set<std::string>{"edge-10-3.wav", "edge-20-4.wav"});
+  // How Progress words and draws these (its line, JSON events, the summary's advice): cli/progress_test.cpp.
+  std::map<std::string, bool> end_flag;
+  for (const auto& e : progress.ends) {
+    end_flag[e.name] = e.band_limited;
+    if (e.band_limited) CHECK(e.detail == "aligned within a limited search band (may be off): raise --max-trellis-mib");
   }
-
-  SUBCASE("plain lines and the summary") {
-    std::FILE* log = std::tmpfile();
-    std::FILE* out = std::tmpfile();
-    REQUIRE(log != nullptr);
-    REQUIRE(out != nullptr);
-    Progress progress(Progress::Mode::kPlain, log, out);
-    RunLoop loop(w.config, runner, probe, w.history.get(), progress, nullptr);
-    RunSummary s = loop.run(corpus);
-    s.max_trellis_mib = 32;
-    progress.summary(s, out);
-    const std::string lines = test::read_all_and_close(log);
-    const std::string summary = test::read_all_and_close(out);
-    CAPTURE(lines);
-    CAPTURE(summary);
-    CHECK(lines.find("edge-10-3.wav (peak ") != std::string::npos);
-    CHECK(lines.find("s): aligned within a limited search band (may be off): raise --max-trellis-mib\n") !=
-          std::string::npos);
-    // One such line per band-limited file, none for the others.
-    std::size_t said = 0;
-    for (auto at = lines.find("limited search band"); at != std::string::npos; at = lines.find("limited search band", at + 1))
-      ++said;
-    CHECK(said == 2);
-    CHECK(summary.find("2 files aligned within a limited search band (their alignment may be off); rerun them with "
-                       "--force --max-trellis-mib N above the current 32:\n") != std::string::npos);
-    CHECK(summary.find("edge-20-4.wav\n") != std::string::npos);
-    CHECK(summary.find("ok-10-3.wav") == std::string::npos);
-  }
-}
-
-TEST_CASE("no band-limited file, no band-limited line in the summary") {
-  RunSummary s;
-  s.done = 3;
-  s.max_trellis_mib = 32;
-  std::FILE* out = std::tmpfile();
-  REQUIRE(out != nullptr);
-  Progress progress(Progress::Mode::kPlain, out, out);
-  progress.summary(s, out);
-  const std::string text = test::read_all_and_close(out);
-  CHECK(text.find("finished: 3 done") != std::string::npos);
-  CHECK(text.find("search band") == std::string::npos);
+  CHECK(end_flag == std::map<std::string, bool>{
+                        {"ok-10-3.wav", false}, {"edge-10-3.wav", true}, {"edge-20-4.wav", true}, {"fail-10-3.wav", false}});
 }
 
 TEST_CASE("bookkeeping: a job that ended ok in the same wait as a setup error is recorded done, so the next run skips it") {

@@ -1,6 +1,6 @@
 // Level-2 tests of the Slurm executor: its loop against a fake cluster (no Slurm), a real corpus
 // directory and real SQLite histories (the main one, and each task's, as a real task writes it).
-#include "orchestrator/cli/progress.h"
+#include "tests/testutil/recording_progress.h"
 #include "orchestrator/batch/slurm_executor.h"
 
 #include <sys/stat.h>
@@ -202,7 +202,7 @@ struct World {
   }
   RunSummary run(std::function<int()> interrupts = nullptr) {
     Corpus corpus = scan_corpus({(dir.path() / "corpus").string()}, loop.out_dir);
-    Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+    test::RecordingProgress progress;
     SlurmExecutor executor(loop, config, cluster, history.get(), progress, std::move(interrupts));
     REQUIRE(executor.prepare() == "");
     auto s = executor.run(corpus);

@@ -192,3 +192,42 @@ TEST_CASE("every JSON event carries a Unix-ms timestamp, and end events the ETA"
   }
   CHECK(lines == 3);
 }
+
+namespace {
+
+/// What Progress's summary of `s` prints, in `mode`.
+std::string summary_text(const RunSummary& s, Progress::Mode mode) {
+  std::FILE* out = std::tmpfile();
+  REQUIRE(out != nullptr);
+  Progress progress(mode, out, out);
+  progress.summary(s, out);
+  return test::read_all_and_close(out);
+}
+
+}  // namespace
+
+TEST_CASE("the summary lists band-limited files with advice naming the current --max-trellis-mib") {
+  RunSummary s;
+  s.done = 3;
+  s.band_limited = {"/c/edge-10-3.wav", "/c/edge-20-4.wav"};
+  s.max_trellis_mib = 32;
+  const std::string text = summary_text(s, Progress::Mode::kPlain);
+  CAPTURE(text);
+  CHECK(text.find("2 files aligned within a limited search band (their alignment may be off); rerun them with "
+                  "--force --max-trellis-mib N above the current 32:\n") != std::string::npos);
+  CHECK(text.find("edge-20-4.wav\n") != std::string::npos);
+  const std::string json = summary_text(s, Progress::Mode::kJson);
+  const auto e = nlohmann::json::parse(json.substr(0, json.find('\n')));
+  CHECK(e["event"] == "summary");
+  CHECK(e["band_limited"].size() == 2);
+  CHECK(e["max_trellis_mib"] == 32);
+}
+
+TEST_CASE("no band-limited file, no band-limited line in the summary") {
+  RunSummary s;
+  s.done = 3;
+  s.max_trellis_mib = 32;
+  const std::string text = summary_text(s, Progress::Mode::kPlain);
+  CHECK(text.find("finished: 3 done") != std::string::npos);
+  CHECK(text.find("search band") == std::string::npos);
+}

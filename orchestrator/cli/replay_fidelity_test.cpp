@@ -58,9 +58,9 @@ Recorded run_for_real(test::TempDir& dir, HistoryStore& history, const RunLoopCo
 
 ReplaySettings settings_of(const RunLoopConfig& config) {
   ReplaySettings s;
-  s.scheduler = config.scheduler;
+  s.scheduler = config.driver.scheduler;
   s.prediction_scale = config.prediction_scale;
-  s.sample_interval_ms = config.tick_ms;
+  s.sample_interval_ms = config.driver.tick_ms;
   s.cores = 0;  // the fake jobs use no CPU
   return s;
 }
@@ -88,8 +88,8 @@ TEST_CASE("replay of a first run (--cold) and of a run with history takes the re
   config.out_dir = dir.path() / "out";
   config.job_key = "cmd:fake {in}";
   config.command = CommandTemplate::parse({"fake", "{in}", "{out}"}).value();
-  config.scheduler.budget_bytes = 1000 * kMiB;
-  config.tick_ms = 50;
+  config.driver.scheduler.budget_bytes = 1000 * kMiB;
+  config.driver.tick_ms = 50;
 
   SUBCASE("a first run, without history") {
     const Recorded real = run_for_real(dir, history, config);

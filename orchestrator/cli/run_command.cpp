@@ -528,18 +528,18 @@ Result<Budget> machine_budget(BudgetInputs& inputs) {
 void configure_loop(BatchSetup& s, const Durations& d, const BudgetInputs& inputs, std::uint64_t vram_budget_bytes) {
   const RunOptions& o = s.o;
   RunLoopConfig& config = s.config;
-  config.scheduler.budget_bytes = s.budget.effective_bytes;
-  config.scheduler.vram_budget_bytes = vram_budget_bytes;
+  config.driver.scheduler.budget_bytes = s.budget.effective_bytes;
+  config.driver.scheduler.vram_budget_bytes = vram_budget_bytes;
   config.mem_total_bytes = inputs.mem_total_bytes;
-  config.scheduler.reserve_bytes = std::min<std::uint64_t>(s.budget.reserve_bytes, 256ull << 20);
-  config.scheduler.max_workers = s.max_workers;
-  config.scheduler.max_attempts = o.retries + 1;
-  config.scheduler.high_water = o.high_water;
+  config.driver.scheduler.reserve_bytes = std::min<std::uint64_t>(s.budget.reserve_bytes, 256ull << 20);
+  config.driver.scheduler.max_workers = s.max_workers;
+  config.driver.scheduler.max_attempts = o.retries + 1;
+  config.driver.scheduler.high_water = o.high_water;
   config.task = o.task;
   config.force = o.force;
-  config.timeout_ms = d.timeout_ms.value_or(0);
-  config.hang_ms = d.hang_ms;
-  config.tick_ms = o.sample_ms;
+  config.driver.timeout_ms = d.timeout_ms.value_or(0);
+  config.driver.hang_ms = d.hang_ms;
+  config.driver.tick_ms = o.sample_ms;
   // Recorded with the run; replay reads the same struct back: the cap, the engine, the tick.
   RunSettings& rs = config.settings;
   rs.builtin_engine = !s.dashdash;

@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "history/history_store.h"
-#include "orchestrator/cli/progress.h"
+#include "tests/testutil/recording_progress.h"
 #include "orchestrator/platform/proc_memory_probe.h"
 #include "orchestrator/platform/process_runner.h"
 #include "orchestrator/batch/run_loop.h"
@@ -69,9 +69,9 @@ TEST_CASE("40 short jobs: memory is read once per tick, not once per job end; ad
   config.job_key = "cmd:sleep-copy";
   config.command = CommandTemplate::parse(command).value();
   REQUIRE(config.command);
-  config.scheduler.budget_bytes = 4ull << 30;
-  config.scheduler.max_workers = 4;
-  config.tick_ms = 200;
+  config.driver.scheduler.budget_bytes = 4ull << 30;
+  config.driver.scheduler.max_workers = 4;
+  config.driver.tick_ms = 200;
   auto history = HistoryStore::open(dir.path() / "history.sqlite");
   REQUIRE(history.ok());
   const Corpus corpus = scan_corpus({(dir.path() / "corpus").string()}, config.out_dir);
@@ -82,7 +82,7 @@ TEST_CASE("40 short jobs: memory is read once per tick, not once per job end; ad
   fs::create_directories(runner_config.log_dir);
   CountingRunner runner(runner_config);
   CountingProbe probe(runner.starts);
-  Progress progress(Progress::Mode::kQuiet, stderr, stdout);
+  test::RecordingProgress progress;
   // As align-batch does: a child's exit (SIGCHLD) wakes the loop's wait at once.
   SignalWatcher signals;
   RunLoop loop(config, runner, probe, history.value().get(), progress, &SignalWatcher::interrupts);
@@ -92,7 +92,7 @@ TEST_CASE("40 short jobs: memory is read once per tick, not once per job end; ad
 
   MESSAGE(kJobs << " jobs in " << elapsed_ms << " ms: " << probe.reads << " memory reads ("
                 << probe.reads / (elapsed_ms / 1000.0) << " per second, " << probe.reads_with_jobs
-                << " with jobs running), tick " << config.tick_ms << " ms; at most "
+                << " with jobs running), tick " << config.driver.tick_ms << " ms; at most "
                 << probe.most_starts_between_reads << " starts between two reads");
   // The results: every file copied and recorded ok.
   CHECK(s.exit_code() == 0);
@@ -112,10 +112,10 @@ TEST_CASE("40 short jobs: memory is read once per tick, not once per job end; ad
   // The sampling rate: one reading before anything starts, then at most one per tick (the first
   // at once). Before, every job's end woke the loop into a reading: about one per job.
   CHECK(probe.exact_reads == 0);  // nothing came near the budget: no kill to confirm
-  CHECK(probe.reads <= elapsed_ms / config.tick_ms + 2);
+  CHECK(probe.reads <= elapsed_ms / config.driver.tick_ms + 2);
   // Admission did not wait for the readings: a job's end let the next one start at once, so more
   // jobs started between two readings than --workers allows at once (about 4 x 10 rounds of 20 ms
   // jobs fit in a 200 ms tick).
   CHECK(runner.starts == kJobs);
-  CHECK(probe.most_starts_between_reads > static_cast<int>(config.scheduler.max_workers));
+  CHECK(probe.most_starts_between_reads > static_cast<int>(config.driver.scheduler.max_workers));
 }
