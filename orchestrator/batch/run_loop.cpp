@@ -194,47 +194,43 @@ RunnerJob RunLoop::make_runner_job(Job& job, const CorpusFile& f) {
   return rj;
 }
 
-bool RunLoop::finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end, std::string& error) {
+Result<Done> RunLoop::finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end) {
+  using R = Result<Done>;
   if (!config_.command) {
     // The worker wrote its outputs atomically itself; resume checks them by what they are now.
     // An ok result without them cannot be checked by the next run, which would then skip the
     // file whatever became of its outputs: such an attempt is not done.
-    if (end.outputs.empty()) {
-      error = "the worker reported success but no output files; see its log";
-      return false;
-    }
+    if (end.outputs.empty())
+      return R::failure("the worker reported success but no output files; see its log");
     for (const auto& path : end.outputs) {
       auto o = stat_output(path);
-      if (!o) {
-        error = "output " + display_path(path) + " is missing right after the worker wrote it; check --out";
-        return false;
-      }
+      if (!o)
+        return R::failure("output " + display_path(path) + " is missing right after the worker wrote it; check --out");
       job.attempt->outputs.push_back(*o);
     }
-    return true;
+    return Done{};
   }
   std::error_code ec;
   const fs::path dest_dir = file.out_base.parent_path();
   fs::create_directories(dest_dir, ec);
-  if (ec) {
-    error = "cannot create output directory " + dest_dir.string() + ": " + ec.message() + "; check --out";
-    return false;
-  }
+  if (ec)
+    return R::failure("cannot create output directory " + dest_dir.string() + ": " + ec.message() + "; check --out");
   // Each output appears under --out by one rename, so no reader ever sees half a file, and a run
   // killed at any moment leaves only whole outputs there (stale staging is removed next run).
   for (const auto& entry : fs::directory_iterator(job.attempt->staging, ec)) {
     std::error_code rec;
     const fs::path dest = dest_dir / entry.path().filename();
     fs::rename(entry.path(), dest, rec);
-    if (rec) {
-      error = "cannot move output " + display_path(entry.path().string()) + " to " + display_path(dest_dir.string()) +
-              ": " + rec.message();
-      return false;
-    }
+    if (rec)
+      return R::failure("cannot move output " + display_path(entry.path().string()) + " to " +
+                        display_path(dest_dir.string()) + ": " + rec.message());
     if (auto o = stat_output(dest.string())) job.attempt->outputs.push_back(*o);
   }
+  if (ec)  // a listing cut short would leave outputs behind while the file counted as done
+    return R::failure("cannot list the command's outputs in " + display_path(job.attempt->staging.string()) + ": " +
+                      ec.message());
   release_staging(job, /*known_empty=*/true);
-  return true;
+  return Done{};
 }
 
 void RunLoop::take_staging(Job& job) {
@@ -499,10 +495,9 @@ void RunLoop::Pass::ended(DriverJob& dj, const JobEnd& end, JobOutcome& outcome)
   Job& job = file_job(dj.id);
   running_fraction.erase(dj.id);
   if (outcome.kind == JobOutcome::Kind::kOk) {
-    std::string moved_error;
-    if (!loop.finish_outputs(job, file_of(job), end, moved_error)) {
+    if (auto moved = loop.finish_outputs(job, file_of(job), end); !moved) {
       outcome.kind = JobOutcome::Kind::kFailed;
-      outcome.error = moved_error;
+      outcome.error = moved.error();
     }
   }
   if (outcome.kind != JobOutcome::Kind::kOk) loop.release_staging(job, false);

@@ -102,7 +102,7 @@ class RunLoop {
   struct Attempt;  ///< a job's attempt under way (run_loop.cpp)
   struct Pass;  ///< one run's state and steps (run_loop.cpp)
   RunnerJob make_runner_job(Job& job, const CorpusFile& file);
-  bool finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end, std::string& error);
+  Result<Done> finish_outputs(Job& job, const CorpusFile& file, const JobEnd& end);
   std::string task_for(const CorpusFile& file) const;
   /// Jobs name their task by its index in task_names_ (a string each cost 32 bytes a file).
   std::uint8_t task_index(const std::string& task);
