@@ -108,6 +108,19 @@ CREATE TABLE slurm_tasks (
   PRIMARY KEY (run_id, task_id)
 );
 )sql",
+    // 4 -> 5: the machine around each run's jobs, once a second: what its workers held, what was
+    // left available and the pressure, so replay sees the same neighbours and pressure.
+    R"sql(
+CREATE TABLE run_samples (
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  t_ms INTEGER NOT NULL,
+  ours_bytes INTEGER NOT NULL,
+  shared_bytes INTEGER NOT NULL,
+  mem_available_bytes INTEGER,
+  psi_full_avg10 REAL,
+  PRIMARY KEY (run_id, t_ms)
+) WITHOUT ROWID;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kHistorySchemaVersion,
               "one migration per schema version");
@@ -817,6 +830,46 @@ StoreResult<Done> HistoryStore::record_slurm_task(const SlurmTaskRecord& t) {
   s.bind(11, now_ms());
   if (s.step() != SQLITE_DONE) return R::failure(failure("recording Slurm task " + t.task_id));
   return R(Done{});
+}
+
+StoreResult<Done> HistoryStore::record_run_samples(std::int64_t run_id, const std::vector<RunSample>& samples) {
+  using R = StoreResult<Done>;
+  if (samples.empty()) return R(Done{});
+  const std::string what = fmt::format("recording the memory samples of run {}", run_id);
+  Transaction tx(db_);
+  if (tx.begin_rc() != SQLITE_OK) return R::failure(failure(what));
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO run_samples (run_id, t_ms, ours_bytes, shared_bytes, mem_available_bytes, "
+         "psi_full_avg10) VALUES (?, ?, ?, ?, ?, ?)");
+  for (const RunSample& x : samples) {
+    s.reset();
+    s.bind(1, run_id).bind(2, x.t_ms).bind(3, x.ours_bytes).bind(4, x.shared_bytes);
+    s.bind(5, x.mem_available_bytes).bind(6, x.psi_full_avg10);
+    if (s.step() != SQLITE_DONE) return R::failure(failure(what));
+  }
+  if (tx.commit() != SQLITE_OK) return R::failure(failure(what));
+  return R(Done{});
+}
+
+StoreResult<std::vector<RunSample>> HistoryStore::run_samples(std::int64_t run_id) {
+  using R = StoreResult<std::vector<RunSample>>;
+  Stmt s(db_,
+         "SELECT t_ms, ours_bytes, shared_bytes, mem_available_bytes, psi_full_avg10 FROM run_samples "
+         "WHERE run_id = ? ORDER BY t_ms");
+  s.bind(1, run_id);
+  std::vector<RunSample> rows;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    RunSample x;
+    x.t_ms = s.i64(0);
+    x.ours_bytes = static_cast<std::uint64_t>(s.i64(1));
+    x.shared_bytes = static_cast<std::uint64_t>(s.i64(2));
+    if (!s.null(3)) x.mem_available_bytes = static_cast<std::uint64_t>(s.i64(3));
+    if (!s.null(4)) x.psi_full_avg10 = s.f64(4);
+    rows.push_back(x);
+  }
+  if (rc != SQLITE_DONE) return R::failure(failure(fmt::format("reading the memory samples of run {}", run_id)));
+  return R(std::move(rows));
 }
 
 StoreResult<std::vector<SlurmTaskRecord>> HistoryStore::slurm_tasks_for_run(std::int64_t run_id) {

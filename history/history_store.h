@@ -8,6 +8,7 @@
 #pragma once
 
 #include "common/result.h"
+#include "history/run_sample.h"
 #include "history/run_settings.h"
 #include "history/timeline.h"
 
@@ -139,7 +140,7 @@ struct KeyRow {
 std::filesystem::path default_history_path(const std::filesystem::path& out_dir);
 
 /// The schema version this build writes; files with a higher PRAGMA user_version are refused.
-constexpr int kHistorySchemaVersion = 4;
+constexpr int kHistorySchemaVersion = 5;
 /// PRAGMA application_id of align-batch history files ("ABH1"), so that another program's SQLite
 /// file is never mistaken for ours.
 constexpr std::int32_t kHistoryApplicationId = 0x41424831;
@@ -213,6 +214,10 @@ class HistoryStore {
   StoreResult<nlohmann::json> tuned_settings(const std::string& job_key);
   /// One Slurm task's sacct figures (replaces an earlier row of the same run and task).
   StoreResult<Done> record_slurm_task(const SlurmTaskRecord& task);
+  /// Appends `samples` to run `run_id`'s (one transaction).
+  StoreResult<Done> record_run_samples(std::int64_t run_id, const std::vector<RunSample>& samples);
+  /// A run's samples in time order; none for runs recorded before they were.
+  StoreResult<std::vector<RunSample>> run_samples(std::int64_t run_id);
   /// A run's Slurm tasks, in the order they were recorded.
   StoreResult<std::vector<SlurmTaskRecord>> slurm_tasks_for_run(std::int64_t run_id);
   StoreResult<Done> store_tuned_settings(const std::string& job_key,

@@ -63,7 +63,7 @@ TEST_CASE("open creates the directory and a WAL database stamped with our id and
   CHECK(std::filesystem::exists(db));
   CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   CHECK(raw_int(db, "PRAGMA application_id") == ab::kHistoryApplicationId);
-  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 6);
+  CHECK(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'") == 7);  // runs, jobs, job_timelines, tuned_settings, job_outputs, slurm_tasks, run_samples
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
   sqlite3_stmt* s = nullptr;
@@ -87,10 +87,10 @@ TEST_CASE("schema 4: a run's Slurm tasks, sacct's figures beside its jobs and no
   // A schema 3 file (no slurm_tasks) gains the table.
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(h, "DROP TABLE slurm_tasks; PRAGMA user_version = 3", nullptr, nullptr, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "DROP TABLE run_samples; DROP TABLE slurm_tasks; PRAGMA user_version = 3", nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(h);
   auto store = open_ok(db);
-  CHECK(raw_int(db, "PRAGMA user_version") == 4);
+  CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   ab::SlurmTaskRecord t;
   t.run_id = 1;
   t.task_id = "12_3";
@@ -125,6 +125,48 @@ TEST_CASE("schema 4: a run's Slurm tasks, sacct's figures beside its jobs and no
   CHECK(store->slurm_tasks_for_run(2)->empty());
 }
 
+TEST_CASE("schema 5: a run's memory samples, in time order, absent figures kept absent") {
+  ab::test::TempDir dir;
+  const auto db = dir.path() / "h.sqlite";
+  {
+    auto store = open_ok(db);
+    REQUIRE(store->begin_run({}).ok());
+  }
+  // A schema 4 file (no run_samples) gains the table, and its runs read back none.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(h, "DROP TABLE run_samples; PRAGMA user_version = 4", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(h);
+  auto store = open_ok(db);
+  CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
+  REQUIRE(store->run_samples(1).ok());
+  CHECK(store->run_samples(1)->empty());
+  const auto run2 = store->begin_run({});
+  REQUIRE(run2.ok());
+  std::vector<ab::RunSample> later(1), earlier(1);
+  later[0].t_ms = 2000;
+  later[0].ours_bytes = 700ull << 20;
+  later[0].shared_bytes = 300ull << 20;
+  later[0].mem_available_bytes = 5ull << 30;
+  later[0].psi_full_avg10 = 12.5;
+  earlier[0].t_ms = 1000;
+  earlier[0].ours_bytes = 100ull << 20;  // no MemAvailable, no PSI on this machine
+  REQUIRE(store->record_run_samples(*run2, later).ok());
+  REQUIRE(store->record_run_samples(*run2, earlier).ok());
+  const auto rows = store->run_samples(*run2);
+  REQUIRE(rows.ok());
+  REQUIRE(rows->size() == 2);
+  CHECK(rows->at(0).t_ms == 1000);
+  CHECK(rows->at(0).ours_bytes == 100ull << 20);
+  CHECK_FALSE(rows->at(0).mem_available_bytes);
+  CHECK_FALSE(rows->at(0).psi_full_avg10);
+  CHECK(rows->at(1).t_ms == 2000);
+  CHECK(rows->at(1).shared_bytes == 300ull << 20);
+  CHECK(rows->at(1).mem_available_bytes == std::optional<std::uint64_t>(5ull << 30));
+  CHECK(rows->at(1).psi_full_avg10 == std::optional<double>(12.5));
+  CHECK(store->run_samples(1)->empty());
+}
+
 TEST_CASE("a schema 2 history migrates to 3 keeping its jobs; the report's new fields read as unknown") {
   ab::test::TempDir dir;
   const auto db = dir.path() / "h.sqlite";
@@ -137,13 +179,13 @@ TEST_CASE("a schema 2 history migrates to 3 keeping its jobs; the report's new f
     REQUIRE(store->record_job(j).ok());
   }
   // Back to schema 2 exactly as it was: the three columns migration 2 -> 3 adds removed, and
-  // the table 3 -> 4 adds.
+  // the tables 3 -> 4 and 4 -> 5 add.
   sqlite3* h = nullptr;
   REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
   REQUIRE(sqlite3_exec(h,
                        "ALTER TABLE jobs DROP COLUMN started_at_ms; ALTER TABLE jobs DROP COLUMN "
                        "predicted_peak_bytes; ALTER TABLE jobs DROP COLUMN oom_suspected; "
-                       "DROP TABLE slurm_tasks; PRAGMA user_version = 2",
+                       "DROP TABLE slurm_tasks; DROP TABLE run_samples; PRAGMA user_version = 2",
                        nullptr, nullptr, nullptr) == SQLITE_OK);
   sqlite3_close(h);
   REQUIRE(raw_int(db, "PRAGMA user_version") == 2);

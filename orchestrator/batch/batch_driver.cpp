@@ -50,11 +50,17 @@ ProbeReading BatchDriver::read(bool exact) {
 }
 
 void BatchDriver::first_reading() {
-  // A first reading before any job starts: the OOM counter's base and the cgroup's limit.
+  // A first reading before any job starts: the OOM counter's base, the cgroup's limit, and for
+  // admission the shared weights the workers will map (charged once, from the first start on:
+  // unread, three 3 GiB jobs started beside 3 GiB of weights in a 10 GiB budget, and one was
+  // killed at the first tick).
   ++stats_.memory_reads;
   auto first = probe_.read({}, {}, 0);
   oom_kills_now_ = first.oom_kill_count;
   cgroup_limit_bytes_ = first.cgroup_limit_bytes;
+  in_use_bytes_ = first.sample.idle_pss_bytes + first.sample.shared_bytes;
+  sink_.sampled(first.sample, in_use_bytes_);
+  scheduler_.on_sample(first.sample);
 }
 
 bool BatchDriver::step() {
@@ -198,6 +204,7 @@ std::size_t BatchDriver::sample(std::int64_t read_ms) {
       runner_.kill(job.id, config_.kill_grace_ms);
     }
   }
+  sink_.sampled(reading.sample, in_use_bytes_);
   if (!stopping_ && !(reading.within_reservations && scheduler_.queued_unpredicted() == 0))
     scheduler_.on_sample(reading.sample);
   return live.size();

@@ -108,6 +108,12 @@ class JobSink {
   virtual void notice(const DriverJob* job, const std::string& text) = 0;
   /// After each reading: jobs running, memory in use, the workers' own status.
   virtual void tick(std::size_t running, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>& workers) = 0;
+  /// After each memory reading: the reading, and all that the run holds (`in_use_bytes`: jobs,
+  /// idle workers, shared weights). History keeps the machine around the jobs from it.
+  virtual void sampled(const MemorySample& sample, std::uint64_t in_use_bytes) {
+    (void)sample;
+    (void)in_use_bytes;
+  }
   /// After each wait: a chance to write what is pending (history batches).
   virtual void after_wait() {}
 };

@@ -27,12 +27,15 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
  public:
   /// `by_job[id - 1]`: the recorded job that job `id` replays.
   ReplayMachine(const std::vector<RecordedJob>& recorded, const std::vector<std::uint32_t>& by_job,
-                std::uint32_t cores, bool vram_matters, std::int64_t shutdown_ms)
+                const ReplaySettings& settings)
       : recorded_(recorded),
         by_job_(by_job),
-        cores_(cores),
-        vram_matters_(vram_matters),
-        shutdown_ms_(shutdown_ms),
+        cores_(settings.cores),
+        vram_matters_(settings.scheduler.vram_budget_bytes > 0),
+        shutdown_ms_(std::max<std::int64_t>(0, settings.shutdown_ms)),
+        machine_(settings.machine),
+        reserve_bytes_(settings.scheduler.reserve_bytes),
+        psi_limit_(settings.scheduler.psi_full_avg10_limit),
         runs_(by_job.size()) {
     max_bytes_.reserve(recorded.size());
     for (const auto& r : recorded) max_bytes_.push_back(recorded_max_bytes(r));
@@ -133,8 +136,10 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
       const RecordedUse use = use_at(recorded_of(id), work_ms_ - run.work_start_ms, run.cursor);
       r.sample.jobs.push_back({id, use.pss_bytes, use.vram_bytes});
     }
-    // Every job within its reservation and no idle memory: the reading cannot lead to a kill.
-    r.within_reservations = loud_running_ == 0 && !vram_matters_;
+    const bool around_matters = add_machine(r.sample);
+    // Every job within its reservation, no idle memory and nothing new around the jobs: the
+    // reading cannot lead to a kill.
+    r.within_reservations = loud_running_ == 0 && !vram_matters_ && !around_matters;
     return r;
   }
 
@@ -176,11 +181,38 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
     if (running_.empty()) utilisation_ = 0;  // no drift when idle
   }
 
+  /// The recorded machine around the jobs at `sample.now_ms` (ReplaySettings::machine): its
+  /// shared weights, its pressure, and as available what was then, less what these jobs hold
+  /// beyond the real ones. Whether the scheduler must see this reading: the weights changed, or
+  /// the pressure or the memory left crosses the guard's line.
+  bool add_machine(MemorySample& sample) {
+    if (machine_.empty()) return false;
+    while (machine_at_ + 1 < machine_.size() && machine_[machine_at_ + 1].t_ms <= sample.now_ms) ++machine_at_;
+    const RunSample& then = machine_[machine_at_];  // before the first: the first (the weights are known then)
+    sample.shared_bytes = then.shared_bytes;
+    sample.psi_full_avg10 = then.psi_full_avg10;
+    if (then.mem_available_bytes) {
+      std::uint64_t ours = sample.shared_bytes;
+      for (const auto& j : sample.jobs) ours += j.pss_bytes;
+      const std::uint64_t free_then = *then.mem_available_bytes + then.ours_bytes;
+      sample.mem_available_bytes = free_then > ours ? free_then - ours : 0;
+    }
+    const bool weights_changed = sample.shared_bytes != shared_told_;
+    shared_told_ = sample.shared_bytes;
+    return weights_changed || (sample.psi_full_avg10 && *sample.psi_full_avg10 > psi_limit_) ||
+           (reserve_bytes_ > 0 && sample.mem_available_bytes && *sample.mem_available_bytes < reserve_bytes_);
+  }
+
   const std::vector<RecordedJob>& recorded_;
   const std::vector<std::uint32_t>& by_job_;
   const std::uint32_t cores_;
   const bool vram_matters_;
   const std::int64_t shutdown_ms_;
+  const std::vector<RunSample>& machine_;
+  const std::uint64_t reserve_bytes_;
+  const double psi_limit_;
+  std::size_t machine_at_ = 0;      ///< the latest reading of machine_ at or before now
+  std::uint64_t shared_told_ = 0;   ///< the shared weights the scheduler last saw
   std::vector<std::uint64_t> max_bytes_;  ///< per recorded job
   std::vector<Run> runs_;                 ///< per job id - 1
   std::vector<JobId> running_;            ///< unordered (Run::slot = index)
@@ -265,8 +297,7 @@ ReplayResult replay(const std::vector<RecordedJob>& recorded, const std::vector<
   config.tick_ms = static_cast<int>(std::max<std::int64_t>(1, settings.sample_interval_ms));
   config.keep_timelines = false;
   config.stop_when_stalled = true;
-  ReplayMachine machine(recorded, order, settings.cores, settings.scheduler.vram_budget_bytes > 0,
-                        std::max<std::int64_t>(0, settings.shutdown_ms));
+  ReplayMachine machine(recorded, order, settings);
   ReplaySink sink(machine, result, config.tick_ms);
   std::unique_ptr<PredictionPolicy> policy;
   if (settings.cold && settings.use_predictions)  // margin applied by the policy, as in the real loop

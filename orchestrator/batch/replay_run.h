@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "history/run_sample.h"
 #include "orchestrator/core/replay.h"
 #include "orchestrator/core/scheduler.h"
 
@@ -34,6 +35,13 @@ struct ReplaySettings {
   /// run's wall time, not only its jobs'. 0: none (a synthetic workload).
   std::int64_t startup_ms = 0;
   std::int64_t shutdown_ms = 0;
+  /// One recorded run replayed: the machine around its jobs, a reading a second (history's
+  /// run_samples). At each moment the replay charges the recorded shared weights, sees the
+  /// recorded pressure (PSI), and sees as available what was available then, give or take what
+  /// its own jobs hold more or less than the real ones did: the other programs' memory is the
+  /// recorded one. Past the last reading it holds. Empty: no weights, nothing else on the
+  /// machine, no pressure (a synthetic workload, or a key's jobs of many runs).
+  std::vector<RunSample> machine;
 };
 
 /// Replays jobs `picks[i]` (indices into `recorded`; the same record may be picked many times).

@@ -263,3 +263,66 @@ TEST_CASE("simulation: with predictions half the truth, preemption keeps memory 
 }
 
 }  // namespace ab
+
+namespace ab {
+namespace {
+
+/// The machine around the jobs, as history samples it once a second from 0 to `until_s`: the run's
+/// own use `ours` and `available` left, `psi` for readings in [from_s, to_s) (else 0).
+std::vector<RunSample> machine_samples(int until_s, std::uint64_t ours, std::uint64_t available,
+                                       std::uint64_t shared = 0) {
+  std::vector<RunSample> out;
+  for (int t = 0; t <= until_s; ++t) out.push_back({t * 1000LL, ours, shared, available, 0.0});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("replay of a run's machine: others' memory the recording saw starves the reserve and kills, as it did") {
+  // Two 1 GiB jobs of 10 s under a 10 GiB budget, a 256 MiB reserve. The real run held 2 GiB
+  // and saw 3 GiB available, until another program took all but 100 MiB of it from 4 s to 6 s.
+  std::vector<RecordedJob> rec(2, flat_job(kGiB, 10.0));
+  ReplaySettings s = settings_with(10 * kGiB);
+  s.scheduler.reserve_bytes = 256 * kMiB;  // admissions pause 2 s after a kill (the default)
+  const ReplayResult alone = replay(rec, pick_all(2), s);
+  CHECK(alone.stats.guard_kills == 0);
+  CHECK(alone.makespan_s == doctest::Approx(10.0));
+
+  s.machine = machine_samples(30, 2 * kGiB, 3 * kGiB);
+  const ReplayResult quiet = replay(rec, pick_all(2), s);
+  CHECK(quiet.stats.guard_kills == 0);  // 3 GiB left of the reserve's 256 MiB: nothing to do
+  CHECK(quiet.makespan_s == doctest::Approx(10.0));
+
+  for (int t = 4; t < 6; ++t) s.machine[t].mem_available_bytes = 100 * kMiB;
+  const ReplayResult crowded = replay(rec, pick_all(2), s);
+  CHECK(crowded.stats.guard_kills >= 1);
+  CHECK(crowded.ok == 2);
+  CHECK(crowded.makespan_s > 10.5);  // a killed job's work was lost and done again
+  CHECK(crowded.lost_work_s > 0);
+}
+
+TEST_CASE("replay of a run's machine: memory pressure above the limit kills, as it did") {
+  std::vector<RecordedJob> rec(2, flat_job(kGiB, 10.0));
+  ReplaySettings s = settings_with(10 * kGiB);
+  s.scheduler.pause_after_kill_ms = 0;
+  s.machine = machine_samples(30, 2 * kGiB, 6 * kGiB);
+  s.machine[3].psi_full_avg10 = s.scheduler.psi_full_avg10_limit - 1;
+  CHECK(replay(rec, pick_all(2), s).stats.guard_kills == 0);
+  s.machine[3].psi_full_avg10 = s.scheduler.psi_full_avg10_limit + 5;
+  CHECK(replay(rec, pick_all(2), s).stats.guard_kills >= 1);
+}
+
+TEST_CASE("replay of a run's machine: shared weights are charged once, so fewer jobs fit beside them") {
+  // 3 GiB jobs under a 10 GiB budget: three at once; beside 3 GiB of shared weights, two.
+  std::vector<RecordedJob> rec(6, flat_job(3 * kGiB, 10.0));
+  ReplaySettings s = settings_with(10 * kGiB);
+  CHECK(replay(rec, pick_all(6), s).stats.peak_running == 3);
+  s.machine = machine_samples(60, 9 * kGiB, 10 * kGiB, /*shared=*/3 * kGiB);
+  const ReplayResult beside = replay(rec, pick_all(6), s);
+  CHECK(beside.stats.peak_running == 2);
+  CHECK(beside.stats.guard_kills == 0);
+  CHECK(beside.ok == 6);
+  CHECK(beside.peak_total_bytes == 9 * kGiB);  // two jobs and the weights, as the real run would show
+}
+
+}  // namespace ab

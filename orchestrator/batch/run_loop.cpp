@@ -36,6 +36,10 @@ namespace {
 // what a run killed by SIGKILL may lose of its record (those files run again next time).
 constexpr std::size_t kHistoryBatchJobs = 1000;
 constexpr std::int64_t kHistoryBatchMs = 50;
+/// History keeps one memory reading a second of the machine around the jobs (run_samples): a
+/// 1M-file run of 12 minutes writes 720 rows, and replay's view of the neighbours is a second
+/// old at most.
+constexpr std::int64_t kRunSampleEveryMs = 1000;
 
 }  // namespace
 
@@ -290,6 +294,7 @@ struct RunLoop::Pass : JobSink {
   }
   void notice(const DriverJob* job, const std::string& text) override;
   void tick(std::size_t running, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>& workers) override;
+  void sampled(const MemorySample& sample, std::uint64_t in_use_bytes) override;
   void after_wait() override { flush_history(false); }
 
   Job& file_job(JobId id) { return jobs[id - 1]; }
@@ -339,6 +344,12 @@ struct RunLoop::Pass : JobSink {
   // without). A batch waits at most kHistoryBatchMs.
   std::vector<JobWrite> pending_history;
   std::int64_t history_flushed_ms;
+  // The machine around the jobs (history's run_samples), one reading a second, written with
+  // the job batches; times since the run's start as history recorded it.
+  std::vector<RunSample> pending_samples;
+  std::int64_t run_started_unix_ms = 0;
+  std::int64_t last_sample_ms = 0;
+  bool sampled_once = false;
 };
 
 RunSummary RunLoop::run(const Corpus& corpus) {
@@ -387,6 +398,7 @@ bool RunLoop::Pass::begin() {
     info.budget_bytes = config_.driver.scheduler.budget_bytes;
     info.mem_total_bytes = config_.mem_total_bytes;
     info.settings = config_.settings;
+    run_started_unix_ms = clock_.unix_ms();  // as begin_run stamps started_at_ms
     auto r = history_->begin_run(info);
     if (r) run_id_ = r.value();
     else progress_.message("history: " + r.error() + " (this run is not recorded)");
@@ -657,13 +669,24 @@ void RunLoop::Pass::fail_file(Job& job, std::string reason) {
   ++state.failed;
 }
 
+void RunLoop::Pass::sampled(const MemorySample& sample, std::uint64_t in_use_bytes) {
+  if (!history_ || run_id_ == 0) return;
+  const std::int64_t t_ms = clock_.unix_ms() - run_started_unix_ms;
+  if (sampled_once && t_ms - last_sample_ms < kRunSampleEveryMs) return;
+  sampled_once = true;
+  last_sample_ms = t_ms;
+  pending_samples.push_back({t_ms, in_use_bytes, sample.shared_bytes, sample.mem_available_bytes, sample.psi_full_avg10});
+}
+
 void RunLoop::Pass::flush_history(bool force) {
-  if (pending_history.empty()) return;
+  if (pending_history.empty() && pending_samples.empty()) return;
   const std::int64_t now = clock_.now_ms();
   if (!force && pending_history.size() < kHistoryBatchJobs && now - history_flushed_ms < kHistoryBatchMs) return;
   auto r = history_->record_jobs(pending_history, config_.timeline_points);
   if (!r) progress_.message("history: " + r.error());
   pending_history.clear();
+  if (auto s = history_->record_run_samples(run_id_, pending_samples); !s) progress_.message("history: " + s.error());
+  pending_samples.clear();
   history_flushed_ms = now;
 }
 

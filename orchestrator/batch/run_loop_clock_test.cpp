@@ -129,3 +129,40 @@ TEST_CASE("virtual time: history records when each job started and ended, not wh
     CHECK(row.finished_at_ms <= w.clock.unix_ms());
   }
 }
+
+TEST_CASE("virtual time: history keeps the machine around the jobs once a second, from the run's start") {
+  VirtualWorld w;
+  w.config.driver.tick_ms = 200;
+  w.config.driver.scheduler.max_workers = 1;  // one after another: 10 s of jobs
+  w.probe.shared_bytes = 100 * kMiB;
+  w.probe.mem_available_bytes = 3000 * kMiB;
+  w.probe.psi_full_avg10 = 1.5;
+  auto opened = HistoryStore::open(w.dir.path() / "history.sqlite");
+  REQUIRE(opened.ok());
+  HistoryStore& history = *opened.value();
+  auto s = w.run({"ok-10-4000", "ok-20-6000"}, &history);
+  CHECK(s.done == 2);
+  auto runs = history.runs();
+  REQUIRE(runs.ok());
+  auto samples = history.run_samples(runs->front().id);
+  REQUIRE(samples.ok());
+  CAPTURE(w.elapsed_ms);
+  // The first reading (before any job), then one a second: 10 s of jobs, 10 or 11 more.
+  REQUIRE(samples->size() >= 10);
+  CHECK(samples->size() <= 12);
+  CHECK(samples->front().t_ms >= 0);
+  CHECK(samples->front().t_ms < 200);
+  CHECK(samples->front().ours_bytes == 100 * kMiB);  // the weights alone: nothing runs yet
+  for (std::size_t i = 1; i < samples->size(); ++i) {
+    const RunSample& x = samples->at(i);
+    CAPTURE(x.t_ms);
+    CHECK(x.t_ms - samples->at(i - 1).t_ms >= 1000);
+    CHECK(x.t_ms - samples->at(i - 1).t_ms <= 1200);  // the first reading past the second
+    CHECK(x.shared_bytes == 100 * kMiB);
+    CHECK(x.mem_available_bytes == std::optional<std::uint64_t>(3000 * kMiB));
+    CHECK(x.psi_full_avg10 == std::optional<double>(1.5));
+  }
+  // While the 20 MiB job ran (from 4 s): the weights and it.
+  CHECK(samples->at(6).ours_bytes == 120 * kMiB);
+  CHECK(samples->back().t_ms <= w.elapsed_ms + 1000);
+}

@@ -173,8 +173,10 @@ Result<ReplaySettings> settings_for(const ReplayOptions& o, const ReplaySource& 
   settings.cold = o.cold;
   settings.scheduler.vram_budget_bytes = recorded.vram_budget_bytes;
   settings.sample_interval_ms = o.sample_ms_given ? o.sample_ms : recorded.sample_ms.value_or(o.sample_ms);
+  settings.scheduler.reserve_bytes = guard_reserve_bytes(recorded.reserve_bytes.value_or(0));
   settings.startup_ms = src.startup_ms;
   settings.shutdown_ms = src.shutdown_ms;
+  settings.machine = src.machine;
   return settings;
 }
 
@@ -292,6 +294,7 @@ int run_replay(const ReplayOptions& o) {
                         {"sample_ms", settings.sample_interval_ms},
                         {"startup_ms", settings.startup_ms},
                         {"shutdown_ms", settings.shutdown_ms},
+                        {"machine_samples", settings.machine.size()},
                         {"cold", o.cold},
                         {"scale", o.scale},
                         {"seed", o.seed}};
@@ -409,7 +412,12 @@ StoreResult<ReplaySource> load_replay_source(HistoryStore& store, std::optional<
   auto selected = select_rows(store, run_id, key, src);
   if (!selected) return R::failure(selected.error());
   std::vector<JobRow> rows = std::move(*selected);
-  if (src.run && (run_id || key.empty())) measure_run_ends(src, rows);
+  if (src.run && (run_id || key.empty())) {
+    measure_run_ends(src, rows);
+    auto machine = store.run_samples(src.run->id);
+    if (!machine) return R::failure(machine.error());
+    src.machine = std::move(*machine);
+  }
   // In the corpus's order (its scan sorts paths), as the real run numbered its jobs: the
   // scheduler breaks ties between equal estimates and sizes by that number, so replay's jobs
   // must come in the same order to start as the real ones did (history lists them as they ended).

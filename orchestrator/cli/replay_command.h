@@ -26,6 +26,8 @@ struct ReplaySource {
   /// One run replayed: its time before the first job started and after the last one ended
   /// (ReplaySettings::startup_ms, shutdown_ms); 0 when replaying a key's jobs of many runs.
   std::int64_t startup_ms = 0, shutdown_ms = 0;
+  /// One run replayed: the machine around its jobs as history sampled it (ReplaySettings::machine).
+  std::vector<RunSample> machine;
 };
 
 /// Loads the jobs of run `run_id`, or of `key` (all runs), or, with neither, of the newest run

@@ -216,10 +216,22 @@ TEST_CASE("replay spends the recorded run's time outside its jobs: start-up befo
     REQUIRE(store.record_job(rec).ok());
   }
   REQUIRE(store.end_run(*run, 0, info.started_at_ms + 1500).ok());
+  std::vector<RunSample> machine(2);
+  machine[0].t_ms = 0;
+  machine[1].t_ms = 1000;
+  machine[1].ours_bytes = 200 * kMiB;
+  machine[1].mem_available_bytes = kGiB;
+  REQUIRE(store.record_run_samples(*run, machine).ok());
   auto loaded = load_replay_source(store, *run, "");
   REQUIRE(loaded.ok());
   CHECK(loaded->startup_ms == 100);
   CHECK(loaded->shutdown_ms == 400);
+  // The run's machine comes with it; a key's jobs, of many runs, have none.
+  REQUIRE(loaded->machine.size() == 2);
+  CHECK(loaded->machine[1].mem_available_bytes == std::optional<std::uint64_t>(kGiB));
+  auto by_key = load_replay_source(store, std::nullopt, "cmd:test");
+  REQUIRE(by_key.ok());
+  CHECK(by_key->machine.empty());
   ReplaySettings s;
   s.scheduler.budget_bytes = info.budget_bytes;
   s.startup_ms = loaded->startup_ms;

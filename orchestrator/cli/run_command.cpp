@@ -531,7 +531,7 @@ void configure_loop(BatchSetup& s, const Durations& d, const BudgetInputs& input
   config.driver.scheduler.budget_bytes = s.budget.effective_bytes;
   config.driver.scheduler.vram_budget_bytes = vram_budget_bytes;
   config.mem_total_bytes = inputs.mem_total_bytes;
-  config.driver.scheduler.reserve_bytes = std::min<std::uint64_t>(s.budget.reserve_bytes, 256ull << 20);
+  config.driver.scheduler.reserve_bytes = guard_reserve_bytes(s.budget.reserve_bytes);
   config.driver.scheduler.max_workers = s.max_workers;
   config.driver.scheduler.max_attempts = o.retries + 1;
   config.driver.scheduler.high_water = o.high_water;

@@ -51,6 +51,13 @@ struct SchedulerConfig {
   std::uint32_t max_guard_kills = 8;
 };
 
+/// The MemAvailable floor the guard keeps (SchedulerConfig::reserve_bytes) for a budget that
+/// leaves `budget_reserve_bytes` of the machine to others: that, at most 256 MiB. A real run and
+/// its replay take it from the same recorded reserve.
+inline std::uint64_t guard_reserve_bytes(std::uint64_t budget_reserve_bytes) {
+  return budget_reserve_bytes < (256ull << 20) ? budget_reserve_bytes : (256ull << 20);
+}
+
 /// A job as the scheduler sees it: an id, a size for ordering, and (when history has one) a
 /// predicted peak. The loop keeps everything else (paths, outputs) under the same id.
 struct JobSpec {

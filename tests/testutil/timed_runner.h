@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -157,9 +158,17 @@ class TimedProbe : public MemoryProbe {
                     bool = false) override {
     ++reads;
     std::uint64_t total = 0;
-    return scripted_reading(runner_, live, now_ms, total);
+    ProbeReading r = scripted_reading(runner_, live, now_ms, total);
+    r.sample.shared_bytes = shared_bytes;
+    r.sample.mem_available_bytes = mem_available_bytes;
+    r.sample.psi_full_avg10 = psi_full_avg10;
+    return r;
   }
   std::size_t reads = 0;
+  /// The machine around the jobs, in every reading.
+  std::uint64_t shared_bytes = 0;
+  std::optional<std::uint64_t> mem_available_bytes;
+  std::optional<double> psi_full_avg10;
 
  private:
   const TimedRunner& runner_;
