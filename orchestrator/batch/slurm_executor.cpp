@@ -226,41 +226,33 @@ SbatchArray SlurmExecutor::sbatch_array(const PlannedArray& planned, const fs::p
   return sb;
 }
 
-bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays,
-                           std::vector<Task>& tasks, std::string& error) {
+Result<Done> SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays,
+                                   std::vector<Task>& tasks) {
   Array a;
   a.mem_bytes = planned.mem_bytes;
   a.dir = run_dir_ / fmt::format("array-{}", arrays.size());
   std::error_code ec;
   fs::create_directories(a.dir, ec);
-  if (ec) {
-    error = "cannot create " + a.dir.string() + ": " + ec.message() + "; check --out (it must be on storage the nodes share)";
-    return false;
-  }
+  if (ec)
+    return Result<Done>::failure("cannot create " + a.dir.string() + ": " + ec.message() +
+                                 "; check --out (it must be on storage the nodes share)");
   for (std::size_t t = 0; t < planned.tasks.size(); ++t) {
     Shard shard;
     for (auto i : planned.tasks[t].files) {
       shard.files.push_back(files[i].file.audio.string());
       shard.out_dir = files[i].file.out_base.parent_path().string();  // one for the task (plan_arrays' groups)
     }
-    if (!write_text(a.dir / fmt::format("{}.shard", t), shard_text(shard))) {
-      error = "cannot write the shard files in " + a.dir.string() + "; check --out";
-      return false;
-    }
+    if (!write_text(a.dir / fmt::format("{}.shard", t), shard_text(shard)))
+      return Result<Done>::failure("cannot write the shard files in " + a.dir.string() + "; check --out");
   }
   const fs::path script = a.dir / "task.sh";  // as sbatch_array() names it
   std::vector<std::string> argv = {config_.align_batch_path};
   argv.insert(argv.end(), config_.task_options.begin(), config_.task_options.end());
-  if (!write_text(script, task_script(argv, a.dir.string(), config_.tail))) {
-    error = "cannot write " + script.string() + "; check --out";
-    return false;
-  }
+  if (!write_text(script, task_script(argv, a.dir.string(), config_.tail)))
+    return Result<Done>::failure("cannot write " + script.string() + "; check --out");
   ::chmod(script.c_str(), 0755);
   auto id = cluster_.submit(sbatch_array(planned, a.dir));
-  if (!id) {
-    error = id.error();
-    return false;
-  }
+  if (!id) return Result<Done>::failure(id.error());
   a.id = id.value();
   ++stats_.arrays;
   progress_.message(fmt::format("submitted array {}: {} task{} at --mem={} each", a.id, planned.tasks.size(),
@@ -282,7 +274,7 @@ bool SlurmExecutor::submit(const PlannedArray& planned, std::vector<File>& files
   }
   stats_.tasks += static_cast<std::uint32_t>(planned.tasks.size());
   arrays.push_back(std::move(a));
-  return true;
+  return Done{};
 }
 
 void SlurmExecutor::finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files,
@@ -560,8 +552,8 @@ void SlurmExecutor::submit_waiting(Run& run) {
   std::vector<std::size_t> later;
   auto planned = plan_waiting(run.files, cold, later);
   for (std::size_t k = 0; k < planned.size(); ++k) {
-    std::string error;
-    if (!submit(planned[k], run.files, run.arrays, run.tasks, error)) {
+    if (auto submitted = submit(planned[k], run.files, run.arrays, run.tasks); !submitted) {
+      const std::string& error = submitted.error();
       progress_.message("cannot submit to Slurm: " + error);
       for (auto& f : run.files)
         if (f.state == File::State::kWaiting) {

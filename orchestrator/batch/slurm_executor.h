@@ -99,8 +99,8 @@ class SlurmExecutor {
   std::size_t files_per_task(std::vector<ShardFile>& known, const SlurmPlanConfig& plan) const;
   std::vector<PlannedArray> plan_waiting(std::vector<File>& files, bool cold, std::vector<std::size_t>& unplanned);
   SbatchArray sbatch_array(const PlannedArray& planned, const std::filesystem::path& dir) const;
-  bool submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays, std::vector<Task>& tasks,
-              std::string& error);
+  Result<Done> submit(const PlannedArray& planned, std::vector<File>& files, std::vector<Array>& arrays,
+                      std::vector<Task>& tasks);
   void finish_task(Task& task, const SacctRow* row, const SacctRow* batch, std::vector<File>& files, RunSummary& summary,
                    bool stopping);
   // The steps of finish_task.
