@@ -361,8 +361,7 @@ TEST_CASE("real processes (a): inside a memory cgroup far below naive parallelis
   Fixture f;
   for (int i = 0; i < 8; ++i) f.add("h" + std::to_string(i) + ".wav", 10);  // 10 KiB × 10 = 100 MiB each
   Process p(f.argv({"--progress", "plain", "--reserve", "32M"}, f.command(10, 400, 0.3)), f.dir.path(), [&] {
-    std::string error;
-    if (!cg->add_pid(::getpid(), &error)) ::_exit(99);
+    if (!cg->add_pid(::getpid())) ::_exit(99);
   });
   Result r = p.wait();
   CAPTURE(r.out);
@@ -418,8 +417,7 @@ TEST_CASE("real processes: a job the kernel OOM-kills inside the cgroup is detec
   // burst, so it is the kernel that stops it, and align-batch must notice.
   Process p(f.argv({"--progress", "plain", "--reserve", "16M", "--sample-ms", "5000"}, f.command(10, 0, 0.2)),
             f.dir.path(), [&] {
-              std::string error;
-              if (!cg->add_pid(::getpid(), &error)) ::_exit(99);
+              if (!cg->add_pid(::getpid())) ::_exit(99);
             });
   Result r = p.wait();
   CAPTURE(r.out);
@@ -621,8 +619,7 @@ TEST_CASE("inside a memory cgroup the run records its limit, and replay --mem-bu
   Fixture f;
   f.add("a.wav", 1);
   Process p(f.argv({"--progress", "plain", "--reserve", "32M"}, f.command(1, 0, 0)), f.dir.path(), [&] {
-    std::string error;
-    if (!cg->add_pid(::getpid(), &error)) ::_exit(99);
+    if (!cg->add_pid(::getpid())) ::_exit(99);
   });
   Result r = p.wait();
   REQUIRE(r.exit_code == 0);

@@ -27,15 +27,12 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-bool write_file(const fs::path& p, const std::string& value, std::string* error) {
+Result<Done> write_file(const fs::path& p, const std::string& value) {
   std::ofstream out(p);
   out << value;
   out.flush();
-  if (!out) {
-    *error = "cannot write " + value + " to " + p.string() + ": " + std::strerror(errno);
-    return false;
-  }
-  return true;
+  if (!out) return Result<Done>::failure("cannot write " + value + " to " + p.string() + ": " + std::strerror(errno));
+  return Done{};
 }
 
 }  // namespace
@@ -81,13 +78,12 @@ std::unique_ptr<CgroupV1> CgroupV1::create(std::uint64_t limit_bytes, std::strin
     return nullptr;
   }
   std::unique_ptr<CgroupV1> cg(new CgroupV1(dir, (own == "/" ? "" : own) + "/" + name));
-  std::string error;
-  if (!write_file(dir / "memory.limit_in_bytes", std::to_string(limit_bytes), &error)) {
-    *why_not = error;
+  if (auto limited = write_file(dir / "memory.limit_in_bytes", std::to_string(limit_bytes)); !limited) {
+    *why_not = limited.error();
     return nullptr;  // the destructor removes the directory
   }
   // Keep the test's own OOM from spilling into swap, where there is swap accounting to allow it.
-  write_file(dir / "memory.memsw.limit_in_bytes", std::to_string(limit_bytes), &error);
+  (void)write_file(dir / "memory.memsw.limit_in_bytes", std::to_string(limit_bytes));
   return cg;
 }
 
@@ -111,9 +107,7 @@ CgroupV1::~CgroupV1() {
   }
 }
 
-bool CgroupV1::add_pid(pid_t pid, std::string* error) {
-  return write_file(dir_ / "cgroup.procs", std::to_string(pid), error);
-}
+Result<Done> CgroupV1::add_pid(pid_t pid) { return write_file(dir_ / "cgroup.procs", std::to_string(pid)); }
 
 std::optional<std::uint64_t> CgroupV1::oom_kill_count() const {
   std::istringstream lines(slurp(dir_ / "memory.oom_control"));

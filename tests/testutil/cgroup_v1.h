@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "common/result.h"
+
 namespace ab::test {
 
 /// A child of this process's own v1 memory cgroup, with a memory limit. Found independently of
@@ -28,8 +30,8 @@ class CgroupV1 {
   const std::filesystem::path& dir() const { return dir_; }
   /// The cgroup path as /proc/PID/cgroup shows it, e.g. /process_api/1e42/ab-test-7-0.
   const std::string& path() const { return path_; }
-  /// Moves process `pid` into the cgroup. Returns false and sets *error on failure.
-  bool add_pid(pid_t pid, std::string* error);
+  /// Moves process `pid` into the cgroup; the failure names the file and the errno.
+  Result<Done> add_pid(pid_t pid);
   /// memory.oom_control's oom_kill counter (Linux 4.13+), nullopt if absent.
   std::optional<std::uint64_t> oom_kill_count() const;
 
