@@ -39,7 +39,7 @@ Result<BudgetInputs> parse_budget_flags(std::string_view mem_budget, std::string
   return in;
 }
 
-Budget effective_budget(const BudgetInputs& in) {
+Result<Budget> effective_budget(const BudgetInputs& in) {
   Budget b;
   b.limit_bytes = in.mem_total_bytes;
   b.ceiling_source = "MemTotal";
@@ -49,9 +49,9 @@ Budget effective_budget(const BudgetInputs& in) {
   }
   b.reserve_bytes = in.reserve ? resolve_budget_spec(*in.reserve, b.limit_bytes) : default_reserve_bytes(b.limit_bytes);
   if (b.reserve_bytes >= b.limit_bytes) {
-    b.error = fmt::format("--reserve {} leaves nothing of the {} {}; lower --reserve",
-                          format_bytes(b.reserve_bytes), format_bytes(b.limit_bytes), b.ceiling_source);
-    return b;
+    return Result<Budget>::failure(fmt::format("--reserve {} leaves nothing of the {} {}; lower --reserve",
+                                               format_bytes(b.reserve_bytes), format_bytes(b.limit_bytes),
+                                               b.ceiling_source));
   }
   b.ceiling_bytes = b.limit_bytes;
   b.effective_bytes = b.limit_bytes - b.reserve_bytes;
@@ -64,12 +64,13 @@ Budget effective_budget(const BudgetInputs& in) {
     }
   }
   if (b.effective_bytes < kMinBudgetBytes) {
-    b.error = b.ceiling_source == "--mem-budget"
-                  ? fmt::format("--mem-budget {} is less than the {} any worker needs; a size takes a unit, e.g. 800M or 12G",
-                                format_bytes(b.effective_bytes), format_bytes(kMinBudgetBytes))
-                  : fmt::format("the {} {} less the {} reserve leaves {}, less than the {} any worker needs; lower --reserve",
-                                format_bytes(b.limit_bytes), b.ceiling_source, format_bytes(b.reserve_bytes),
-                                format_bytes(b.effective_bytes), format_bytes(kMinBudgetBytes));
+    return Result<Budget>::failure(
+        b.ceiling_source == "--mem-budget"
+            ? fmt::format("--mem-budget {} is less than the {} any worker needs; a size takes a unit, e.g. 800M or 12G",
+                          format_bytes(b.effective_bytes), format_bytes(kMinBudgetBytes))
+            : fmt::format("the {} {} less the {} reserve leaves {}, less than the {} any worker needs; lower --reserve",
+                          format_bytes(b.limit_bytes), b.ceiling_source, format_bytes(b.reserve_bytes),
+                          format_bytes(b.effective_bytes), format_bytes(kMinBudgetBytes)));
   }
   return b;
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/result.h"
 #include "memguard/size.h"
 
 namespace ab {
@@ -27,9 +28,7 @@ struct Budget {
   std::uint64_t ceiling_bytes = 0;  ///< --mem-budget when it binds, else limit
   std::string ceiling_source;       ///< what binds: "--mem-budget", "cgroup limit" or "MemTotal"
   std::uint64_t reserve_bytes = 0;
-  std::uint64_t effective_bytes = 0;  ///< min(--mem-budget, limit - reserve); 0 when error is set
-  std::string error;                  ///< user-facing, when less than kMinBudgetBytes is left
-  bool ok() const { return error.empty(); }
+  std::uint64_t effective_bytes = 0;  ///< min(--mem-budget, limit - reserve)
 };
 
 /// The flags' part of BudgetInputs: --mem-budget and --reserve parsed (empty text: not given),
@@ -37,8 +36,8 @@ struct Budget {
 Result<BudgetInputs> parse_budget_flags(std::string_view mem_budget, std::string_view reserve);
 
 /// Computes the effective budget: min(--mem-budget, limit - reserve). A percentage --mem-budget or
-/// --reserve is of `limit_bytes`.
-Budget effective_budget(const BudgetInputs& inputs);
+/// --reserve is of `limit_bytes`. The error (user-facing) when less than kMinBudgetBytes is left.
+Result<Budget> effective_budget(const BudgetInputs& inputs);
 
 /// The smallest effective budget accepted: no worker, not even `true`, runs in less (a shell's RSS
 /// alone is ~1-4 MiB), so a smaller one is a mistake, most often a size without its unit

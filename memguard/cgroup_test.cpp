@@ -258,10 +258,11 @@ TEST_CASE("a real v1 memory cgroup's limit is read back as the budget, and its O
     CHECK(*r.usage_bytes < 300ull << 20);
     CHECK(r.oom_kill_count == 0u);
 
-    Budget b = effective_budget({std::nullopt, std::nullopt, r.limit_bytes, 24ull << 30});
-    CHECK(b.ceiling_source == "cgroup limit");
-    CHECK(b.limit_bytes == 300ull << 20);
-    CHECK(b.effective_bytes == (300ull << 20) - (150ull << 20));  // tiny cgroup: half is reserved
+    auto b = effective_budget({std::nullopt, std::nullopt, r.limit_bytes, 24ull << 30});
+    REQUIRE(b.ok());
+    CHECK(b->ceiling_source == "cgroup limit");
+    CHECK(b->limit_bytes == 300ull << 20);
+    CHECK(b->effective_bytes == (300ull << 20) - (150ull << 20));  // tiny cgroup: half is reserved
   }
   {
     // Asking for more than the limit: the kernel kills it, and both readers count the kill.

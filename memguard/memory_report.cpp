@@ -33,7 +33,8 @@ MemoryReport gather_memory_report(const BudgetInputs& flags, const std::filesyst
   if (r.budget_inputs.mem_total_bytes > 0) {
     r.budget = effective_budget(r.budget_inputs);
   } else {
-    r.budget.error = "cannot read MemTotal from " + (root / "proc/meminfo").string() + ", so there is no budget; is /proc mounted?";
+    r.budget = Result<Budget>::failure("cannot read MemTotal from " + (root / "proc/meminfo").string() +
+                                       ", so there is no budget; is /proc mounted?");
   }
   r.warnings = memory_warnings(r);
   return r;
@@ -43,21 +44,21 @@ std::vector<std::string> memory_warnings(const MemoryReport& r) {
   std::vector<std::string> w;
   const std::uint64_t total = r.meminfo ? r.meminfo->mem_total_bytes.value_or(0) : 0;
   const auto* cg = r.cgroup_reading ? &*r.cgroup_reading : nullptr;
-  if (!r.budget.ok()) w.push_back(r.budget.error);
+  if (!r.budget.ok()) w.push_back(r.budget.error());
   if (cg && cg->limit_bytes && total && *cg->limit_bytes < total) {
     w.push_back(fmt::format("this process is in a cgroup limited to {}: the machine's free memory is not your budget",
                             format_bytes(*cg->limit_bytes)));
   }
   if (r.budget_inputs.mem_budget && !r.budget_inputs.mem_budget->is_percent && r.budget.ok() &&
-      r.budget_inputs.mem_budget->bytes > r.budget.effective_bytes) {
+      r.budget_inputs.mem_budget->bytes > r.budget->effective_bytes) {
     w.push_back(fmt::format("--mem-budget {} is more than the {} {} minus the {} reserve allow: using {}",
-                            format_bytes(r.budget_inputs.mem_budget->bytes), format_bytes(r.budget.limit_bytes),
-                            r.budget.ceiling_source, format_bytes(r.budget.reserve_bytes), format_bytes(r.budget.effective_bytes)));
+                            format_bytes(r.budget_inputs.mem_budget->bytes), format_bytes(r.budget->limit_bytes),
+                            r.budget->ceiling_source, format_bytes(r.budget->reserve_bytes), format_bytes(r.budget->effective_bytes)));
   }
-  if (r.meminfo && r.meminfo->mem_available_bytes && r.budget.ok() && *r.meminfo->mem_available_bytes < r.budget.effective_bytes) {
+  if (r.meminfo && r.meminfo->mem_available_bytes && r.budget.ok() && *r.meminfo->mem_available_bytes < r.budget->effective_bytes) {
     w.push_back(fmt::format("only {} is available now (MemAvailable) but the budget is {}: other programs hold memory, "
                             "so workers may be stopped early; close them or lower --mem-budget",
-                            format_bytes(*r.meminfo->mem_available_bytes), format_bytes(r.budget.effective_bytes)));
+                            format_bytes(*r.meminfo->mem_available_bytes), format_bytes(r.budget->effective_bytes)));
   }
   if (r.meminfo && !r.meminfo->mem_available_bytes)
     w.push_back("/proc/meminfo has no MemAvailable (Linux before 3.14): the machine's free memory cannot be watched");

@@ -24,7 +24,7 @@ struct MemoryReport {
   std::string psi_source;  ///< the file it came from, or "" when the kernel has no PSI
   NvmlProbe gpu;
   BudgetInputs budget_inputs;
-  Budget budget;
+  Result<Budget> budget = Budget{};  ///< the error says why there is none
   std::vector<std::string> warnings;  ///< plain sentences, most important first
 };
 

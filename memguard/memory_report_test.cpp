@@ -28,8 +28,8 @@ TEST_CASE("memory report in a 3 GiB container: cgroup warning, budget from the c
                                         "libnvidia-ml-absent.so.1");
   REQUIRE(r.cgroup.cgroup);
   CHECK(r.budget.ok());
-  CHECK(r.budget.limit_bytes == 3 * kGiB);
-  CHECK(r.budget.effective_bytes == 3 * kGiB - (256ull << 20));
+  CHECK(r.budget->limit_bytes == 3 * kGiB);
+  CHECK(r.budget->effective_bytes == 3 * kGiB - (256ull << 20));
   CHECK(r.psi_source.find("memory.pressure") != std::string::npos);
   CHECK_FALSE(r.gpu.available);
   CHECK(r.warnings[0] == "this process is in a cgroup limited to 3.0 GiB: the machine's free memory is not your budget");
@@ -46,7 +46,7 @@ TEST_CASE("memory report on a bare machine: no cgroup, no PSI, little available,
   root.write("proc/self/mountinfo", "27 1 254:0 / / rw - ext4 /dev/vda rw\n");
   MemoryReport a = gather_memory_report({}, root.path(), "libnvidia-ml-absent.so.1");
   CHECK(a.budget.ok());
-  CHECK(a.budget.ceiling_source == "MemTotal");
+  CHECK(a.budget->ceiling_source == "MemTotal");
   CHECK(has_warning(a, "only 1.0 GiB is available now (MemAvailable) but the budget is 7.6 GiB"));
   CHECK(has_warning(a, "no /proc/pressure/memory"));
   CHECK(has_warning(a, "no memory cgroup found (no memory cgroup hierarchy is mounted)"));
@@ -59,7 +59,7 @@ TEST_CASE("memory report on a bare machine: no cgroup, no PSI, little available,
   test::TempDir empty;
   MemoryReport c = gather_memory_report({}, empty.path(), "libnvidia-ml-absent.so.1");
   CHECK_FALSE(c.budget.ok());
-  CHECK(c.budget.error.find("cannot read MemTotal") == 0);
+  CHECK(c.budget.error().find("cannot read MemTotal") == 0);
 }
 
 TEST_CASE("memory report on this machine") {
@@ -68,8 +68,8 @@ TEST_CASE("memory report on this machine") {
   CHECK(r.cores_online >= 1);
   CHECK(r.cores_usable >= 1);
   CHECK(r.budget.ok());
-  CHECK(r.budget.effective_bytes > 0);
-  CHECK(r.budget.effective_bytes < *r.meminfo->mem_total_bytes);
+  CHECK(r.budget->effective_bytes > 0);
+  CHECK(r.budget->effective_bytes < *r.meminfo->mem_total_bytes);
 }
 
 }  // namespace ab

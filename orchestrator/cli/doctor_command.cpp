@@ -67,11 +67,11 @@ nlohmann::json to_json(const MemoryReport& r) {
     gpus.push_back({{"index", d.index}, {"name", d.name}, {"total_bytes", d.total_bytes}, {"used_bytes", d.used_bytes}});
   j["gpu"] = {{"available", r.gpu.available}, {"reason", r.gpu.reason}, {"devices", gpus}};
   if (r.budget.ok()) {
-    j["budget"] = {{"effective_bytes", r.budget.effective_bytes}, {"limit_bytes", r.budget.limit_bytes},
-                   {"ceiling_bytes", r.budget.ceiling_bytes},     {"ceiling_source", r.budget.ceiling_source},
-                   {"reserve_bytes", r.budget.reserve_bytes}};
+    j["budget"] = {{"effective_bytes", r.budget->effective_bytes}, {"limit_bytes", r.budget->limit_bytes},
+                   {"ceiling_bytes", r.budget->ceiling_bytes},     {"ceiling_source", r.budget->ceiling_source},
+                   {"reserve_bytes", r.budget->reserve_bytes}};
   } else {
-    j["budget"] = {{"error", r.budget.error}};
+    j["budget"] = {{"error", r.budget.error()}};
   }
   j["warnings"] = r.warnings;
   return j;
@@ -119,16 +119,16 @@ void print_text(const MemoryReport& r, std::FILE* out) {
     fmt::print(out, "  GPUs (NVML)    unavailable: {}\n", r.gpu.reason);
   }
   if (r.budget.ok()) {
-    if (r.budget.ceiling_source == "--mem-budget") {
+    if (r.budget->ceiling_source == "--mem-budget") {
       fmt::print(out, "  budget         {} (--mem-budget; the {} limit less the {} reserve would allow {})\n",
-                 format_bytes(r.budget.effective_bytes), format_bytes(r.budget.limit_bytes),
-                 format_bytes(r.budget.reserve_bytes), format_bytes(r.budget.limit_bytes - r.budget.reserve_bytes));
+                 format_bytes(r.budget->effective_bytes), format_bytes(r.budget->limit_bytes),
+                 format_bytes(r.budget->reserve_bytes), format_bytes(r.budget->limit_bytes - r.budget->reserve_bytes));
     } else {
-      fmt::print(out, "  budget         {} = {} {} - reserve {}\n", format_bytes(r.budget.effective_bytes),
-                 r.budget.ceiling_source, format_bytes(r.budget.limit_bytes), format_bytes(r.budget.reserve_bytes));
+      fmt::print(out, "  budget         {} = {} {} - reserve {}\n", format_bytes(r.budget->effective_bytes),
+                 r.budget->ceiling_source, format_bytes(r.budget->limit_bytes), format_bytes(r.budget->reserve_bytes));
     }
   } else {
-    fmt::print(out, "  budget         none: {}\n", r.budget.error);
+    fmt::print(out, "  budget         none: {}\n", r.budget.error());
   }
   if (!r.warnings.empty()) {
     fmt::print(out, "warnings:\n");
@@ -151,7 +151,7 @@ int run_doctor(const DoctorFlags& flags, std::FILE* out, std::FILE* err) {
     print_text(report, out);
   }
   if (!report.budget.ok()) {
-    fmt::print(err, "align-batch doctor: {}\n", report.budget.error);
+    fmt::print(err, "align-batch doctor: {}\n", report.budget.error());
     return kExitCannotRun;
   }
   return kExitOk;

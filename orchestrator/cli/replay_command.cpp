@@ -119,9 +119,9 @@ std::optional<std::uint64_t> percent_budget_of_run(const BudgetSpec& spec, const
   inputs.mem_total_bytes = info->mem_total_bytes;
   inputs.cgroup_limit_bytes = info->settings.cgroup_limit_bytes;
   if (info->settings.reserve_bytes) inputs.reserve = BudgetSpec{*info->settings.reserve_bytes, 0, false};
-  const Budget b = effective_budget(inputs);
-  if (!b.ok()) return std::nullopt;
-  return b.effective_bytes;
+  const auto b = effective_budget(inputs);
+  if (!b) return std::nullopt;
+  return b->effective_bytes;
 }
 
 namespace {

@@ -519,9 +519,7 @@ Result<Budget> machine_budget(BudgetInputs& inputs) {
   MachineReading reading = machine.read();
   inputs.mem_total_bytes = reading.meminfo && reading.meminfo->mem_total_bytes ? *reading.meminfo->mem_total_bytes : 0;
   if (reading.cgroup && !reading.cgroup->unlimited) inputs.cgroup_limit_bytes = reading.cgroup->limit_bytes;
-  Budget budget = effective_budget(inputs);
-  if (!budget.ok()) return Result<Budget>::failure(budget.error);
-  return budget;
+  return effective_budget(inputs);
 }
 
 /// The loop's settings from the options, the budgets and the caps.
