@@ -2,6 +2,7 @@
 // must be refused without being touched (corrupt, newer schema, foreign, unwritable).
 #include "history/history_store.h"
 
+#include "tests/testutil/raw_sqlite.h"
 #include "tests/testutil/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 using ab::HistoryStore;
+using ab::test::raw_exec;
 
 namespace {
 
@@ -42,13 +44,6 @@ std::string raw_text(const std::filesystem::path& db, const char* sql) {
   sqlite3_finalize(s);
   sqlite3_close(h);
   return v;
-}
-
-void raw_exec(const std::filesystem::path& db, const char* sql) {
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(h, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(h);
 }
 
 ab::JobRecord job(std::int64_t run, int i) {

@@ -1,6 +1,7 @@
 // HistoryStore tests on real SQLite files: schema, round trips, resume, keys, forget, settings.
 #include "history/history_store.h"
 
+#include "tests/testutil/raw_sqlite.h"
 #include "tests/testutil/temp_dir.h"
 
 #include <doctest/doctest.h>
@@ -11,22 +12,10 @@
 using ab::HistoryStore;
 using ab::JobRecord;
 using ab::JobStatus;
+using ab::test::raw_exec;
+using ab::test::raw_int;
 
 namespace {
-
-// Reads one integer with a separate raw connection: checks what is on disk, not what the store
-// believes.
-std::int64_t raw_int(const std::filesystem::path& db, const std::string& sql) {
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-  sqlite3_stmt* s = nullptr;
-  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &s, nullptr) == SQLITE_OK);
-  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
-  const auto v = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  sqlite3_close(h);
-  return v;
-}
 
 std::unique_ptr<HistoryStore> open_ok(const std::filesystem::path& p) {
   auto r = HistoryStore::open(p);
@@ -85,10 +74,7 @@ TEST_CASE("schema 4: a run's Slurm tasks, sacct's figures beside its jobs and no
     REQUIRE(store->begin_run({}).ok());
   }
   // A schema 3 file (no slurm_tasks) gains the table.
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(h, "DROP TABLE run_samples; DROP TABLE slurm_tasks; PRAGMA user_version = 3", nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(h);
+  raw_exec(db, "DROP TABLE run_samples; DROP TABLE slurm_tasks; PRAGMA user_version = 3");
   auto store = open_ok(db);
   CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   ab::SlurmTaskRecord t;
@@ -133,10 +119,7 @@ TEST_CASE("schema 5: a run's memory samples, in time order, absent figures kept 
     REQUIRE(store->begin_run({}).ok());
   }
   // A schema 4 file (no run_samples) gains the table, and its runs read back none.
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(h, "DROP TABLE run_samples; PRAGMA user_version = 4", nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(h);
+  raw_exec(db, "DROP TABLE run_samples; PRAGMA user_version = 4");
   auto store = open_ok(db);
   CHECK(raw_int(db, "PRAGMA user_version") == ab::kHistorySchemaVersion);
   REQUIRE(store->run_samples(1).ok());
@@ -180,14 +163,9 @@ TEST_CASE("a schema 2 history migrates to 3 keeping its jobs; the report's new f
   }
   // Back to schema 2 exactly as it was: the three columns migration 2 -> 3 adds removed, and
   // the tables 3 -> 4 and 4 -> 5 add.
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &h) == SQLITE_OK);
-  REQUIRE(sqlite3_exec(h,
-                       "ALTER TABLE jobs DROP COLUMN started_at_ms; ALTER TABLE jobs DROP COLUMN "
-                       "predicted_peak_bytes; ALTER TABLE jobs DROP COLUMN oom_suspected; "
-                       "DROP TABLE slurm_tasks; DROP TABLE run_samples; PRAGMA user_version = 2",
-                       nullptr, nullptr, nullptr) == SQLITE_OK);
-  sqlite3_close(h);
+  raw_exec(db, "ALTER TABLE jobs DROP COLUMN started_at_ms; ALTER TABLE jobs DROP COLUMN "
+           "predicted_peak_bytes; ALTER TABLE jobs DROP COLUMN oom_suspected; "
+           "DROP TABLE slurm_tasks; DROP TABLE run_samples; PRAGMA user_version = 2");
   REQUIRE(raw_int(db, "PRAGMA user_version") == 2);
 
   auto store = open_ok(db);

@@ -348,8 +348,7 @@ struct RunLoop::Pass : JobSink {
   // the job batches; times since the run's start as history recorded it.
   std::vector<RunSample> pending_samples;
   std::int64_t run_started_unix_ms = 0;
-  std::int64_t last_sample_ms = 0;
-  bool sampled_once = false;
+  std::optional<std::int64_t> last_sample_ms;
 };
 
 RunSummary RunLoop::run(const Corpus& corpus) {
@@ -672,8 +671,7 @@ void RunLoop::Pass::fail_file(Job& job, std::string reason) {
 void RunLoop::Pass::sampled(const MemorySample& sample, std::uint64_t in_use_bytes) {
   if (!history_ || run_id_ == 0) return;
   const std::int64_t t_ms = clock_.unix_ms() - run_started_unix_ms;
-  if (sampled_once && t_ms - last_sample_ms < kRunSampleEveryMs) return;
-  sampled_once = true;
+  if (last_sample_ms && t_ms - *last_sample_ms < kRunSampleEveryMs) return;
   last_sample_ms = t_ms;
   pending_samples.push_back({t_ms, in_use_bytes, sample.shared_bytes, sample.mem_available_bytes, sample.psi_full_avg10});
 }
