@@ -19,7 +19,7 @@ class SlurmCluster {
   /// What sacct knows of these arrays: one row per task, and per step (".batch" holds MaxRSS).
   virtual Result<std::vector<SacctRow>> query(const std::vector<std::string>& array_job_ids) = 0;
   /// Cancels these arrays (only these: the caller passes what it submitted).
-  virtual Result<bool> cancel(const std::vector<std::string>& array_job_ids) = 0;
+  virtual Result<Done> cancel(const std::vector<std::string>& array_job_ids) = 0;
   /// The nodes of `partition` (empty: the default partition), by size; never empty on success.
   virtual Result<std::vector<NodeGroup>> nodes(const std::string& partition) = 0;
 };

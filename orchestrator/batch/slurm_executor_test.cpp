@@ -80,10 +80,10 @@ class FakeCluster : public SlurmCluster {
     }
     return rows;
   }
-  Result<bool> cancel(const std::vector<std::string>& which) override {
+  Result<Done> cancel(const std::vector<std::string>& which) override {
     for (const auto& id : which) cancelled_.insert(id);
     cancel_calls.push_back(which);
-    return true;
+    return Done{};
   }
   Result<std::vector<NodeGroup>> nodes(const std::string&) override { return std::vector<NodeGroup>{{node_mem_bytes, node_cpus, 1}}; }
 

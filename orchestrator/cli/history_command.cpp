@@ -86,16 +86,11 @@ std::string opt_text(const std::optional<double>& v, const char* spec) {
   return v ? fmt::format(fmt::runtime(spec), *v) : std::string("-");
 }
 
-std::unique_ptr<HistoryStore> open_or_report(const HistoryOptions& o, int& exit_code) {
+/// The history --history (or --out's default) names; it is never created here.
+auto open_history(const HistoryOptions& o) {
   const std::filesystem::path path =
       o.history.empty() ? default_history_path(o.out) : std::filesystem::path(o.history);
-  auto store = HistoryStore::open(path, HistoryStore::Create::kNever);
-  if (!store) {
-    fmt::print(stderr, "align-batch history: {}\n", store.error());
-    exit_code = kExitCannotRun;
-    return nullptr;
-  }
-  return std::move(store.value());
+  return HistoryStore::open(path, HistoryStore::Create::kNever);
 }
 
 /// Every key's summary: its jobs, fitted lines and how well they predicted.
@@ -390,12 +385,17 @@ void add_history_command(CLI::App& app, int& exit_code) {
   for (CLI::App* sub : {runs, run, forget_cmd}) sub->fallthrough();
 
   history->final_callback([o, runs, run, forget_cmd, &exit_code] {
-    auto store = open_or_report(*o, exit_code);
-    if (!store) return;
-    if (runs->parsed()) exit_code = list_runs(*store, o->format());
-    else if (run->parsed()) exit_code = show_run(*store, o->run_id, o->format());
-    else if (forget_cmd->parsed()) exit_code = forget(*store, o->key);
-    else exit_code = list_keys(*store, o->format());
+    auto opened = open_history(*o);
+    if (!opened) {
+      fmt::print(stderr, "align-batch history: {}\n", opened.error());
+      exit_code = kExitCannotRun;
+      return;
+    }
+    HistoryStore& store = **opened;
+    if (runs->parsed()) exit_code = list_runs(store, o->format());
+    else if (run->parsed()) exit_code = show_run(store, o->run_id, o->format());
+    else if (forget_cmd->parsed()) exit_code = forget(store, o->key);
+    else exit_code = list_keys(store, o->format());
   });
 }
 

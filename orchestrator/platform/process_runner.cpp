@@ -236,19 +236,24 @@ pid_t spawn_process(SpawnRequest& req, char* stack, std::size_t stack_bytes) {
   return pid;
 }
 
+/// A status block and the name it was created under.
+struct NamedStatusBlock {
+  std::unique_ptr<StatusBlock> block;
+  std::string name;
+};
+
 /// A new status block for a worker, under an unguessable name, created exclusively: another
 /// local user could pre-create a predictable one (ab-status-PID-N) and make every job fail. A
-/// clash is retried. Null, with `error`, when it cannot be created; `name` is the name it has.
-std::unique_ptr<StatusBlock> create_status_block(std::string& name, std::string& error) {
+/// clash is retried.
+Result<NamedStatusBlock> create_status_block() {
   for (int attempt = 0;; ++attempt) {
-    name = status_block_name(::getpid());
+    std::string name = status_block_name(::getpid());
     try {
-      return StatusBlock::create(name);
+      return NamedStatusBlock{StatusBlock::create(name), name};
     } catch (const boost::interprocess::interprocess_exception& e) {
       if (e.get_error_code() == boost::interprocess::already_exists_error && attempt < 16) continue;
-      error = "cannot create the worker's status block /dev/shm/" + name + " (" + e.what() +
-              "); check that /dev/shm is writable and not full";
-      return nullptr;
+      return Result<NamedStatusBlock>::failure("cannot create the worker's status block /dev/shm/" + name + " (" +
+                                               e.what() + "); check that /dev/shm is writable and not full");
     }
   }
 }
@@ -416,7 +421,7 @@ ProcessRunner::~ProcessRunner() {
   close_fd(null_fd_);
 }
 
-int ProcessRunner::take_log_slot(std::string& error) {
+Result<int> ProcessRunner::take_log_slot() {
   for (std::size_t i = 0; i < log_slots_.size(); ++i)
     if (!log_slots_[i].busy) {
       log_slots_[i].busy = true;
@@ -426,10 +431,9 @@ int ProcessRunner::take_log_slot(std::string& error) {
   slot.path = config_.log_dir / ("slot-" + std::to_string(log_slots_.size() + 1) + ".log");
   // Appended to, never truncated: each run's commands add their output to what is there.
   slot.fd = ::open(slot.path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (slot.fd < 0) {
-    error = "cannot open the log " + slot.path.string() + ": " + std::strerror(errno) + "; check --out";
-    return -1;
-  }
+  if (slot.fd < 0)
+    return Result<int>::failure("cannot open the log " + slot.path.string() + ": " + std::strerror(errno) +
+                                "; check --out");
   struct stat st {};
   if (::fstat(slot.fd, &st) == 0) slot.size_bytes = static_cast<std::uint64_t>(st.st_size);
   slot.busy = true;
@@ -473,49 +477,46 @@ void ProcessRunner::note_setup_error(const std::string& error) {
   if (setup_error_.empty()) setup_error_ = error;
 }
 
-std::shared_ptr<ProcessRunner::Proc> ProcessRunner::spawn(const std::vector<std::string>& argv_in, bool persistent,
-                                                          int log_fd, const fs::path& log, std::string& error) {
+Result<std::shared_ptr<ProcessRunner::Proc>> ProcessRunner::spawn(const std::vector<std::string>& argv_in,
+                                                                  bool persistent, int log_fd, const fs::path& log) {
+  using R = Result<std::shared_ptr<Proc>>;
   std::vector<std::string> argv = argv_in;
   std::unique_ptr<StatusBlock> status;
   if (persistent && config_.status_blocks) {
-    std::string name;
-    status = create_status_block(name, error);
-    if (!status) {
-      note_setup_error(error);
-      return nullptr;
-    }
-    argv.insert(argv.end(), {"--status-shm", name});
+    auto created = create_status_block();
+    if (!created) return setup_failure<std::shared_ptr<Proc>>(created.error());
+    status = std::move(created->block);
+    argv.insert(argv.end(), {"--status-shm", created->name});
   }
   if (persistent && !config_.shared_weights.empty())
     argv.insert(argv.end(), {"--shared-weights", config_.shared_weights.string()});
   const std::string program = resolve_program(argv.empty() ? std::string() : argv[0]);
-  if (program.empty()) {
-    error = "command '" + (argv.empty() ? std::string() : argv[0]) +
-            "' not found or not executable; check the program after '--' (or --model's worker) and $PATH";
-    note_setup_error(error);
-    return nullptr;
-  }
+  if (program.empty())
+    return setup_failure<std::shared_ptr<Proc>>(
+        "command '" + (argv.empty() ? std::string() : argv[0]) +
+        "' not found or not executable; check the program after '--' (or --model's worker) and $PATH");
   auto p = std::make_shared<Proc>();
   p->persistent = persistent;
   p->status = std::move(status);
   p->heartbeat_moved_ms = monotonic_ms();
   p->log = log;
-  if (!start_child(*p, program, argv, log_fd, error)) return nullptr;
+  if (auto started = start_child(*p, program, argv, log_fd); !started) return R::failure(started.error());
   ++stats_.workers_started;
   procs_.push_back(p);
   return p;
 }
 
-bool ProcessRunner::start_child(Proc& p, const std::string& program, const std::vector<std::string>& argv, int log_fd,
-                                std::string& error) {
+Result<Done> ProcessRunner::start_child(Proc& p, const std::string& program, const std::vector<std::string>& argv,
+                                        int log_fd) {
+  using R = Result<Done>;
   if (null_fd_ < 0) null_fd_ = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   const int null_fd = null_fd_;
   if (log_fd < 0) log_fd = null_fd;
   WorkerPipes pipes;
   if (p.persistent && !pipes.open()) {
-    error = std::string("cannot create pipes: ") + std::strerror(errno) + "; too many open files?";
+    const std::string error = std::string("cannot create pipes: ") + std::strerror(errno) + "; too many open files?";
     pipes.close_all();
-    return false;
+    return R::failure(error);
   }
   // Everything the child needs is prepared before the clone: between it and exec only
   // async-signal-safe calls, and no writes to our memory but req.child_errno.
@@ -527,9 +528,10 @@ bool ProcessRunner::start_child(Proc& p, const std::string& program, const std::
   const std::uint64_t parent_rss_bytes = own_rss_bytes();
   const pid_t pid = spawn_process(req, spawn_stack_.get(), kSpawnStackBytes);
   if (pid < 0) {
-    error = std::string("cannot start a process: ") + std::strerror(errno) + "; the machine is out of processes or memory";
+    const std::string error =
+        std::string("cannot start a process: ") + std::strerror(errno) + "; the machine is out of processes or memory";
     pipes.close_all();
-    return false;
+    return R::failure(error);
   }
   ::setpgid(pid, pid);  // also here, so the group exists before we ever signal it
   if (p.persistent) pipes.close_child_ends();
@@ -538,11 +540,9 @@ bool ProcessRunner::start_child(Proc& p, const std::string& program, const std::
     close_fd(req.pidfd);
     reap_exited(pid);
     if (p.persistent) pipes.close_parent_ends();
-    error = "cannot run '" + program + "': " + std::strerror(req.child_errno) +
-            "; check the program (its #! interpreter too) and its permissions";
     // Every file would fail the same way: the run's fault, not the file's.
-    note_setup_error(error);
-    return false;
+    return setup_failure<Done>("cannot run '" + program + "': " + std::strerror(req.child_errno) +
+                               "; check the program (its #! interpreter too) and its permissions");
   }
   p.pid = pid;
   p.pidfd = req.pidfd;
@@ -552,22 +552,23 @@ bool ProcessRunner::start_child(Proc& p, const std::string& program, const std::
     p.stdout_fd = pipes.out[0];
     ::fcntl(p.stdout_fd, F_SETFL, ::fcntl(p.stdout_fd, F_GETFL) | O_NONBLOCK);
   }
-  return true;
+  return Done{};
 }
 
 Result<Done> ProcessRunner::start(const RunnerJob& job) {
   using R = Result<Done>;
   if (!broken_.empty()) return R::failure(broken_);
-  std::string error;
   if (config_.worker_argv.empty()) {
-    const int slot = take_log_slot(error);
-    if (slot < 0) return R::failure(error);
+    const auto slot_taken = take_log_slot();
+    if (!slot_taken) return R::failure(slot_taken.error());
+    const int slot = *slot_taken;
     LogSlot& log = log_slots_[static_cast<std::size_t>(slot)];
-    auto p = spawn(job.argv, false, log.fd, log.path, error);
-    if (!p) {
+    auto spawned = spawn(job.argv, false, log.fd, log.path);
+    if (!spawned) {
       log.busy = false;
-      return R::failure(error);
+      return R::failure(spawned.error());
     }
+    std::shared_ptr<Proc> p = std::move(*spawned);
     p->log_slot = slot;
     p->log_begin_bytes = log.size_bytes;
     p->busy = true;
@@ -585,9 +586,10 @@ Result<Done> ProcessRunner::start(const RunnerJob& job) {
   if (!worker) {
     const fs::path log = config_.log_dir / ("worker-" + std::to_string(++next_worker_) + ".log");
     const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    worker = spawn(config_.worker_argv, true, log_fd, log, error);
+    auto spawned = spawn(config_.worker_argv, true, log_fd, log);
     if (log_fd >= 0) ::close(log_fd);
-    if (!worker) return R::failure(error);
+    if (!spawned) return R::failure(spawned.error());
+    worker = std::move(*spawned);
   }
   std::string line = job.request_json + "\n";
   const char* data = line.data();
@@ -596,8 +598,8 @@ Result<Done> ProcessRunner::start(const RunnerJob& job) {
     ssize_t n = ::write(worker->stdin_fd, data, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      error = "worker " + std::to_string(worker->pid) + " did not accept the job (" + std::strerror(errno) +
-              "); see its log " + worker->log.string();
+      const std::string error = "worker " + std::to_string(worker->pid) + " did not accept the job (" +
+                                std::strerror(errno) + "); see its log " + worker->log.string();
       worker->exiting = true;
       close_fd(worker->stdin_fd);
       ::kill(-worker->pid, SIGKILL);

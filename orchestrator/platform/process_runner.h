@@ -84,14 +84,20 @@ class ProcessRunner : public WorkerRunner {
     bool busy = false;
   };
   /// `log_fd` (stdout and stderr of a command, stderr of a worker; -1: /dev/null) stays the caller's.
-  std::shared_ptr<Proc> spawn(const std::vector<std::string>& argv, bool persistent, int log_fd,
-                              const std::filesystem::path& log, std::string& error);
-  /// Clones and execs `program` for `p` (its pipes too, for a persistent worker); false with `error`.
-  bool start_child(Proc& p, const std::string& program, const std::vector<std::string>& argv, int log_fd,
-                   std::string& error);
+  Result<std::shared_ptr<Proc>> spawn(const std::vector<std::string>& argv, bool persistent, int log_fd,
+                                      const std::filesystem::path& log);
+  /// Clones and execs `program` for `p` (its pipes too, for a persistent worker).
+  Result<Done> start_child(Proc& p, const std::string& program, const std::vector<std::string>& argv, int log_fd);
   /// Keeps `error` as the run's setup error unless there is one already (the first wins).
   void note_setup_error(const std::string& error);
-  int take_log_slot(std::string& error);
+  /// `error` as a failure that is also the run's setup error (note_setup_error).
+  template <class T>
+  Result<T> setup_failure(std::string error) {
+    note_setup_error(error);
+    return Result<T>::failure(std::move(error));
+  }
+  /// A free command log slot (its index in log_slots_), opening a new one when all are busy.
+  Result<int> take_log_slot();
   /// Ends a reaped command's part of its slot log; returns its tail for a failed command's error.
   std::string end_command_log(Proc& p, bool ok, const std::string& how);
   void read_output(Proc& p, std::vector<JobEnd>& ended);

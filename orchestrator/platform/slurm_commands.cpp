@@ -111,13 +111,13 @@ Result<std::vector<SacctRow>> SlurmCommands::query(const std::vector<std::string
   return merge_controller_states(parse_sacct(r.out), q.exit_code == 0 ? parse_squeue(q.out) : std::vector<SacctRow>{});
 }
 
-Result<bool> SlurmCommands::cancel(const std::vector<std::string>& ids) {
-  if (ids.empty()) return true;
+Result<Done> SlurmCommands::cancel(const std::vector<std::string>& ids) {
+  if (ids.empty()) return Done{};
   std::vector<std::string> argv = {"scancel"};
   argv.insert(argv.end(), ids.begin(), ids.end());
   const CommandOutput r = run_and_capture(argv);
-  if (r.exit_code != 0) return Result<bool>::failure(tool_error(argv, r));
-  return true;
+  if (r.exit_code != 0) return Result<Done>::failure(tool_error(argv, r));
+  return Done{};
 }
 
 Result<std::vector<NodeGroup>> SlurmCommands::nodes(const std::string& partition) {

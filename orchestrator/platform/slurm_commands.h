@@ -15,7 +15,7 @@ class SlurmCommands : public SlurmCluster {
  public:
   Result<std::string> submit(const SbatchArray& array) override;
   Result<std::vector<SacctRow>> query(const std::vector<std::string>& array_job_ids) override;
-  Result<bool> cancel(const std::vector<std::string>& array_job_ids) override;
+  Result<Done> cancel(const std::vector<std::string>& array_job_ids) override;
   Result<std::vector<NodeGroup>> nodes(const std::string& partition) override;
 };
 
