@@ -17,4 +17,8 @@ struct RunSample {
   std::optional<double> psi_full_avg10;              ///< percent, where the kernel has PSI
 };
 
+/// A run records one RunSample a second at most: a 1M-file run of 12 minutes writes 720 rows,
+/// and replay's view of the neighbours is a second old at most.
+constexpr std::int64_t kRunSampleEveryMs = 1000;
+
 }  // namespace ab

@@ -190,7 +190,10 @@ class ReplayMachine final : public WorkerRunner, public MemoryProbe, public Cloc
     while (machine_at_ + 1 < machine_.size() && machine_[machine_at_ + 1].t_ms <= sample.now_ms) ++machine_at_;
     const RunSample& then = machine_[machine_at_];  // before the first: the first (the weights are known then)
     sample.shared_bytes = then.shared_bytes;
-    sample.psi_full_avg10 = then.psi_full_avg10;
+    // Past the recording (a --scale or slower replay runs longer than the run did), the weights
+    // and the other programs' memory hold, but not the pressure: the run's own jobs made it.
+    const bool past_end = machine_at_ + 1 == machine_.size() && sample.now_ms > then.t_ms + kRunSampleEveryMs;
+    sample.psi_full_avg10 = past_end ? std::nullopt : then.psi_full_avg10;
     if (then.mem_available_bytes) {
       std::uint64_t ours = sample.shared_bytes;
       for (const auto& j : sample.jobs) ours += j.pss_bytes;

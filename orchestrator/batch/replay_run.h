@@ -39,7 +39,8 @@ struct ReplaySettings {
   /// run_samples). At each moment the replay charges the recorded shared weights, sees the
   /// recorded pressure (PSI), and sees as available what was available then, give or take what
   /// its own jobs hold more or less than the real ones did: the other programs' memory is the
-  /// recorded one. Past the last reading it holds. Empty: no weights, nothing else on the
+  /// recorded one. Past the last reading (a replay that runs longer than the run did) the weights
+  /// and the others' memory hold, and there is no pressure. Empty: no weights, nothing else on the
   /// machine, no pressure (a synthetic workload, or a key's jobs of many runs).
   std::vector<RunSample> machine;
 };

@@ -312,6 +312,23 @@ TEST_CASE("replay of a run's machine: memory pressure above the limit kills, as 
   CHECK(replay(rec, pick_all(2), s).stats.guard_kills >= 1);
 }
 
+TEST_CASE("replay of a run's machine: past the recording the weights and others' memory hold, the pressure does not") {
+  // The recording ends at 3 s under pressure above the limit, and with 3 GiB of shared weights;
+  // the replayed jobs run 10 s. Inside the recording the pressure kills; past it, it must not.
+  std::vector<RecordedJob> rec(4, flat_job(3 * kGiB, 10.0));
+  ReplaySettings s = settings_with(10 * kGiB);
+  s.machine = machine_samples(3, 9 * kGiB, 10 * kGiB, /*shared=*/3 * kGiB);
+  const ReplayResult calm = replay(rec, pick_all(4), s);
+  CHECK(calm.stats.guard_kills == 0);
+  CHECK(calm.stats.peak_running == 2);  // the weights still count after the recording ends
+  CHECK(calm.peak_total_bytes == 9 * kGiB);
+  s.machine.back().psi_full_avg10 = s.scheduler.psi_full_avg10_limit + 5;
+  const ReplayResult pressed = replay(rec, pick_all(4), s);
+  CHECK(pressed.stats.guard_kills >= 1);  // at 3 s, within the recording
+  CHECK(pressed.ok == 4);
+  CHECK(pressed.stats.guard_kills <= 2);  // and not again for the rest of the replay
+}
+
 TEST_CASE("replay of a run's machine: shared weights are charged once, so fewer jobs fit beside them") {
   // 3 GiB jobs under a 10 GiB budget: three at once; beside 3 GiB of shared weights, two.
   std::vector<RecordedJob> rec(6, flat_job(3 * kGiB, 10.0));

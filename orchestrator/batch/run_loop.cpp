@@ -36,10 +36,6 @@ namespace {
 // what a run killed by SIGKILL may lose of its record (those files run again next time).
 constexpr std::size_t kHistoryBatchJobs = 1000;
 constexpr std::int64_t kHistoryBatchMs = 50;
-/// History keeps one memory reading a second of the machine around the jobs (run_samples): a
-/// 1M-file run of 12 minutes writes 720 rows, and replay's view of the neighbours is a second
-/// old at most.
-constexpr std::int64_t kRunSampleEveryMs = 1000;
 
 }  // namespace
 
