@@ -298,6 +298,31 @@ TEST_CASE("set_predictions in bulk decides exactly as one set_prediction per job
   CHECK(starts(a).size() > 5);
   CHECK(starts(b) == starts(a));
   CHECK(one.committed_bytes() == bulk.committed_bytes());
+
+  // Refits of jobs already predicted: a law that keeps the queue's order (all x1.5: the bulk
+  // path merges) and one that reverses it (the bulk path sorts). The next starts agree.
+  std::vector<JobId> running = starts(a);
+  std::int64_t now = 10;
+  for (int law = 0; law < 2; ++law) {
+    updates.clear();
+    for (JobId id = 1; id <= 300; ++id) {
+      const std::uint64_t peak = (id * 53 % 30 + 1) * kGiB / 10;
+      if (id != 150) updates.emplace_back(id, law == 0 ? peak * 3 / 2 : 3 * kGiB + kGiB / 10 - peak);
+    }
+    for (const auto& [id, bytes] : updates) one.set_prediction(id, bytes);
+    bulk.set_predictions(updates);
+    CHECK(one.queued() == bulk.queued());
+    now += 10;
+    for (JobId id : running) {
+      one.on_job_ended(id, ok(kGiB), now);
+      bulk.on_job_ended(id, ok(kGiB), now);
+    }
+    auto next_one = one.poll(now), next_bulk = bulk.poll(now);
+    CHECK(starts(next_one).size() > 3);
+    CHECK(starts(next_bulk) == starts(next_one));
+    CHECK(one.committed_bytes() == bulk.committed_bytes());
+    running = starts(next_one);
+  }
 }
 
 TEST_CASE("max_workers caps concurrency even when memory would allow more") {
