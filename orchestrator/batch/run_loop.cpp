@@ -257,6 +257,13 @@ void RunLoop::release_staging(Job& job, bool known_empty) {
       std::error_code rec;
       fs::remove_all(entry.path(), rec);
     }
+  if (ec) {
+    // No longer a directory it can list (its command replaced or removed it): back in the pool,
+    // every later job given it would fail. A new one is made when one is needed.
+    fs::remove_all(staging, ec);
+    staging.clear();
+    return;
+  }
   free_staging_.push_back(std::move(staging));
   staging.clear();
 }

@@ -1,12 +1,17 @@
 // Level-3 tests: the run loop with real processes (ProcessRunner) and real /proc readings
-// (ProcMemoryProbe behind a counting decorator), a real corpus directory and a real SQLite history.
+// (ProcMemoryProbe, in one test behind a counting decorator), a real corpus directory and a real SQLite history.
 #include <doctest/doctest.h>
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <set>
 
 #include "history/history_store.h"
+#include "orchestrator/batch/exit_code.h"
 #include "tests/testutil/recording_progress.h"
 #include "orchestrator/platform/proc_memory_probe.h"
 #include "orchestrator/platform/process_runner.h"
@@ -54,6 +59,53 @@ class CountingRunner : public ProcessRunner {
     return started;
   }
   int starts = 0;
+};
+
+constexpr std::uint64_t kGiB = 1ull << 30;
+
+/// An external command's run as align-batch sets one up: a corpus directory, --out, a real
+/// SQLite history beside them, and the real runner's logs under --out.
+struct CommandRun {
+  test::TempDir dir;
+  RunLoopConfig config;
+  std::unique_ptr<HistoryStore> history;
+  ProcessRunnerConfig runner_config;
+
+  CommandRun(const std::vector<std::string>& command, std::string job_key) {
+    config.out_dir = dir.path() / "out";
+    config.job_key = std::move(job_key);
+    config.command = CommandTemplate::parse(command).value();
+    auto opened = HistoryStore::open(dir.path() / "history.sqlite");
+    REQUIRE(opened.ok());
+    history = std::move(opened.value());
+    runner_config.log_dir = config.out_dir / ".align-batch" / "logs";
+    fs::create_directories(runner_config.log_dir);
+  }
+  Corpus corpus() const { return scan_corpus({(dir.path() / "corpus").string()}, config.out_dir); }
+  /// The regular files under --out, by their path under it, but for the runner's logs.
+  std::set<std::string> outputs() const {
+    std::set<std::string> found;
+    for (auto it = fs::recursive_directory_iterator(config.out_dir); it != fs::recursive_directory_iterator(); ++it) {
+      if (it->path() == runner_config.log_dir) it.disable_recursion_pending();
+      else if (it->is_regular_file()) found.insert(fs::relative(it->path(), config.out_dir).string());
+    }
+    return found;
+  }
+
+  struct Ran {
+    RunSummary summary;
+    RunLoopStats stats;
+    std::int64_t run_id = 0;
+  };
+  /// The corpus run by the real runner, with the readings of `probe`; as in align-batch, a child's
+  /// exit (SIGCHLD) wakes the loop's wait at once.
+  Ran run(MemoryProbe& probe, test::RecordingProgress& progress) const {
+    ProcessRunner runner(runner_config);
+    SignalWatcher signals;
+    RunLoop loop(config, runner, probe, history.get(), progress, &SignalWatcher::interrupts);
+    RunSummary summary = loop.run(corpus());
+    return {std::move(summary), loop.stats(), loop.run_id()};
+  }
 };
 
 }  // namespace
@@ -118,4 +170,125 @@ TEST_CASE("40 short jobs: memory is read once per tick, not once per job end; ad
   // jobs fit in a 200 ms tick).
   CHECK(runner.starts == kJobs);
   CHECK(probe.most_starts_between_reads > static_cast<int>(config.driver.scheduler.max_workers));
+}
+
+TEST_CASE("a command that leaves its staging directory unlistable: its file fails with the reason, is not done, and "
+          "leaves nothing under --out; the files after it are unharmed") {
+  // Every job copies its input to {out}.copy. bad.wav's then replaces its staging directory (the
+  // directory of {out}) with a regular file, so listing it for the outputs fails with ENOTDIR.
+  CommandRun w({"/bin/sh", "-c",
+                "cp \"$0\" \"$1.copy\" && case \"$0\" in */bad.wav) d=$(dirname \"$1\"); rm -rf \"$d\"; "
+                "printf x > \"$d\";; esac",
+                "{in}", "{out}"},
+               "cmd:copy-or-wreck-staging");
+  // The largest file starts first (no history: slow start, largest first), and with one worker the
+  // good files' jobs take the staging directory bad.wav's job had.
+  w.dir.write("corpus/bad.wav", std::string(300, 'x'));
+  w.dir.write("corpus/good1.wav", std::string(200, 'x'));
+  w.dir.write("corpus/good2.wav", std::string(100, 'x'));
+  w.config.driver.scheduler.budget_bytes = 4 * kGiB;
+  w.config.driver.scheduler.max_workers = 1;
+  ProcMemoryProbe probe;
+  test::RecordingProgress progress;
+  const CommandRun::Ran ran = w.run(probe, progress);
+  const RunSummary& s = ran.summary;
+
+  REQUIRE(progress.starts.size() == 3);
+  CHECK(progress.starts[0].name == "bad.wav");
+  CHECK(s.exit_code() == kExitFilesFailed);
+  CHECK(s.done == 2);
+  CHECK(s.retried == 0);
+  REQUIRE(s.failed.size() == 1);
+  CHECK(fs::path(s.failed[0].path).filename() == "bad.wav");
+  const std::string staging =
+      (w.config.out_dir / ".align-batch" / "staging" / std::to_string(::getpid()) / "s1").string();
+  const std::string reason =
+      "cannot list the command's outputs in " + staging + ": " + std::strerror(ENOTDIR);
+  CHECK(s.failed[0].reason == reason);
+
+  auto rows = w.history->jobs_for_run(ran.run_id);
+  REQUIRE(rows.ok());
+  REQUIRE(rows.value().size() == 3);
+  for (const auto& row : rows.value()) {
+    CAPTURE(row.input_path);
+    if (fs::path(row.input_path).filename() == "bad.wav") {
+      CHECK(row.status == JobStatus::kFailed);
+      CHECK(row.error == reason);
+    } else {
+      CHECK(row.status == JobStatus::kOk);
+    }
+  }
+  // bad.wav's copy went with its staging directory; the run's staging is gone.
+  CHECK(w.outputs() == std::set<std::string>{"good1.copy", "good2.copy"});
+  CHECK_FALSE(fs::exists(w.config.out_dir / ".align-batch" / "staging" / std::to_string(::getpid())));
+}
+
+namespace {
+
+/// Three 100-byte files, whose key's history says each needs 2 GiB at peak, run by a command that
+/// holds a few MiB for 50 ms in a 7 GiB budget, with the memory readings of `probe`.
+struct ThreeJobsIn7GiB {
+  CommandRun w{{"/bin/sh", "-c", "sleep 0.05", "{in}"}, "cmd:sleep"};
+  RunSummary summary;
+  std::uint32_t peak_running = 0;
+  std::vector<RunSample> samples;
+
+  explicit ThreeJobsIn7GiB(MemoryProbe& probe) {
+    seed_history();
+    for (const char* name : {"a.wav", "b.wav", "c.wav"}) w.dir.write(std::string("corpus/") + name, std::string(100, 'x'));
+    w.config.driver.scheduler.budget_bytes = 7 * kGiB;
+    // The machine's own pressure is not under test: only a plan that no longer fits stops a job.
+    w.config.driver.scheduler.psi_full_avg10_limit = 100;
+    test::RecordingProgress progress;
+    CommandRun::Ran ran = w.run(probe, progress);
+    summary = std::move(ran.summary);
+    peak_running = ran.stats.peak_running;
+    REQUIRE(progress.starts.size() == 3);
+    for (const auto& start : progress.starts) CHECK(start.estimate_bytes == 2 * kGiB);  // history's prediction
+    auto recorded = w.history->run_samples(ran.run_id);
+    REQUIRE(recorded.ok());
+    samples = recorded.value();
+  }
+
+  void seed_history() {
+    auto run_id = w.history->begin_run(RunInfo{});
+    REQUIRE(run_id.ok());
+    for (int i = 0; i < 5; ++i) {
+      JobRecord rec;
+      rec.run_id = run_id.value();
+      rec.input_path = "/old/" + std::to_string(i) + ".wav";
+      rec.input_size_bytes = 100;
+      rec.input_mtime_ns = 1;
+      rec.job_key = w.config.job_key;
+      rec.task = "command";
+      rec.peak_pss_bytes = rec.peak_rss_bytes = 2 * kGiB;
+      REQUIRE(w.history->record_job(rec).ok());
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the shared weights of the reading before any job count in the first admissions: two 2 GiB jobs start "
+          "beside 2 GiB of weights in a 7 GiB budget, where three fit without them") {
+  SUBCASE("with shared weights: 2 + 2 x 2 GiB fit, a third would not") {
+    test::TempDir shm;
+    const fs::path weights = shm.write("weights", "");  // as the run makes it, before a worker fills it
+    ProcMemoryProbe probe("/proc", weights, 2 * kGiB);   // the model file's size holds the room
+    ThreeJobsIn7GiB run(probe);
+    CHECK(run.peak_running == 2);
+    CHECK(run.summary.guard_killed == 0);
+    CHECK(run.summary.retried == 0);
+    CHECK(run.summary.done == 3);
+    // The first reading, recorded for replay, carried the weights.
+    REQUIRE_FALSE(run.samples.empty());
+    CHECK(run.samples.front().shared_bytes == 2 * kGiB);
+  }
+  SUBCASE("without: all three start at once") {
+    ProcMemoryProbe probe;
+    ThreeJobsIn7GiB run(probe);
+    CHECK(run.peak_running == 3);
+    CHECK(run.summary.guard_killed == 0);
+    CHECK(run.summary.done == 3);
+  }
 }
