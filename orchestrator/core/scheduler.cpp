@@ -188,32 +188,20 @@ void Scheduler::set_predictions(const std::vector<std::pair<JobId, std::uint64_t
     }
     found->spec.predicted_peak_bytes = bytes;
   }
-  // The keys in the old queues' order: a new law keeps most of it (estimates grow with size), so
-  // the predicted keys come out as two sorted runs to merge, not a million to sort (25 refits
-  // of a million-job replay sorted for 1.3 of its 7 s).
   std::vector<PredictedKey> predicted;
   std::vector<ColdKey> cold;
-  predicted.reserve(queued());
-  for (const auto& k : predicted_queue_) {
-    const Job& job = jobs_[std::get<2>(k)];
-    predicted.emplace_back(estimate_of(job), job.spec.size_bytes, job.spec.id);
-  }
-  const auto were_predicted = static_cast<std::ptrdiff_t>(predicted.size());
-  for (const auto& k : cold_queue_) {
-    const Job& job = jobs_[k.second];
+  predicted.reserve(predicted_queue_.size() + cold_queue_.size());
+  for (JobId id = 0; id < jobs_.size(); ++id) {
+    const Job& job = jobs_[id];
+    if (job.where != Where::kQueued) continue;
     if (has_estimate(job.spec, job.floor_bytes)) {
-      predicted.emplace_back(estimate_of(job), job.spec.size_bytes, job.spec.id);
+      predicted.emplace_back(estimate_of(job), job.spec.size_bytes, id);
     } else {
-      cold.push_back(k);  // its key did not change: still in order
+      cold.emplace_back(job.spec.size_bytes, id);
     }
   }
-  const auto middle = predicted.begin() + were_predicted;
-  if (std::is_sorted(predicted.begin(), middle, PredictedOrder{}) &&
-      std::is_sorted(middle, predicted.end(), PredictedOrder{})) {
-    std::inplace_merge(predicted.begin(), middle, predicted.end(), PredictedOrder{});
-  } else {
-    std::sort(predicted.begin(), predicted.end(), PredictedOrder{});
-  }
+  std::sort(predicted.begin(), predicted.end(), PredictedOrder{});
+  std::sort(cold.begin(), cold.end(), ColdOrder{});
   // Reuse the old queue's nodes (C++17 node handles): no allocation per job.
   std::set<PredictedKey, PredictedOrder> rebuilt;
   for (const auto& k : predicted) {
