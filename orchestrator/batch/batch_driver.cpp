@@ -16,6 +16,14 @@ namespace {
 // Points kept per running job before it is thinned (bounded memory for hour-long jobs).
 constexpr std::size_t kTimelineThinAt = 4096;
 
+// The outcome of a job that failed for good before it could start.
+JobOutcome unstarted(const std::string& error) {
+  JobOutcome o;
+  o.kind = JobOutcome::Kind::kFailed;
+  o.error = error;
+  return o;
+}
+
 }  // namespace
 
 BatchDriver::BatchDriver(DriverConfig config, WorkerRunner& runner, MemoryProbe& probe, Clock& clock, JobSink& sink,
@@ -139,7 +147,7 @@ void BatchDriver::confirm_kill(DriverJob& job, const Decision& d) {
 void BatchDriver::start(DriverJob& job, std::int64_t now_ms, bool& started) {
   Result<RunnerJob> prepared = sink_.prepare(job);
   if (!prepared) {
-    scheduler_.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, prepared.error()}, now_ms);
+    scheduler_.on_job_ended(job.id, unstarted(prepared.error()), now_ms);
     job.finished = true;
     sink_.failed(job, prepared.error(), false);
     job.current.reset();
@@ -151,7 +159,7 @@ void BatchDriver::start(DriverJob& job, std::int64_t now_ms, bool& started) {
   job.current->started_ms = now_ms;
   if (Result<Done> ran = runner_.start(prepared.value()); !ran) {
     if (check_setup()) return;
-    scheduler_.on_job_ended(job.id, {JobOutcome::Kind::kFailed, 0, 0, false, ran.error()}, now_ms);
+    scheduler_.on_job_ended(job.id, unstarted(ran.error()), now_ms);
     job.finished = true;
     sink_.failed(job, ran.error(), true);
     job.current.reset();

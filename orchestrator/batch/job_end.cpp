@@ -4,9 +4,18 @@
 
 #include <algorithm>
 
-#include "common/bytes.h"
-
 namespace ab {
+namespace {
+
+// A job the loop stopped for overrunning an allowance of `limit_ms`.
+Reason overran(Reason::Kind kind, std::int64_t limit_ms) {
+  Reason r;
+  r.kind = kind;
+  r.limit_s = static_cast<double>(limit_ms) / 1000.0;
+  return r;
+}
+
+}  // namespace
 
 JobOutcome classify_end(const JobEnd& end, const AttemptFacts& facts) {
   JobOutcome outcome;
@@ -18,13 +27,11 @@ JobOutcome classify_end(const JobEnd& end, const AttemptFacts& facts) {
     outcome.kind = JobOutcome::Kind::kFailed;
   } else if (facts.timed_out) {
     outcome.kind = JobOutcome::Kind::kFailed;
-    outcome.error = "ran longer than --timeout (" + fixed(static_cast<double>(facts.timeout_ms) / 1000.0, 0) +
-                    " s) and was stopped; raise --timeout or check the file";
+    outcome.reason = overran(Reason::Kind::kTimedOut, facts.timeout_ms);
   } else if (facts.hung) {
     // Not the file's fault as far as we know, but not the memory guard's either: a crash.
     outcome.kind = JobOutcome::Kind::kDied;
-    outcome.error = "its worker stopped responding (no heartbeat for " +
-                    fixed(static_cast<double>(facts.hang_ms) / 1000.0, 0) + " s) and was killed";
+    outcome.reason = overran(Reason::Kind::kHung, facts.hang_ms);
   } else if (facts.guard_kill && end.killed_by_us) {
     outcome.kind = JobOutcome::Kind::kGuardKilled;
   } else if (end.term_signal != 0 || facts.oom_rose) {
@@ -32,8 +39,10 @@ JobOutcome classify_end(const JobEnd& end, const AttemptFacts& facts) {
     // OOM only with evidence: the cgroup's (or the machine's) oom_kill counter rose during the
     // job. A bare SIGKILL may be a user's `kill -9`; calling it OOM would raise its estimate.
     outcome.oom_suspected = facts.oom_rose;
-    if (end.term_signal == SIGKILL && !end.killed_by_us && !facts.oom_rose)
-      outcome.error += " (not by align-batch, and no out-of-memory kill was recorded: someone or something else sent it)";
+    if (end.term_signal == SIGKILL && !end.killed_by_us && !facts.oom_rose) {
+      outcome.reason.kind = Reason::Kind::kKilledByOther;
+      outcome.reason.last_error = end.error;
+    }
     if (outcome.oom_suspected && facts.cgroup_limit_bytes) {
       // The kernel stopped it, so it needed at least what the cgroup left it: the limit minus
       // everything else in use. A burst faster than sampling shows no peak of its own, and

@@ -39,20 +39,22 @@ TEST_CASE("classify_end: ok, the job's own failure and a failing command end the
   CHECK(classify_end(exit1, {}).kind == JobOutcome::Kind::kFailed);
 }
 
-TEST_CASE("classify_end: a timeout fails the file naming --timeout; a hung worker is a crash to retry") {
+TEST_CASE("classify_end: a timeout fails the file with its allowance; a hung worker is a crash to retry") {
   AttemptFacts f;
   f.timed_out = true;
   f.timeout_ms = 90'000;
   const JobOutcome t = classify_end(killed(SIGTERM, true), f);
   CHECK(t.kind == JobOutcome::Kind::kFailed);
-  CHECK(t.error == "ran longer than --timeout (90 s) and was stopped; raise --timeout or check the file");
+  CHECK(t.reason.kind == Reason::Kind::kTimedOut);
+  CHECK(t.reason.limit_s == doctest::Approx(90.0));
   AttemptFacts h;
   h.hung = true;
   h.hang_ms = 30'000;
   const JobOutcome d = classify_end(killed(SIGKILL, true), h);
   CHECK(d.kind == JobOutcome::Kind::kDied);
   CHECK_FALSE(d.oom_suspected);
-  CHECK(d.error == "its worker stopped responding (no heartbeat for 30 s) and was killed");
+  CHECK(d.reason.kind == Reason::Kind::kHung);
+  CHECK(d.reason.limit_s == doctest::Approx(30.0));
 }
 
 TEST_CASE("classify_end: a guard kill is the guard's only when we sent it") {
@@ -70,7 +72,8 @@ TEST_CASE("classify_end: a SIGKILL we did not send is OOM only with the counter'
   const JobOutcome bare = classify_end(killed(SIGKILL, false), {});
   CHECK(bare.kind == JobOutcome::Kind::kDied);
   CHECK_FALSE(bare.oom_suspected);
-  CHECK(bare.error.find("not by align-batch, and no out-of-memory kill was recorded") != std::string::npos);
+  CHECK(bare.reason.kind == Reason::Kind::kKilledByOther);
+  CHECK(bare.reason.last_error == "worker killed by signal 9");
 
   AttemptFacts oom;
   oom.oom_rose = true;
@@ -82,6 +85,7 @@ TEST_CASE("classify_end: a SIGKILL we did not send is OOM only with the counter'
   CHECK(o.kind == JobOutcome::Kind::kDied);
   CHECK(o.oom_suspected);
   CHECK(o.error == "worker killed by signal 9");
+  CHECK(o.reason.kind == Reason::Kind::kNone);
   // It needed at least what the cgroup left it.
   CHECK(o.peak_pss_bytes == 700 * kMiB);
 }

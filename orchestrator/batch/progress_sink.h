@@ -126,7 +126,8 @@ class ProgressSink {
                          bool band_limited = false) = 0;
   /// A plain message (warnings, interrupt notices).
   virtual void message(const std::string& text) = 0;
-  /// The scheduler's reason for a kill or a failure, in the words the user reads.
+  /// A reason (the scheduler's for a kill or a failure, the loop's for a job's end), in the
+  /// words the user reads.
   virtual std::string describe(const Reason& reason) const = 0;
   /// Called every loop tick.
   virtual void tick(const ProgressState& state) = 0;

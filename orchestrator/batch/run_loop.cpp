@@ -508,6 +508,8 @@ void RunLoop::Pass::started(const DriverJob& dj, std::uint64_t estimate_bytes) {
 void RunLoop::Pass::ended(DriverJob& dj, const JobEnd& end, JobOutcome& outcome) {
   Job& job = file_job(dj.id);
   running_fraction.erase(dj.id);
+  // Worded before anything reads the error: history's row, the summary, the scheduler's last error.
+  if (outcome.reason.kind != Reason::Kind::kNone) outcome.error = progress_.describe(outcome.reason);
   if (outcome.kind == JobOutcome::Kind::kOk) {
     if (auto moved = loop.finish_outputs(job, file_of(job), end); !moved) {
       outcome.kind = JobOutcome::Kind::kFailed;

@@ -384,6 +384,12 @@ TEST_CASE("a SIGKILL we did not send, without an OOM record, is a crash said as 
   auto jobs = w.history->jobs_for_run(w.history->runs().value().at(0).id);
   REQUIRE(jobs.ok());
   for (const auto& j : jobs.value()) CHECK_FALSE(j.oom_suspected);
+  // The died attempt's row holds the loop's reason (cli/ words it), with the end's own error.
+  const std::string by_other = test::RecordingProgress::words_of(Reason::Kind::kKilledByOther);
+  const auto said = std::count_if(jobs.value().begin(), jobs.value().end(), [&](const JobRow& j) {
+    return j.error.rfind(by_other, 0) == 0 && j.error.find(", last error worker killed by signal 9") != std::string::npos;
+  });
+  CHECK(said == 1);
 }
 
 TEST_CASE("a SIGKILL we did not send, with the OOM counter risen, counts as an OOM death: requeued, then done") {
@@ -466,7 +472,9 @@ TEST_CASE("the timeout fails a job that runs too long") {
   auto s = w.run(corpus, runner, probe);
   CHECK(s.exit_code() == 1);
   REQUIRE(s.failed.size() == 1);
-  CHECK(s.failed[0].reason.find("--timeout") != std::string::npos);
+  // The loop's reason (cli/ words it): timed out after its 1 ms.
+  CHECK(s.failed[0].reason.rfind(test::RecordingProgress::words_of(Reason::Kind::kTimedOut), 0) == 0);
+  CHECK(s.failed[0].reason.find(", limit_ms 1") != std::string::npos);
 }
 
 TEST_CASE("a file that vanished after the scan fails with its name; the others finish") {

@@ -1,4 +1,5 @@
-// The scheduler's reasons in words: every message a kill or a failure decision shows the user.
+// The scheduler's and the loop's reasons in words: every message a kill, a failure decision or a
+// job's end the loop diagnosed shows the user.
 #include "orchestrator/cli/decision_words.h"
 
 #include "common/bytes.h"
@@ -47,6 +48,13 @@ std::string describe(const Reason& r) {
     case K::kPressureStall:
       return "memory pressure (PSI full avg10) " + fixed(r.percent, 1) + "% is above " + fixed(r.limit_percent, 1) +
              "%" + victim(r);
+    case K::kTimedOut:
+      return "ran longer than --timeout (" + fixed(r.limit_s, 0) + " s) and was stopped; raise --timeout or check the file";
+    case K::kHung:
+      return "its worker stopped responding (no heartbeat for " + fixed(r.limit_s, 0) + " s) and was killed";
+    case K::kKilledByOther:
+      return r.last_error +
+             " (not by align-batch, and no out-of-memory kill was recorded: someone or something else sent it)";
   }
   return {};
 }

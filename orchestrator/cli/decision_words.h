@@ -1,4 +1,5 @@
-// The scheduler's reasons in words: what a kill or a failure decision tells the user.
+// The scheduler's and the loop's reasons in words: what a kill, a failure decision or a job's end
+// the loop diagnosed tells the user.
 #pragma once
 
 #include <string>

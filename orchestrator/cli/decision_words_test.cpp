@@ -1,4 +1,4 @@
-// The scheduler's reasons in words: each kind names its figures and says what to do.
+// The scheduler's and the loop's reasons in words: each kind names its figures and says what to do.
 #include "orchestrator/cli/decision_words.h"
 
 #include <doctest/doctest.h>
@@ -71,4 +71,17 @@ TEST_CASE("kill reasons name what crossed which line, and the job they stop") {
   r.percent = 35;
   r.limit_percent = 20;
   CHECK(describe(r).find("memory pressure (PSI full avg10) 35.0% is above 20.0%; stopping") == 0);
+}
+
+TEST_CASE("end reasons name the flag whose allowance the job overran, or who did not kill it") {
+  Reason r = reason_of(Reason::Kind::kTimedOut);
+  r.limit_s = 90;
+  CHECK(describe(r) == "ran longer than --timeout (90 s) and was stopped; raise --timeout or check the file");
+  r = reason_of(Reason::Kind::kHung);
+  r.limit_s = 30;
+  CHECK(describe(r) == "its worker stopped responding (no heartbeat for 30 s) and was killed");
+  r = reason_of(Reason::Kind::kKilledByOther);
+  r.last_error = "worker killed by signal 9";
+  CHECK(describe(r) == "worker killed by signal 9 (not by align-batch, and no out-of-memory kill was recorded: "
+                       "someone or something else sent it)");
 }

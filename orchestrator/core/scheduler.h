@@ -90,23 +90,8 @@ struct MemorySample {
   std::optional<double> psi_full_avg10;   ///< percent, where the kernel has PSI
 };
 
-/// How a started job ended.
-struct JobOutcome {
-  enum class Kind {
-    kOk,          ///< finished, outputs written
-    kFailed,      ///< the job itself failed (bad input): never retried
-    kDied,        ///< the process died (signal or crash) without the guard asking: retried
-    kGuardKilled  ///< killed on a Kill decision: requeued with a raised estimate
-  };
-  Kind kind = Kind::kOk;
-  std::uint64_t peak_pss_bytes = 0;   ///< measured peak over the job's life
-  std::uint64_t peak_vram_bytes = 0;
-  bool oom_suspected = false;         ///< SIGKILL we did not send, or the cgroup's oom_kill rose
-  std::string error;                  ///< for kFailed / kDied: what happened, for the summary
-};
-
-/// Why the scheduler stops or fails a job: what happened and its figures. The scheduler says
-/// nothing in words; the CLI words it (orchestrator/cli/decision_words.h).
+/// Why the scheduler stops or fails a job (or the loop ends one): what happened and its figures.
+/// Neither says anything in words; the CLI words it (orchestrator/cli/decision_words.h).
 struct Reason {
   enum class Kind {
     kNone,
@@ -121,6 +106,10 @@ struct Reason {
     kVramAboveMark,            ///< the same for VRAM and the VRAM budget
     kAvailableBelowReserve,    ///< used_bytes available < limit_bytes, the reserve
     kPressureStall,            ///< PSI full avg10 percent > limit_percent
+    // A job's end (JobOutcome::reason): what the loop saw that the job did not say.
+    kTimedOut,                 ///< ran longer than limit_s (the per-job timeout) and was stopped
+    kHung,                     ///< its worker's heartbeat was silent for limit_s: killed
+    kKilledByOther,            ///< SIGKILL neither we nor the OOM killer sent; last_error: the end's own
   };
   Kind kind = Kind::kNone;
   std::uint64_t need_bytes = 0;
@@ -134,6 +123,25 @@ struct Reason {
   std::string last_error;
   double running_s = 0;          ///< kKill: how long the stopped job had run
   std::uint64_t job_bytes = 0;   ///< kKill: what the stopped job was using
+  double limit_s = 0;            ///< kTimedOut, kHung: the allowance it overran, in seconds
+};
+
+/// How a started job ended.
+struct JobOutcome {
+  enum class Kind {
+    kOk,          ///< finished, outputs written
+    kFailed,      ///< the job itself failed (bad input): never retried
+    kDied,        ///< the process died (signal or crash) without the guard asking: retried
+    kGuardKilled  ///< killed on a Kill decision: requeued with a raised estimate
+  };
+  Kind kind = Kind::kOk;
+  std::uint64_t peak_pss_bytes = 0;   ///< measured peak over the job's life
+  std::uint64_t peak_vram_bytes = 0;
+  bool oom_suspected = false;         ///< SIGKILL we did not send, or the cgroup's oom_kill rose
+  std::string error;                  ///< for kFailed / kDied: what happened, for the summary
+  /// Set when the loop, not the job, knows why it ended (a timeout, a hung worker, a SIGKILL from
+  /// elsewhere): the run's progress sink words it into `error` before anything reads that.
+  Reason reason;
 };
 
 /// What the loop must do.

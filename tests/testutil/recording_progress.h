@@ -3,6 +3,7 @@
 // how Progress words and draws the same calls.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,12 +41,18 @@ class RecordingProgress : public ProgressSink {
     last = state;
   }
   void message(const std::string& text) override { messages.push_back(text); }
-  /// Not the user's words (those are cli/'s): the kind and its two main figures, in bytes.
+  /// Not the user's words (those are cli/'s): the kind and its two main figures, in bytes, then
+  /// an allowance (in ms) and a last error where the reason has them.
   std::string describe(const Reason& reason) const override { return words(reason); }
   static std::string words(const Reason& r) {
-    return "reason " + std::to_string(static_cast<int>(r.kind)) + ", need " + std::to_string(r.need_bytes) +
-           ", limit " + std::to_string(r.limit_bytes);
+    std::string w = "reason " + std::to_string(static_cast<int>(r.kind)) + ", need " + std::to_string(r.need_bytes) +
+                    ", limit " + std::to_string(r.limit_bytes);
+    if (r.limit_s > 0) w += ", limit_ms " + std::to_string(std::llround(r.limit_s * 1000));
+    if (!r.last_error.empty()) w += ", last error " + r.last_error;
+    return w;
   }
+  /// The start of words(r) for a reason of `kind`.
+  static std::string words_of(Reason::Kind kind) { return "reason " + std::to_string(static_cast<int>(kind)) + ", "; }
   void tick(const ProgressState& state) override { last = state; }
 };
 
