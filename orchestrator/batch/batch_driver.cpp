@@ -4,9 +4,6 @@
 #include <algorithm>
 #include <set>
 
-#include <fmt/format.h>
-
-#include "common/bytes.h"
 #include "orchestrator/batch/job_end.h"
 #include "orchestrator/batch/prediction_policy.h"
 
@@ -15,6 +12,18 @@ namespace {
 
 // Points kept per running job before it is thinned (bounded memory for hour-long jobs).
 constexpr std::size_t kTimelineThinAt = 4096;
+
+// What a worker held while its job ran, its model's loading included.
+std::uint64_t held_bytes(const DriverAttempt& a) { return std::max(a.peak_pss_bytes, a.loading_peak_pss_bytes); }
+
+// The run's setup fault of `kind`: one worker holds `held` against `budget`.
+Reason worker_fault(Reason::Kind kind, std::uint64_t held, std::uint64_t budget) {
+  Reason r;
+  r.kind = kind;
+  r.need_bytes = held;
+  r.limit_bytes = budget;
+  return r;
+}
 
 // The outcome of a job that failed for good before it could start.
 JobOutcome unstarted(const std::string& error) {
@@ -112,12 +121,8 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
       // loading its model: the estimate is a loading worker's memory, the same for every file.
       if (config_.persistent_workers && job.attempts > 0 && !runner_.ready_idle_bytes() &&
           d.reason.kind == Reason::Kind::kNeedsMoreThanBudget) {
-        fail_setup(fmt::format(
-            "one align-batch-worker needs more than the budget even idle: stopped while still loading the model "
-            "(it held {}), it would need more than the budget {} to finish loading; raise --mem-budget (or the "
-            "container's memory limit), or use a smaller model",
-            format_bytes(std::max(job.attempt().peak_pss_bytes, job.attempt().loading_peak_pss_bytes)),
-            format_bytes(config_.scheduler.budget_bytes)));
+        fail_setup(worker_fault(Reason::Kind::kWorkerOverBudgetLoading, held_bytes(job.attempt()),
+                                config_.scheduler.budget_bytes));
         break;
       }
       job.finished = true;
@@ -227,8 +232,10 @@ void BatchDriver::watch_workers(std::size_t running) {
     DriverJob& job = jobs_[w.id - 1];
     if (!job.running || config_.hang_ms <= 0 || job.current->hung || w.silent_ms <= config_.hang_ms) continue;
     job.current->hung = true;
-    sink_.notice(&job, fmt::format("its worker has not beaten for {:.1f} s; killing it and retrying the file",
-                                   static_cast<double>(w.silent_ms) / 1000.0));
+    Reason silent;
+    silent.kind = Reason::Kind::kWorkerSilent;
+    silent.silent_s = static_cast<double>(w.silent_ms) / 1000.0;
+    sink_.hung(job, silent);
     runner_.kill(w.id, 0);
   }
   sink_.tick(running, in_use_bytes_, workers);
@@ -288,11 +295,9 @@ void BatchDriver::settle(DriverJob& job, const JobEnd& end, bool stopping_now) {
   if (outcome.kind == JobOutcome::Kind::kGuardKilled && loading_fault(job)) {
     // Stopped above the high-water mark on its own while no worker had loaded its model yet:
     // one worker does not fit even idle, and every file would go the same way.
-    fail_setup(fmt::format(
-        "one align-batch-worker needs more than the budget even idle: it held {} while still loading the model, "
-        "above {:.0f}% of the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
-        format_bytes(std::max(a.peak_pss_bytes, a.loading_peak_pss_bytes)), config_.scheduler.high_water * 100,
-        format_bytes(config_.scheduler.budget_bytes)));
+    Reason fault = worker_fault(Reason::Kind::kWorkerAboveMarkLoading, held_bytes(a), config_.scheduler.budget_bytes);
+    fault.percent = config_.scheduler.high_water * 100;
+    fail_setup(std::move(fault));
     return;
   }
   job.finished = outcome.kind == JobOutcome::Kind::kOk || outcome.kind == JobOutcome::Kind::kFailed;
@@ -302,7 +307,7 @@ void BatchDriver::settle(DriverJob& job, const JobEnd& end, bool stopping_now) {
 
 bool BatchDriver::loading_fault(const DriverJob& job) const {
   return config_.persistent_workers && !runner_.ready_idle_bytes() && config_.scheduler.budget_bytes > 0 &&
-         static_cast<double>(std::max(job.attempt().peak_pss_bytes, job.attempt().loading_peak_pss_bytes)) >=
+         static_cast<double>(held_bytes(job.attempt())) >=
              config_.scheduler.high_water * static_cast<double>(config_.scheduler.budget_bytes);
 }
 
@@ -329,23 +334,24 @@ void BatchDriver::refit(const DriverJob& done) {
   stats_.predictions_updated += predictions.size();
 }
 
-void BatchDriver::fail_setup(std::string error) {
+void BatchDriver::fail_setup(Reason fault) {
   setup_failed_ = stopping_ = true;
-  setup_error_ = std::move(error);
+  setup_fault_ = std::move(fault);
   for (const auto& l : runner_.live()) runner_.kill(l.id, 0);
 }
 
 bool BatchDriver::check_setup() {
   if (setup_failed_) return true;
-  std::string error = runner_.setup_error();
+  Reason fault;
   const auto idle = runner_.ready_idle_bytes();
-  if (error.empty() && idle && config_.scheduler.budget_bytes > 0 && *idle > config_.scheduler.budget_bytes)
-    error = fmt::format(
-        "one align-batch-worker needs {} even idle (its PSS once the model was loaded), more than the budget {}; "
-        "raise --mem-budget (or the container's memory limit), or use a smaller model",
-        format_bytes(*idle), format_bytes(config_.scheduler.budget_bytes));
-  if (error.empty()) return false;
-  fail_setup(std::move(error));
+  if (std::string error = runner_.setup_error(); !error.empty()) {
+    fault.kind = Reason::Kind::kWorkerSetupFailed;
+    fault.last_error = std::move(error);
+  } else if (idle && config_.scheduler.budget_bytes > 0 && *idle > config_.scheduler.budget_bytes) {
+    fault = worker_fault(Reason::Kind::kWorkerIdleOverBudget, *idle, config_.scheduler.budget_bytes);
+  }
+  if (fault.kind == Reason::Kind::kNone) return false;
+  fail_setup(std::move(fault));
   return true;
 }
 

@@ -106,6 +106,12 @@ class JobSink {
   virtual void stopping(const DriverJob& job, const Reason& reason) = 0;
   /// Something the user should know, about `job` when not null.
   virtual void notice(const DriverJob* job, const std::string& text) = 0;
+  /// `job`'s worker has stopped beating (`reason`, kWorkerSilent): it is killed now and the file
+  /// retried. Replay has no heartbeats.
+  virtual void hung(const DriverJob& job, const Reason& reason) {
+    (void)job;
+    (void)reason;
+  }
   /// After each reading: jobs running, memory in use, the workers' own status.
   virtual void tick(std::size_t running, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>& workers) = 0;
   /// After each memory reading: the reading, and all that the run holds (`in_use_bytes`: jobs,
@@ -152,8 +158,9 @@ class BatchDriver {
   const Scheduler& scheduler() const { return scheduler_; }
   const DriverStats& stats() const { return stats_; }
   bool interrupted() const { return interrupted_; }
-  /// Non-empty when the run stopped on its own setup (a worker cannot load or fit): one message.
-  const std::string& setup_error() const { return setup_error_; }
+  /// Why the run stopped on its own setup (a worker cannot load or fit), for one message;
+  /// kNone when it did not.
+  const Reason& setup_fault() const { return setup_fault_; }
   /// Queued jobs left when a stalled run ended (stop_when_stalled).
   std::size_t stalled_jobs() const { return stalled_jobs_; }
 
@@ -170,7 +177,7 @@ class BatchDriver {
   void settle(DriverJob& job, const JobEnd& end, bool stopping_now);
   void refit(const DriverJob& done);
   bool loading_fault(const DriverJob& job) const;
-  void fail_setup(std::string error);
+  void fail_setup(Reason fault);
   bool check_setup();
   bool stalled(std::int64_t now_ms, bool started);
   ProbeReading read(bool exact = false);
@@ -193,7 +200,7 @@ class BatchDriver {
   // Setup errors (WorkerRunner::setup_error, or one worker's memory above the budget) stop the
   // run at once, with one message and exit 2, instead of failing every file the same way.
   bool setup_failed_ = false;
-  std::string setup_error_;
+  Reason setup_fault_;
   std::size_t stalled_jobs_ = 0;
   // Memory is read, and timeouts, heartbeats and the live line checked, on a deadline: once per
   // tick_ms, the first at once. In between the loop only waits, handles job ends as they come and

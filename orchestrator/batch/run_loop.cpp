@@ -296,6 +296,7 @@ struct RunLoop::Pass : JobSink {
     notice(&job, "stopping it to stay inside the budget (" + progress_.describe(reason) + ")");
   }
   void notice(const DriverJob* job, const std::string& text) override;
+  void hung(const DriverJob& job, const Reason& reason) override { notice(&job, progress_.describe(reason)); }
   void tick(std::size_t running, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>& workers) override;
   void sampled(const MemorySample& sample, std::uint64_t in_use_bytes) override;
   void after_wait() override { flush_history(false); }
@@ -417,10 +418,12 @@ bool RunLoop::Pass::begin() {
         smallest = ok_jobs++ == 0 ? r.peak_pss_bytes : std::min(smallest, r.peak_pss_bytes);
       }
     if (ok_jobs > 0 && smallest > config_.driver.scheduler.budget_bytes) {
-      summary.setup_error = fmt::format(
-          "one align-batch-worker needs at least {} (the smallest peak of the {} jobs history holds for this model), "
-          "more than the budget {}; raise --mem-budget (or the container's memory limit), or use a smaller model",
-          format_bytes(smallest), ok_jobs, format_bytes(config_.driver.scheduler.budget_bytes));
+      Reason fault;
+      fault.kind = Reason::Kind::kWorkerPeaksOverBudget;
+      fault.need_bytes = smallest;
+      fault.count = static_cast<std::uint32_t>(ok_jobs);
+      fault.limit_bytes = config_.driver.scheduler.budget_bytes;
+      summary.setup_error = progress_.describe(fault);
       summary.wall_s = static_cast<double>(driver->elapsed_ms()) / 1000.0;
       if (history_ && run_id_ != 0) (void)history_->end_run(run_id_, summary.exit_code());
       return false;
@@ -740,7 +743,7 @@ RunSummary RunLoop::Pass::finish() {
   loop.stats_.memory_reads = ds.memory_reads;
   loop.stats_.peak_running = st.peak_running;
   summary.interrupted = driver->interrupted();
-  if (!driver->setup_error().empty()) summary.setup_error = driver->setup_error();
+  if (driver->setup_fault().kind != Reason::Kind::kNone) summary.setup_error = progress_.describe(driver->setup_fault());
   summary.retried = st.retried;
   summary.guard_killed = st.guard_kills;
   summary.oom_deaths = st.oom_deaths;

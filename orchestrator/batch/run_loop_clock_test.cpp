@@ -29,6 +29,8 @@ struct VirtualWorld {
   test::TimedProbe probe{runner};
   RunLoopStats stats;
   std::int64_t elapsed_ms = 0;
+  std::vector<std::string> messages;       ///< the last run's plain messages
+  std::vector<std::string> retry_details;  ///< the last run's "retry" ends, their details
 
   VirtualWorld() {
     config.out_dir = dir.path() / "out";
@@ -46,6 +48,9 @@ struct VirtualWorld {
     RunSummary s = loop.run(corpus);
     elapsed_ms = clock.now_ms() - t0;
     stats = loop.stats();
+    messages = progress.messages;
+    for (const auto& e : progress.ends)
+      if (e.status == "retry") retry_details.push_back(e.detail);
     return s;
   }
 };
@@ -86,6 +91,11 @@ TEST_CASE("virtual time: a worker whose heartbeat stops is killed after --hang-m
   CHECK(w.runner.kills[0].after_ms > 30'000);
   CHECK(w.runner.kills[0].after_ms <= 31'000);
   CHECK(std::count(w.runner.starts.begin(), w.runner.starts.end(), "hang-10-5000") == 2);
+  // The notice is typed (cli/ words it): its worker's silence, then the crash the retry reports.
+  REQUIRE(w.messages.size() == 1);
+  CHECK(w.messages[0].rfind("hang-10-5000.wav: " + test::RecordingProgress::words_of(Reason::Kind::kWorkerSilent), 0) == 0);
+  CHECK(w.retry_details == std::vector<std::string>{test::RecordingProgress::words_of(Reason::Kind::kHung) +
+                                                    "need 0, limit 0, limit_ms 30000"});
 }
 
 TEST_CASE("virtual time: memory is read on the tick's deadline, not at every job end, and admission does not wait for it") {

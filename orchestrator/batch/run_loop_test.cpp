@@ -722,7 +722,9 @@ TEST_CASE("bookkeeping: a job that ended ok in the same wait as a setup error is
   FakeProbe probe(runner);
   auto c = w.corpus({"ok-10-3", "ok-10-6"});
   RunSummary s = w.run(c, runner, probe);
-  CHECK_FALSE(s.setup_error.empty());
+  // The driver's typed fault (cli/ words it), carrying the runner's own words.
+  CHECK(s.setup_error == test::RecordingProgress::words_of(Reason::Kind::kWorkerSetupFailed) +
+                             "need 0, limit 0, last error fake: the second worker cannot load the model");
   CHECK(s.exit_code() == 2);
   auto st = w.statuses();
   CHECK(st["ok-10-3:ok"] == 1);  // its end came with the setup error; it was done all the same

@@ -1,5 +1,5 @@
-// The scheduler's and the loop's reasons in words: every message a kill, a failure decision or a
-// job's end the loop diagnosed shows the user.
+// The scheduler's and the loop's reasons in words: every message a kill, a failure decision, a
+// job's end the loop diagnosed or the run's setup fault shows the user.
 #include "orchestrator/cli/decision_words.h"
 
 #include "common/bytes.h"
@@ -11,6 +11,34 @@ namespace {
 std::string victim(const Reason& r) {
   return "; stopping the youngest job (running " + fixed(r.running_s, 1) + " s, using " + format_bytes(r.job_bytes) +
          ") to requeue it";
+}
+
+// What a run that no worker fits in can do.
+constexpr const char* kRaiseBudget = "raise --mem-budget (or the container's memory limit), or use a smaller model";
+
+// The run's setup faults: a worker cannot start, or one worker alone does not fit the budget.
+std::string setup_words(const Reason& r) {
+  using K = Reason::Kind;
+  const std::string held = format_bytes(r.need_bytes), budget = format_bytes(r.limit_bytes);
+  switch (r.kind) {
+    case K::kWorkerSetupFailed:
+      return r.last_error;
+    case K::kWorkerOverBudgetLoading:
+      return "one align-batch-worker needs more than the budget even idle: stopped while still loading the model (it "
+             "held " + held + "), it would need more than the budget " + budget + " to finish loading; " + kRaiseBudget;
+    case K::kWorkerAboveMarkLoading:
+      return "one align-batch-worker needs more than the budget even idle: it held " + held +
+             " while still loading the model, above " + fixed(r.percent, 0) + "% of the budget " + budget + "; " +
+             kRaiseBudget;
+    case K::kWorkerIdleOverBudget:
+      return "one align-batch-worker needs " + held + " even idle (its PSS once the model was loaded), more than the "
+             "budget " + budget + "; " + kRaiseBudget;
+    case K::kWorkerPeaksOverBudget:
+      return "one align-batch-worker needs at least " + held + " (the smallest peak of the " + std::to_string(r.count) +
+             " jobs history holds for this model), more than the budget " + budget + "; " + kRaiseBudget;
+    default:
+      return {};
+  }
 }
 
 }  // namespace
@@ -55,6 +83,14 @@ std::string describe(const Reason& r) {
     case K::kKilledByOther:
       return r.last_error +
              " (not by align-batch, and no out-of-memory kill was recorded: someone or something else sent it)";
+    case K::kWorkerSetupFailed:
+    case K::kWorkerOverBudgetLoading:
+    case K::kWorkerAboveMarkLoading:
+    case K::kWorkerIdleOverBudget:
+    case K::kWorkerPeaksOverBudget:
+      return setup_words(r);
+    case K::kWorkerSilent:
+      return "its worker has not beaten for " + fixed(r.silent_s, 1) + " s; killing it and retrying the file";
   }
   return {};
 }

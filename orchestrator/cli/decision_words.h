@@ -1,5 +1,5 @@
-// The scheduler's and the loop's reasons in words: what a kill, a failure decision or a job's end
-// the loop diagnosed tells the user.
+// The scheduler's and the loop's reasons in words: what a kill, a failure decision, a job's end
+// the loop diagnosed or the run's setup fault tells the user.
 #pragma once
 
 #include <string>

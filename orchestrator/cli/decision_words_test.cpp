@@ -85,3 +85,33 @@ TEST_CASE("end reasons name the flag whose allowance the job overran, or who did
   CHECK(describe(r) == "worker killed by signal 9 (not by align-batch, and no out-of-memory kill was recorded: "
                        "someone or something else sent it)");
 }
+
+TEST_CASE("setup faults name what one worker holds against the budget and say what to raise") {
+  const std::string advice = "raise --mem-budget (or the container's memory limit), or use a smaller model";
+  Reason r = reason_of(Reason::Kind::kWorkerOverBudgetLoading);
+  r.need_bytes = 900 * kMiB;
+  r.limit_bytes = 512 * kMiB;
+  CHECK(describe(r) == "one align-batch-worker needs more than the budget even idle: stopped while still loading the "
+                       "model (it held 900.0 MiB), it would need more than the budget 512.0 MiB to finish loading; " +
+                           advice);
+  r.kind = Reason::Kind::kWorkerAboveMarkLoading;
+  r.percent = 90;
+  CHECK(describe(r) == "one align-batch-worker needs more than the budget even idle: it held 900.0 MiB while still "
+                       "loading the model, above 90% of the budget 512.0 MiB; " + advice);
+  r.kind = Reason::Kind::kWorkerIdleOverBudget;
+  CHECK(describe(r) == "one align-batch-worker needs 900.0 MiB even idle (its PSS once the model was loaded), more "
+                       "than the budget 512.0 MiB; " + advice);
+  r.kind = Reason::Kind::kWorkerPeaksOverBudget;
+  r.count = 4;
+  CHECK(describe(r) == "one align-batch-worker needs at least 900.0 MiB (the smallest peak of the 4 jobs history holds "
+                       "for this model), more than the budget 512.0 MiB; " + advice);
+  r = reason_of(Reason::Kind::kWorkerSetupFailed);
+  r.last_error = "align-batch-worker exited with status 1 before it was ready (loading the model)";
+  CHECK(describe(r) == r.last_error);
+}
+
+TEST_CASE("a silent worker's notice says how long it has been silent and what is done about it") {
+  Reason r = reason_of(Reason::Kind::kWorkerSilent);
+  r.silent_s = 2.25;
+  CHECK(describe(r) == "its worker has not beaten for 2.2 s; killing it and retrying the file");
+}

@@ -90,8 +90,9 @@ struct MemorySample {
   std::optional<double> psi_full_avg10;   ///< percent, where the kernel has PSI
 };
 
-/// Why the scheduler stops or fails a job (or the loop ends one): what happened and its figures.
-/// Neither says anything in words; the CLI words it (orchestrator/cli/decision_words.h).
+/// Why the scheduler stops or fails a job (or the loop ends one, or the run cannot go on): what
+/// happened and its figures. None of them says anything in words; the CLI words it
+/// (orchestrator/cli/decision_words.h).
 struct Reason {
   enum class Kind {
     kNone,
@@ -110,6 +111,14 @@ struct Reason {
     kTimedOut,                 ///< ran longer than limit_s (the per-job timeout) and was stopped
     kHung,                     ///< its worker's heartbeat was silent for limit_s: killed
     kKilledByOther,            ///< SIGKILL neither we nor the OOM killer sent; last_error: the end's own
+    // The run's setup (BatchDriver::setup_fault): no worker can run here, so no file can.
+    kWorkerSetupFailed,        ///< a worker cannot start or load; last_error: the runner's own words
+    kWorkerOverBudgetLoading,  ///< a loading worker held need_bytes and needs more than limit_bytes
+    kWorkerAboveMarkLoading,   ///< a loading worker held need_bytes, above percent % of limit_bytes
+    kWorkerIdleOverBudget,     ///< a loaded, idle worker holds need_bytes > limit_bytes
+    kWorkerPeaksOverBudget,    ///< the smallest peak of history's `count` ok jobs, need_bytes > limit_bytes
+    // A notice: the job's worker has been silent for silent_s; it is killed and the file retried.
+    kWorkerSilent,
   };
   Kind kind = Kind::kNone;
   std::uint64_t need_bytes = 0;
@@ -124,6 +133,7 @@ struct Reason {
   double running_s = 0;          ///< kKill: how long the stopped job had run
   std::uint64_t job_bytes = 0;   ///< kKill: what the stopped job was using
   double limit_s = 0;            ///< kTimedOut, kHung: the allowance it overran, in seconds
+  double silent_s = 0;           ///< kWorkerSilent: how long its heartbeat has not moved
 };
 
 /// How a started job ended.
