@@ -41,6 +41,16 @@ bool write_text(const fs::path& path, const std::string& text) {
 
 std::string task_id(const std::string& array_id, std::uint32_t index) { return array_id + "_" + std::to_string(index); }
 
+/// A reason of `kind` about `subject` (a Slurm array or task, or a path) and, where it has one,
+/// the memory a request asked for.
+Reason slurm_reason(Reason::Kind kind, std::string subject, std::uint64_t mem_bytes = 0) {
+  Reason r;
+  r.kind = kind;
+  r.subject = std::move(subject);
+  r.limit_bytes = mem_bytes;
+  return r;
+}
+
 }  // namespace
 
 struct SlurmExecutor::File {
@@ -233,9 +243,11 @@ Result<Done> SlurmExecutor::submit(const PlannedArray& planned, std::vector<File
   a.dir = run_dir_ / fmt::format("array-{}", arrays.size());
   std::error_code ec;
   fs::create_directories(a.dir, ec);
-  if (ec)
-    return Result<Done>::failure("cannot create " + a.dir.string() + ": " + ec.message() +
-                                 "; check --out (it must be on storage the nodes share)");
+  if (ec) {
+    Reason r = slurm_reason(Reason::Kind::kSlurmCannotCreateDir, a.dir.string());
+    r.last_error = ec.message();
+    return Result<Done>::failure(progress_.describe(r));
+  }
   for (std::size_t t = 0; t < planned.tasks.size(); ++t) {
     Shard shard;
     for (auto i : planned.tasks[t].files) {
@@ -243,20 +255,22 @@ Result<Done> SlurmExecutor::submit(const PlannedArray& planned, std::vector<File
       shard.out_dir = files[i].file.out_base.parent_path().string();  // one for the task (plan_arrays' groups)
     }
     if (!write_text(a.dir / fmt::format("{}.shard", t), shard_text(shard)))
-      return Result<Done>::failure("cannot write the shard files in " + a.dir.string() + "; check --out");
+      return Result<Done>::failure(
+          progress_.describe(slurm_reason(Reason::Kind::kSlurmCannotWriteShards, a.dir.string())));
   }
   const fs::path script = a.dir / "task.sh";  // as sbatch_array() names it
   std::vector<std::string> argv = {config_.align_batch_path};
   argv.insert(argv.end(), config_.task_options.begin(), config_.task_options.end());
   if (!write_text(script, task_script(argv, a.dir.string(), config_.tail)))
-    return Result<Done>::failure("cannot write " + script.string() + "; check --out");
+    return Result<Done>::failure(progress_.describe(slurm_reason(Reason::Kind::kSlurmCannotWriteScript, script.string())));
   ::chmod(script.c_str(), 0755);
   auto id = cluster_.submit(sbatch_array(planned, a.dir));
   if (!id) return Result<Done>::failure(id.error());
   a.id = id.value();
   ++stats_.arrays;
-  progress_.message(fmt::format("submitted array {}: {} task{} at --mem={} each", a.id, planned.tasks.size(),
-                                planned.tasks.size() == 1 ? "" : "s", format_bytes(planned.mem_bytes)));
+  Reason submitted = slurm_reason(Reason::Kind::kSlurmSubmitted, a.id, planned.mem_bytes);
+  submitted.count = static_cast<std::uint32_t>(planned.tasks.size());
+  progress_.message(progress_.describe(submitted));
   for (std::uint32_t t = 0; t < planned.tasks.size(); ++t) {
     Task task;
     task.array = arrays.size();
@@ -368,8 +382,7 @@ void SlurmExecutor::settle_file(const Task& task, const TaskEnd& end, const Last
       file.fail(fmt::format("its Slurm task {} was cancelled, not by align-batch (scancel?); run again to redo it", id),
                 summary);
   } else if (end.fate == TaskFate::kTimeout) {
-    file.fail(fmt::format("its Slurm task {} hit its time limit; give tasks more with --slurm-arg=--time=...", id),
-              summary);
+    file.fail(progress_.describe(slurm_reason(Reason::Kind::kSlurmTimeLimit, id)), summary);
   } else {
     const fs::path log = task.dir / fmt::format("{}.log", task.index);
     file.fail(fmt::format("its Slurm task {} ended {} (exit {}) without finishing it{}{}; see {}", id, end.state,
@@ -381,16 +394,13 @@ void SlurmExecutor::settle_file(const Task& task, const TaskEnd& end, const Last
 void SlurmExecutor::resubmit_for_memory(const Task& task, const TaskEnd& end, const LastAttempt& l, File& file,
                                         RunSummary& summary) {
   if (file.oom_resubmits >= config_.max_oom_resubmits) {
-    file.fail(fmt::format("ran out of memory in {} Slurm tasks (the last, {}, asked for --mem={}); give it a node with "
-                          "more memory (--slurm-partition) or split the file",
-                          file.oom_resubmits + 1, task.job_id, format_bytes(task.mem_bytes)),
-              summary);
+    Reason r = slurm_reason(Reason::Kind::kSlurmOutOfMemoryTooOften, task.job_id, task.mem_bytes);
+    r.count = file.oom_resubmits + 1;
+    file.fail(progress_.describe(r), summary);
     return;
   }
   if (task.mem_bytes >= node_mem_bytes_) {
-    file.fail(fmt::format("needs more than the largest node's memory ({}): task {} asked for all of it and ran out; "
-                          "use a partition with bigger nodes (--slurm-partition) or split the file",
-                          format_bytes(node_mem_bytes_), task.job_id),
+    file.fail(progress_.describe(slurm_reason(Reason::Kind::kSlurmOverLargestNode, task.job_id, node_mem_bytes_)),
               summary);
     return;
   }

@@ -207,6 +207,7 @@ struct World {
     REQUIRE(executor.prepare() == "");
     auto s = executor.run(corpus);
     stats = executor.stats();
+    messages = progress.messages;
     return s;
   }
   /// Per file stem, the statuses the main history holds for it, in order.
@@ -219,6 +220,7 @@ struct World {
     return out;
   }
   SlurmStats stats;
+  std::vector<std::string> messages;  ///< the last run's plain messages
 };
 
 }  // namespace
@@ -259,6 +261,10 @@ TEST_CASE("slurm executor, warm: arrays sized from history, every file done, pea
   // 200 and 205 share an array (within 1.15); 100 and 50 are each their own class.
   REQUIRE(w.cluster.submitted.size() == 3);
   CHECK(w.cluster.submitted[0].task_count == 2);
+  // Each submission is told as a typed notice (cli/ words it): the array, its tasks and their --mem.
+  REQUIRE(w.messages.size() >= 1);
+  CHECK(w.messages[0] == test::RecordingProgress::words_of(Reason::Kind::kSlurmSubmitted) + "need 0, limit " +
+                             std::to_string(w.cluster.submitted[0].mem_bytes) + ", count 2, subject " + w.cluster.ids[0]);
   // Each request is the prediction plus the task overhead, not a blanket figure.
   const std::uint64_t want0 = task_mem_bytes(205 * kMiB, 1, w.config.plan);
   CHECK(w.cluster.submitted[0].mem_bytes >= want0);
@@ -333,7 +339,9 @@ TEST_CASE("slurm executor: a file bigger than the largest node fails naming the 
   REQUIRE(s.failed.size() == 2);
   std::map<std::string, std::string> reasons;
   for (const auto& f : s.failed) reasons[fs::path(f.path).stem().string()] = f.reason;
-  CHECK(reasons["huge-n900"].find("largest node's memory (400.0 MiB)") != std::string::npos);
+  // The executor's reason (cli/ words it): the largest node's memory, and the task that asked for all of it.
+  CHECK(reasons["huge-n900"].rfind(test::RecordingProgress::words_of(Reason::Kind::kSlurmOverLargestNode), 0) == 0);
+  CHECK(reasons["huge-n900"].find(", limit " + std::to_string(400 * kMiB) + ", subject ") != std::string::npos);
   CHECK(reasons["bad-n50"] == "cannot decode audio; re-encode it");
   for (const auto& a : w.cluster.submitted) CHECK(a.mem_bytes <= 400 * kMiB);
 }

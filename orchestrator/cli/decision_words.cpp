@@ -1,5 +1,6 @@
-// The scheduler's and the loop's reasons in words: every message a kill, a failure decision, a
-// job's end the loop diagnosed or the run's setup fault shows the user.
+// The scheduler's, the loop's and the Slurm executor's reasons in words: every message a kill, a
+// failure decision, a job's end the loop diagnosed, the run's setup fault or a Slurm task's end
+// shows the user.
 #include "orchestrator/cli/decision_words.h"
 
 #include "common/bytes.h"
@@ -36,6 +37,33 @@ std::string setup_words(const Reason& r) {
     case K::kWorkerPeaksOverBudget:
       return "one align-batch-worker needs at least " + held + " (the smallest peak of the " + std::to_string(r.count) +
              " jobs history holds for this model), more than the budget " + budget + "; " + kRaiseBudget;
+    default:
+      return {};
+  }
+}
+
+// The Slurm executor's: how a file ended in its tasks, a submission, a run directory it cannot write.
+std::string slurm_words(const Reason& r) {
+  using K = Reason::Kind;
+  const std::string mem = format_bytes(r.limit_bytes);
+  switch (r.kind) {
+    case K::kSlurmTimeLimit:
+      return "its Slurm task " + r.subject + " hit its time limit; give tasks more with --slurm-arg=--time=...";
+    case K::kSlurmOutOfMemoryTooOften:
+      return "ran out of memory in " + std::to_string(r.count) + " Slurm tasks (the last, " + r.subject +
+             ", asked for --mem=" + mem + "); give it a node with more memory (--slurm-partition) or split the file";
+    case K::kSlurmOverLargestNode:
+      return "needs more than the largest node's memory (" + mem + "): task " + r.subject +
+             " asked for all of it and ran out; use a partition with bigger nodes (--slurm-partition) or split the file";
+    case K::kSlurmSubmitted:
+      return "submitted array " + r.subject + ": " + std::to_string(r.count) + " task" + (r.count == 1 ? "" : "s") +
+             " at --mem=" + mem + " each";
+    case K::kSlurmCannotCreateDir:
+      return "cannot create " + r.subject + ": " + r.last_error + "; check --out (it must be on storage the nodes share)";
+    case K::kSlurmCannotWriteShards:
+      return "cannot write the shard files in " + r.subject + "; check --out";
+    case K::kSlurmCannotWriteScript:
+      return "cannot write " + r.subject + "; check --out";
     default:
       return {};
   }
@@ -91,6 +119,14 @@ std::string describe(const Reason& r) {
       return setup_words(r);
     case K::kWorkerSilent:
       return "its worker has not beaten for " + fixed(r.silent_s, 1) + " s; killing it and retrying the file";
+    case K::kSlurmTimeLimit:
+    case K::kSlurmOutOfMemoryTooOften:
+    case K::kSlurmOverLargestNode:
+    case K::kSlurmSubmitted:
+    case K::kSlurmCannotCreateDir:
+    case K::kSlurmCannotWriteShards:
+    case K::kSlurmCannotWriteScript:
+      return slurm_words(r);
   }
   return {};
 }

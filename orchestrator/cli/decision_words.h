@@ -1,5 +1,5 @@
-// The scheduler's and the loop's reasons in words: what a kill, a failure decision, a job's end
-// the loop diagnosed or the run's setup fault tells the user.
+// The scheduler's, the loop's and the Slurm executor's reasons in words: what a kill, a failure
+// decision, a job's end the loop diagnosed, the run's setup fault or a Slurm task's end tells the user.
 #pragma once
 
 #include <string>

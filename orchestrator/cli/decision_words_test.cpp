@@ -115,3 +115,38 @@ TEST_CASE("a silent worker's notice says how long it has been silent and what is
   r.silent_s = 2.25;
   CHECK(describe(r) == "its worker has not beaten for 2.2 s; killing it and retrying the file");
 }
+
+TEST_CASE("the Slurm executor's reasons name the task and the flag that gives it more") {
+  Reason r = reason_of(Reason::Kind::kSlurmTimeLimit);
+  r.subject = "123_4";
+  CHECK(describe(r) == "its Slurm task 123_4 hit its time limit; give tasks more with --slurm-arg=--time=...");
+  r = reason_of(Reason::Kind::kSlurmOutOfMemoryTooOften);
+  r.subject = "125_0";
+  r.count = 4;
+  r.limit_bytes = 800 * kMiB;
+  CHECK(describe(r) == "ran out of memory in 4 Slurm tasks (the last, 125_0, asked for --mem=800.0 MiB); give it a "
+                       "node with more memory (--slurm-partition) or split the file");
+  r = reason_of(Reason::Kind::kSlurmOverLargestNode);
+  r.subject = "126_1";
+  r.limit_bytes = 400 * kMiB;
+  CHECK(describe(r) == "needs more than the largest node's memory (400.0 MiB): task 126_1 asked for all of it and ran "
+                       "out; use a partition with bigger nodes (--slurm-partition) or split the file");
+  r = reason_of(Reason::Kind::kSlurmSubmitted);
+  r.subject = "127";
+  r.count = 5;
+  r.limit_bytes = 750 * kMiB;
+  CHECK(describe(r) == "submitted array 127: 5 tasks at --mem=750.0 MiB each");
+  r.count = 1;
+  CHECK(describe(r) == "submitted array 127: 1 task at --mem=750.0 MiB each");
+  r = reason_of(Reason::Kind::kSlurmCannotCreateDir);
+  r.subject = "/out/.align-batch/slurm/3/array-0";
+  r.last_error = "Permission denied";
+  CHECK(describe(r) == "cannot create /out/.align-batch/slurm/3/array-0: Permission denied; check --out (it must be "
+                       "on storage the nodes share)");
+  r = reason_of(Reason::Kind::kSlurmCannotWriteShards);
+  r.subject = "/out/a";
+  CHECK(describe(r) == "cannot write the shard files in /out/a; check --out");
+  r = reason_of(Reason::Kind::kSlurmCannotWriteScript);
+  r.subject = "/out/a/task.sh";
+  CHECK(describe(r) == "cannot write /out/a/task.sh; check --out");
+}

@@ -119,6 +119,14 @@ struct Reason {
     kWorkerPeaksOverBudget,    ///< the smallest peak of history's `count` ok jobs, need_bytes > limit_bytes
     // A notice: the job's worker has been silent for silent_s; it is killed and the file retried.
     kWorkerSilent,
+    // The Slurm executor's (batch/slurm_executor.h): how a file ended in its tasks, a submission.
+    kSlurmTimeLimit,            ///< its task `subject` hit its time limit
+    kSlurmOutOfMemoryTooOften,  ///< out of memory in `count` tasks; the last, `subject`, asked for limit_bytes
+    kSlurmOverLargestNode,      ///< ran out in task `subject`, which asked for all limit_bytes of the largest node
+    kSlurmSubmitted,            ///< a notice: array `subject` went in, `count` tasks at limit_bytes each
+    kSlurmCannotCreateDir,      ///< cannot create the directory `subject`; last_error: the system's words
+    kSlurmCannotWriteShards,    ///< cannot write the shard files in `subject`
+    kSlurmCannotWriteScript,    ///< cannot write the task script `subject`
   };
   Kind kind = Kind::kNone;
   std::uint64_t need_bytes = 0;
@@ -134,6 +142,7 @@ struct Reason {
   std::uint64_t job_bytes = 0;   ///< kKill: what the stopped job was using
   double limit_s = 0;            ///< kTimedOut, kHung: the allowance it overran, in seconds
   double silent_s = 0;           ///< kWorkerSilent: how long its heartbeat has not moved
+  std::string subject;           ///< kSlurm*: the Slurm array or task ("123", "123_4"), or the path
 };
 
 /// How a started job ended.

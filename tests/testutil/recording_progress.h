@@ -42,12 +42,14 @@ class RecordingProgress : public ProgressSink {
   }
   void message(const std::string& text) override { messages.push_back(text); }
   /// Not the user's words (those are cli/'s): the kind and its two main figures, in bytes, then
-  /// an allowance (in ms) and a last error where the reason has them.
+  /// a count, an allowance (in ms), a subject and a last error where the reason has them.
   std::string describe(const Reason& reason) const override { return words(reason); }
   static std::string words(const Reason& r) {
     std::string w = "reason " + std::to_string(static_cast<int>(r.kind)) + ", need " + std::to_string(r.need_bytes) +
                     ", limit " + std::to_string(r.limit_bytes);
+    if (r.count) w += ", count " + std::to_string(r.count);
     if (r.limit_s > 0) w += ", limit_ms " + std::to_string(std::llround(r.limit_s * 1000));
+    if (!r.subject.empty()) w += ", subject " + r.subject;
     if (!r.last_error.empty()) w += ", last error " + r.last_error;
     return w;
   }
