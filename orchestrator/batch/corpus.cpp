@@ -497,9 +497,8 @@ class CorpusBuilder {
     };
     if (seen_audio_.find(audio_hash(dir, name), same_audio)) return;  // the same file given twice
     CorpusFiles::Record r;
-    std::string error;
-    if (!read_file(dir_fd, open_path, r, error)) {
-      problem(join(dir_path(dir), name), error);
+    if (auto read = read_file(dir_fd, open_path, r); !read) {
+      problem(join(dir_path(dir), name), read.error());
       return;
     }
     const auto same_out = [&](std::uint32_t i) {
@@ -525,25 +524,25 @@ class CorpusBuilder {
 
   /// Size, mtime and header of the file: one openat, fstat and pread (refresh_corpus_file's
   /// checks, with the file descriptor of its directory).
-  static bool read_file(int dir_fd, const std::string& path, CorpusFiles::Record& r, std::string& error) {
+  static Result<Done> read_file(int dir_fd, const std::string& path, CorpusFiles::Record& r) {
+    using R = Result<Done>;
     const int fd = ::openat(dir_fd, path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      error = errno == EACCES ? "is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions"
-                              : "vanished or cannot be read (" + std::string(std::strerror(errno)) + "); check the file";
-      return false;
+      return R::failure(errno == EACCES
+                            ? "is not readable (" + std::string(std::strerror(errno)) + "); fix its permissions"
+                            : "vanished or cannot be read (" + std::string(std::strerror(errno)) + "); check the file");
     }
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
-      error = "is no longer a regular file; check the corpus";
-      return false;
+      return R::failure("is no longer a regular file; check the corpus");
     }
     r.size_bytes = static_cast<std::uint64_t>(st.st_size);
     r.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
     const auto d = duration_of_open_file(fd, static_cast<sf_count_t>(st.st_size));
     r.audio_duration_s = d ? *d : -1;
     ::close(fd);
-    return true;
+    return Done{};
   }
 
   fs::path out_dir_;
