@@ -120,7 +120,7 @@ class ProgressSink {
   virtual void job_started(const std::string& name, std::uint32_t attempt, std::uint64_t estimate_bytes,
                            const ProgressState& state) = 0;
   /// `status`: "done", "failed", "retry", "killed" (guard), "interrupted". `band_limited`: a done
-  /// file aligned within a limited search band.
+  /// file aligned within a limited search band (with no `detail`, the sink says so and what to do).
   virtual void job_ended(const std::string& name, const std::string& status, const std::string& detail,
                          std::uint64_t peak_bytes, double wall_s, const ProgressState& state,
                          bool band_limited = false) = 0;

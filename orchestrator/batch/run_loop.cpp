@@ -37,6 +37,14 @@ namespace {
 constexpr std::size_t kHistoryBatchJobs = 1000;
 constexpr std::int64_t kHistoryBatchMs = 50;
 
+/// A reason of `kind` about `subject` (a file, a directory), for the progress sink to word.
+Reason about(Reason::Kind kind, std::string subject) {
+  Reason r;
+  r.kind = kind;
+  r.subject = std::move(subject);
+  return r;
+}
+
 }  // namespace
 
 /// What a file's job holds only while an attempt of it is under way: made when it is prepared,
@@ -140,7 +148,7 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
     if (!config_.command && config_.task == "align" && !f.transcript) {
       fs::path stem = f.audio;
       stem.replace_extension();
-      errors.push_back({display_path(f.audio.string()), "no transcript beside it (" + stem.filename().string() + ".txt or .lab); add one or use --task transcribe"});
+      errors.push_back({display_path(f.audio.string()), progress_.describe(about(Reason::Kind::kNoTranscript, stem.filename().string()))});
       continue;
     }
     if (config_.force) {
@@ -204,8 +212,7 @@ Result<Done> RunLoop::finish_outputs(Job& job, const CorpusFile& file, const Job
       return R::failure("the worker reported success but no output files; see its log");
     for (const auto& path : end.outputs) {
       auto o = stat_output(path);
-      if (!o)
-        return R::failure("output " + display_path(path) + " is missing right after the worker wrote it; check --out");
+      if (!o) return R::failure(progress_.describe(about(Reason::Kind::kOutputMissing, display_path(path))));
       job.attempt->outputs.push_back(*o);
     }
     return Done{};
@@ -213,8 +220,11 @@ Result<Done> RunLoop::finish_outputs(Job& job, const CorpusFile& file, const Job
   std::error_code ec;
   const fs::path dest_dir = file.out_base.parent_path();
   fs::create_directories(dest_dir, ec);
-  if (ec)
-    return R::failure("cannot create output directory " + dest_dir.string() + ": " + ec.message() + "; check --out");
+  if (ec) {
+    Reason r = about(Reason::Kind::kCannotCreateOutputDir, dest_dir.string());
+    r.last_error = ec.message();
+    return R::failure(progress_.describe(r));
+  }
   // Each output appears under --out by one rename, so no reader ever sees half a file, and a run
   // killed at any moment leaves only whole outputs there (stale staging is removed next run).
   for (const auto& entry : fs::directory_iterator(job.attempt->staging, ec)) {
@@ -541,10 +551,7 @@ void RunLoop::Pass::settled(const DriverJob& dj, const JobEnd& end, const JobOut
       update_work_done();
       if (end.band_limited) summary.band_limited.push_back(audio_path_of(job));
       if (job.transcribed_for_want) summary.transcribed_without_transcript.push_back(audio_path_of(job));
-      progress_.job_ended(name, "done",
-                          end.band_limited ? "aligned within a limited search band (may be off): raise --max-trellis-mib"
-                                           : "",
-                          dj.attempt().peak_pss_bytes, end.wall_s, state, end.band_limited);
+      progress_.job_ended(name, "done", "", dj.attempt().peak_pss_bytes, end.wall_s, state, end.band_limited);
       break;
     case JobOutcome::Kind::kFailed:
       fail_file(job, outcome.error);

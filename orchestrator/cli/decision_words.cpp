@@ -69,6 +69,21 @@ std::string slurm_words(const Reason& r) {
   }
 }
 
+// A file the run cannot do, or whose outputs it cannot put in place.
+std::string file_words(const Reason& r) {
+  using K = Reason::Kind;
+  switch (r.kind) {
+    case K::kNoTranscript:
+      return "no transcript beside it (" + r.subject + ".txt or .lab); add one or use --task transcribe";
+    case K::kOutputMissing:
+      return "output " + r.subject + " is missing right after the worker wrote it; check --out";
+    case K::kCannotCreateOutputDir:
+      return "cannot create output directory " + r.subject + ": " + r.last_error + "; check --out";
+    default:
+      return {};
+  }
+}
+
 }  // namespace
 
 std::string describe(const Reason& r) {
@@ -127,6 +142,10 @@ std::string describe(const Reason& r) {
     case K::kSlurmCannotWriteShards:
     case K::kSlurmCannotWriteScript:
       return slurm_words(r);
+    case K::kNoTranscript:
+    case K::kOutputMissing:
+    case K::kCannotCreateOutputDir:
+      return file_words(r);
   }
   return {};
 }

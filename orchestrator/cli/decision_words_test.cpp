@@ -150,3 +150,16 @@ TEST_CASE("the Slurm executor's reasons name the task and the flag that gives it
   r.subject = "/out/a/task.sh";
   CHECK(describe(r) == "cannot write /out/a/task.sh; check --out");
 }
+
+TEST_CASE("a file the run cannot do, or whose outputs it cannot put in place: its words") {
+  Reason r = reason_of(Reason::Kind::kNoTranscript);
+  r.subject = "spk1-a";
+  CHECK(describe(r) == "no transcript beside it (spk1-a.txt or .lab); add one or use --task transcribe");
+  r = reason_of(Reason::Kind::kOutputMissing);
+  r.subject = "out/spk1/a.json";
+  CHECK(describe(r) == "output out/spk1/a.json is missing right after the worker wrote it; check --out");
+  r = reason_of(Reason::Kind::kCannotCreateOutputDir);
+  r.subject = "/out/spk1";
+  r.last_error = "Not a directory";
+  CHECK(describe(r) == "cannot create output directory /out/spk1: Not a directory; check --out");
+}

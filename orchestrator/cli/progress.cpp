@@ -15,6 +15,12 @@
 #include "memguard/size.h"
 
 namespace ab {
+namespace {
+
+/// A done file's detail when it was aligned within a limited search band.
+const std::string kBandLimitedDetail = "aligned within a limited search band (may be off): raise --max-trellis-mib";
+
+}  // namespace
 
 Progress::Progress(Mode mode, std::FILE* log, std::FILE* events) : mode_(mode), log_(log), events_(events) {}
 
@@ -129,9 +135,10 @@ void Progress::job_started(const std::string& name, std::uint32_t attempt, std::
 
 void Progress::job_ended(const std::string& name, const std::string& status, const std::string& detail,
                          std::uint64_t peak_bytes, double wall_s, const ProgressState& state, bool band_limited) {
+  const std::string& shown = band_limited && detail.empty() ? kBandLimitedDetail : detail;
   if (mode_ == Mode::kJson) {
     const auto eta = eta_seconds(state);
-    emit({{"event", "end"}, {"file", name}, {"status", status}, {"detail", detail}, {"peak_pss_bytes", peak_bytes},
+    emit({{"event", "end"}, {"file", name}, {"status", status}, {"detail", shown}, {"peak_pss_bytes", peak_bytes},
           {"wall_s", wall_s}, {"band_limited", band_limited}, {"done", state.done}, {"failed", state.failed},
           {"total", state.total}, {"elapsed_s", state.elapsed_s}, {"eta_s", eta ? nlohmann::json(*eta) : nlohmann::json(nullptr)}});
     return;
@@ -141,7 +148,7 @@ void Progress::job_ended(const std::string& name, const std::string& status, con
   if (mode_ == Mode::kTty && status == "done" && !band_limited) return;
   clear_line();
   std::fprintf(log_, "%-6s %s (peak %s, %.1f s)%s%s\n", status.c_str(), name.c_str(), format_bytes(peak_bytes).c_str(),
-               wall_s, detail.empty() ? "" : ": ", detail.c_str());
+               wall_s, shown.empty() ? "" : ": ", shown.c_str());
   std::fflush(log_);
 }
 

@@ -22,11 +22,11 @@ TEST_CASE("on a terminal a done file gets no line of its own, unless it was band
   ProgressState state;
   state.total = 2;
   progress.job_ended("a.wav", "done", "", 1 << 20, 1.5, state);
-  progress.job_ended("b.wav", "done", "aligned within a limited search band (may be off): raise --max-trellis-mib",
-                     2 << 20, 2.5, state, true);
+  progress.job_ended("b.wav", "done", "", 2 << 20, 2.5, state, true);
   const std::string text = test::read_all_and_close(log);
   CHECK(text.find("a.wav") == std::string::npos);
-  CHECK(text.find("done   b.wav (peak 2.0 MiB, 2.5 s): aligned within a limited search band") != std::string::npos);
+  CHECK(text.find("done   b.wav (peak 2.0 MiB, 2.5 s): aligned within a limited search band (may be off): raise "
+                  "--max-trellis-mib\n") != std::string::npos);
 }
 
 TEST_CASE("every JSON end event says band_limited, true only where the worker said so") {
@@ -44,6 +44,8 @@ TEST_CASE("every JSON end event says band_limited, true only where the worker sa
   CHECK(first["band_limited"] == false);
   CHECK(second["band_limited"] == true);
   CHECK(second["status"] == "done");
+  CHECK(second["detail"] == "aligned within a limited search band (may be off): raise --max-trellis-mib");
+  CHECK(first["detail"] == "bad");
 }
 
 TEST_CASE("eta_seconds: work left at this run's own rate and a calibrated law's, blended; files without durations") {

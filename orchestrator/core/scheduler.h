@@ -127,6 +127,10 @@ struct Reason {
     kSlurmCannotCreateDir,      ///< cannot create the directory `subject`; last_error: the system's words
     kSlurmCannotWriteShards,    ///< cannot write the shard files in `subject`
     kSlurmCannotWriteScript,    ///< cannot write the task script `subject`
+    // A file the run cannot do, or whose outputs it cannot put in place (RunLoop).
+    kNoTranscript,              ///< --task align and no transcript `subject` (its stem) beside it
+    kOutputMissing,             ///< output `subject` is gone right after the worker wrote it
+    kCannotCreateOutputDir,     ///< cannot create the output directory `subject`; last_error: the system's words
   };
   Kind kind = Kind::kNone;
   std::uint64_t need_bytes = 0;
