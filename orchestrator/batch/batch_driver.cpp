@@ -130,7 +130,7 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
       job.current.reset();
     } else {
       start(job, now_ms, started);
-      if (setup_failed_) break;
+      if (setup_failed()) break;
     }
   }
   // Idle workers the scheduler cannot give work to (nothing queued, or nothing queued fits
@@ -247,12 +247,12 @@ void BatchDriver::handle_end(const JobEnd& end, bool stopping_now) {
   job.running = false;
   if (!job.current) job.current = std::make_unique<DriverAttempt>();  // an end the runner made up
   settle(job, end, stopping_now);
-  if (job.finished || stopping_now || setup_failed_) job.current.reset();  // it runs no more in this run
+  if (job.finished || stopping_now || setup_failed()) job.current.reset();  // it runs no more in this run
 }
 
 void BatchDriver::settle(DriverJob& job, const JobEnd& end, bool stopping_now) {
   DriverAttempt& a = *job.current;
-  if (setup_failed_ && !end.ok) {
+  if (setup_failed() && !end.ok) {
     // Not the file's doing: nothing to record or report for it; it runs next time. (A job that
     // finished before the run's fault showed, even in the same wait, is done and recorded as
     // such: its outputs are in place, and the next run must not do it again.)
@@ -335,13 +335,13 @@ void BatchDriver::refit(const DriverJob& done) {
 }
 
 void BatchDriver::fail_setup(Reason fault) {
-  setup_failed_ = stopping_ = true;
+  stopping_ = true;
   setup_fault_ = std::move(fault);
   for (const auto& l : runner_.live()) runner_.kill(l.id, 0);
 }
 
 bool BatchDriver::check_setup() {
-  if (setup_failed_) return true;
+  if (setup_failed()) return true;
   Reason fault;
   const auto idle = runner_.ready_idle_bytes();
   if (std::string error = runner_.setup_error(); !error.empty()) {

@@ -199,8 +199,8 @@ class BatchDriver {
   bool stopping_ = false, hard_stop_ = false, interrupted_ = false;
   // Setup errors (WorkerRunner::setup_error, or one worker's memory above the budget) stop the
   // run at once, with one message and exit 2, instead of failing every file the same way.
-  bool setup_failed_ = false;
-  Reason setup_fault_;
+  Reason setup_fault_;  ///< kNone: no setup fault
+  bool setup_failed() const { return setup_fault_.kind != Reason::Kind::kNone; }
   std::size_t stalled_jobs_ = 0;
   // Memory is read, and timeouts, heartbeats and the live line checked, on a deadline: once per
   // tick_ms, the first at once. In between the loop only waits, handles job ends as they come and

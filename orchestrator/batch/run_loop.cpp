@@ -37,14 +37,6 @@ namespace {
 constexpr std::size_t kHistoryBatchJobs = 1000;
 constexpr std::int64_t kHistoryBatchMs = 50;
 
-/// A reason of `kind` about `subject` (a file, a directory), for the progress sink to word.
-Reason about(Reason::Kind kind, std::string subject) {
-  Reason r;
-  r.kind = kind;
-  r.subject = std::move(subject);
-  return r;
-}
-
 }  // namespace
 
 /// What a file's job holds only while an attempt of it is under way: made when it is prepared,
@@ -148,7 +140,8 @@ std::vector<PlannedFile> RunLoop::plan(const Corpus& corpus, std::vector<FailedF
     if (!config_.command && config_.task == "align" && !f.transcript) {
       fs::path stem = f.audio;
       stem.replace_extension();
-      errors.push_back({display_path(f.audio.string()), progress_.describe(about(Reason::Kind::kNoTranscript, stem.filename().string()))});
+      errors.push_back({display_path(f.audio.string()),
+                        progress_.describe(Reason::about(Reason::Kind::kNoTranscript, stem.filename().string()))});
       continue;
     }
     if (config_.force) {
@@ -212,7 +205,7 @@ Result<Done> RunLoop::finish_outputs(Job& job, const CorpusFile& file, const Job
       return R::failure("the worker reported success but no output files; see its log");
     for (const auto& path : end.outputs) {
       auto o = stat_output(path);
-      if (!o) return R::failure(progress_.describe(about(Reason::Kind::kOutputMissing, display_path(path))));
+      if (!o) return R::failure(progress_.describe(Reason::about(Reason::Kind::kOutputMissing, display_path(path))));
       job.attempt->outputs.push_back(*o);
     }
     return Done{};
@@ -221,7 +214,7 @@ Result<Done> RunLoop::finish_outputs(Job& job, const CorpusFile& file, const Job
   const fs::path dest_dir = file.out_base.parent_path();
   fs::create_directories(dest_dir, ec);
   if (ec) {
-    Reason r = about(Reason::Kind::kCannotCreateOutputDir, dest_dir.string());
+    Reason r = Reason::about(Reason::Kind::kCannotCreateOutputDir, dest_dir.string());
     r.last_error = ec.message();
     return R::failure(progress_.describe(r));
   }

@@ -44,9 +44,7 @@ std::string task_id(const std::string& array_id, std::uint32_t index) { return a
 /// A reason of `kind` about `subject` (a Slurm array or task, or a path) and, where it has one,
 /// the memory a request asked for.
 Reason slurm_reason(Reason::Kind kind, std::string subject, std::uint64_t mem_bytes = 0) {
-  Reason r;
-  r.kind = kind;
-  r.subject = std::move(subject);
+  Reason r = Reason::about(kind, std::move(subject));
   r.limit_bytes = mem_bytes;
   return r;
 }

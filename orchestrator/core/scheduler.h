@@ -147,6 +147,14 @@ struct Reason {
   double limit_s = 0;            ///< kTimedOut, kHung: the allowance it overran, in seconds
   double silent_s = 0;           ///< kWorkerSilent: how long its heartbeat has not moved
   std::string subject;           ///< kSlurm*: the Slurm array or task ("123", "123_4"), or the path
+
+  /// A reason of `kind` about `subject` (a file, a directory, a Slurm array or task).
+  static Reason about(Kind kind, std::string subject) {
+    Reason r;
+    r.kind = kind;
+    r.subject = std::move(subject);
+    return r;
+  }
 };
 
 /// How a started job ended.
