@@ -16,15 +16,6 @@ constexpr std::size_t kTimelineThinAt = 4096;
 // What a worker held while its job ran, its model's loading included.
 std::uint64_t held_bytes(const DriverAttempt& a) { return std::max(a.peak_pss_bytes, a.loading_peak_pss_bytes); }
 
-// The run's setup fault of `kind`: one worker holds `held` against `budget`.
-Reason worker_fault(Reason::Kind kind, std::uint64_t held, std::uint64_t budget) {
-  Reason r;
-  r.kind = kind;
-  r.need_bytes = held;
-  r.limit_bytes = budget;
-  return r;
-}
-
 // The outcome of a job that failed for good before it could start.
 JobOutcome unstarted(const std::string& error) {
   JobOutcome o;
@@ -121,7 +112,7 @@ bool BatchDriver::dispatch(std::int64_t now_ms) {
       // loading its model: the estimate is a loading worker's memory, the same for every file.
       if (config_.persistent_workers && job.attempts > 0 && !runner_.ready_idle_bytes() &&
           d.reason.kind == Reason::Kind::kNeedsMoreThanBudget) {
-        fail_setup(worker_fault(Reason::Kind::kWorkerOverBudgetLoading, held_bytes(job.attempt()),
+        fail_setup(Reason::over(Reason::Kind::kWorkerOverBudgetLoading, held_bytes(job.attempt()),
                                 config_.scheduler.budget_bytes));
         break;
       }
@@ -295,7 +286,7 @@ void BatchDriver::settle(DriverJob& job, const JobEnd& end, bool stopping_now) {
   if (outcome.kind == JobOutcome::Kind::kGuardKilled && loading_fault(job)) {
     // Stopped above the high-water mark on its own while no worker had loaded its model yet:
     // one worker does not fit even idle, and every file would go the same way.
-    Reason fault = worker_fault(Reason::Kind::kWorkerAboveMarkLoading, held_bytes(a), config_.scheduler.budget_bytes);
+    Reason fault = Reason::over(Reason::Kind::kWorkerAboveMarkLoading, held_bytes(a), config_.scheduler.budget_bytes);
     fault.percent = config_.scheduler.high_water * 100;
     fail_setup(std::move(fault));
     return;
@@ -348,7 +339,7 @@ bool BatchDriver::check_setup() {
     fault.kind = Reason::Kind::kWorkerSetupFailed;
     fault.last_error = std::move(error);
   } else if (idle && config_.scheduler.budget_bytes > 0 && *idle > config_.scheduler.budget_bytes) {
-    fault = worker_fault(Reason::Kind::kWorkerIdleOverBudget, *idle, config_.scheduler.budget_bytes);
+    fault = Reason::over(Reason::Kind::kWorkerIdleOverBudget, *idle, config_.scheduler.budget_bytes);
   }
   if (fault.kind == Reason::Kind::kNone) return false;
   fail_setup(std::move(fault));

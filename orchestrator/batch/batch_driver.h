@@ -108,10 +108,7 @@ class JobSink {
   virtual void notice(const DriverJob* job, const std::string& text) = 0;
   /// `job`'s worker has stopped beating (`reason`, kWorkerSilent): it is killed now and the file
   /// retried. Replay has no heartbeats.
-  virtual void hung(const DriverJob& job, const Reason& reason) {
-    (void)job;
-    (void)reason;
-  }
+  virtual void hung(const DriverJob& /*job*/, const Reason& /*reason*/) {}
   /// After each reading: jobs running, memory in use, the workers' own status.
   virtual void tick(std::size_t running, std::uint64_t in_use_bytes, const std::vector<WorkerProgress>& workers) = 0;
   /// After each memory reading: the reading, and all that the run holds (`in_use_bytes`: jobs,
@@ -161,6 +158,7 @@ class BatchDriver {
   /// Why the run stopped on its own setup (a worker cannot load or fit), for one message;
   /// kNone when it did not.
   const Reason& setup_fault() const { return setup_fault_; }
+  bool setup_failed() const { return setup_fault_.kind != Reason::Kind::kNone; }
   /// Queued jobs left when a stalled run ended (stop_when_stalled).
   std::size_t stalled_jobs() const { return stalled_jobs_; }
 
@@ -200,7 +198,6 @@ class BatchDriver {
   // Setup errors (WorkerRunner::setup_error, or one worker's memory above the budget) stop the
   // run at once, with one message and exit 2, instead of failing every file the same way.
   Reason setup_fault_;  ///< kNone: no setup fault
-  bool setup_failed() const { return setup_fault_.kind != Reason::Kind::kNone; }
   std::size_t stalled_jobs_ = 0;
   // Memory is read, and timeouts, heartbeats and the live line checked, on a deadline: once per
   // tick_ms, the first at once. In between the loop only waits, handles job ends as they come and

@@ -421,11 +421,9 @@ bool RunLoop::Pass::begin() {
         smallest = ok_jobs++ == 0 ? r.peak_pss_bytes : std::min(smallest, r.peak_pss_bytes);
       }
     if (ok_jobs > 0 && smallest > config_.driver.scheduler.budget_bytes) {
-      Reason fault;
-      fault.kind = Reason::Kind::kWorkerPeaksOverBudget;
-      fault.need_bytes = smallest;
+      Reason fault =
+          Reason::over(Reason::Kind::kWorkerPeaksOverBudget, smallest, config_.driver.scheduler.budget_bytes);
       fault.count = static_cast<std::uint32_t>(ok_jobs);
-      fault.limit_bytes = config_.driver.scheduler.budget_bytes;
       summary.setup_error = progress_.describe(fault);
       summary.wall_s = static_cast<double>(driver->elapsed_ms()) / 1000.0;
       if (history_ && run_id_ != 0) (void)history_->end_run(run_id_, summary.exit_code());
@@ -743,7 +741,7 @@ RunSummary RunLoop::Pass::finish() {
   loop.stats_.memory_reads = ds.memory_reads;
   loop.stats_.peak_running = st.peak_running;
   summary.interrupted = driver->interrupted();
-  if (driver->setup_fault().kind != Reason::Kind::kNone) summary.setup_error = progress_.describe(driver->setup_fault());
+  if (driver->setup_failed()) summary.setup_error = progress_.describe(driver->setup_fault());
   summary.retried = st.retried;
   summary.guard_killed = st.guard_kills;
   summary.oom_deaths = st.oom_deaths;

@@ -119,20 +119,12 @@ void Scheduler::fail(JobId id, Reason reason) {
 bool Scheduler::check_fits_alone(Job& job) {
   const std::uint64_t need = estimate_of(job);
   if (config_.budget_bytes > 0 && need > config_.budget_bytes) {
-    Reason r;
-    r.kind = Reason::Kind::kNeedsMoreThanBudget;
-    r.need_bytes = need;
-    r.limit_bytes = config_.budget_bytes;
-    fail(job.spec.id, std::move(r));
+    fail(job.spec.id, Reason::over(Reason::Kind::kNeedsMoreThanBudget, need, config_.budget_bytes));
     return false;
   }
   const std::uint64_t vram = vram_estimate_of(job);
   if (config_.vram_budget_bytes > 0 && vram > config_.vram_budget_bytes) {
-    Reason r;
-    r.kind = Reason::Kind::kNeedsMoreThanVramBudget;
-    r.need_bytes = vram;
-    r.limit_bytes = config_.vram_budget_bytes;
-    fail(job.spec.id, std::move(r));
+    fail(job.spec.id, Reason::over(Reason::Kind::kNeedsMoreThanVramBudget, vram, config_.vram_budget_bytes));
     return false;
   }
   return true;

@@ -148,6 +148,14 @@ struct Reason {
   double silent_s = 0;           ///< kWorkerSilent: how long its heartbeat has not moved
   std::string subject;           ///< kSlurm*: the Slurm array or task ("123", "123_4"), or the path
 
+  /// A reason of `kind`: `need_bytes` against a limit of `limit_bytes`.
+  static Reason over(Kind kind, std::uint64_t need_bytes, std::uint64_t limit_bytes) {
+    Reason r;
+    r.kind = kind;
+    r.need_bytes = need_bytes;
+    r.limit_bytes = limit_bytes;
+    return r;
+  }
   /// A reason of `kind` about `subject` (a file, a directory, a Slurm array or task).
   static Reason about(Kind kind, std::string subject) {
     Reason r;
